@@ -1,0 +1,378 @@
+"""Tests for ttc_graph.answers: extraction, normalisation, equivalence, grouping (+ real-data checks)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ttc_graph.answers import (
+    answer_key,
+    answers_equal,
+    extract_answer,
+    group_answers,
+    gsm8k_reference,
+    normalize_answer,
+    split_steps,
+)
+
+DATA_DIR = Path(os.environ.get("TTC_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not DATA_DIR.is_dir(), reason=f"shared data directory {DATA_DIR} is absent (set TTC_DATA_DIR)"
+)
+
+
+def _jsonl(rel: str) -> list[dict[str, Any]]:
+    path = DATA_DIR / rel
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------- extract_answer
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So the answer is $\\boxed{42}$.", "42"),
+        ("Thus \\(\\boxed{\\frac{1}{2}}\\).", "\\frac{1}{2}"),
+        ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}"),
+        ("first \\boxed{1} then \\boxed{2}", "2"),
+        ("\\fbox{7}", "7"),
+        ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("The answer is \\boxed 5.", "5"),
+        ("She makes 9 * 2 = $<<9*2=18>>18 a day.\n#### 18", "18"),
+        ("#### 1\nmore\n#### 1,000\n", "1,000"),
+        ("#### Step 1: add\n3 + 4 = 7\nThe answer is 7.", "7"),
+        ("Adding up, the answer is 12.", "12"),
+        ("THE ANSWER IS: $3.5$.", "3.5"),
+        ("The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+        ("**Final Answer:** 27", "27"),
+        ("**Final Answer**: **$27**", "27"),
+        ("The answer is 5. Later: the answer is 6.", "6"),
+        ("Therefore, the final answer is:\n\n$$18$$", "18"),
+        ("So the answer is 370 feet outside of the reach of the flames.", "370"),
+    ],
+)
+def test_extract_answer(text: str, expected: str) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_extract_boxed_wins_over_other_formats() -> None:
+    text = "The answer is 3.\n#### 4\nSo finally \\boxed{5}"
+    assert extract_answer(text) == "5"
+    assert extract_answer("The answer is 3.\n#### 4") == "4"
+
+
+def test_extract_unbalanced_box_falls_back_to_earlier_box() -> None:
+    assert extract_answer("\\boxed{12} and later \\boxed{\\frac{1}{2}") == "12"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "no answer here at all",
+        "\\boxed{",
+        "\\boxed{}",
+        "}}}{{{\\boxed",
+        "#### Step 1: compute",
+        "The answer is",
+        "$$$$",
+        "\\boxed{\\frac{1}{2}",
+    ],
+)
+def test_extract_unparsable_is_none(text: str) -> None:
+    assert extract_answer(text) is None
+
+
+def test_extract_never_raises_on_garbage() -> None:
+    junk = ["\\" * 50, "{" * 1000, "}" * 1000, "\\boxed" * 300, "####" * 100, "\x00\ud800", "\\boxed{\\}"]
+    for text in junk:
+        result = extract_answer(text)
+        assert result is None or isinstance(result, str)
+
+
+# -------------------------------------------------------------------------------------- normalize_answer
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  $42$ ", "42"),
+        ("\\(7\\)", "7"),
+        ("12.", "12"),
+        ("1,000", "1000"),
+        ("1,234,567.50", "1234567.5"),
+        ("(1,2)", "(1,2)"),
+        ("1,2", "1,2"),
+        ("(1,234)", "(1,234)"),
+        ("3.50", "3.5"),
+        ("5.0", "5"),
+        ("+5", "5"),
+        ("-0.0", "0"),
+        (".35625", "0.35625"),
+        ("\\$18.90", "18.9"),
+        ("\\$32,\\!348", "32348"),
+        ("10,\\!080", "10080"),
+        ("18 \\text{ dollars}", "18"),
+        ("5\\text{ cm}", "5"),
+        ("864 \\mbox{ inches}^2", "864"),
+        ("\\frac{270}7\\text{ degrees}", "270/7"),
+        ("18 dollars", "18"),
+        ("30^\\circ", "30"),
+        ("145^{\\circ}", "145"),
+        ("50\\%", "50"),
+        ("50%", "50"),
+        ("\\dfrac{3}{6}", "1/2"),
+        ("\\tfrac{4}{2}", "2"),
+        ("-\\frac{24}{25}", "-24/25"),
+        ("\\frac 34", "3/4"),
+        ("\\frac9{19}", "9/19"),
+        ("4/8", "1/2"),
+        ("137 \\frac{1}{2}", "275/2"),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("\\dfrac{\\sqrt3}{2}", "\\frac{\\sqrt{3}}{2}"),
+        ("11\\sqrt2", "11\\sqrt{2}"),
+        ("x \\in [-2,7]", "[-2,7]"),
+        ("x=5", "5"),
+        ("\\text{(B)}", "B"),
+        ("\\text{Evelyn}", "evelyn"),
+        ("8 \\pi", "8\\pi"),
+        ("\\pi r^2", "\\pi r^2"),
+        ("\\boxed{2}", "2"),
+    ],
+)
+def test_normalize_answer(raw: str, expected: str) -> None:
+    assert normalize_answer(raw) == expected
+
+
+# ---------------------------------------------------------------------------------------- answers_equal
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("0.5", "1/2"),
+        ("0.5", "\\frac{1}{2}"),
+        ("\\frac{2}{4}", "\\dfrac12"),
+        ("1000", "1,000"),
+        ("18", "\\$18.00"),
+        ("18", "18 \\text{ dollars}"),
+        ("-3", "-3.0"),
+        ("7/2", "3\\frac{1}{2}"),
+        ("\\frac{\\sqrt{3}}{2}", "\\dfrac{\\sqrt3}{2}"),
+        ("2\\pi", "\\pi \\cdot 2"),
+        ("x^2 + 2x + 1", "(x+1)^2"),
+        ("\\sqrt{4}", "2"),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("\\{1,2\\}", "\\{2,1\\}"),
+        ("0.333333333333", "\\frac{1}{3}"),
+        ("\\text{East}", "east"),
+    ],
+)
+def test_answers_equal_true(a: str, b: str) -> None:
+    assert answers_equal(a, b)
+    assert answers_equal(b, a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("1000", "100"),
+        ("(1,2)", "(2,1)"),
+        ("(1,2)", "[1,2]"),
+        ("(-\\infty, 0]", "(-\\infty, 0)"),
+        ("1,2", "12"),
+        ("(1,234)", "1234"),
+        ("1.0000001", "1"),
+        ("0.3333", "\\frac{1}{3}"),
+        ("\\frac{1}{2}", "\\frac{1}{3}"),
+        ("\\text{east}", "\\text{seat}"),
+        ("2\\sqrt{2}", "2\\sqrt{3}"),
+        ("x+1", "x-1"),
+        ("10^{100000}", "10^{100001}"),
+    ],
+)
+def test_answers_equal_false(a: str, b: str) -> None:
+    assert not answers_equal(a, b)
+    assert not answers_equal(b, a)
+
+
+def test_answers_equal_none_and_empty() -> None:
+    assert not answers_equal(None, None)
+    assert not answers_equal(None, "1")
+    assert not answers_equal("1", None)
+    assert not answers_equal("", "")
+    assert not answers_equal("$ $", "$ $")
+
+
+def test_answers_equal_works_off_main_thread() -> None:
+    pairs = [("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt{12}}{4}"), ("x^2-1", "(x-1)(x+1)"), ("2\\pi", "\\pi+\\pi")]
+    def run(pair: tuple[str, str]) -> bool:
+        assert threading.current_thread() is not threading.main_thread()
+        return answers_equal(*pair)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run, pairs))
+    assert results == [True, True, True]
+
+
+# ------------------------------------------------------------------------------------------- answer_key
+
+
+def test_answer_key() -> None:
+    assert answer_key(None) is None
+    assert answer_key("0.5") == answer_key("\\frac{1}{2}") == answer_key("2/4") == "1/2"
+    assert answer_key("1,000") == answer_key("1000.0") == answer_key("\\$1,000") == "1000"
+    assert answer_key("-1.25") == "-5/4"
+    assert answer_key("\\dfrac{\\sqrt3}{2}") == normalize_answer("\\frac{\\sqrt{3}}{2}")
+    assert answer_key("(1,2)") != answer_key("12")
+
+
+# ----------------------------------------------------------------------------------------- group_answers
+
+
+def test_group_answers_order_and_none() -> None:
+    answers = ["5", None, "\\frac{1}{2}", "5.0", "0.5", None, "7", "\\boxed{5}"]
+    assert group_answers(answers) == [[0, 3, 7], [2, 4], [6]]
+    assert group_answers([]) == []
+    assert group_answers([None, None]) == []
+
+
+def test_group_answers_merges_symbolic_but_not_tuples() -> None:
+    answers = ["(1,2)", "\\frac{\\sqrt{3}}{2}", "[1,2]", "(2,1)", "\\dfrac{\\sqrt{3}}{2}", "(1, 2)", "\\sqrt{3}/2"]
+    assert group_answers(answers) == [[0, 5], [1, 4, 6], [2], [3]]
+
+
+def test_group_answers_mixes_numeric_and_symbolic() -> None:
+    assert group_answers(["2", "\\sqrt{4}", "3", "\\frac{6}{3}"]) == [[0, 1, 3], [2]]
+
+
+def test_group_answers_is_fast_for_numbers() -> None:
+    answers = [str(i % 37) + (".0" if i % 3 else "") for i in range(256)]
+    group_answers(answers)  # warm caches as a real run would
+    fresh = [f"{i % 41},000" for i in range(256)]
+    start = time.perf_counter()
+    groups = group_answers(fresh)
+    elapsed = time.perf_counter() - start
+    assert len(groups) == 41
+    assert elapsed < 0.010, f"grouping 256 numeric answers took {elapsed * 1000:.1f} ms"
+
+
+# ------------------------------------------------------------------------------ split_steps, gsm8k_reference
+
+
+def test_split_steps() -> None:
+    text = "Step 1: add.\n\n\n\n  Step 2: multiply.  \n\n\n\nSo \\boxed{6}.\n\n"
+    assert split_steps(text) == ["Step 1: add.", "Step 2: multiply.", "So \\boxed{6}."]
+    assert split_steps("a\nb\n\nc", "\n") == ["a", "b", "c"]
+    assert split_steps("") == []
+    assert split_steps("  \n\n  ") == []
+    assert split_steps("one step only") == ["one step only"]
+
+
+def test_gsm8k_reference() -> None:
+    assert gsm8k_reference("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18") == "18"
+    assert gsm8k_reference("x #### 1 \n#### 1,000 ") == "1000"
+    assert gsm8k_reference("#### -3") == "-3"
+    with pytest.raises(ValueError):
+        gsm8k_reference("no marker")
+
+
+# ------------------------------------------------------------------------------------------ real data
+
+
+@needs_data
+def test_gsm8k_references_roundtrip() -> None:
+    rows = _jsonl("gsm8k/test.jsonl")
+    assert len(rows) == 1319
+    for row in rows:
+        ref = gsm8k_reference(row["answer"])
+        assert ref, row["answer"]
+        key = answer_key(ref)
+        assert key is not None and Fraction(key) == Fraction(ref), ref  # a plain number
+        assert answers_equal(ref, extract_answer(f"The total is \\boxed{{{ref}}}.")), ref
+        extracted = extract_answer(row["answer"])
+        assert extracted is not None
+        assert normalize_answer(extracted) == normalize_answer(ref), (extracted, ref)
+
+
+@needs_data
+def test_math500_extraction_and_equivalence() -> None:
+    rows = _jsonl("math500/test.jsonl")
+    assert len(rows) == 500
+    start = time.perf_counter()
+    failures = [
+        (row["unique_id"], extract_answer(row["solution"]), row["answer"])
+        for row in rows
+        if not answers_equal(extract_answer(row["solution"]), row["answer"])
+    ]
+    rate = 1 - len(failures) / len(rows)
+    for failure in failures:
+        print("MATH-500 mismatch:", failure)
+    print(f"MATH-500 extraction agreement: {rate:.1%}")
+    assert rate >= 0.97
+
+    distinct = [(a["answer"], b["answer"]) for a, b in itertools.pairwise(rows)]
+    distinct = [(a, b) for a, b in distinct if answer_key(a) != answer_key(b)]
+    merged = [(a, b) for a, b in distinct if answers_equal(a, b)]
+    for pair in merged:
+        print("MATH-500 neighbours judged equal:", pair)
+    assert len(distinct) > 400
+    assert 1 - len(merged) / len(distinct) >= 0.97
+    assert time.perf_counter() - start < 20
+
+
+def _gold_text(gold: float | int | str) -> str:
+    if isinstance(gold, float) and gold.is_integer():
+        return str(int(gold))
+    return str(gold)
+
+
+@needs_data
+def test_sample_pool_matches_recorded_correctness() -> None:
+    rows = _jsonl("pools/gsm8k-qwen2.5-coder-0.5b-k8.jsonl")
+    total = agree = 0
+    for row in rows:
+        gold = _gold_text(row["gold"])
+        for sample in row["samples"]:
+            total += 1
+            verdict = answers_equal(extract_answer(sample["text"]), gold)
+            if verdict == sample["correct"]:
+                agree += 1
+            else:
+                print("pool disagreement:", row["idx"], extract_answer(sample["text"]), sample["pred"], gold)
+    rate = agree / total
+    print(f"pool agreement with recorded 'correct': {rate:.2%} of {total}")
+    assert total == 480
+    assert rate >= 0.98
+
+
+@needs_data
+def test_sample_pool_grouping_respects_pred() -> None:
+    rows = _jsonl("pools/gsm8k-qwen2.5-coder-0.5b-k8.jsonl")
+    for row in rows:
+        samples = row["samples"]
+        groups = group_answers([extract_answer(s["text"]) for s in samples])
+        group_of = {i: g for g, members in enumerate(groups) for i in members}
+        flat = [i for members in groups for i in members]
+        assert len(flat) == len(set(flat))
+        assert [members[0] for members in groups] == sorted(members[0] for members in groups)
+        for i in range(len(samples)):
+            for j in range(i + 1, len(samples)):
+                pi, pj = samples[i]["pred"], samples[j]["pred"]
+                if pi is not None and pi == pj:
+                    assert group_of.get(i) is not None and group_of.get(i) == group_of.get(j), (row["idx"], i, j)

@@ -1,0 +1,55 @@
+"""ttc_graph: compute-optimal test-time scaling of LLMs as LangGraph graphs."""
+
+from ttc_graph.budget import Budget
+from ttc_graph.endpoints import (
+    Endpoint,
+    Generation,
+    GenerationResult,
+    LangChainEndpoint,
+    OpenAIEndpoint,
+    RetryConfig,
+    SamplingParams,
+)
+from ttc_graph.errors import (
+    BudgetError,
+    ConfigurationError,
+    EndpointError,
+    LocalServerError,
+    TTCError,
+    VerifierError,
+)
+from ttc_graph.nodes.budget_controller import AdaptiveStop
+from ttc_graph.selection import select_answer
+from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.strategies import create_best_of_n
+from ttc_graph.verifiers import FunctionVerifier, Verifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveStop",
+    "Budget",
+    "BudgetError",
+    "Candidate",
+    "ConfigurationError",
+    "Endpoint",
+    "EndpointError",
+    "FunctionVerifier",
+    "Generation",
+    "GenerationResult",
+    "LangChainEndpoint",
+    "LocalServerError",
+    "OpenAIEndpoint",
+    "RetryConfig",
+    "SamplingParams",
+    "TTCContext",
+    "TTCError",
+    "TTCInput",
+    "TTCOutput",
+    "TTCState",
+    "Verifier",
+    "VerifierError",
+    "__version__",
+    "create_best_of_n",
+    "select_answer",
+]

@@ -1,0 +1,29 @@
+"""Policy endpoints: OpenAI-compatible servers and LangChain chat models."""
+
+from ttc_graph.endpoints.base import (
+    ChatMessage,
+    Continuation,
+    Endpoint,
+    Generation,
+    GenerationResult,
+    RequestUsage,
+    SamplingParams,
+)
+from ttc_graph.endpoints.langchain import LangChainEndpoint
+from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
+from ttc_graph.endpoints.retry import RetryConfig, is_retryable, retry_after_seconds
+
+__all__ = [
+    "ChatMessage",
+    "Continuation",
+    "Endpoint",
+    "Generation",
+    "GenerationResult",
+    "LangChainEndpoint",
+    "OpenAIEndpoint",
+    "RequestUsage",
+    "RetryConfig",
+    "SamplingParams",
+    "is_retryable",
+    "retry_after_seconds",
+]

@@ -1,0 +1,125 @@
+"""Any LangChain chat model as a policy endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
+from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
+from ttc_graph.errors import ConfigurationError, EndpointError
+
+__all__ = ["LangChainEndpoint"]
+
+_ROLES = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage, "assistant": AIMessage}
+
+
+def to_langchain(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
+    out: list[BaseMessage] = []
+    for m in messages:
+        cls = _ROLES.get(m["role"])
+        if cls is None:
+            raise ConfigurationError(f"messages: unknown role {m['role']!r}")
+        out.append(cls(content=m["content"]))
+    return out
+
+
+def _token_usage(message: Any, llm_output: dict[str, Any] | None) -> tuple[int, int] | None:
+    meta = getattr(message, "usage_metadata", None)
+    if meta:
+        return int(meta.get("input_tokens", 0) or 0), int(meta.get("output_tokens", 0) or 0)
+    usage = (llm_output or {}).get("token_usage") or {}
+    if usage:
+        return int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0)
+    return None
+
+
+class LangChainEndpoint:
+    """A policy backed by any ``BaseChatModel``.
+
+    ``n`` samples are one ``agenerate`` call over ``n`` copies of the prompt (``invoke`` would only return the
+    first choice), which LangChain runs concurrently. Each copy is a request; its usage comes from the message's
+    ``usage_metadata``. A partial answer (``prefix``) is continued by the chat-only next-step prompt.
+    Sampling params the model declares as fields are passed through as call kwargs.
+    """
+
+    native_n = False
+
+    def __init__(
+        self, chat_model: BaseChatModel, *, retry: RetryConfig | None = None, max_concurrency: int = 16
+    ):
+        if not isinstance(chat_model, BaseChatModel):
+            raise ConfigurationError(
+                f"chat_model: expected a LangChain BaseChatModel, got {type(chat_model).__name__}"
+            )
+        self.chat_model = chat_model
+        self.retry = retry or RetryConfig()
+        self.max_concurrency = max_concurrency
+
+    @property
+    def name(self) -> str:
+        return getattr(self.chat_model, "model_name", None) or type(self.chat_model).__name__
+
+    def _kwargs(self, params: SamplingParams | None) -> dict[str, Any]:
+        if params is None:
+            return {}
+        kwargs: dict[str, Any] = {}
+        if params.stop:
+            kwargs["stop"] = list(params.stop)
+        for key in ("temperature", "max_tokens", "seed"):
+            if getattr(params, key) is not None and key in type(self.chat_model).model_fields:
+                kwargs[key] = getattr(params, key)
+        return kwargs
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        if n < 1:
+            raise ConfigurationError(f"n: must be >= 1, got {n}")
+        msgs = list(messages)
+        if prefix:
+            msgs.append({"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)})
+        lc_messages = to_langchain(msgs)
+        kwargs = self._kwargs(params)
+        stop = kwargs.pop("stop", None)
+        sem = asyncio.Semaphore(self.max_concurrency)
+
+        async def one() -> Any:
+            async with sem:
+                return await call_with_retries(
+                    lambda: self.chat_model.agenerate([lc_messages], stop=stop, **kwargs),
+                    self.retry,
+                    f"agenerate on {self.name}",
+                )
+
+        outcomes = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        result = GenerationResult()
+        for out in outcomes:
+            if isinstance(out, BaseException):
+                if not isinstance(out, Exception):
+                    raise out
+                result.usage.failed_requests += 1
+                result.errors.append(str(out))
+                continue
+            for gens in out.generations:
+                for g in gens:
+                    tokens = _token_usage(getattr(g, "message", None), out.llm_output)
+                    prompt_toks, completion = tokens or (0, 0)
+                    result.usage.add(RequestUsage(1, prompt_toks, completion))
+                    info = getattr(g, "generation_info", None) or {}
+                    result.generations.append(
+                        Generation(g.text, info.get("finish_reason"), completion if tokens else None)
+                    )
+        if not result.generations:
+            raise EndpointError(f"agenerate on {self.name}: every request failed: {result.errors[:1]}")
+        return result

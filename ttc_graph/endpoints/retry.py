@@ -1,0 +1,125 @@
+"""The one retry layer: tenacity around every model and verifier call.
+
+Retried: 408, 409, 429 and 5xx answers, timeouts and connection errors, with exponential backoff and jitter,
+honouring ``Retry-After``. Never retried: other 4xx answers (400, 401, 403, 404, 422, ...).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import openai
+from pydantic import BaseModel, Field
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from ttc_graph.errors import EndpointError
+
+__all__ = ["RETRYABLE_STATUS", "RetryConfig", "call_with_retries", "is_retryable", "retry_after_seconds"]
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+T = TypeVar("T")
+
+
+class RetryConfig(BaseModel):
+    """How hard to retry a transient failure."""
+
+    max_attempts: int = Field(4, ge=1, description="Attempts in all, the first included.")
+    initial_backoff: float = Field(0.5, ge=0, description="Seconds before the first retry.")
+    max_backoff: float = Field(30.0, ge=0, description="Cap on one wait, Retry-After included.")
+    jitter: float = Field(0.5, ge=0, description="Uniform random seconds added to each wait.")
+
+
+def _status_of(exc: BaseException) -> int | None:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code
+    if isinstance(exc, EndpointError):
+        return exc.status_code
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for transient failures only."""
+    if isinstance(exc, EndpointError):
+        return exc.retryable
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+        return True
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+        return True
+    status = _status_of(exc)
+    return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+
+def _headers_of(exc: BaseException) -> Any:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.response.headers
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.headers
+    return None
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait (``Retry-After`` / ``retry-after-ms``), if any."""
+    headers = _headers_of(exc)
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class _WaitRetryAfter:
+    def __init__(self, config: RetryConfig) -> None:
+        self._config = config
+        self._backoff = wait_exponential_jitter(
+            initial=config.initial_backoff, max=config.max_backoff, jitter=config.jitter
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_seconds(exc) if exc else None
+        if asked is not None:
+            return min(asked, self._config.max_backoff)
+        return float(self._backoff(state))
+
+
+def to_endpoint_error(exc: BaseException, what: str) -> EndpointError:
+    """Wrap a final failure in a typed error that names the call and the status."""
+    if isinstance(exc, EndpointError):
+        return exc
+    status = _status_of(exc)
+    detail = f"HTTP {status}: " if status is not None else f"{type(exc).__name__}: "
+    return EndpointError(f"{what} failed: {detail}{exc}", status_code=status, retryable=is_retryable(exc))
+
+
+async def call_with_retries(fn: Callable[[], Awaitable[T]], config: RetryConfig, what: str) -> T:
+    """Await ``fn()`` under the retry policy; raise :class:`EndpointError` when it fails for good."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(config.max_attempts),
+            wait=_WaitRetryAfter(config),
+            reraise=True,
+        ):
+            with attempt:
+                return await fn()
+    except Exception as exc:
+        raise to_endpoint_error(exc, what) from exc
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,27 @@
+"""The nodes strategies are built from: prepare, propose, verify, select and the budget controller."""
+
+from ttc_graph.nodes.budget_controller import (
+    AdaptiveStop,
+    SamplingDefaults,
+    make_best_of_n_controller,
+    route_plan,
+)
+from ttc_graph.nodes.prepare import prepare_node, question_of
+from ttc_graph.nodes.propose import ProposeTask, make_candidate, make_propose_node
+from ttc_graph.nodes.select import make_select_node
+from ttc_graph.nodes.verify import make_verify_node, verify_candidates
+
+__all__ = [
+    "AdaptiveStop",
+    "ProposeTask",
+    "SamplingDefaults",
+    "make_best_of_n_controller",
+    "make_candidate",
+    "make_propose_node",
+    "make_select_node",
+    "make_verify_node",
+    "prepare_node",
+    "question_of",
+    "route_plan",
+    "verify_candidates",
+]

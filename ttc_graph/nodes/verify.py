@@ -1,0 +1,61 @@
+"""The verify node: score every candidate not yet scored, in one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ttc_graph.answers import split_steps
+from ttc_graph.budget import usage_delta
+from ttc_graph.state import Candidate, TTCState
+from ttc_graph.verifiers.base import Verifier, VerifyItem
+
+__all__ = ["make_verify_node", "verify_candidates"]
+
+
+async def verify_candidates(
+    verifier: Verifier, question: str, candidates: list[Candidate], step_delimiter: str = "\n\n"
+) -> dict[str, Any]:
+    """Scores for ``candidates`` as a state update (candidates upserted, usage charged to ``verify``)."""
+    if not candidates:
+        return {}
+    items = []
+    for c in candidates:
+        steps = tuple(split_steps(c["text"], step_delimiter)) or (c["text"],)
+        lps = c.get("token_logprobs")
+        items.append(VerifyItem(question, steps, tuple(lps) if lps else None))
+    result = await verifier.verify(items)
+    updated: list[Candidate] = []
+    errors: list[str] = []
+    for cand, score in zip(candidates, result.scores, strict=True):
+        new = dict(cand)
+        new["score"] = score.value
+        new["step_scores"] = list(score.step_scores) if score.step_scores else None
+        new["scored"] = score.value is not None
+        if score.error:
+            new.setdefault("meta", {})
+            new["meta"] = {**new.get("meta", {}), "verify_error": score.error}
+            errors.append(f"verify {cand['id']}: {score.error}")
+        updated.append(new)  # type: ignore[arg-type]
+    update: dict[str, Any] = {"candidates": updated, "usage": usage_delta("verify", result.usage)}
+    if errors:
+        update["errors"] = errors
+    return update
+
+
+def make_verify_node(
+    verifier: Verifier | None, *, step_delimiter: str = "\n\n"
+) -> Callable[[TTCState], Awaitable[dict[str, Any]]]:
+    """A node that scores the new candidates; with no verifier it does nothing."""
+
+    async def verify(state: TTCState) -> dict[str, Any]:
+        if verifier is None:
+            return {}
+        pending = [
+            c
+            for c in state.get("candidates", [])
+            if not c["scored"] and "verify_error" not in c.get("meta", {})
+        ]
+        return await verify_candidates(verifier, state["question"], pending, step_delimiter)
+
+    return verify

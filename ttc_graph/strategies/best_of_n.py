@@ -1,0 +1,90 @@
+"""Best-of-N, best-of-N weighted and majority vote as a LangGraph graph."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+
+from ttc_graph.budget import Budget
+from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.nodes.budget_controller import (
+    AdaptiveStop,
+    SamplingDefaults,
+    make_best_of_n_controller,
+    route_plan,
+)
+from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.propose import make_propose_node
+from ttc_graph.nodes.select import make_select_node
+from ttc_graph.nodes.verify import make_verify_node
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
+from ttc_graph.selection import SELECTIONS, Selection
+from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.verifiers.function import VerifierLike, as_verifier
+
+__all__ = ["create_best_of_n"]
+
+
+def check_policy(policy: object) -> None:
+    if not callable(getattr(policy, "generate", None)):
+        raise ConfigurationError(
+            f"policy: expected an endpoint with an async generate(), got {type(policy).__name__}"
+        )
+
+
+def create_best_of_n(
+    policy: Endpoint,
+    verifier: VerifierLike | None = None,
+    *,
+    n: int,
+    selection: Selection = "weighted",
+    adaptive: AdaptiveStop | bool = False,
+    budget: Budget | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    seed: int | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    logprobs: bool = False,
+) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    """An uncompiled best-of-N graph: ``prepare → budget ⇉ propose → verify → budget → … → select``.
+
+    ``selection``: ``weighted`` (sum of verifier scores per final answer, the paper's best-of-N weighted),
+    ``naive`` (top-scored sample) or ``majority`` (most frequent answer; needs no verifier). ``adaptive``
+    samples in rounds and stops early once the leading answer is decisive. ``logprobs`` asks the policy
+    for token log-probabilities (needed by a confidence verifier).
+    """
+    check_policy(policy)
+    if not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
+    if selection not in SELECTIONS:
+        raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(SELECTIONS)}")
+    scorer = as_verifier(verifier)
+    if scorer is None and selection in ("naive", "weighted"):
+        raise ConfigurationError(
+            f"verifier: selection={selection!r} needs a verifier; use selection='majority'"
+        )
+    stop = AdaptiveStop() if adaptive is True else (adaptive or None)
+    needs_logprobs = logprobs or getattr(scorer, "needs_logprobs", False)
+    batch = n if getattr(policy, "native_n", None) is not False else 1
+
+    graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
+    graph.add_node("prepare", prepare_node)
+    graph.add_node(
+        "budget",
+        make_best_of_n_controller(
+            n=n,
+            defaults=SamplingDefaults(temperature, max_tokens, seed, budget),
+            adaptive=stop,
+            batch=max(1, batch),
+        ),
+    )
+    graph.add_node("propose", make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs))
+    graph.add_node("verify", make_verify_node(scorer))
+    graph.add_node("select", make_select_node(selection))
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "budget")
+    graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "select"])
+    graph.add_edge("propose", "verify")
+    graph.add_edge("verify", "budget")
+    graph.add_edge("select", END)
+    return graph

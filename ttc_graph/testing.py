@@ -1,0 +1,91 @@
+"""Scripted fakes for tests of code built on ttc_graph (never a stand-in for a real model)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph.errors import EndpointError
+
+__all__ = ["FakeCall", "ScriptedEndpoint"]
+
+
+@dataclass(slots=True)
+class FakeCall:
+    messages: list[ChatMessage]
+    n: int
+    params: SamplingParams | None
+    prefix: str | None
+
+
+Responder = Callable[[FakeCall, int], str]
+
+
+@dataclass
+class ScriptedEndpoint:
+    """Answers from a script: a list of texts served round-robin, or ``fn(call, index) -> text``.
+
+    Each request reports ``prompt_tokens`` = words in the prompt and ``completion_tokens`` = words in every
+    returned text (counted once per request). ``delay`` simulates latency; ``fail_every`` makes every k-th
+    request raise an :class:`EndpointError`; ``native_n`` says whether one request may carry ``n`` samples.
+    """
+
+    script: Sequence[str] | Responder
+    delay: float = 0.0
+    native_n: bool = True
+    fail_every: int | None = None
+    calls: list[FakeCall] = field(default_factory=list)
+    _requests: Iterator[int] = field(default_factory=itertools.count, repr=False)
+    _samples: Iterator[int] = field(default_factory=itertools.count, repr=False)
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    def _text(self, call: FakeCall, index: int) -> str:
+        if callable(self.script):
+            return self.script(call, index)
+        return self.script[index % len(self.script)]
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        requests = [n] if self.native_n else [1] * n
+        result = GenerationResult()
+
+        async def one(k: int) -> GenerationResult:
+            call = FakeCall(list(messages), k, params, prefix)
+            self.calls.append(call)
+            number = next(self._requests)
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.fail_every and (number + 1) % self.fail_every == 0:
+                raise EndpointError("scripted failure", status_code=500)
+            texts = [self._text(call, next(self._samples)) for _ in range(k)]
+            gens = [Generation(t, "stop", len(t.split())) for t in texts]
+            prompt = sum(len(m["content"].split()) for m in messages)
+            return GenerationResult(
+                gens, RequestUsage(1, prompt, sum(g.completion_tokens or 0 for g in gens))
+            )
+
+        outcomes = await asyncio.gather(*(one(k) for k in requests), return_exceptions=True)
+        for out in outcomes:
+            if isinstance(out, EndpointError):
+                result.usage.failed_requests += 1
+                result.errors.append(str(out))
+            elif isinstance(out, BaseException):
+                raise out
+            else:
+                result.generations.extend(out.generations)
+                result.usage.add(out.usage)
+        if not result.generations:
+            raise EndpointError("scripted endpoint: every request failed")
+        return result

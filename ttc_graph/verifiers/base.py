@@ -1,0 +1,97 @@
+"""The verifier interface: batched, async, per-step or per-solution scores in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from ttc_graph.endpoints.base import RequestUsage
+from ttc_graph.errors import VerifierError
+
+__all__ = [
+    "Aggregation",
+    "Score",
+    "VerificationResult",
+    "Verifier",
+    "VerifyItem",
+    "aggregate",
+    "check_unit_interval",
+]
+
+Aggregation = Literal["last", "min", "prod", "mean"]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyItem:
+    """A solution (or a partial one) to score."""
+
+    question: str
+    steps: tuple[str, ...]
+    token_logprobs: tuple[float, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A verifier's verdict. ``value`` None means *unscored* (with ``error`` saying why), never a silent 0."""
+
+    value: float | None
+    step_scores: tuple[float, ...] | None = None
+    error: str | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(slots=True)
+class VerificationResult:
+    scores: list[Score]
+    usage: RequestUsage = field(default_factory=RequestUsage)
+
+
+def check_unit_interval(value: float, what: str) -> float:
+    """``value`` as a float in [0, 1], or :class:`VerifierError`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise VerifierError(f"{what}: expected a number in [0, 1], got {value!r}") from exc
+    if not math.isfinite(v) or v < 0.0 or v > 1.0:
+        raise VerifierError(f"{what}: expected a number in [0, 1], got {value!r}")
+    return v
+
+
+def aggregate(step_scores: Sequence[float], how: Aggregation = "last") -> float:
+    """One solution score from per-step scores; ``last`` is the paper's choice."""
+    if not step_scores:
+        raise VerifierError("aggregate: no step scores to aggregate")
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "prod":
+        return float(math.prod(step_scores))
+    if how == "mean":
+        return float(sum(step_scores) / len(step_scores))
+    raise VerifierError(f"aggregation: unknown {how!r}; use one of last, min, prod, mean")
+
+
+class Verifier(ABC):
+    """Scores a batch of solutions. ``granularity`` says whether it judges every step or whole solutions."""
+
+    granularity: ClassVar[Literal["process", "outcome"]] = "outcome"
+    aggregation: Aggregation = "last"
+
+    @abstractmethod
+    async def verify(self, items: Sequence[VerifyItem]) -> VerificationResult:
+        """Score ``items``; a failed item is an unscored :class:`Score` with an ``error``, not an exception."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__

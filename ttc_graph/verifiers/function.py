@@ -1,0 +1,68 @@
+"""Plain Python callables as verifiers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+
+from ttc_graph.errors import ConfigurationError, VerifierError
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem, check_unit_interval
+
+__all__ = ["FunctionVerifier", "VerifierLike", "as_verifier"]
+
+ScoreFn = Callable[[str, str], float] | Callable[[str, str], Awaitable[float]]
+VerifierLike = Verifier | ScoreFn
+
+
+class FunctionVerifier(Verifier):
+    """Wraps ``fn(question, solution_text) -> float`` (sync or async), e.g. a reference-answer checker.
+
+    Sync functions run inline unless ``threaded=True`` (for slow ones, such as a unit-test runner).
+    """
+
+    granularity = "outcome"
+
+    def __init__(self, fn: ScoreFn, *, threaded: bool = False, name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigurationError(
+                f"verifier: expected a callable (question, solution) -> float, got {fn!r}"
+            )
+        self.fn = fn
+        self.threaded = threaded
+        self._name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            type(fn).__call__ if not inspect.isfunction(fn) else None
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def _one(self, item: VerifyItem) -> Score:
+        try:
+            if self._is_async:
+                raw = await self.fn(item.question, item.text)  # type: ignore[misc]
+            elif self.threaded:
+                raw = await asyncio.to_thread(self.fn, item.question, item.text)
+            else:
+                raw = self.fn(item.question, item.text)
+                if inspect.isawaitable(raw):
+                    raw = await raw
+            return Score(check_unit_interval(raw, f"verifier {self._name}"))  # type: ignore[arg-type]
+        except VerifierError as exc:
+            return Score(None, error=str(exc))
+        except Exception as exc:
+            return Score(None, error=f"verifier {self._name} raised {type(exc).__name__}: {exc}")
+
+    async def verify(self, items: Sequence[VerifyItem]) -> VerificationResult:
+        return VerificationResult(list(await asyncio.gather(*(self._one(i) for i in items))))
+
+
+def as_verifier(obj: VerifierLike | None) -> Verifier | None:
+    """A :class:`Verifier` from a verifier, a plain callable, or None."""
+    if obj is None or isinstance(obj, Verifier):
+        return obj
+    if callable(obj):
+        return FunctionVerifier(obj)
+    raise ConfigurationError(f"verifier: expected a Verifier or a callable, got {type(obj).__name__}")
