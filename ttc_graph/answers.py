@@ -30,10 +30,16 @@ logger = logging.getLogger(__name__)
 # Answers longer than this (after normalisation) are not handed to sympy: nothing bounds its run time.
 _MAX_SYMBOLIC_LEN = 400
 _REL_TOL = 1e-9
+_POW = r"(?:\^|\*\*)"
+_HUGE_RE = re.compile(  # giant exponents, nested / chained powers, big factorials
+    _POW + r"\s*[{(]?\s*[-+]?\d{4,}|" + _POW + r"\s*[{(][^{}()]*" + _POW + "|" + _POW + r"\s*[\w.]+\s*" + _POW
+    + r"|!\s*!|\d{4,}\s*!"
+)
 
 # --------------------------------------------------------------------------------------------- extraction
 
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*")
+_TOKEN_RE = re.compile(r"[^\s$]+")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _HASH_OK_RE = re.compile(r"^(?:\\\$|\$|[-+\u2212]|\\\(|\\frac|\\dfrac|\\tfrac|\()*\s*\.?\d")
 _PHRASE_RE = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:\*\*)?\s*:)[ \t*:]*", re.IGNORECASE)
@@ -72,24 +78,41 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
     return None
 
 
-def _boxed_contents(text: str) -> list[str]:
-    """Contents of every balanced, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (also ``\\boxed 5``), in order."""
-    out: list[str] = []
-    for m in _BOXED_RE.finditer(text):
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of the matching ``}`` for every closed ``{`` (escaped ``\\{`` / ``\\}`` ignored), in one pass."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last balanced, non-empty ``\\boxed{...}`` / ``\\fbox{...}`` (also ``\\boxed 5``)."""
+    pairs: dict[int, int] | None = None
+    for m in reversed(list(_BOXED_RE.finditer(text))):
         j = m.end()
         if j < len(text) and text[j] == "{":
-            got = _braced(text, j)
-            if got is None:
-                continue
-            content = got[0].strip()
-        elif m.group(0).endswith((" ", "\t")) and j < len(text):  # "\boxed 5": a single token
-            tok = re.match(r"[^\s$]+", text[j:])
-            content = tok.group(0).rstrip(".") if tok else ""
+            if pairs is None:
+                pairs = _brace_pairs(text)
+            close = pairs.get(j)
+            content = text[j + 1 : close].strip() if close is not None else ""
+        elif m.group(0).endswith((" ", "\t")) and (tok := _TOKEN_RE.match(text, j)):  # "\boxed 5"
+            content = tok.group(0).rstrip(".")
         else:
             continue
         if content:
-            out.append(content)
-    return out
+            return content
+    return None
 
 
 def _clean_phrase(raw: str) -> str:
@@ -114,9 +137,9 @@ def extract_answer(text: str) -> str | None:
         return None
     try:
         if "\\boxed" in text or "\\fbox" in text:
-            boxed = _boxed_contents(text)
-            if boxed:
-                return boxed[-1]
+            boxed = _last_boxed(text)
+            if boxed is not None:
+                return boxed
         if "####" in text:
             for m in reversed(list(_HASH_RE.finditer(text))):
                 cand = m.group(1).strip()
@@ -142,7 +165,7 @@ def extract_answer(text: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- normalise
 
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])\s*")
-_SPACING_RE = re.compile(r"\\[!,;:> ]|\\q?quad(?![a-zA-Z])")
+_SPACING_RE = re.compile(r"\\\\|\\[!,;:> ]|\\q?quad(?![a-zA-Z])")  # row breaks (two backslashes) are kept
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|°|\\degree(?![a-zA-Z])")
 _PERCENT_RE = re.compile(r"\\?%")
 _TEXT_CMD = r"\\(?:text|textbf|textit|textrm|mbox|mathrm|mathbf|rm)"
@@ -157,6 +180,7 @@ _SPACE_RE = re.compile(r"(\\[a-zA-Z]+)?\s+")
 _CURRENCY_RE = re.compile(r"\\\$|\\(?:euro|pounds|yen)(?![a-zA-Z])|[€£¥₹]|\\textdollar")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _DECIMAL_RE = re.compile(r"(?<![\d.])(\d*)\.(\d+)(?![\d.])")
+_PLAIN_NUM_RE = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$")
 _INT_RE = re.compile(r"^[-+]?\d+$")
 _DEC_RE = re.compile(r"^[-+]?\d*\.\d+$")
 _SLASH_RE = re.compile(r"^([-+]?)(\d*\.?\d+)/([-+]?\d*\.?\d+)$")
@@ -239,10 +263,13 @@ def _number_canon(s: str) -> str:
 
 @lru_cache(maxsize=8192)
 def _normalize(answer: str) -> str:
-    s = _strip_wrappers(answer)
+    s = answer.strip()
+    if _PLAIN_NUM_RE.match(s):  # fast path: the common plain-number answer
+        return _number_canon(s)
+    s = _strip_wrappers(s)
     s = s.replace("\\displaystyle", "").replace("{,}", ",")
     s = _LEFT_RIGHT_RE.sub("", s)
-    s = _SPACING_RE.sub("", s)
+    s = _SPACING_RE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", s)
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
     s = _CURRENCY_RE.sub("", s)
@@ -286,7 +313,7 @@ def normalize_answer(answer: str) -> str:
     if not isinstance(answer, str):
         return ""
     try:
-        return _normalize(answer)
+        return _normalize(answer) if len(answer) <= 1000 else _normalize.__wrapped__(answer)
     except Exception:  # pragma: no cover - defensive
         logger.debug("normalisation failed", exc_info=True)
         return answer.strip()
@@ -335,7 +362,7 @@ def _symbolic_ok(key: str) -> bool:
     if len(key) > 1 and key.isalpha():  # plain words: "east" vs "seat" would be equal as symbol products
         return False
     # huge powers (10^{100000}) make sympy compute giant integers that no timeout can interrupt
-    return not re.search(r"\^\s*\{?\s*[-+]?\d{4,}|\^\s*\{[^}]*\^|!\s*!|\d{4,}\s*!", key)
+    return _HUGE_RE.search(key) is None
 
 
 @lru_cache(maxsize=4096)

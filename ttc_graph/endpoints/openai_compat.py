@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -31,13 +32,21 @@ NEXT_STEP_PROMPT = (
 
 
 def _parse_chat_logprobs(choice: Any) -> tuple[tuple[float, ...] | None, tuple[dict[str, float], ...] | None]:
-    lp = getattr(choice, "logprobs", None)
-    content = getattr(lp, "content", None) if lp is not None else None
+    lp = _field(choice, "logprobs")
+    content = _field(lp, "content") if lp is not None else None
     if not content:
         return None, None
-    tokens = tuple(float(t.logprob) for t in content)
-    tops = tuple({alt.token: float(alt.logprob) for alt in (t.top_logprobs or [])} for t in content)
+    tokens = tuple(float(_field(t, "logprob")) for t in content)
+    tops = tuple(
+        {str(_field(alt, "token")): float(_field(alt, "logprob")) for alt in (_field(t, "top_logprobs") or [])}
+        for t in content
+    )
     return tokens, tops if any(tops) else None
+
+
+def _field(obj: Any, name: str) -> Any:
+    """An attribute of an SDK object, or a key of the plain dict some servers' extra fields arrive as."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
 def _parse_completion_logprobs(
@@ -52,6 +61,14 @@ def _parse_completion_logprobs(
         tops = tuple({str(k): float(v) for k, v in (d or {}).items()} for d in tops_raw)
         return tuple(float(v) for v in values if v is not None), tops or None
     return _parse_chat_logprobs(choice)
+
+
+_MENTIONS_N = re.compile(r"(?<![\w\\])n(?!\w)|choice", re.IGNORECASE)
+
+
+def _rejects_n(exc: EndpointError) -> bool:
+    """Whether a 4xx answer is about the ``n`` parameter (judged on the server's message, not on ours)."""
+    return _MENTIONS_N.search(str(exc.__cause__ or exc)) is not None
 
 
 def _strip_prefix(text: str, prefix: str) -> str:
@@ -194,7 +211,7 @@ class OpenAIEndpoint:
         try:
             first = await one(messages, n, p, prefix)
         except EndpointError as exc:
-            if exc.status_code in (400, 422) and self.native_n is None and "n" in str(exc).lower():
+            if exc.status_code in (400, 422) and self.native_n is None and _rejects_n(exc):
                 self.native_n = False
                 return await self._fan_out(one, messages, n, p, prefix)
             raise
@@ -203,7 +220,7 @@ class OpenAIEndpoint:
         missing = n - len(first.generations)
         if missing > 0:
             self.native_n = False
-            rest = await self._fan_out(one, messages, missing, p, prefix)
+            rest = await self._fan_out(one, messages, missing, p, prefix, seed_offset=len(first.generations))
             result.generations.extend(rest.generations)
             result.usage.add(rest.usage)
             result.errors.extend(rest.errors)
@@ -218,14 +235,17 @@ class OpenAIEndpoint:
         n: int,
         params: SamplingParams,
         prefix: str | None,
+        seed_offset: int = 0,
     ) -> GenerationResult:
         _, sem = self._loop_state()
 
-        async def single() -> GenerationResult:
+        async def single(i: int) -> GenerationResult:
+            # Distinct seeds: n single requests with one seed would return n identical samples.
+            p = params if params.seed is None else replace(params, seed=params.seed + seed_offset + i)
             async with sem:
-                return await one(messages, 1, params, prefix)
+                return await one(messages, 1, p, prefix)
 
-        outcomes = await asyncio.gather(*(single() for _ in range(n)), return_exceptions=True)
+        outcomes = await asyncio.gather(*(single(i) for i in range(n)), return_exceptions=True)
         result = GenerationResult()
         failures: list[BaseException] = []
         for out in outcomes:

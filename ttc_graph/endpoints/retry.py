@@ -50,7 +50,7 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return True
-    if isinstance(exc, httpx.TimeoutException | httpx.TransportError):
+    if isinstance(exc, httpx.TimeoutException | httpx.TransportError | TimeoutError | ConnectionError):
         return True
     status = _status_of(exc)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
@@ -81,15 +81,19 @@ def retry_after_seconds(exc: BaseException) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError):  # neither seconds nor an HTTP-date: ignore it, back off as usual
+        return None
+    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
 class _WaitRetryAfter:
     def __init__(self, config: RetryConfig) -> None:
         self._config = config
         self._backoff = wait_exponential_jitter(
-            initial=config.initial_backoff, max=config.max_backoff, jitter=config.jitter
+            multiplier=config.initial_backoff, max=config.max_backoff, jitter=config.jitter
         )
 
     def __call__(self, state: RetryCallState) -> float:

@@ -49,7 +49,7 @@ CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
-    "-DLLAMA_USE_PREBUILT_UI=OFF",  # the server runs with --no-webui; skip fetching UI assets from the network
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # the server runs with --no-webui: don't fetch UI assets from the network
 )
 """CMake options: a portable AVX2 CPU build with no network or shared-library dependencies."""
 
@@ -182,7 +182,7 @@ def _sdist(log: Path, progress: Progress | None) -> Path:
     with tempfile.TemporaryDirectory(dir=src, prefix=".download-") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-            "--no-build-isolation", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", tmp,
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", tmp,
         ]  # fmt: skip
         _run(cmd, log, "downloading the llama-cpp-python sdist", progress, show=lambda _: False)
         found = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))

@@ -76,9 +76,11 @@ class LocalModelServer:
             endpoint = server.endpoint()            # an OpenAIEndpoint bound to it
 
     ``parallel`` is the number of server slots (concurrent sequences); ``ctx_size`` is the total context,
-    split evenly between slots (default ``2048 * parallel``). The server log is kept after :meth:`stop` at
-    :attr:`log_path` for diagnosis. The process runs in its own process group and is stopped at interpreter
-    exit if still running.
+    split evenly between slots (default ``2048 * parallel``). ``threads`` defaults to ``os.cpu_count()``; use
+    fewer on a busy machine (llama.cpp's threads spin-wait and slow down sharply when a core is taken).
+    ``progress`` receives build messages if ``llama-server`` has to be built first. The server log is kept
+    after :meth:`stop` at :attr:`log_path` for diagnosis. The process runs in its own process group and is
+    stopped at interpreter exit if still running.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class LocalModelServer:
         startup_timeout: float = 120.0,
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        threads: int | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         if parallel < 1:
@@ -105,6 +108,8 @@ class LocalModelServer:
             raise ConfigurationError(f"port: must be in 1..65535, got {port}")
         if startup_timeout <= 0:
             raise ConfigurationError(f"startup_timeout: must be > 0, got {startup_timeout}")
+        if threads is not None and threads < 1:
+            raise ConfigurationError(f"threads: must be >= 1, got {threads}")
         if isinstance(extra_args, str):
             raise ConfigurationError("extra_args: pass a sequence of arguments, not one string")
         self.model = model
@@ -115,6 +120,7 @@ class LocalModelServer:
         self.binary = binary
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(str(a) for a in extra_args)
+        self.threads = threads if threads is not None else os.cpu_count() or 1
         self.progress = progress
         self._requested_log_path = Path(log_path).expanduser() if log_path is not None else None
         self._log_path: Path | None = self._requested_log_path
@@ -193,7 +199,9 @@ class LocalModelServer:
     def endpoint(self, **kwargs: Any) -> OpenAIEndpoint:
         """An :class:`~ttc_graph.endpoints.openai_compat.OpenAIEndpoint` bound to this server.
 
-        Defaults: ``max_concurrency=parallel``, ``continuation="prefill"``; ``kwargs`` override them.
+        Defaults: ``max_concurrency=parallel``, ``continuation="prefill"`` and ``native_n=False``: llama.cpp
+        accepts ``n`` but reports one choice's completion tokens, so samples go as concurrent single requests
+        (batched by the server's parallel slots) and the ledger counts every token; ``kwargs`` override them.
         """
         self._require_started()
         options: dict[str, Any] = {
@@ -202,6 +210,7 @@ class LocalModelServer:
             "api_key": "local",
             "max_concurrency": self.parallel,
             "continuation": "prefill",
+            "native_n": False,
         }
         options.update(kwargs)
         return OpenAIEndpoint(**options)
@@ -260,7 +269,7 @@ class LocalModelServer:
         cmd = [
             str(binary), "-m", str(model_path), "--host", self.host, "--port", str(port),
             "-np", str(self.parallel), "-c", str(self.ctx_size), "--alias", model_path.stem,
-            "--threads", str(os.cpu_count() or 1), "--no-webui", *self.extra_args,
+            "--threads", str(self.threads), "--no-webui", *self.extra_args,
         ]  # fmt: skip
         self._command = cmd
         assert self._log_path is not None
@@ -331,8 +340,6 @@ class LocalModelServer:
                     self._signal(proc, signal.SIGKILL)
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=_STOP_TIMEOUT)
-            else:  # the leader is gone; make sure nothing else in its group survives
-                self._signal(proc, signal.SIGKILL)
         self._bound_port = None
         if self._log_file is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,16 @@
+QUESTION ?= Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?
+
+.PHONY: bootstrap demo test unit lint
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+demo: bootstrap
+	.venv/bin/ttc solve "$(QUESTION)" --n 4
+
+test: bootstrap
+	.venv/bin/ruff check ttc_graph tests examples benchmarks
+	.venv/bin/python -m pytest -q
+
+unit:
+	.venv/bin/python -m pytest -q -m "not integration"

@@ -1,0 +1,173 @@
+"""LangChainEndpoint over fake chat models (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from ttc_graph import create_best_of_n
+from ttc_graph.endpoints import LangChainEndpoint, RetryConfig, SamplingParams
+from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
+from ttc_graph.errors import ConfigurationError, EndpointError
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
+FAST = RetryConfig(max_attempts=3, initial_backoff=0, jitter=0, max_backoff=0.01)
+
+
+class UsageChat(BaseChatModel):
+    """Answers ``texts`` in turn, each with ``usage_metadata``; records what it was called with."""
+
+    texts: list[str]
+    prompt_tokens: int = 10
+    temperature: float | None = None
+    fail_on: list[int] = []
+    delay: float = 0.0
+    seen: list[dict[str, Any]] = []
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "usage-chat"
+
+    def _result(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]) -> ChatResult:
+        index = len(self.seen)
+        self.seen.append({"messages": messages, "stop": stop, "kwargs": kwargs})
+        if index in self.fail_on:
+            raise ValueError(f"model failure on call {index}")
+        text = self.texts[index % len(self.texts)]
+        output = len(text.split())
+        message = AIMessage(
+            content=text,
+            usage_metadata={
+                "input_tokens": self.prompt_tokens,
+                "output_tokens": output,
+                "total_tokens": self.prompt_tokens + output,
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info={"finish_reason": "stop"})])
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        return self._result(messages, stop, kwargs)
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return self._result(messages, stop, kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_n_samples_are_n_requests_with_summed_usage():
+    texts = ["one \\boxed{1}", "two words \\boxed{2}", "three more words \\boxed{3}"]
+    model = UsageChat(texts=texts, prompt_tokens=10, seen=[])
+    result = await LangChainEndpoint(model).generate(MESSAGES, n=3)
+    assert len(model.seen) == 3
+    assert sorted(g.text for g in result.generations) == sorted(texts)
+    assert result.usage.requests == 3
+    assert result.usage.prompt_tokens == 3 * 10
+    assert result.usage.completion_tokens == sum(len(t.split()) for t in texts)
+    assert {g.completion_tokens for g in result.generations} == {len(t.split()) for t in texts}
+    assert all(g.finish_reason == "stop" for g in result.generations)
+
+
+async def test_messages_are_converted_to_langchain_types():
+    model = UsageChat(texts=["x"], seen=[])
+    await LangChainEndpoint(model).generate(MESSAGES)
+    sent = model.seen[0]["messages"]
+    assert [type(m) for m in sent] == [SystemMessage, HumanMessage]
+    assert [m.content for m in sent] == [m["content"] for m in MESSAGES]
+
+
+async def test_unknown_role_is_a_configuration_error():
+    model = UsageChat(texts=["x"], seen=[])
+    with pytest.raises(ConfigurationError, match="role"):
+        await LangChainEndpoint(model).generate([{"role": "wizard", "content": "hi"}])
+    assert model.seen == []
+
+
+async def test_declared_sampling_params_are_passed_through():
+    model = UsageChat(texts=["x"], seen=[])
+    params = SamplingParams(temperature=0.25, max_tokens=64, stop=("\n\n",), seed=3)
+    await LangChainEndpoint(model).generate(MESSAGES, n=2, params=params)
+    for call in model.seen:
+        assert call["stop"] == ["\n\n"]
+        assert call["kwargs"].get("temperature") == 0.25
+        # max_tokens and seed are not fields of this model, so they are not passed
+        assert "max_tokens" not in call["kwargs"]
+        assert "seed" not in call["kwargs"]
+
+
+async def test_prefix_is_continued_by_the_next_step_prompt():
+    model = UsageChat(texts=["x"], seen=[])
+    await LangChainEndpoint(model).generate(MESSAGES, prefix="Step 1: 2 + 2")
+    last = model.seen[0]["messages"][-1]
+    assert isinstance(last, HumanMessage)
+    assert last.content == NEXT_STEP_PROMPT.format(prefix="Step 1: 2 + 2")
+
+
+async def test_concurrency_is_capped():
+    model = UsageChat(texts=["x"], delay=0.02, seen=[])
+    result = await LangChainEndpoint(model, max_concurrency=2).generate(MESSAGES, n=6)
+    assert len(result.generations) == 6
+    assert model.max_in_flight == 2
+
+
+async def test_partial_failure_keeps_successes_and_records_errors():
+    model = UsageChat(texts=["fine \\boxed{4}"], fail_on=[1], seen=[])
+    result = await LangChainEndpoint(model, retry=FAST).generate(MESSAGES, n=3)
+    assert len(model.seen) == 3  # a ValueError is not retried
+    assert len(result.generations) == 2
+    assert result.usage.requests == 2
+    assert result.usage.failed_requests == 1
+    assert len(result.errors) == 1
+    assert "model failure" in result.errors[0]
+
+
+async def test_all_failing_raises_endpoint_error():
+    model = UsageChat(texts=["x"], fail_on=[0, 1], seen=[])
+    with pytest.raises(EndpointError, match="every request failed"):
+        await LangChainEndpoint(model, retry=FAST).generate(MESSAGES, n=2)
+
+
+async def test_n_below_one_is_a_configuration_error():
+    model = UsageChat(texts=["x"], seen=[])
+    with pytest.raises(ConfigurationError, match="n"):
+        await LangChainEndpoint(model).generate(MESSAGES, n=0)
+
+
+async def test_generic_fake_chat_model_without_usage():
+    model = GenericFakeChatModel(messages=iter(["a \\boxed{1}", "b \\boxed{2}", "c \\boxed{3}"]))
+    result = await LangChainEndpoint(model).generate(MESSAGES, n=3)
+    assert sorted(g.text for g in result.generations) == ["a \\boxed{1}", "b \\boxed{2}", "c \\boxed{3}"]
+    assert result.usage.requests == 3
+    assert result.usage.completion_tokens == 0
+    assert all(g.completion_tokens is None for g in result.generations)
+
+
+async def test_fake_list_chat_model_in_a_best_of_n_graph():
+    model = FakeListChatModel(responses=["so \\boxed{4}", "so \\boxed{4}", "so \\boxed{5}"])
+    graph = create_best_of_n(LangChainEndpoint(model), n=3, selection="majority").compile()
+    out = await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert out["answer"] == "4"
+    assert out["usage"]["generations"] == 3
+    assert out["usage"]["requests"] == 3
+
+
+@pytest.mark.parametrize("bad", [object(), "gpt-4o", lambda messages: "hi"])
+def test_non_chat_model_is_a_configuration_error(bad: Any):
+    with pytest.raises(ConfigurationError, match="chat_model"):
+        LangChainEndpoint(bad)
+
+
+def test_name_is_model_name_or_class():
+    assert LangChainEndpoint(UsageChat(texts=["x"], seen=[])).name == "UsageChat"
