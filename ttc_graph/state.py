@@ -76,6 +76,7 @@ class TTCState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     from_messages: bool
     candidates: Annotated[list[Candidate], upsert_candidates]
+    frontier: Annotated[list[Any], upsert_candidates]
     usage: Annotated[dict[str, Any], merge_usage]
     errors: Annotated[list[str], operator.add]
     round: int

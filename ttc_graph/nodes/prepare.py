@@ -24,9 +24,7 @@ def question_of(state: TTCState) -> tuple[str, bool]:
             text = text() if callable(text) else text
             if text.strip():
                 return text.strip(), True
-    raise ConfigurationError(
-        "question: give a non-empty 'question' or a 'messages' list ending in a human message"
-    )
+    raise ConfigurationError("question: give a non-empty 'question' or a 'messages' list ending in a human message")
 
 
 def prepare_node(state: TTCState) -> dict[str, Any]:

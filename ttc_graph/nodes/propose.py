@@ -71,9 +71,7 @@ def make_propose_node(
             reason = f"propose round {task['round']} chunk {task['chunk']}: {exc or type(exc).__name__}"
             return {"usage": usage_delta("propose", failed), "errors": [reason]}
         prefix = f"r{task['round']}-c{task['chunk']}"
-        candidates = [
-            make_candidate(f"{prefix}-{i}", g, task["round"]) for i, g in enumerate(result.generations)
-        ]
+        candidates = [make_candidate(f"{prefix}-{i}", g, task["round"]) for i, g in enumerate(result.generations)]
         update: dict[str, Any] = {
             "candidates": candidates,
             "usage": usage_delta("propose", result.usage, generations=len(candidates)),

@@ -52,9 +52,7 @@ def make_verify_node(
         if verifier is None:
             return {}
         pending = [
-            c
-            for c in state.get("candidates", [])
-            if not c["scored"] and "verify_error" not in c.get("meta", {})
+            c for c in state.get("candidates", []) if not c["scored"] and "verify_error" not in c.get("meta", {})
         ]
         return await verify_candidates(verifier, state["question"], pending, step_delimiter)
 

@@ -1,5 +1,6 @@
 """Test-time strategies, each a factory returning an uncompiled LangGraph ``StateGraph``."""
 
 from ttc_graph.strategies.best_of_n import create_best_of_n
+from ttc_graph.strategies.search import create_beam_search, create_dvts
 
-__all__ = ["create_best_of_n"]
+__all__ = ["create_beam_search", "create_best_of_n", "create_dvts"]

@@ -27,9 +27,7 @@ __all__ = ["create_best_of_n"]
 
 def check_policy(policy: object) -> None:
     if not callable(getattr(policy, "generate", None)):
-        raise ConfigurationError(
-            f"policy: expected an endpoint with an async generate(), got {type(policy).__name__}"
-        )
+        raise ConfigurationError(f"policy: expected an endpoint with an async generate(), got {type(policy).__name__}")
 
 
 def create_best_of_n(
@@ -60,9 +58,7 @@ def create_best_of_n(
         raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(SELECTIONS)}")
     scorer = as_verifier(verifier)
     if scorer is None and selection in ("naive", "weighted"):
-        raise ConfigurationError(
-            f"verifier: selection={selection!r} needs a verifier; use selection='majority'"
-        )
+        raise ConfigurationError(f"verifier: selection={selection!r} needs a verifier; use selection='majority'")
     stop = AdaptiveStop() if adaptive is True else (adaptive or None)
     needs_logprobs = logprobs or getattr(scorer, "needs_logprobs", False)
     batch = n if getattr(policy, "native_n", None) is not False else 1
