@@ -21,7 +21,7 @@ from ttc_graph.errors import (
 from ttc_graph.nodes.budget_controller import AdaptiveStop
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts
+from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
 from ttc_graph.verifiers import FunctionVerifier, Verifier
 
 __version__ = "0.1.0"
@@ -53,5 +53,6 @@ __all__ = [
     "create_beam_search",
     "create_best_of_n",
     "create_dvts",
+    "create_revisions",
     "select_answer",
 ]

@@ -10,9 +10,20 @@ from typing import Literal
 from ttc_graph.answers import group_answers
 from ttc_graph.state import Candidate
 
-__all__ = ["AnswerGroup", "Selected", "Selection", "answer_groups", "leader_probability", "select_answer"]
+__all__ = [
+    "AnswerGroup",
+    "RevisionSelection",
+    "Selected",
+    "Selection",
+    "answer_groups",
+    "leader_probability",
+    "select_answer",
+    "select_revisions",
+]
 
 Selection = Literal["weighted", "naive", "majority"]
+RevisionSelection = Literal["hierarchical", "majority", "last"]
+REVISION_SELECTIONS: tuple[RevisionSelection, ...] = ("hierarchical", "majority", "last")
 SELECTIONS: tuple[Selection, ...] = ("weighted", "naive", "majority")
 
 
@@ -40,9 +51,7 @@ def answer_groups(candidates: Sequence[Candidate]) -> list[AnswerGroup]:
     for idx in group_answers([c["answer"] for c in candidates]):
         members = [candidates[i] for i in idx]
         weight = sum(c["score"] for c in members if c["score"] is not None)
-        groups.append(
-            AnswerGroup(str(members[0]["answer"]), tuple(c["id"] for c in members), len(members), weight)
-        )
+        groups.append(AnswerGroup(str(members[0]["answer"]), tuple(c["id"] for c in members), len(members), weight))
     return groups
 
 
@@ -98,3 +107,33 @@ def leader_probability(votes: Sequence[int]) -> float:
     n = a + b + 1
     tail = sum(comb(n, k) for k in range(a + 1, n + 1)) / 2**n
     return 1.0 - tail
+
+
+def _chains(candidates: Sequence[Candidate]) -> dict[int, list[Candidate]]:
+    chains: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        chains.setdefault(int(c.get("meta", {}).get("chain", 0)), []).append(c)
+    for attempts in chains.values():
+        attempts.sort(key=lambda c: c.get("meta", {}).get("position", 0))
+    return dict(sorted(chains.items()))
+
+
+def select_revisions(candidates: Sequence[Candidate], how: RevisionSelection) -> Selected:
+    """Selection over revision chains.
+
+    ``hierarchical``: best-of-N weighted within each chain, then best-of-N weighted across the chains' picks
+    (each pick weighted by its best score in its chain). ``majority``: one vote over every answer of every chain.
+    ``last``: each chain's final attempt, combined by best-of-N weighted (majority when unscored).
+    """
+    if how == "majority":
+        return select_answer(candidates, "majority")
+    chains = _chains(candidates)
+    if how == "last":
+        return select_answer([attempts[-1] for attempts in chains.values()], "weighted")
+    picks: list[Candidate] = []
+    for attempts in chains.values():
+        inner = select_answer(attempts, "weighted")
+        if inner.candidate_id is not None:
+            picks.append(next(c for c in attempts if c["id"] == inner.candidate_id))
+    chosen = select_answer(picks, "weighted")
+    return Selected(chosen.answer, chosen.candidate_id, chosen.groups, f"hierarchical/{chosen.rule}")

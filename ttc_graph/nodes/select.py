@@ -8,18 +8,20 @@ from typing import Any
 
 from langchain_core.messages import AIMessage
 
-from ttc_graph.selection import Selection, select_answer
-from ttc_graph.state import TTCState
+from ttc_graph.selection import Selected, Selection, select_answer
+from ttc_graph.state import Candidate, TTCState
 
 __all__ = ["make_select_node"]
 
 
-def make_select_node(selection: Selection) -> Callable[[TTCState], dict[str, Any]]:
-    """A node that applies ``selection`` and records the wall time in the ledger."""
+def make_select_node(
+    selection: Selection | Callable[[list[Candidate]], Selected],
+) -> Callable[[TTCState], dict[str, Any]]:
+    """A node that applies ``selection`` (a rule name or a chooser) and records the wall time in the ledger."""
 
     def select(state: TTCState) -> dict[str, Any]:
         candidates = state.get("candidates", [])
-        chosen = select_answer(candidates, selection)
+        chosen = selection(candidates) if callable(selection) else select_answer(candidates, selection)
         elapsed = time.time() - state.get("started_at", time.time())
         update: dict[str, Any] = {"answer": chosen.answer, "usage": {"seconds": elapsed}}
         if state.get("from_messages"):

@@ -1,0 +1,70 @@
+"""The revise node: a new attempt of a revision chain, with its latest previous attempts in context."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypedDict
+
+from ttc_graph.budget import NodeKind, usage_delta
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, RequestUsage, SamplingParams
+from ttc_graph.errors import EndpointError
+from ttc_graph.nodes.propose import make_candidate
+from ttc_graph.prompts import solve_messages
+
+__all__ = ["REVISION_WINDOW", "RevisionTask", "make_attempt_node", "revision_messages"]
+
+REVISION_WINDOW = 4
+"""Previous attempts a revision sees (the paper's context window)."""
+
+REVISE_PROMPT = (
+    "Here are previous attempts at this problem, oldest first. They may contain mistakes.\n\n{attempts}\n\n"
+    "Check them carefully, then write a corrected, complete solution. Reason step by step and put your final "
+    "answer within \\boxed{{}}."
+)
+
+
+class RevisionTask(TypedDict):
+    question: str
+    target: str
+    chain: int
+    position: int
+    previous: list[str]
+    temperature: float | None
+    max_tokens: int | None
+    seed: int | None
+    timeout: float | None
+
+
+def revision_messages(question: str, previous: list[str], system_prompt: str | None) -> list[ChatMessage]:
+    """The prompt of a revision: the question, then at most the 4 latest previous attempts, in order."""
+    messages = solve_messages(question, system_prompt)
+    window = previous[-REVISION_WINDOW:]
+    if not window:
+        return messages
+    shown = "\n\n".join(f"Attempt {i + 1}:\n{text.strip()}" for i, text in enumerate(window))
+    messages[-1] = {"role": "user", "content": f"{question}\n\n" + REVISE_PROMPT.format(attempts=shown)}
+    return messages
+
+
+def make_attempt_node(
+    policy: Endpoint, kind: NodeKind, *, system_prompt: str | None
+) -> Callable[[RevisionTask], Awaitable[dict[str, Any]]]:
+    """A node that draws one attempt of one chain (a first attempt for ``propose``, a revision for ``revise``)."""
+
+    async def attempt(task: RevisionTask) -> dict[str, Any]:
+        params = SamplingParams(
+            temperature=task["temperature"], max_tokens=task["max_tokens"], seed=task["seed"], timeout=task["timeout"]
+        )
+        messages = revision_messages(task["question"], task["previous"], system_prompt)
+        try:
+            coro = policy.generate(messages, n=1, params=params)
+            result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)
+        except (EndpointError, TimeoutError) as exc:
+            reason = f"{kind} chain {task['chain']} attempt {task['position']}: {exc or type(exc).__name__}"
+            return {"usage": usage_delta(kind, RequestUsage(failed_requests=1)), "errors": [reason]}
+        cand = make_candidate(f"ch{task['chain']}-a{task['position']}", result.generations[0], task["position"])
+        cand["meta"] = {"chain": task["chain"], "position": task["position"]}
+        return {"candidates": [cand], "usage": usage_delta(kind, result.usage, generations=1)}
+
+    return attempt

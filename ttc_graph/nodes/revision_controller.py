@@ -1,0 +1,118 @@
+"""The budget controller of revision chains: start chains, extend them, stop them early, or finish."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from ttc_graph.answers import answers_equal
+from ttc_graph.budget import remaining
+from ttc_graph.nodes.budget_controller import SamplingDefaults, stop_reason_for
+from ttc_graph.nodes.context import run_context
+from ttc_graph.nodes.revise import RevisionTask
+from ttc_graph.state import Candidate, TTCState
+
+__all__ = ["ChainPlan", "chain_status", "make_revision_controller", "route_tasks"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainPlan:
+    """``chains`` parallel chains of up to ``length`` attempts; early stops by score or a repeated answer."""
+
+    chains: int
+    length: int
+    stop_score: float | None = None
+    stop_on_repeat: bool = True
+
+
+def chain_status(attempts: list[Candidate], plan: ChainPlan) -> str | None:
+    """Why a chain is over (``full``, ``confident``, ``repeated``), or None while it should go on."""
+    if len(attempts) >= plan.length:
+        return "full"
+    if not attempts:
+        return None
+    last = attempts[-1]
+    if plan.stop_score is not None and last["score"] is not None and last["score"] >= plan.stop_score:
+        return "confident"
+    if plan.stop_on_repeat and len(attempts) >= 2 and answers_equal(last["answer"], attempts[-2]["answer"]):
+        return "repeated"
+    return None
+
+
+def make_revision_controller(
+    plan: ChainPlan, defaults: SamplingDefaults
+) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
+    async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
+        ctx = run_context(runtime)
+        temperature, max_tokens, seed, limit = defaults.resolve(ctx)
+        round_ = state.get("round", 0)
+        candidates = state.get("candidates", [])
+        by_chain: dict[int, list[Candidate]] = {c: [] for c in range(plan.chains)}
+        for cand in candidates:
+            by_chain.setdefault(int(cand.get("meta", {}).get("chain", 0)), []).append(cand)
+        for attempts in by_chain.values():
+            attempts.sort(key=lambda c: c.get("meta", {}).get("position", 0))
+        status = {c: chain_status(a, plan) for c, a in by_chain.items()}
+        open_chains = [c for c, s in status.items() if s is None]
+        rem = remaining(limit, state.get("usage"), state.get("started_at"))
+        stop: str | None = None
+        if not open_chains:
+            stop = "complete"
+        elif round_ > 0 and not candidates and state.get("errors"):
+            stop = "error"
+        else:
+            stop = stop_reason_for(rem)
+        tasks: list[RevisionTask] = []
+        if stop is None:
+            open_chains = open_chains[: int(min(len(open_chains), rem.generations))]
+            cap = rem.max_tokens_each(len(open_chains), max_tokens)
+            if cap is not None and cap < 1:
+                stop = "budget:tokens"
+            else:
+                timeout = None if math.isinf(rem.seconds) else rem.seconds
+                for c in open_chains:
+                    position = len(by_chain[c])
+                    tasks.append(
+                        RevisionTask(
+                            question=state["question"],
+                            target="propose" if position == 0 else "revise",
+                            chain=c,
+                            position=position,
+                            previous=[a["text"] for a in by_chain[c]],
+                            temperature=temperature,
+                            max_tokens=cap,
+                            seed=None if seed is None else seed + 1009 * c + position,
+                            timeout=timeout,
+                        )
+                    )
+        runtime.stream_writer(
+            {
+                "event": "ttc.round",
+                "round": round_,
+                "chains": {c: {"attempts": len(a), "status": status[c]} for c, a in by_chain.items()},
+                "planned": len(tasks),
+                "stop": stop,
+                "usage": state.get("usage") or {},
+            }
+        )
+        update: dict[str, Any] = {"plan": tasks, "round": round_ + 1 if tasks else round_}
+        if stop:
+            update["stop_reason"] = stop
+        return update
+
+    return control
+
+
+def route_tasks(done: str) -> Callable[[TTCState], Sequence[Send] | str]:
+    """Conditional edge: each planned task goes to the node it names."""
+
+    def route(state: TTCState) -> Sequence[Send] | str:
+        plan = state.get("plan") or []
+        return [Send(task["target"], task) for task in plan] if plan else done
+
+    return route

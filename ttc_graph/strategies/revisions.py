@@ -1,0 +1,94 @@
+"""Sequential revisions, parallel chains and their hybrids, with hierarchical or majority selection."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Literal
+
+from langgraph.graph import END, START, StateGraph
+
+from ttc_graph.budget import Budget
+from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.nodes.budget_controller import SamplingDefaults
+from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.revise import make_attempt_node
+from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller, route_tasks
+from ttc_graph.nodes.select import make_select_node
+from ttc_graph.nodes.verify import make_verify_node
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
+from ttc_graph.selection import REVISION_SELECTIONS, RevisionSelection, select_revisions
+from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.strategies.best_of_n import check_policy
+from ttc_graph.verifiers.function import VerifierLike, as_verifier
+
+__all__ = ["create_revisions", "split_budget"]
+
+
+def split_budget(n: int, chain_length: int | Literal["sqrt"]) -> tuple[int, int]:
+    """(parallel chains, attempts per chain) for ``n`` generations; ``chain_length`` must divide ``n``."""
+    if not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
+    if chain_length == "sqrt":
+        length = max(1, round(math.sqrt(n)))
+        return max(1, n // length), length
+    if not isinstance(chain_length, int) or chain_length < 1:
+        raise ConfigurationError(f"chain_length: must be an integer >= 1 or 'sqrt', got {chain_length!r}")
+    if n % chain_length:
+        raise ConfigurationError(f"chain_length: {chain_length} does not divide n={n}; pick a divisor or 'sqrt'")
+    return n // chain_length, chain_length
+
+
+def create_revisions(
+    policy: Endpoint,
+    verifier: VerifierLike | None = None,
+    *,
+    n: int,
+    chain_length: int | Literal["sqrt"],
+    selection: RevisionSelection = "hierarchical",
+    revision_policy: Endpoint | None = None,
+    stop_score: float | None = None,
+    stop_on_repeat: bool = True,
+    budget: Budget | None = None,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    seed: int | None = None,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    """``n`` generations as ``n / chain_length`` parallel chains of ``chain_length`` attempts.
+
+    Each revision sees up to the 4 latest attempts of its own chain. ``chain_length=n`` is purely sequential,
+    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n. A chain stops early once the verifier's score reaches
+    ``stop_score`` or (``stop_on_repeat``) an attempt repeats the previous answer. ``revision_policy`` (e.g. a
+    fine-tuned revision model) draws the revisions; ``policy`` draws the first attempts.
+    """
+    check_policy(policy)
+    if revision_policy is not None:
+        check_policy(revision_policy)
+    chains, length = split_budget(n, chain_length)
+    if selection not in REVISION_SELECTIONS:
+        raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(REVISION_SELECTIONS)}")
+    scorer = as_verifier(verifier)
+    if scorer is None and selection == "hierarchical":
+        raise ConfigurationError("verifier: selection='hierarchical' needs a verifier; use selection='majority'")
+    if stop_score is not None and (scorer is None or not 0.0 <= stop_score <= 1.0):
+        raise ConfigurationError("stop_score: needs a verifier and a value in [0, 1]")
+    plan = ChainPlan(chains, length, stop_score, stop_on_repeat)
+    defaults = SamplingDefaults(temperature, max_tokens, seed, budget)
+
+    graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
+    graph.add_node("prepare", prepare_node)
+    graph.add_node("budget", make_revision_controller(plan, defaults))
+    graph.add_node("propose", make_attempt_node(policy, "propose", system_prompt=system_prompt))
+    graph.add_node("revise", make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt))
+    graph.add_node("verify", make_verify_node(scorer))
+    graph.add_node("select", make_select_node(partial(select_revisions, how=selection)))
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "budget")
+    graph.add_conditional_edges("budget", route_tasks("select"), ["propose", "revise", "select"])
+    graph.add_edge("propose", "verify")
+    graph.add_edge("revise", "verify")
+    graph.add_edge("verify", "budget")
+    graph.add_edge("select", END)
+    return graph
