@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 from ttc_graph import create_best_of_n
 from ttc_graph.endpoints import LangChainEndpoint, RetryConfig, SamplingParams
@@ -26,9 +27,9 @@ class UsageChat(BaseChatModel):
     texts: list[str]
     prompt_tokens: int = 10
     temperature: float | None = None
-    fail_on: list[int] = []
+    fail_on: list[int] = Field(default_factory=list)
     delay: float = 0.0
-    seen: list[dict[str, Any]] = []
+    seen: list[dict[str, Any]] = Field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -69,7 +70,7 @@ class UsageChat(BaseChatModel):
 
 async def test_n_samples_are_n_requests_with_summed_usage():
     texts = ["one \\boxed{1}", "two words \\boxed{2}", "three more words \\boxed{3}"]
-    model = UsageChat(texts=texts, prompt_tokens=10, seen=[])
+    model = UsageChat(texts=texts, prompt_tokens=10)
     result = await LangChainEndpoint(model).generate(MESSAGES, n=3)
     assert len(model.seen) == 3
     assert sorted(g.text for g in result.generations) == sorted(texts)
@@ -81,7 +82,7 @@ async def test_n_samples_are_n_requests_with_summed_usage():
 
 
 async def test_messages_are_converted_to_langchain_types():
-    model = UsageChat(texts=["x"], seen=[])
+    model = UsageChat(texts=["x"])
     await LangChainEndpoint(model).generate(MESSAGES)
     sent = model.seen[0]["messages"]
     assert [type(m) for m in sent] == [SystemMessage, HumanMessage]
@@ -89,14 +90,14 @@ async def test_messages_are_converted_to_langchain_types():
 
 
 async def test_unknown_role_is_a_configuration_error():
-    model = UsageChat(texts=["x"], seen=[])
+    model = UsageChat(texts=["x"])
     with pytest.raises(ConfigurationError, match="role"):
         await LangChainEndpoint(model).generate([{"role": "wizard", "content": "hi"}])
     assert model.seen == []
 
 
 async def test_declared_sampling_params_are_passed_through():
-    model = UsageChat(texts=["x"], seen=[])
+    model = UsageChat(texts=["x"])
     params = SamplingParams(temperature=0.25, max_tokens=64, stop=("\n\n",), seed=3)
     await LangChainEndpoint(model).generate(MESSAGES, n=2, params=params)
     for call in model.seen:
@@ -108,7 +109,7 @@ async def test_declared_sampling_params_are_passed_through():
 
 
 async def test_prefix_is_continued_by_the_next_step_prompt():
-    model = UsageChat(texts=["x"], seen=[])
+    model = UsageChat(texts=["x"])
     await LangChainEndpoint(model).generate(MESSAGES, prefix="Step 1: 2 + 2")
     last = model.seen[0]["messages"][-1]
     assert isinstance(last, HumanMessage)
@@ -116,14 +117,14 @@ async def test_prefix_is_continued_by_the_next_step_prompt():
 
 
 async def test_concurrency_is_capped():
-    model = UsageChat(texts=["x"], delay=0.02, seen=[])
+    model = UsageChat(texts=["x"], delay=0.02)
     result = await LangChainEndpoint(model, max_concurrency=2).generate(MESSAGES, n=6)
     assert len(result.generations) == 6
     assert model.max_in_flight == 2
 
 
 async def test_partial_failure_keeps_successes_and_records_errors():
-    model = UsageChat(texts=["fine \\boxed{4}"], fail_on=[1], seen=[])
+    model = UsageChat(texts=["fine \\boxed{4}"], fail_on=[1])
     result = await LangChainEndpoint(model, retry=FAST).generate(MESSAGES, n=3)
     assert len(model.seen) == 3  # a ValueError is not retried
     assert len(result.generations) == 2
@@ -134,13 +135,13 @@ async def test_partial_failure_keeps_successes_and_records_errors():
 
 
 async def test_all_failing_raises_endpoint_error():
-    model = UsageChat(texts=["x"], fail_on=[0, 1], seen=[])
+    model = UsageChat(texts=["x"], fail_on=[0, 1])
     with pytest.raises(EndpointError, match="every request failed"):
         await LangChainEndpoint(model, retry=FAST).generate(MESSAGES, n=2)
 
 
 async def test_n_below_one_is_a_configuration_error():
-    model = UsageChat(texts=["x"], seen=[])
+    model = UsageChat(texts=["x"])
     with pytest.raises(ConfigurationError, match="n"):
         await LangChainEndpoint(model).generate(MESSAGES, n=0)
 
@@ -170,4 +171,4 @@ def test_non_chat_model_is_a_configuration_error(bad: Any):
 
 
 def test_name_is_model_name_or_class():
-    assert LangChainEndpoint(UsageChat(texts=["x"], seen=[])).name == "UsageChat"
+    assert LangChainEndpoint(UsageChat(texts=["x"])).name == "UsageChat"

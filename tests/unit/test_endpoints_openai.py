@@ -254,7 +254,9 @@ async def test_under_reported_usage_with_logprobs_is_the_sum_of_choice_lengths()
         lps = [[token_lp(f"t{j}", -0.1 * (j + 1)) for j in range(k)] for k in lengths]
         texts = ["x" * k for k in lengths]
         # llama.cpp with n > 1 reports one choice's tokens
-        return httpx2.Response(200, json=chat_body(texts, usage={"prompt_tokens": 9, "completion_tokens": 5}, logprobs=lps))
+        return httpx2.Response(
+            200, json=chat_body(texts, usage={"prompt_tokens": 9, "completion_tokens": 5}, logprobs=lps)
+        )
 
     server = MockServer(respond)
     result = await server.endpoint().generate(MESSAGES, n=3, params=SamplingParams(logprobs=True))
@@ -266,7 +268,9 @@ async def test_under_reported_usage_with_logprobs_is_the_sum_of_choice_lengths()
 async def test_correct_usage_with_logprobs_is_kept_when_larger():
     def respond(body: dict[str, Any], index: int) -> httpx2.Response:
         lps = [[token_lp("a", -0.5)], [token_lp("b", -0.5), token_lp("c", -0.5)]]
-        return httpx2.Response(200, json=chat_body(["a", "bc"], usage={"prompt_tokens": 1, "completion_tokens": 50}, logprobs=lps))
+        return httpx2.Response(
+            200, json=chat_body(["a", "bc"], usage={"prompt_tokens": 1, "completion_tokens": 50}, logprobs=lps)
+        )
 
     result = await MockServer(respond).endpoint().generate(MESSAGES, n=2, params=SamplingParams(logprobs=True))
     assert result.usage.completion_tokens == 50
@@ -282,7 +286,10 @@ async def test_single_generation_carries_the_request_completion_tokens():
 
 
 async def test_chat_logprob_parsing():
-    content = [token_lp("The", -0.25, {"The": -0.25, "A": -1.5}), token_lp(" end", -0.75, {" end": -0.75, " stop": -2.0})]
+    content = [
+        token_lp("The", -0.25, {"The": -0.25, "A": -1.5}),
+        token_lp(" end", -0.75, {" end": -0.75, " stop": -2.0}),
+    ]
 
     def respond(body: dict[str, Any], index: int) -> httpx2.Response:
         return httpx2.Response(200, json=chat_body(["The end"], logprobs=[content]))
@@ -497,3 +504,12 @@ async def test_400_is_not_retried_over_http():
         await server.endpoint(retry=FAST_RETRY).generate(MESSAGES)
     assert len(server.bodies) == 1
     assert info.value.status_code == 400
+
+
+def test_one_endpoint_serves_several_event_loops():
+    server = single_choice_server()
+    ep = server.endpoint(native_n=False, max_concurrency=2)
+    first = asyncio.run(ep.generate(MESSAGES, n=2))
+    second = asyncio.run(ep.generate(MESSAGES, n=2))
+    assert len(first.generations) == len(second.generations) == 2
+    assert len(server.bodies) == 4

@@ -41,7 +41,8 @@ def _status_of(exc: BaseException) -> int | None:
         return exc.response.status_code
     if isinstance(exc, EndpointError):
         return exc.status_code
-    return None
+    status = getattr(exc, "status_code", None)  # other SDKs (anthropic, google, ...) name it the same way
+    return status if isinstance(status, int) else None
 
 
 def is_retryable(exc: BaseException) -> bool:

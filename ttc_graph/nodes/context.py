@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -22,6 +22,8 @@ def run_context(runtime: Runtime[Any] | None) -> TTCContext:
     if ctx is None:
         return TTCContext()
     if isinstance(ctx, TTCContext):
+        if isinstance(ctx.budget, dict):  # LangGraph builds the dataclass from a dict context itself
+            return replace(ctx, budget=Budget(**ctx.budget))
         return ctx
     if isinstance(ctx, dict):
         unknown = set(ctx) - _FIELDS

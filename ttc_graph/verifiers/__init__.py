@@ -9,12 +9,29 @@ from ttc_graph.verifiers.base import (
     aggregate,
     check_unit_interval,
 )
+from ttc_graph.verifiers.cache import ScoreCache
+from ttc_graph.verifiers.confidence import ConfidenceVerifier
 from ttc_graph.verifiers.function import FunctionVerifier, VerifierLike, as_verifier
+from ttc_graph.verifiers.judge import (
+    DEFAULT_JUDGE_SYSTEM_PROMPT,
+    DEFAULT_OUTCOME_PROMPT,
+    DEFAULT_PROCESS_PROMPT,
+    LLMJudgeVerifier,
+)
+from ttc_graph.verifiers.reward_model import QWEN_PRM_SYSTEM_PROMPT, RewardModelVerifier
 
 __all__ = [
+    "DEFAULT_JUDGE_SYSTEM_PROMPT",
+    "DEFAULT_OUTCOME_PROMPT",
+    "DEFAULT_PROCESS_PROMPT",
+    "QWEN_PRM_SYSTEM_PROMPT",
     "Aggregation",
+    "ConfidenceVerifier",
     "FunctionVerifier",
+    "LLMJudgeVerifier",
+    "RewardModelVerifier",
     "Score",
+    "ScoreCache",
     "VerificationResult",
     "Verifier",
     "VerifierLike",

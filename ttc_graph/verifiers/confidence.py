@@ -48,12 +48,12 @@ def lowest_group_logprob(logprobs: Sequence[float], window: int) -> float:
     if len(values) <= window:
         return math.fsum(values) / len(values)
     total = math.fsum(values[:window])
-    lowest = total
+    lowest, start = total, 0
     for i in range(window, len(values)):
         total += values[i] - values[i - window]
-        lowest = min(lowest, total)
-    # One exact re-sum of the winning window would need its index; the running sum's drift is ~1e-15 per step.
-    return lowest / window
+        if total < lowest:
+            lowest, start = total, i - window + 1
+    return math.fsum(values[start : start + window]) / window  # exact sum of the winning window
 
 
 class ConfidenceVerifier(Verifier):
@@ -78,7 +78,8 @@ class ConfidenceVerifier(Verifier):
 
     @property
     def name(self) -> str:
-        return f"ConfidenceVerifier[{self.method}]" if self.method == "mean" else f"ConfidenceVerifier[group{self.window}]"
+        detail = "mean" if self.method == "mean" else f"group, window={self.window}"
+        return f"ConfidenceVerifier[{detail}]"
 
     def score(self, token_logprobs: Sequence[float] | None) -> Score:
         """The score of one solution's token log-probabilities."""

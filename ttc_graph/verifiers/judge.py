@@ -222,9 +222,7 @@ class LLMJudgeVerifier(Verifier):
                 p = yes_probability(tops[0])
                 if p is None:
                     shown = ", ".join(repr(t) for t in list(tops[0])[:5])
-                    return _Judgement(
-                        None, usage, f"judge answered neither Yes nor No (top tokens: {shown})"
-                    )
+                    return _Judgement(None, usage, f"judge answered neither Yes nor No (top tokens: {shown})")
                 return _Judgement(p, usage)
             if gen is None:
                 return _Judgement(None, usage, "judge returned no generation")
