@@ -18,7 +18,7 @@ from rich.table import Table
 from ttc_graph.budget import COUNTERS, Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
-from ttc_graph.errors import TTCError
+from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.selection import SELECTIONS
 from ttc_graph.strategies import create_best_of_n
 
@@ -26,7 +26,9 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Spend test-time compute for better answers: best-of-N, search and revisions on LangGraph.")
 models_app = typer.Typer(help="The embedded local model (llama.cpp server on 127.0.0.1).")
+spec_app = typer.Typer(help="Strategy specs: validate them and print their JSON Schema.")
 app.add_typer(models_app, name="models")
+app.add_typer(spec_app, name="spec")
 console = Console()
 
 
@@ -132,6 +134,59 @@ def solve(
         print_result(out)
 
 
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="A strategy spec (YAML).")],
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
+) -> None:
+    """Answer QUESTION with the strategy a SPEC file describes (validated before any model call)."""
+    from ttc_graph.local.lazy import stop_shared_servers
+    from ttc_graph.specs import build_graph, load_spec
+
+    try:
+        strategy = load_spec(spec)
+        graph = build_graph(strategy).compile()
+        total = getattr(strategy, "n", 1)
+        with console.status(f"{strategy.kind} from {spec.name}..."):
+            out = asyncio.run(run_with_progress(graph, question, total))
+    except TTCError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        stop_shared_servers()
+    if as_json:
+        console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
+    else:
+        print_result(out)
+
+
+@spec_app.command("validate")
+def spec_validate(specs: Annotated[list[Path], typer.Argument(help="Spec files to check.")]) -> None:
+    """Validate spec files; each problem is reported with its field path."""
+    from ttc_graph.specs import load_spec
+
+    failed = False
+    for path in specs:
+        try:
+            strategy = load_spec(path)
+        except TTCError as exc:
+            failed = True
+            console.print(f"[red]invalid[/] {exc}")
+        else:
+            console.print(f"[green]ok[/] {path}: {strategy.kind}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the JSON Schema of a strategy spec."""
+    from ttc_graph.specs import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2))
+
+
 @models_app.command("list")
 def models_list() -> None:
     """List the GGUF models ttc_graph can serve locally."""
@@ -181,6 +236,263 @@ def models_serve(
     except TTCError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
+
+
+# -- evaluation: eval, replay, plot ---------------------------------------------------------------------------
+
+
+def _fail(exc: TTCError) -> typer.Exit:
+    console.print(f"[red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so a killed run still stops the local server and keeps its results."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _eval_progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _print_curves(curves: list[Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("strategy", "budget", "questions", "accuracy", "95% interval", "gens/q", "tokens/q", "seconds/q"):
+        table.add_column(col)
+    for c in curves:
+        table.add_row(
+            c.strategy, str(c.budget), str(c.questions), f"{c.accuracy:.3f} ({c.correct}/{c.questions})",
+            f"[{c.low:.3f}, {c.high:.3f}]", f"{c.generations:.1f}", f"{c.tokens:.0f}", f"{c.seconds:.1f}",
+        )  # fmt: skip
+    console.print(table)
+
+
+def _run_eval_sweep(
+    config: Any, problems: Any, store: Any, todo: int, base_url: str | None, model: str | None, parallel: int
+) -> Any:
+    """Run the pending units under a progress bar; None when nothing was pending."""
+    from ttc_graph.eval import run_sweep
+
+    if not todo:
+        return None
+    try:
+        with (
+            _sigterm_as_interrupt(),
+            policy_endpoint(base_url, model, parallel) as policy,
+            _eval_progress() as progress,
+        ):
+            bar = progress.add_task("sweep", total=todo, info="")
+            drawn = 0
+
+            def on_event(event: Any) -> None:
+                nonlocal drawn
+                if event.kind in ("done", "failed"):
+                    drawn += event.generations
+                    progress.update(bar, advance=1, info=f"{drawn} generations; last: {event.label}")
+                if event.kind == "failed":
+                    progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
+
+            return asyncio.run(run_sweep(policy, problems, config, store, progress=on_event))
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        rows = len(store.done(config.run))
+        console.print(f"[yellow]interrupted:[/] run {config.run!r} keeps its {rows} result rows; rerun to resume")
+        raise typer.Exit(130) from None
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[str, typer.Option(help="Run name: rerunning the same name resumes it.")],
+    dataset: Annotated[str, typer.Option(help="gsm8k, math500 or jsonl (with --path and the field names).")] = "gsm8k",
+    path: Annotated[Path | None, typer.Option(help="Data file (default: the shared data folder).")] = None,
+    question_field: Annotated[str | None, typer.Option(help="Question field of a jsonl data set.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="Answer field of a jsonl data set.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Questions to evaluate.")] = 20,
+    offset: Annotated[int, typer.Option(help="Lines of the data file to skip first.")] = 0,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="family:option[:verifier], repeatable, e.g. best_of_n:majority, best_of_n:weighted."),
+    ] = None,
+    budgets: Annotated[str, typer.Option(help="Generation budgets, comma separated.")] = "1,2,4",
+    verifier: Annotated[str, typer.Option(help="Verifier of weighted/naive selection when a spec names none.")] = (
+        "confidence"
+    ),
+    db: Annotated[Path, typer.Option(help="SQLite results file (created if missing).")] = Path("results/eval.sqlite"),
+    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = 400,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
+    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
+    plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
+) -> None:
+    """Sweep strategies × budgets over a data set; every finished question is stored at once (resumable)."""
+    import warnings
+
+    from ttc_graph.eval import ResultStore, SweepConfig, load_dataset, pending, summarize
+
+    try:
+        if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
+            raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
+        if gguf is not None and not gguf.is_file():
+            raise ConfigurationError(f"--gguf: {gguf} is not a file")
+        name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
+        config = SweepConfig.make(
+            run, dataset, strategy or ["best_of_n:majority"], budgets, default_verifier=verifier,
+            max_tokens=max_tokens, temperature=temperature, seed=seed, concurrency=concurrency, model=name,
+        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            problems = load_dataset(
+                dataset, path=path, limit=limit, offset=offset, question_field=question_field, answer_field=answer_field
+            )
+        for w in caught:
+            console.print(f"[yellow]warning:[/] {w.message}")
+        if not problems:
+            raise ConfigurationError("dataset: the slice holds no questions")
+        store = ResultStore(db)
+        store.check_run(config.run, config.sampling())
+        todo, finished = pending(problems, config, store)
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"run [bold]{config.run}[/] in {db}: {len(problems)} questions, strategies "
+        f"{', '.join(s.name for s in config.strategies)}, budgets {list(config.budgets)}; "
+        f"{finished} unit(s) already finished, {todo} to run"
+    )
+    report = _run_eval_sweep(config, problems, store, todo, base_url, str(gguf) if gguf else model, parallel)
+    ids = {p.id for p in problems}
+    names = {s.name for s in config.strategies}
+    rows = [r for r in store.rows(config.run) if r.question_id in ids and r.strategy in names]
+    rows = [r for r in rows if r.budget in config.budgets]
+    _print_curves(summarize(rows), f"run {config.run} (accuracy with Wilson 95% intervals)")
+    if report is not None:
+        console.print(
+            f"this call: {report.finished_units} unit(s) run, {report.skipped_units} skipped as finished, "
+            f"{report.failed_units} failed; {report.generations} generations in {report.requests} policy requests; "
+            f"{report.rows_written} rows written in {report.seconds:.0f}s"
+        )
+        for failure in report.failures[:5]:
+            console.print(f"[yellow]failed:[/] {failure}")
+    else:
+        console.print("this call: nothing to run, every unit was already finished (0 generations)")
+    console.print(f"{db}: run {config.run!r} holds {len(store.done(config.run))} result rows")
+    if plot is not None:
+        from ttc_graph.eval.plots import plot_curves
+
+        paths = plot_curves(summarize(rows), plot, title=f"{dataset} · run {config.run} · {name}")
+        console.print(f"plot: {', '.join(map(str, paths))}")
+    store.close()
+    if report is not None and report.failed_units:
+        raise typer.Exit(1)
+
+
+@app.command("replay")
+def replay_command(
+    pool: Annotated[Path, typer.Argument(help="A pool .jsonl, or a sweep's SQLite file (with --run).")],
+    budgets: Annotated[str, typer.Option(help="Budgets b <= N, comma separated.")] = "1,2,4,8",
+    trials: Annotated[int, typer.Option(help="Random subsets per question and budget.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the subsampling and the bootstrap.")] = 0,
+    ci: Annotated[str, typer.Option(help="bootstrap (over questions) or normal (across questions).")] = "bootstrap",
+    methods: Annotated[str, typer.Option(help="naive, weighted, majority, oracle (pass@b).")] = (
+        "naive,weighted,majority,oracle"
+    ),
+    score: Annotated[str, typer.Option(help="Pool files: exp(mean_lp) or exp(min_lp) as the score.")] = "mean_lp",
+    run: Annotated[str | None, typer.Option(help="Run name when POOL is a sweep's SQLite file.")] = None,
+    verifier: Annotated[str, typer.Option(help="Which stored scores of a sweep pool to use.")] = "confidence",
+    plot: Annotated[Path | None, typer.Option(help="Write the curves to this PNG (and SVG).")] = None,
+) -> None:
+    """Best-of-N accuracy at every budget from stored samples, by subsampling (no model calls)."""
+    from ttc_graph.eval import ResultStore, load_pool, parse_budgets, pool_from_samples, replay
+
+    try:
+        if pool.suffix in (".sqlite", ".db", ".sqlite3"):
+            if not run:
+                raise ConfigurationError("replay: a SQLite pool needs --run")
+            if not pool.is_file():
+                raise ConfigurationError(f"replay: {pool} does not exist")
+            with ResultStore(pool) as store:
+                questions = pool_from_samples(store.pools(run), verifier)
+        else:
+            questions = load_pool(pool, score=score)  # type: ignore[arg-type]
+        wanted = parse_budgets(budgets)
+        chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        total = len(wanted) * len(questions)
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("subsampling", total=total)
+            result = replay(
+                questions, wanted, methods=chosen, trials=trials, seed=seed, ci=ci,  # type: ignore[arg-type]
+                progress=lambda done, _: progress.update(task, completed=done),
+            )  # fmt: skip
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    sizes = sorted({q.n for q in questions})
+    table = Table(title=f"{pool.name}: {len(questions)} questions, N={'/'.join(map(str, sizes))} samples each")
+    for col in ("budget", "method", "accuracy", f"95% {ci} interval", "exact", "tokens/q"):
+        table.add_column(col)
+    for e in sorted(result.estimates, key=lambda e: (e.budget, chosen.index(e.method))):
+        exact = "-" if e.exact is None else f"{e.exact:.3f}"
+        tokens = "-" if e.tokens is None else f"{e.tokens:.0f}"
+        table.add_row(str(e.budget), e.method, f"{e.accuracy:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", exact, tokens)
+    console.print(table)
+    console.print(f"{trials} subsets per question and budget, seed {seed}; no model calls")
+    if plot is not None:
+        from ttc_graph.eval.plots import plot_replay
+
+        paths = plot_replay(result, plot, title=f"best-of-N replay: {pool.name}")
+        console.print(f"plot: {', '.join(map(str, paths))}")
+
+
+@app.command("plot")
+def plot_command(
+    run: Annotated[str, typer.Option(help="Run name in the SQLite file.")],
+    db: Annotated[Path, typer.Option(help="SQLite results file.")] = Path("results/eval.sqlite"),
+    out: Annotated[Path, typer.Option(help="Output PNG (an SVG is written beside it).")] = Path("results/curves.png"),
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Plot a run's accuracy vs budget (log2 axis) and accuracy vs tokens per strategy, as PNG and SVG."""
+    from ttc_graph.eval import ResultStore, summarize
+
+    try:
+        if not db.is_file():
+            raise ConfigurationError(f"plot: {db} does not exist")
+        with console.status("plotting..."), ResultStore(db) as store:
+            rows = store.rows(run)
+            if not rows:
+                known = ", ".join(store.runs()) or "none"
+                raise ConfigurationError(f"plot: run {run!r} has no results in {db} (runs: {known})")
+            from ttc_graph.eval.plots import plot_curves
+
+            curves = summarize(rows)
+            paths = plot_curves(curves, out, title=title or f"run {run} ({rows[0].dataset})")
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    _print_curves(curves, f"run {run}")
+    console.print(f"plot: {', '.join(map(str, paths))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,11 +9,13 @@ from ttc_graph.local.binary import (
     cached_binary_path,
     find_llama_server,
 )
+from ttc_graph.local.lazy import LocalEndpoint, shared_server, stop_shared_servers
 from ttc_graph.local.models import ModelInfo, default_model_path, list_models, resolve_model, validate_gguf
 from ttc_graph.local.server import LocalModelServer
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
+    "LocalEndpoint",
     "LocalModelServer",
     "ModelInfo",
     "build_llama_server",
@@ -23,5 +25,7 @@ __all__ = [
     "find_llama_server",
     "list_models",
     "resolve_model",
+    "shared_server",
+    "stop_shared_servers",
     "validate_gguf",
 ]

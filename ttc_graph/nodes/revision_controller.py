@@ -44,6 +44,11 @@ def chain_status(attempts: list[Candidate], plan: ChainPlan) -> str | None:
     return None
 
 
+def _failed_attempts(usage: dict[str, Any] | None) -> int:
+    by_kind = (usage or {}).get("by_kind", {})
+    return sum(by_kind.get(k, {}).get("failed_requests", 0) for k in ("propose", "revise"))
+
+
 def make_revision_controller(
     plan: ChainPlan, defaults: SamplingDefaults
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
@@ -65,6 +70,8 @@ def make_revision_controller(
             stop = "complete"
         elif round_ > 0 and not candidates and state.get("errors"):
             stop = "error"
+        elif _failed_attempts(state.get("usage")) >= plan.chains * plan.length:
+            stop = "error"  # a failed attempt is retried; n failures mean an endpoint is down, not unlucky
         else:
             stop = stop_reason_for(rem)
         tasks: list[RevisionTask] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -120,8 +120,8 @@ def make_search_controller(
         elif round_ > 0 and not active:
             stop = "complete" if (finished_before + len(done)) else "error"
         else:
-            reason = stop_reason_for(rem)
-            stop = None if reason == "budget:generations" and round_ > 0 else reason
+            # Generations are charged up front (round 0); later rounds must still see tokens and seconds run out.
+            stop = stop_reason_for(rem if round_ == 0 else replace(rem, generations=math.inf))
         tasks: list[ExpandTask] = []
         if stop is None:
             cap = rem.max_tokens_each(plan.n * (plan.lookahead + 1), max_tokens)
@@ -129,6 +129,7 @@ def make_search_controller(
                 stop = "budget:tokens"
             else:
                 timeout = None if math.isinf(rem.seconds) else rem.seconds
+                offset = 0  # a task of k samples owns seeds [seed, seed + k): endpoints that fan out use them all
                 for beam, k in _expansions(plan, active, round_):
                     tasks.append(
                         ExpandTask(
@@ -138,10 +139,14 @@ def make_search_controller(
                             round=round_ + 1,
                             temperature=temperature,
                             max_tokens=cap,
-                            seed=None if seed is None else seed + 7919 * round_ + 31 * len(tasks),
+                            seed=None if seed is None else seed + 7919 * round_ + offset,
                             timeout=timeout,
                         )
                     )
+                    offset += k
+        if stop and stop.startswith("budget:") and active:  # cut short by the budget: keep the live beams, as
+            live = [beam_to_candidate(b, delimiter) for b in active]  # max_steps does, rather than drop them
+            update["candidates"] = [*update.get("candidates", []), *live]
         if round_ == 0 and tasks:
             update["usage"] = usage_delta("propose", generations=plan.generations)
         runtime.stream_writer(

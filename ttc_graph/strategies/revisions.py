@@ -30,9 +30,10 @@ def split_budget(n: int, chain_length: int | Literal["sqrt"]) -> tuple[int, int]
     """(parallel chains, attempts per chain) for ``n`` generations; ``chain_length`` must divide ``n``."""
     if not isinstance(n, int) or n < 1:
         raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
-    if chain_length == "sqrt":
-        length = max(1, round(math.sqrt(n)))
-        return max(1, n // length), length
+    if chain_length == "sqrt":  # the divisor of n nearest sqrt(n), so that chains x length is exactly n
+        divisors = [x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d)]
+        length = min(divisors, key=lambda d: (abs(d - math.sqrt(n)), d))
+        return n // length, length
     if not isinstance(chain_length, int) or chain_length < 1:
         raise ConfigurationError(f"chain_length: must be an integer >= 1 or 'sqrt', got {chain_length!r}")
     if n % chain_length:
@@ -59,9 +60,10 @@ def create_revisions(
     """``n`` generations as ``n / chain_length`` parallel chains of ``chain_length`` attempts.
 
     Each revision sees up to the 4 latest attempts of its own chain. ``chain_length=n`` is purely sequential,
-    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n. A chain stops early once the verifier's score reaches
-    ``stop_score`` or (``stop_on_repeat``) an attempt repeats the previous answer. ``revision_policy`` (e.g. a
-    fine-tuned revision model) draws the revisions; ``policy`` draws the first attempts.
+    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n (the length is the divisor of ``n`` nearest √n). A chain
+    stops early once the verifier's score reaches ``stop_score`` or (``stop_on_repeat``) an attempt repeats the
+    previous answer. ``revision_policy`` (e.g. a fine-tuned revision model) draws the revisions; ``policy`` draws
+    the first attempts.
     """
     check_policy(policy)
     if revision_policy is not None:

@@ -27,11 +27,13 @@ AGGREGATIONS = ("last", "min", "prod", "mean")
 
 
 def resolve_width(n: int, beam_width: int | Literal["sqrt"]) -> int:
-    """M from ``beam_width``: an integer dividing ``n``, or ``"sqrt"`` for round(sqrt(n))."""
+    """M from ``beam_width``: an integer dividing ``n``, or ``"sqrt"`` for the divisor of ``n`` nearest sqrt(n)
+    (so that ``n / M`` kept beams times ``M`` children is exactly ``n`` every round)."""
     if not isinstance(n, int) or n < 1:
         raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
     if beam_width == "sqrt":
-        return max(1, round(math.sqrt(n)))
+        divisors = [x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d)]
+        return min(divisors, key=lambda d: (abs(d - math.sqrt(n)), d))
     if not isinstance(beam_width, int) or beam_width < 1:
         raise ConfigurationError(f"beam_width: must be an integer >= 1 or 'sqrt', got {beam_width!r}")
     if n % beam_width:

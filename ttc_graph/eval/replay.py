@@ -1,0 +1,346 @@
+"""Best-of-N at every budget from one pool of samples per question, at no model cost (the paper's method).
+
+Given N samples per question (final answer, verifier score, correctness), the accuracy of naive best-of-N,
+best-of-N weighted and majority voting at a budget b <= N is estimated by drawing b of the N samples without
+replacement many times (seeded) and averaging, or computed exactly by enumerating all C(N, b) subsets. Ties
+are broken like :func:`ttc_graph.selection.select_answer` on the subset in pool order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import statistics
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ttc_graph.answers import group_answers
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.eval.datasets import DatasetWarning
+from ttc_graph.state import Candidate
+
+__all__ = [
+    "METHODS",
+    "Estimate",
+    "Method",
+    "PoolQuestion",
+    "ReplayResult",
+    "Sample",
+    "as_candidates",
+    "choose",
+    "exact_accuracy",
+    "exact_question",
+    "load_pool",
+    "pool_from_samples",
+    "replay",
+    "subset_correct",
+]
+
+Method = Literal["naive", "weighted", "majority", "oracle"]
+METHODS: tuple[Method, ...] = ("naive", "weighted", "majority")
+ALL_METHODS: tuple[Method, ...] = (*METHODS, "oracle")
+CI = Literal["bootstrap", "normal"]
+_Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sampled solution: its final answer, verifier score (None: unscored) and correctness."""
+
+    answer: str | None
+    score: float | None
+    correct: bool
+    tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolQuestion:
+    """N samples drawn for one question; ``groups`` labels equivalent answers (None: no answer)."""
+
+    id: str
+    samples: tuple[Sample, ...]
+    groups: tuple[int | None, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.groups) != len(self.samples):
+            labels: list[int | None] = [None] * len(self.samples)
+            for g, members in enumerate(group_answers([s.answer for s in self.samples])):
+                for i in members:
+                    labels[i] = g
+            object.__setattr__(self, "groups", tuple(labels))
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Accuracy of one selection method at one budget, with its 95% interval and the exact expectation."""
+
+    method: str
+    budget: int
+    accuracy: float
+    low: float
+    high: float
+    exact: float | None
+    tokens: float | None
+    questions: int
+    trials: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    estimates: list[Estimate]
+    ci: CI
+    trials: int
+    seed: int
+    questions: int
+    pool_size: int
+
+    def get(self, method: str, budget: int) -> Estimate:
+        for e in self.estimates:
+            if e.method == method and e.budget == budget:
+                return e
+        raise KeyError((method, budget))
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _answer_text(pred: object) -> str | None:
+    if pred is None:
+        return None
+    if isinstance(pred, float) and pred.is_integer():
+        return str(int(pred))
+    return str(pred)
+
+
+def load_pool(path: str | Path, *, score: Literal["mean_lp", "min_lp"] = "mean_lp") -> list[PoolQuestion]:
+    """A pool file: one ``{"idx", "gold", "samples": [{"pred", "correct", "mean_lp", "tokens", ...}]}`` per line.
+
+    A sample's score is ``exp(mean_lp)`` (the policy's geometric-mean token probability) or ``exp(min_lp)``.
+    Bad JSON lines are skipped with a :class:`DatasetWarning`; a line without ``samples`` is an error.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"pool: {file} does not exist")
+    if score not in ("mean_lp", "min_lp"):
+        raise ConfigurationError(f"score: unknown {score!r}; use 'mean_lp' or 'min_lp'")
+    pool: list[PoolQuestion] = []
+    bad: list[int] = []
+    with file.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(line_no)
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("samples"), list) or not row["samples"]:
+                raise ConfigurationError(f"pool: {file}:{line_no} has no 'samples' list")
+            samples = []
+            for s in row["samples"]:
+                lp = s.get(score)
+                samples.append(
+                    Sample(
+                        _answer_text(s.get("pred")),
+                        None if lp is None else math.exp(min(0.0, float(lp))),
+                        bool(s.get("correct")),
+                        s.get("tokens"),
+                    )
+                )
+            pool.append(PoolQuestion(str(row.get("idx", line_no - 1)), tuple(samples)))
+    if bad:
+        warnings.warn(f"pool: skipped {len(bad)} malformed line(s) in {file}: {bad[:5]}", DatasetWarning, stacklevel=2)
+    if not pool:
+        raise ConfigurationError(f"pool: {file} holds no questions")
+    return pool
+
+
+def pool_from_samples(
+    pools: Mapping[str, Sequence[Mapping[str, Any]]], verifier: str = "confidence"
+) -> list[PoolQuestion]:
+    """Sweep pools (``ResultStore.pools(run)``: question id → stored samples) scored by ``verifier``."""
+    out = [
+        PoolQuestion(
+            qid,
+            tuple(
+                Sample(s.get("answer"), (s.get("scores") or {}).get(verifier), bool(s.get("correct")), s.get("tokens"))
+                for s in samples
+            ),
+        )
+        for qid, samples in pools.items()
+        if samples
+    ]
+    if not out:
+        raise ConfigurationError("pool: the run has no stored best-of-N samples")
+    return out
+
+
+def as_candidates(samples: Sequence[Sample]) -> list[Candidate]:
+    """Samples as graph candidates (ids ``s0``, ``s1``, ...) for :func:`select_answer`."""
+    return [
+        {
+            "id": f"s{i}",
+            "text": "",
+            "answer": s.answer,
+            "parsable": s.answer is not None,
+            "score": s.score,
+            "step_scores": None,
+            "scored": s.score is not None,
+            "tokens": s.tokens,
+            "round": 1,
+            "finish_reason": "stop",
+        }
+        for i, s in enumerate(samples)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- selection
+
+
+def _first_max(keys: Iterable[int], value: Callable[[int], float]) -> int:
+    best: int | None = None
+    for k in keys:  # the first of equal values wins, as in select_answer
+        if best is None or value(k) > value(best):
+            best = k
+    assert best is not None
+    return best
+
+
+def choose(q: PoolQuestion, subset: Sequence[int], how: Method) -> int | None:
+    """Index of the sample ``how`` selects among ``subset`` (ascending pool indices); None if no answer."""
+    members: dict[int, list[int]] = {}
+    for i in subset:
+        g = q.groups[i]
+        if g is not None:
+            members.setdefault(g, []).append(i)
+    if not members:
+        return None
+    samples = q.samples
+    scored = [i for i in subset if q.groups[i] is not None and samples[i].score is not None]
+    if how == "naive" and scored:
+        return _first_max(scored, lambda i: samples[i].score or 0.0)
+    if how == "weighted" and scored:
+        g = _first_max(members, lambda k: sum(samples[i].score or 0.0 for i in members[k]))
+    else:
+        g = _first_max(members, lambda k: len(members[k]))
+    return _first_max(members[g], lambda i: -1.0 if samples[i].score is None else samples[i].score)  # type: ignore[return-value]
+
+
+def subset_correct(q: PoolQuestion, subset: Sequence[int], how: Method) -> bool:
+    """Whether ``how`` picks a correct answer from ``subset`` (``oracle``: any sample is correct)."""
+    if how == "oracle":
+        return any(q.samples[i].correct for i in subset)
+    pick = choose(q, subset, how)
+    return pick is not None and q.samples[pick].correct
+
+
+def exact_question(q: PoolQuestion, budget: int, how: Method) -> float:
+    """Exact expected correctness at ``budget``: the mean over all C(N, budget) subsets."""
+    if how == "oracle":
+        c = sum(s.correct for s in q.samples)
+        return 1.0 - math.comb(q.n - c, budget) / math.comb(q.n, budget)
+    hits = total = 0
+    for subset in itertools.combinations(range(q.n), budget):
+        hits += subset_correct(q, subset, how)
+        total += 1
+    return hits / total
+
+
+def exact_accuracy(pool: Sequence[PoolQuestion], budget: int, how: Method) -> float:
+    """Exact expected accuracy over the pool's questions at ``budget``."""
+    _check_budgets(pool, [budget])
+    return statistics.fmean(exact_question(q, budget, how) for q in pool)
+
+
+# ------------------------------------------------------------------------------------------------- replay
+
+
+def _check_budgets(pool: Sequence[PoolQuestion], budgets: Sequence[int]) -> None:
+    if not pool:
+        raise ConfigurationError("pool: no questions")
+    smallest = min(q.n for q in pool)
+    for b in budgets:
+        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+            raise ConfigurationError(f"budgets: each must be an integer >= 1, got {b!r}")
+        if b > smallest:
+            raise ConfigurationError(f"budgets: {b} exceeds the smallest pool ({smallest} samples per question)")
+
+
+def _interval(values: Sequence[float], ci: CI, rng: random.Random, resamples: int) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    if ci == "normal":
+        half = _Z95 * statistics.stdev(values) / math.sqrt(len(values))
+        return max(0.0, mean - half), min(1.0, mean + half)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return means[int(0.025 * (resamples - 1))], means[math.ceil(0.975 * (resamples - 1))]
+
+
+def replay(
+    pool: Sequence[PoolQuestion],
+    budgets: Sequence[int],
+    *,
+    methods: Sequence[Method] = METHODS,
+    trials: int = 200,
+    seed: int = 0,
+    ci: CI = "bootstrap",
+    resamples: int = 2000,
+    exact_limit: int = 5000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Subsampled accuracy of each method at each budget, with a 95% interval across questions.
+
+    For every question and budget, ``trials`` subsets of ``b`` samples are drawn without replacement (all
+    methods see the same subsets) and the question's accuracy is the fraction of correct picks. The estimate
+    is the mean over questions; its interval is a percentile bootstrap over questions (``resamples``
+    resamples) or, with ``ci="normal"``, mean ± 1.96·sd/√Q across questions. ``exact`` holds the
+    combinatorial expectation when C(N, b) <= ``exact_limit`` for every question.
+    """
+    _check_budgets(pool, budgets)
+    if not isinstance(trials, int) or trials < 1:
+        raise ConfigurationError(f"trials: must be an integer >= 1, got {trials!r}")
+    if ci not in ("bootstrap", "normal"):
+        raise ConfigurationError(f"ci: unknown {ci!r}; use 'bootstrap' or 'normal'")
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ConfigurationError(f"methods: unknown {unknown}; use {', '.join(ALL_METHODS)}")
+    rng = random.Random(seed)
+    ci_rng = random.Random(seed + 1)
+    estimates: list[Estimate] = []
+    total, done = len(budgets) * len(pool), 0
+    for b in budgets:
+        per_q: dict[str, list[float]] = {m: [] for m in methods}
+        for q in pool:
+            hits = dict.fromkeys(methods, 0)
+            for _ in range(trials):
+                subset = sorted(rng.sample(range(q.n), b))
+                for m in methods:
+                    hits[m] += subset_correct(q, subset, m)
+            for m in methods:
+                per_q[m].append(hits[m] / trials)
+            done += 1
+            if progress:
+                progress(done, total)
+        can_enumerate = all(math.comb(q.n, b) <= exact_limit for q in pool)
+        token_means = [statistics.fmean(s.tokens for s in q.samples) for q in pool if _has_tokens(q)]
+        tokens = b * statistics.fmean(token_means) if len(token_means) == len(pool) else None
+        for m in methods:
+            low, high = _interval(per_q[m], ci, ci_rng, resamples)
+            exact = statistics.fmean(exact_question(q, b, m) for q in pool) if can_enumerate else None
+            acc = statistics.fmean(per_q[m])
+            estimates.append(Estimate(m, b, acc, low, high, exact, tokens, len(pool), trials))
+    return ReplayResult(estimates, ci, trials, seed, len(pool), min(q.n for q in pool))
+
+
+def _has_tokens(q: PoolQuestion) -> bool:
+    return all(isinstance(s.tokens, int) for s in q.samples)

@@ -1,0 +1,590 @@
+"""Strategy × budget sweeps over a data set, resumable from SQLite, with sample reuse for best-of-N.
+
+Best-of-N strategies (``best_of_n:majority``, ``best_of_n:weighted[:verifier]``, ``best_of_n:naive[:verifier]``)
+share one pool of samples per question: the largest budget's samples are drawn once, scored by every verifier
+in use, stored, and each smaller budget is evaluated on a prefix of the same draws (the paper's method). Other
+families (``revisions:<selection>``, ``beam_search[:width]``, ``dvts[:width]``) run their graph per budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ttc_graph.budget import policy_generations, policy_tokens
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
+from ttc_graph.errors import ConfigurationError, TTCError
+from ttc_graph.eval.datasets import Problem
+from ttc_graph.eval.grading import grade
+from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
+from ttc_graph.state import Candidate
+from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.verifiers import ConfidenceVerifier, LLMJudgeVerifier, Verifier
+
+__all__ = [
+    "FAMILIES",
+    "VERIFIERS",
+    "CountingEndpoint",
+    "Curve",
+    "StrategySpec",
+    "SweepConfig",
+    "SweepEvent",
+    "SweepReport",
+    "parse_budgets",
+    "parse_strategy",
+    "pending",
+    "run_sweep",
+    "summarize",
+    "wilson_interval",
+]
+
+FAMILIES = ("best_of_n", "revisions", "beam_search", "dvts")
+VERIFIERS = ("none", "confidence", "confidence-group", "judge")
+
+
+# ------------------------------------------------------------------------------------------------ specs
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """A parsed ``family:option[:verifier]``; ``name`` is the canonical key stored in the database."""
+
+    family: str
+    option: str
+    verifier: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}:{self.option}" + ("" if self.verifier == "none" else f":{self.verifier}")
+
+    @property
+    def reuses_samples(self) -> bool:
+        return self.family == "best_of_n"
+
+
+def parse_strategy(text: str, default_verifier: str = "confidence") -> StrategySpec:
+    """``best_of_n:{majority,weighted,naive}[:verifier]``, ``revisions:{majority,last,hierarchical}[:verifier]``,
+    ``beam_search[:width][:verifier]`` or ``dvts[:width][:verifier]`` (width an integer or ``sqrt``)."""
+    parts = [p.strip() for p in text.strip().split(":")]
+    family, rest = parts[0], parts[1:]
+    if family not in FAMILIES:
+        raise ConfigurationError(f"strategy {text!r}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+    if len(rest) > 2:
+        raise ConfigurationError(f"strategy {text!r}: expected family:option[:verifier]")
+    if family in ("beam_search", "dvts"):
+        option = rest[0] if rest and rest[0] else "sqrt"
+        if option != "sqrt" and not (option.isdigit() and int(option) >= 1):
+            raise ConfigurationError(f"strategy {text!r}: beam width must be an integer >= 1 or 'sqrt'")
+        verifier = rest[1] if len(rest) > 1 else "judge"
+        if verifier != "judge":
+            raise ConfigurationError(f"strategy {text!r}: search needs a process verifier; use ':judge'")
+        return StrategySpec(family, option, verifier)
+    allowed: tuple[str, ...] = SELECTIONS if family == "best_of_n" else REVISION_SELECTIONS
+    option = rest[0] if rest and rest[0] else "majority"
+    if option not in allowed:
+        raise ConfigurationError(f"strategy {text!r}: unknown selection {option!r}; use one of {', '.join(allowed)}")
+    scored = option in ("weighted", "naive", "hierarchical")
+    verifier = rest[1] if len(rest) > 1 else (default_verifier if scored else "none")
+    if verifier not in VERIFIERS:
+        raise ConfigurationError(f"strategy {text!r}: unknown verifier {verifier!r}; use one of {', '.join(VERIFIERS)}")
+    if scored and verifier == "none":
+        raise ConfigurationError(f"strategy {text!r}: selection {option!r} needs a verifier")
+    if option == "majority":  # votes ignore scores
+        verifier = "none"
+    if family == "revisions" and verifier.startswith("confidence"):
+        raise ConfigurationError(f"strategy {text!r}: revisions do not request logprobs; use ':judge'")
+    return StrategySpec(family, option, verifier)
+
+
+def parse_budgets(budgets: str | Iterable[int]) -> tuple[int, ...]:
+    """``"1,2,4"`` or integers, as sorted unique positive budgets; zero, negatives or junk raise."""
+    if isinstance(budgets, str):
+        items: list[Any] = [b for b in budgets.replace(" ", "").split(",") if b]
+    else:
+        items = list(budgets)
+    if not items:
+        raise ConfigurationError("budgets: give at least one budget, e.g. 1,2,4")
+    out: set[int] = set()
+    for b in items:
+        try:
+            value = int(b)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"budgets: {b!r} is not an integer") from exc
+        if value < 1 or isinstance(b, bool) or (isinstance(b, float) and not b.is_integer()):
+            raise ConfigurationError(f"budgets: each budget must be an integer >= 1, got {b!r}")
+        out.add(value)
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepConfig:
+    """What to run; ``sampling()`` are the settings a resumed run must keep."""
+
+    run: str
+    dataset: str
+    strategies: tuple[StrategySpec, ...]
+    budgets: tuple[int, ...]
+    max_tokens: int = 400
+    temperature: float = 0.8
+    seed: int | None = None
+    concurrency: int = 2
+    model: str | None = None
+
+    @classmethod
+    def make(
+        cls,
+        run: str,
+        dataset: str,
+        strategies: Sequence[str | StrategySpec],
+        budgets: str | Iterable[int],
+        *,
+        default_verifier: str = "confidence",
+        **kwargs: Any,
+    ) -> SweepConfig:
+        """A validated config (every error a :class:`ConfigurationError`, raised before any model call)."""
+        if not run or not run.strip():
+            raise ConfigurationError("run: give the sweep a name")
+        specs = tuple(s if isinstance(s, StrategySpec) else parse_strategy(s, default_verifier) for s in strategies)
+        if not specs:
+            raise ConfigurationError("strategies: give at least one, e.g. best_of_n:majority")
+        specs = tuple(dict.fromkeys(specs))
+        config = cls(run.strip(), dataset, specs, parse_budgets(budgets), **kwargs)
+        if config.max_tokens < 1:
+            raise ConfigurationError(f"max_tokens: must be >= 1, got {config.max_tokens}")
+        if config.temperature < 0:
+            raise ConfigurationError(f"temperature: must be >= 0, got {config.temperature}")
+        if config.concurrency < 1:
+            raise ConfigurationError(f"concurrency: must be >= 1, got {config.concurrency}")
+        for spec in specs:  # build every graph once: invalid widths or splits fail here
+            for b in config.budgets:
+                _graph(spec, b, _Probe(), _Probe(), config)
+        return config
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "model": self.model,
+        }
+
+
+# --------------------------------------------------------------------------------------------- endpoints
+
+
+class _Probe:
+    """Stands in for the policy while graphs are built for validation; never called."""
+
+    name = "probe"
+    continuation = "prefill"
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:  # pragma: no cover - construction only
+        raise RuntimeError("the validation probe is never called")
+
+
+class CountingEndpoint:
+    """Wraps an endpoint and counts the requests and generations that actually reach it."""
+
+    def __init__(self, inner: Endpoint) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.generations = 0
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        self.calls += 1
+        result = await self.inner.generate(messages, n=n, params=params, prefix=prefix)
+        self.generations += len(result.generations)
+        return result
+
+
+def _verifier(name: str, judge_policy: Endpoint, mode: Literal["process", "outcome"]) -> Verifier | None:
+    if name == "confidence":
+        return ConfidenceVerifier("mean")
+    if name == "confidence-group":
+        return ConfidenceVerifier("group")
+    if name == "judge":
+        return LLMJudgeVerifier(judge_policy, mode=mode)
+    return None
+
+
+def _graph(spec: StrategySpec, budget: int, policy: Endpoint, judge: Endpoint, config: SweepConfig) -> Any:
+    common: dict[str, Any] = {"temperature": config.temperature, "seed": config.seed}
+    option: Any = spec.option
+    if spec.family == "best_of_n":
+        verifier = _verifier(spec.verifier, judge, "outcome")
+        return create_best_of_n(policy, verifier, n=budget, selection=option, max_tokens=config.max_tokens, **common)
+    if spec.family == "revisions":
+        verifier = _verifier(spec.verifier, judge, "outcome")
+        return create_revisions(
+            policy, verifier, n=budget, chain_length="sqrt", selection=option,
+            max_tokens=config.max_tokens, **common,
+        )  # fmt: skip
+    width: int | Literal["sqrt"] = "sqrt" if spec.option == "sqrt" else int(spec.option)
+    factory = create_beam_search if spec.family == "beam_search" else create_dvts
+    return factory(
+        policy, _verifier("judge", judge, "process"), n=budget, beam_width=width,  # type: ignore[arg-type]
+        step_max_tokens=config.max_tokens, **common,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+@dataclass(frozen=True, slots=True)
+class SweepEvent:
+    """Progress: ``plan`` (``total`` units to run, ``skipped`` already finished), ``done`` or ``failed``."""
+
+    kind: Literal["plan", "done", "failed"]
+    label: str = ""
+    total: int = 0
+    skipped: int = 0
+    generations: int = 0
+    message: str = ""
+
+
+@dataclass(slots=True)
+class SweepReport:
+    """What one call did. ``generations``/``requests`` count what reached the policy endpoint."""
+
+    questions: int = 0
+    units: int = 0
+    skipped_units: int = 0
+    finished_units: int = 0
+    failed_units: int = 0
+    rows_written: int = 0
+    rows_before: int = 0
+    generations: int = 0
+    requests: int = 0
+    verifier_requests: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+# -------------------------------------------------------------------------------------------------- units
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    problem: Problem
+    spec: StrategySpec | None = None  # None: the best-of-N pool of this question
+    budget: int = 0
+
+    @property
+    def label(self) -> str:
+        if self.spec is None:
+            return f"q{self.problem.id} best_of_n pool"
+        return f"q{self.problem.id} {self.spec.name} b={self.budget}"
+
+
+def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
+    return [
+        {"text": c["text"], "answer": c["answer"], "score": c["score"], "tokens": c["tokens"], "id": c["id"]}
+        for c in cands
+    ]
+
+
+def _as_candidate(i: int, s: dict[str, Any], score: float | None) -> Candidate:
+    cand: Candidate = {
+        "id": f"p{i}",
+        "text": s["text"],
+        "answer": s["answer"],
+        "parsable": s["answer"] is not None,
+        "score": score,
+        "step_scores": None,
+        "scored": score is not None,
+        "tokens": s.get("tokens"),
+        "round": 1,
+        "finish_reason": s.get("finish_reason"),
+    }
+    if s.get("token_logprobs"):
+        cand["token_logprobs"] = s["token_logprobs"]
+    return cand
+
+
+def _plan(
+    problems: Sequence[Problem], config: SweepConfig, done: set[tuple[str, int, str]]
+) -> tuple[list[_Unit], int]:
+    """Units still to run, question by question (a killed sweep leaves whole questions), and how many are done."""
+    bon = [s for s in config.strategies if s.reuses_samples]
+    units: list[_Unit] = []
+    skipped = 0
+    for p in problems:
+        keys = [(s.name, b, p.id) for s in bon for b in config.budgets]
+        if keys and all(k in done for k in keys):
+            skipped += 1
+        elif keys:
+            units.append(_Unit(p))
+        for s in config.strategies:
+            if s.reuses_samples:
+                continue
+            for b in config.budgets:
+                if (s.name, b, p.id) in done:
+                    skipped += 1
+                else:
+                    units.append(_Unit(p, s, b))
+    return units, skipped
+
+
+def pending(problems: Sequence[Problem], config: SweepConfig, store: ResultStore) -> tuple[int, int]:
+    """``(units to run, units already finished)`` for ``config`` in ``store``; a unit is one question's best-of-N
+    pool (every best-of-N strategy and budget) or one (strategy, budget, question) of another family."""
+    units, skipped = _plan(problems, config, store.done(config.run))
+    return len(units), skipped
+
+
+class _Sweep:
+    def __init__(
+        self,
+        policy: Endpoint,
+        problems: Sequence[Problem],
+        config: SweepConfig,
+        store: ResultStore,
+        progress: Callable[[SweepEvent], None] | None,
+        judge_policy: Endpoint | None,
+    ) -> None:
+        self.policy = CountingEndpoint(policy)
+        self.judge = CountingEndpoint(judge_policy or policy)
+        self.problems = problems
+        self.config = config
+        self.store = store
+        self.progress = progress or (lambda event: None)
+        self.report = SweepReport(questions=len(problems))
+        self.bon = [s for s in config.strategies if s.reuses_samples]
+        self.verifiers = {
+            name: _verifier(name, self.judge, "outcome") for name in dict.fromkeys(s.verifier for s in self.bon)
+        }
+        self.logprobs = any(getattr(v, "needs_logprobs", False) for v in self.verifiers.values())
+
+    async def run(self) -> SweepReport:
+        t0 = time.monotonic()
+        cfg = self.config
+        self.store.check_run(cfg.run, cfg.sampling())
+        done = self.store.done(cfg.run)
+        self.report.rows_before = len(done)
+        units, self.report.skipped_units = _plan(self.problems, cfg, done)
+        self.report.units = len(units)
+        self.progress(SweepEvent("plan", total=len(units), skipped=self.report.skipped_units))
+        queue = iter(units)
+
+        async def worker() -> None:
+            for unit in queue:
+                await self.run_unit(unit, done)
+
+        workers = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, max(1, len(units))))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        finally:
+            self.report.generations = self.policy.generations
+            self.report.requests = self.policy.calls
+            self.report.verifier_requests = self.judge.calls
+            self.report.seconds = time.monotonic() - t0
+        return self.report
+
+    async def run_unit(self, unit: _Unit, done: set[tuple[str, int, str]]) -> None:
+        try:
+            written, drawn = await (self.run_pool(unit, done) if unit.spec is None else self.run_graph(unit))
+        except TTCError as exc:
+            self.fail(unit, str(exc))
+            return
+        self.report.rows_written += written
+        self.report.finished_units += 1
+        self.progress(SweepEvent("done", unit.label, generations=drawn))
+
+    def fail(self, unit: _Unit, message: str) -> None:
+        self.report.failed_units += 1
+        self.report.failures.append(f"{unit.label}: {message}")
+        self.progress(SweepEvent("failed", unit.label, message=message))
+
+    # -- one graph per budget -------------------------------------------------------------------------------
+
+    async def run_graph(self, unit: _Unit) -> tuple[int, int]:
+        assert unit.spec is not None
+        cfg, p = self.config, unit.problem
+        graph = _graph(unit.spec, unit.budget, self.policy, self.judge, cfg).compile()
+        out = await graph.ainvoke({"question": p.question})
+        cands = out.get("candidates") or []
+        if not cands and out.get("stop_reason") == "error":
+            raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
+        usage = out.get("usage") or {}
+        row = ResultRow(
+            cfg.run, unit.spec.name, unit.budget, p.id, cfg.dataset, out.get("answer"), p.reference,
+            grade(cfg.dataset, out.get("answer"), p.reference), policy_generations(usage), policy_tokens(usage),
+            float(usage.get("seconds", 0.0)), out.get("stop_reason"), _candidates_json(cands),
+        )  # fmt: skip
+        return self.store.save([row]), row.generations
+
+    # -- best-of-N from one pool ----------------------------------------------------------------------------
+
+    async def draw(self, p: Problem, k: int, have: int) -> tuple[list[dict[str, Any]], list[str]]:
+        cfg = self.config
+        seed = None if cfg.seed is None else cfg.seed + 7919 * have  # fresh seeds for samples added later
+        graph = create_best_of_n(
+            self.policy, None, n=k, selection="majority", max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature, seed=seed, logprobs=self.logprobs,
+        ).compile()  # fmt: skip
+        t0 = time.monotonic()
+        out = await graph.ainvoke({"question": p.question})
+        cands = out.get("candidates") or []
+        each = (time.monotonic() - t0) / max(1, len(cands))
+        samples = []
+        for c in cands:
+            s: dict[str, Any] = {
+                "text": c["text"], "answer": c["answer"], "tokens": c["tokens"], "finish_reason": c["finish_reason"],
+                "correct": grade(cfg.dataset, c["answer"], p.reference), "seconds": round(each, 3), "scores": {},
+            }  # fmt: skip
+            if c.get("token_logprobs"):
+                s["token_logprobs"] = [round(x, 5) for x in c["token_logprobs"]]
+            samples.append(s)
+        return samples, list(out.get("errors") or [])
+
+    async def score(self, p: Problem, samples: list[dict[str, Any]]) -> None:
+        for name, verifier in self.verifiers.items():
+            if verifier is None:
+                continue
+            todo = [i for i, s in enumerate(samples) if name not in s["scores"]]
+            if not todo:
+                continue
+            if getattr(verifier, "needs_logprobs", False) and any(not samples[i].get("token_logprobs") for i in todo):
+                raise TTCError(f"verifier {name!r} needs token logprobs and some samples have none")
+            cands = [_as_candidate(i, samples[i], None) for i in todo]
+            update = await verify_candidates(verifier, p.question, cands)
+            for i, cand in zip(todo, update["candidates"], strict=True):
+                samples[i]["scores"][name] = cand["score"]
+
+    async def run_pool(self, unit: _Unit, done: set[tuple[str, int, str]]) -> tuple[int, int]:
+        cfg, p = self.config, unit.problem
+        need = max(cfg.budgets)
+        samples = self.store.pool(cfg.run, p.id)
+        errors: list[str] = []
+        have = len(samples)
+        if have < need:
+            new, errors = await self.draw(p, need - len(samples), len(samples))
+            samples = samples + new
+        await self.score(p, samples)
+        rows = []
+        for spec in self.bon:
+            for b in cfg.budgets:
+                if b <= len(samples) and (spec.name, b, p.id) not in done:
+                    rows.append(self.pool_row(spec, b, p, samples[:b]))
+        written = self.store.save(rows, pool=(cfg.run, p.id, samples))
+        if len(samples) < need:
+            raise TTCError(f"drew {len(samples)} of {need} samples ({'; '.join(errors[:2])}); rerun to finish")
+        return written, len(samples) - have
+
+    def pool_row(self, spec: StrategySpec, b: int, p: Problem, prefix: list[dict[str, Any]]) -> ResultRow:
+        cfg = self.config
+        cands = [_as_candidate(i, s, s["scores"].get(spec.verifier)) for i, s in enumerate(prefix)]
+        chosen = select_answer(cands, spec.option)  # type: ignore[arg-type]
+        kept = [
+            {"i": i, "answer": s["answer"], "score": c["score"], "tokens": s["tokens"], "correct": s["correct"]}
+            for i, (s, c) in enumerate(zip(prefix, cands, strict=True))
+        ]
+        return ResultRow(
+            cfg.run, spec.name, b, p.id, cfg.dataset, chosen.answer, p.reference,
+            grade(cfg.dataset, chosen.answer, p.reference), b, sum(s["tokens"] or 0 for s in prefix),
+            round(sum(s.get("seconds", 0.0) for s in prefix), 3), "complete", kept, reused=True,
+        )  # fmt: skip
+
+
+async def run_sweep(
+    policy: Endpoint,
+    problems: Sequence[Problem],
+    config: SweepConfig,
+    store: ResultStore,
+    *,
+    progress: Callable[[SweepEvent], None] | None = None,
+    judge_policy: Endpoint | None = None,
+) -> SweepReport:
+    """Run every (strategy, budget, question) of ``config`` not yet in ``store``; each result commits at once.
+
+    At most ``config.concurrency`` questions run at a time. A unit that fails with a :class:`TTCError` is
+    reported and left for the next call; any other exception (or cancellation) stops the sweep, keeping what
+    finished. ``judge_policy`` serves ``judge`` verifiers (default: the policy itself).
+    """
+    if not problems:
+        raise ConfigurationError("problems: the data set slice is empty")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ConfigurationError("problems: question ids must be unique")
+    return await _Sweep(policy, problems, config, store, progress, judge_policy).run()
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """Accuracy of one strategy at one budget over the finished questions, with a Wilson 95% interval."""
+
+    strategy: str
+    budget: int
+    questions: int
+    correct: int
+    accuracy: float
+    low: float
+    high: float
+    generations: float
+    tokens: float
+    seconds: float
+
+
+def summarize(rows: Iterable[ResultRow]) -> list[Curve]:
+    """One :class:`Curve` point per (strategy, budget), sorted; means are per question."""
+    groups: dict[tuple[str, int], list[ResultRow]] = {}
+    for r in rows:
+        groups.setdefault((r.strategy, r.budget), []).append(r)
+    curves = []
+    for (strategy, budget), rs in sorted(groups.items()):
+        n, hits = len(rs), sum(r.correct for r in rs)
+        low, high = wilson_interval(hits, n)
+        curves.append(
+            Curve(
+                strategy, budget, n, hits, hits / n, low, high, sum(r.generations for r in rs) / n,
+                sum(r.tokens for r in rs) / n, sum(r.seconds for r in rs) / n,
+            )
+        )  # fmt: skip
+    return curves

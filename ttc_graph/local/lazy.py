@@ -1,0 +1,75 @@
+"""An endpoint on the embedded model that starts its server on first use, shared across graphs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingParams
+from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
+from ttc_graph.local.server import LocalModelServer
+
+__all__ = ["LocalEndpoint", "shared_server", "stop_shared_servers"]
+
+_SERVERS: dict[tuple[str, int], LocalModelServer] = {}
+_LOCK = threading.Lock()
+
+
+def shared_server(model: str | Path | None = None, parallel: int = 4) -> LocalModelServer:
+    """The process-wide server for ``(model, parallel)``, started if it is not running."""
+    key = (str(model or ""), parallel)
+    with _LOCK:
+        server = _SERVERS.get(key)
+        if server is None or not server.running:
+            server = LocalModelServer(model, parallel=parallel)
+            server.start()
+            _SERVERS[key] = server
+        return server
+
+
+def stop_shared_servers() -> None:
+    with _LOCK:
+        for server in _SERVERS.values():
+            server.stop()
+        _SERVERS.clear()
+
+
+class LocalEndpoint:
+    """The embedded llama.cpp model as a policy; its server starts on the first request (about a second).
+
+    Graphs built from specs or served by ``langgraph dev`` use it so that building a graph costs nothing.
+    """
+
+    native_n = False
+    continuation = "prefill"
+
+    def __init__(self, model: str | Path | None = None, *, parallel: int = 4, **endpoint_options: Any) -> None:
+        self.model = model
+        self.parallel = parallel
+        self.endpoint_options = endpoint_options
+        self._server: LocalModelServer | None = None
+        self._endpoint: OpenAIEndpoint | None = None
+
+    @property
+    def name(self) -> str:
+        return f"local:{self.model or 'default'}"
+
+    async def resolve(self) -> OpenAIEndpoint:
+        if self._endpoint is None or self._server is None or not self._server.running:
+            self._server = await asyncio.to_thread(shared_server, self.model, self.parallel)
+            self._endpoint = self._server.endpoint(**self.endpoint_options)
+        return self._endpoint
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        endpoint = await self.resolve()
+        return await endpoint.generate(messages, n=n, params=params, prefix=prefix)

@@ -1,0 +1,135 @@
+"""Build endpoints, verifiers and graphs from specs: the one place specs turn into objects."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from langgraph.graph import StateGraph
+
+from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.specs.models import (
+    BeamSearchSpec,
+    BestOfNSpec,
+    ConfidenceVerifierSpec,
+    DVTSSpec,
+    EndpointSpec,
+    EnvEndpointSpec,
+    LLMJudgeVerifierSpec,
+    LocalEndpointSpec,
+    OpenAIEndpointSpec,
+    PythonVerifierSpec,
+    RevisionsSpec,
+    RewardModelVerifierSpec,
+    StrategySpec,
+    VerifierSpec,
+)
+from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.verifiers import (
+    ConfidenceVerifier,
+    FunctionVerifier,
+    LLMJudgeVerifier,
+    RewardModelVerifier,
+    Verifier,
+)
+
+__all__ = ["build_endpoint", "build_graph", "build_verifier"]
+
+
+def build_endpoint(spec: EndpointSpec) -> Endpoint:
+    """The endpoint a spec names; local servers start lazily on the first request."""
+    if isinstance(spec, OpenAIEndpointSpec):
+        key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        return OpenAIEndpoint(
+            spec.base_url,
+            spec.model,
+            key,
+            max_concurrency=spec.max_concurrency,
+            native_n=spec.native_n,
+            continuation=spec.continuation,
+        )
+    from ttc_graph.local.lazy import LocalEndpoint
+
+    if isinstance(spec, LocalEndpointSpec):
+        return LocalEndpoint(spec.model, parallel=spec.parallel)
+    if isinstance(spec, EnvEndpointSpec):
+        url = os.environ.get("TTC_BASE_URL")
+        if url:
+            return OpenAIEndpoint(url, os.environ.get("TTC_MODEL", "default"), os.environ.get("TTC_API_KEY"))
+        return LocalEndpoint(os.environ.get("TTC_LOCAL_MODEL") or None)
+    raise ConfigurationError(f"policy: unknown endpoint spec {spec!r}")
+
+
+def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | None:
+    """The verifier a spec names; an LLM judge without its own endpoint judges with the policy."""
+    if spec is None:
+        return None
+    if isinstance(spec, LLMJudgeVerifierSpec):
+        endpoint = build_endpoint(spec.endpoint) if spec.endpoint else policy
+        return LLMJudgeVerifier(endpoint, mode=spec.mode, aggregation=spec.aggregation, samples=spec.samples)
+    if isinstance(spec, ConfidenceVerifierSpec):
+        return ConfidenceVerifier(spec.method, spec.window)
+    if isinstance(spec, RewardModelVerifierSpec):
+        return RewardModelVerifier(spec.base_url, spec.model, step_separator=spec.step_separator)
+    if isinstance(spec, PythonVerifierSpec):
+        module, _, attr = spec.target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"verifier.target: cannot import {spec.target!r}: {exc}") from exc
+        return obj if isinstance(obj, Verifier) else FunctionVerifier(obj)
+    raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
+
+
+def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None) -> StateGraph:
+    """The uncompiled graph a strategy spec describes; ``policy`` overrides the spec's endpoint."""
+    pol = policy or build_endpoint(spec.policy)
+    common: dict[str, Any] = {"budget": spec.budget, "seed": spec.seed, "system_prompt": spec.system_prompt}
+    if isinstance(spec, BestOfNSpec):
+        return create_best_of_n(
+            pol,
+            build_verifier(spec.verifier, pol),
+            n=spec.n,
+            selection=spec.selection,
+            adaptive=spec.adaptive,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            **common,
+        )
+    if isinstance(spec, BeamSearchSpec | DVTSSpec):
+        factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
+        verifier = build_verifier(spec.verifier, pol)
+        assert verifier is not None
+        return factory(
+            pol,
+            verifier,
+            n=spec.n,
+            beam_width=spec.beam_width,
+            max_steps=spec.max_steps,
+            lookahead=spec.lookahead,
+            aggregation=spec.aggregation,
+            temperature=spec.temperature,
+            step_max_tokens=spec.step_max_tokens,
+            step_delimiter=spec.step_delimiter,
+            **common,
+        )
+    if isinstance(spec, RevisionsSpec):
+        return create_revisions(
+            pol,
+            build_verifier(spec.verifier, pol),
+            n=spec.n,
+            chain_length=spec.chain_length,
+            selection=spec.selection,
+            revision_policy=build_endpoint(spec.revision_policy) if spec.revision_policy else None,
+            stop_score=spec.stop_score,
+            stop_on_repeat=spec.stop_on_repeat,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            **common,
+        )
+    raise ConfigurationError(f"kind: no builder for {type(spec).__name__}")

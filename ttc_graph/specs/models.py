@@ -1,0 +1,212 @@
+"""Strategy specs: a pydantic discriminated union that describes any strategy as data (YAML, JSON, forms)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ttc_graph.budget import Budget
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
+from ttc_graph.selection import RevisionSelection, Selection
+from ttc_graph.strategies.revisions import split_budget
+from ttc_graph.strategies.search import resolve_width
+from ttc_graph.verifiers.base import Aggregation
+
+__all__ = [
+    "BeamSearchSpec",
+    "BestOfNSpec",
+    "ConfidenceVerifierSpec",
+    "DVTSSpec",
+    "EndpointSpec",
+    "EnvEndpointSpec",
+    "LLMJudgeVerifierSpec",
+    "LocalEndpointSpec",
+    "OpenAIEndpointSpec",
+    "PythonVerifierSpec",
+    "RevisionsSpec",
+    "RewardModelVerifierSpec",
+    "StrategySpec",
+    "VerifierSpec",
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- endpoints ---------------------------------------------------------------------------------------------
+
+
+class EnvEndpointSpec(_Spec):
+    """``TTC_BASE_URL`` / ``TTC_MODEL`` / ``TTC_API_KEY`` if set, else the embedded local model."""
+
+    kind: Literal["env"] = "env"
+
+
+class OpenAIEndpointSpec(_Spec):
+    """Any OpenAI-compatible server."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    max_concurrency: int = Field(16, ge=1)
+    native_n: bool | None = None
+    continuation: Literal["auto", "completions", "prefill", "prompt"] = "auto"
+
+
+class LocalEndpointSpec(_Spec):
+    """The embedded llama.cpp server; ``model`` is a GGUF path (default: the bundled SmolLM2-135M)."""
+
+    kind: Literal["local"] = "local"
+    model: str | None = None
+    parallel: int = Field(4, ge=1)
+
+
+EndpointSpec = Annotated[EnvEndpointSpec | OpenAIEndpointSpec | LocalEndpointSpec, Field(discriminator="kind")]
+
+
+# -- verifiers ---------------------------------------------------------------------------------------------
+
+
+class LLMJudgeVerifierSpec(_Spec):
+    """A chat model as a generative PRM (``process``) or outcome judge; ``endpoint`` defaults to the policy."""
+
+    kind: Literal["llm_judge"] = "llm_judge"
+    endpoint: EndpointSpec | None = None
+    mode: Literal["process", "outcome"] = "process"
+    aggregation: Aggregation = "last"
+    samples: int = Field(5, ge=1)
+
+
+class ConfidenceVerifierSpec(_Spec):
+    """The policy's own token confidence (no extra model call)."""
+
+    kind: Literal["confidence"] = "confidence"
+    method: Literal["mean", "group"] = "mean"
+    window: int = Field(16, ge=1)
+
+
+class RewardModelVerifierSpec(_Spec):
+    """A PRM served by vLLM's pooling API (e.g. Qwen2.5-Math-PRM-7B)."""
+
+    kind: Literal["reward_model"] = "reward_model"
+    base_url: str
+    model: str = Field(min_length=1)
+    step_separator: str = "<extra_0>"
+    aggregation: Aggregation = "last"
+
+
+class PythonVerifierSpec(_Spec):
+    """A Python callable ``(question, solution) -> float`` named as ``module:attribute``."""
+
+    kind: Literal["python"] = "python"
+    target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+
+
+VerifierSpec = Annotated[
+    LLMJudgeVerifierSpec | ConfidenceVerifierSpec | RewardModelVerifierSpec | PythonVerifierSpec,
+    Field(discriminator="kind"),
+]
+
+
+# -- strategies --------------------------------------------------------------------------------------------
+
+
+class _StrategySpec(_Spec):
+    name: str | None = None
+    description: str | None = None
+    policy: EndpointSpec = Field(default_factory=EnvEndpointSpec)
+    budget: Budget | None = None
+    seed: int | None = None
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+
+    def check_generations(self, cost: int) -> None:
+        if self.budget is not None and self.budget.generations is not None and self.budget.generations < cost:
+            raise ValueError(f"budget.generations: {self.budget.generations} is below this strategy's cost of {cost}")
+
+
+class BestOfNSpec(_StrategySpec):
+    """Best-of-N: ``weighted`` (the paper's), ``naive`` or ``majority``; ``adaptive`` stops early."""
+
+    kind: Literal["best_of_n"] = "best_of_n"
+    n: int = Field(ge=1)
+    selection: Selection = "weighted"
+    adaptive: bool = False
+    verifier: VerifierSpec | None = None
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> BestOfNSpec:
+        if self.verifier is None and self.selection != "majority":
+            raise ValueError(f"verifier: selection={self.selection!r} needs a verifier; use selection='majority'")
+        return self
+
+
+class _SearchSpec(_StrategySpec):
+    n: int = Field(ge=1)
+    verifier: VerifierSpec
+    beam_width: int | Literal["sqrt"] = 4
+    max_steps: int = Field(40, ge=1)
+    lookahead: int = Field(0, ge=0)
+    aggregation: Aggregation = "last"
+    temperature: float = Field(0.8, ge=0)
+    step_max_tokens: int = Field(256, ge=1)
+    step_delimiter: str = Field("\n\n", min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> _SearchSpec:
+        try:
+            resolve_width(self.n, self.beam_width)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        self.check_generations(self.n * (self.lookahead + 1))
+        return self
+
+
+class BeamSearchSpec(_SearchSpec):
+    """Beam search against a verifier (``lookahead`` > 0 gives lookahead search)."""
+
+    kind: Literal["beam_search"] = "beam_search"
+
+
+class DVTSSpec(_SearchSpec):
+    """Diverse verifier tree search: ``n / beam_width`` independent subtrees."""
+
+    kind: Literal["dvts"] = "dvts"
+
+
+class RevisionsSpec(_StrategySpec):
+    """``n / chain_length`` parallel chains of sequential revisions."""
+
+    kind: Literal["revisions"] = "revisions"
+    n: int = Field(ge=1)
+    chain_length: int | Literal["sqrt"]
+    selection: RevisionSelection = "hierarchical"
+    verifier: VerifierSpec | None = None
+    revision_policy: EndpointSpec | None = None
+    stop_score: float | None = Field(None, ge=0, le=1)
+    stop_on_repeat: bool = True
+    temperature: float = Field(0.7, ge=0)
+    max_tokens: int = Field(512, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RevisionsSpec:
+        try:
+            split_budget(self.n, self.chain_length)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        if self.verifier is None and self.selection == "hierarchical":
+            raise ValueError("verifier: selection='hierarchical' needs a verifier; use selection='majority'")
+        if self.stop_score is not None and self.verifier is None:
+            raise ValueError("stop_score: needs a verifier")
+        return self
+
+
+StrategySpec = Annotated[
+    BestOfNSpec | BeamSearchSpec | DVTSSpec | RevisionsSpec,
+    Field(discriminator="kind"),
+]
