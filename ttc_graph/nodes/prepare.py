@@ -20,8 +20,7 @@ def question_of(state: TTCState) -> tuple[str, bool]:
         return question.strip(), False
     for message in reversed(state.get("messages") or []):
         if isinstance(message, HumanMessage):
-            text = message.text if hasattr(message, "text") else str(message.content)
-            text = text() if callable(text) else text
+            text = message.text if isinstance(message.text, str) else str(message.content)
             if text.strip():
                 return text.strip(), True
     raise ConfigurationError("question: give a non-empty 'question' or a 'messages' list ending in a human message")

@@ -117,6 +117,8 @@ def make_search_controller(
         stop: str | None = None
         if round_ > 0 and finished_before + len(done) >= plan.n:
             stop = "complete"
+        elif round_ >= plan.max_steps:
+            stop = "max_steps"
         elif round_ > 0 and not active:
             stop = "complete" if (finished_before + len(done)) else "error"
         else:
@@ -130,7 +132,7 @@ def make_search_controller(
             else:
                 timeout = None if math.isinf(rem.seconds) else rem.seconds
                 offset = 0  # a task of k samples owns seeds [seed, seed + k): endpoints that fan out use them all
-                for beam, k in _expansions(plan, active, round_):
+                for beam, k in _expansions(plan, frontier, round_):
                     tasks.append(
                         ExpandTask(
                             question=state["question"],
@@ -147,6 +149,8 @@ def make_search_controller(
         if stop and stop.startswith("budget:") and active:  # cut short by the budget: keep the live beams, as
             live = [beam_to_candidate(b, delimiter) for b in active]  # max_steps does, rather than drop them
             update["candidates"] = [*update.get("candidates", []), *live]
+        if stop is None and not tasks:
+            stop = "complete"  # every subtree's best child has finished
         if round_ == 0 and tasks:
             update["usage"] = usage_delta("propose", generations=plan.generations)
         runtime.stream_writer(
@@ -173,8 +177,12 @@ def make_search_controller(
     return control
 
 
-def _expansions(plan: SearchPlan, active: list[Beam], round_: int) -> list[tuple[Beam, int]]:
-    """Which beams to expand and how many children each gets."""
+def _expansions(plan: SearchPlan, frontier: list[Beam], round_: int) -> list[tuple[Beam, int]]:
+    """Which beams to expand and how many children each gets.
+
+    Beam search keeps the top ``n / width`` unfinished beams. A DVTS subtree follows its best child, and is
+    over once that child has finished.
+    """
     if round_ == 0:
         per_root = plan.n // plan.groups
         return [
@@ -197,6 +205,10 @@ def _expansions(plan: SearchPlan, active: list[Beam], round_: int) -> list[tuple
         ]
     out: list[tuple[Beam, int]] = []
     for g in range(plan.groups):
-        members = [b for b in active if b["group"] == g]
-        out.extend((b, plan.width) for b in _rank(members)[: plan.keep_per_group])
+        members = [b for b in frontier if b["group"] == g]
+        if plan.groups > 1:
+            ranked = _rank(members)[: plan.keep_per_group]
+            out.extend((b, plan.width) for b in ranked if not b["finished"])
+        else:
+            out.extend((b, plan.width) for b in _rank([b for b in members if not b["finished"]])[: plan.keep_per_group])
     return out

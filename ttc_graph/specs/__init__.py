@@ -5,6 +5,7 @@ from ttc_graph.specs.io import SpecError, load_spec, parse_spec, spec_json_schem
 from ttc_graph.specs.models import (
     BeamSearchSpec,
     BestOfNSpec,
+    ComputeOptimalSpec,
     ConfidenceVerifierSpec,
     DVTSSpec,
     EndpointSpec,
@@ -22,6 +23,7 @@ from ttc_graph.specs.models import (
 __all__ = [
     "BeamSearchSpec",
     "BestOfNSpec",
+    "ComputeOptimalSpec",
     "ConfidenceVerifierSpec",
     "DVTSSpec",
     "EndpointSpec",

@@ -14,6 +14,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import (
     BeamSearchSpec,
     BestOfNSpec,
+    ComputeOptimalSpec,
     ConfidenceVerifierSpec,
     DVTSSpec,
     EndpointSpec,
@@ -73,7 +74,9 @@ def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | No
     if isinstance(spec, ConfidenceVerifierSpec):
         return ConfidenceVerifier(spec.method, spec.window)
     if isinstance(spec, RewardModelVerifierSpec):
-        return RewardModelVerifier(spec.base_url, spec.model, step_separator=spec.step_separator)
+        return RewardModelVerifier(
+            spec.base_url, spec.model, step_separator=spec.step_separator, aggregation=spec.aggregation
+        )
     if isinstance(spec, PythonVerifierSpec):
         module, _, attr = spec.target.partition(":")
         try:
@@ -82,18 +85,29 @@ def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | No
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(f"verifier.target: cannot import {spec.target!r}: {exc}") from exc
-        return obj if isinstance(obj, Verifier) else FunctionVerifier(obj)
+        if isinstance(obj, Verifier):
+            return obj
+        if not callable(obj):
+            raise ConfigurationError(f"verifier.target: {spec.target!r} is not callable (got {type(obj).__name__})")
+        return FunctionVerifier(obj)
     raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
 
 
-def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None) -> StateGraph:
-    """The uncompiled graph a strategy spec describes; ``policy`` overrides the spec's endpoint."""
+def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None, verifier: Verifier | None = None) -> StateGraph:
+    """The uncompiled graph a strategy spec describes.
+
+    ``policy`` overrides the spec's endpoint; ``verifier`` overrides the verifier of a spec that declares one.
+    """
     pol = policy or build_endpoint(spec.policy)
+
+    def build_verifier_of(vspec: VerifierSpec | None, pol: Endpoint) -> Verifier | None:
+        return verifier if (verifier is not None and vspec is not None) else build_verifier(vspec, pol)
+
     common: dict[str, Any] = {"budget": spec.budget, "seed": spec.seed, "system_prompt": spec.system_prompt}
     if isinstance(spec, BestOfNSpec):
         return create_best_of_n(
             pol,
-            build_verifier(spec.verifier, pol),
+            build_verifier_of(spec.verifier, pol),
             n=spec.n,
             selection=spec.selection,
             adaptive=spec.adaptive,
@@ -103,11 +117,11 @@ def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None) -> StateG
         )
     if isinstance(spec, BeamSearchSpec | DVTSSpec):
         factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
-        verifier = build_verifier(spec.verifier, pol)
-        assert verifier is not None
+        scorer = build_verifier_of(spec.verifier, pol)
+        assert scorer is not None
         return factory(
             pol,
-            verifier,
+            scorer,
             n=spec.n,
             beam_width=spec.beam_width,
             max_steps=spec.max_steps,
@@ -121,7 +135,7 @@ def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None) -> StateG
     if isinstance(spec, RevisionsSpec):
         return create_revisions(
             pol,
-            build_verifier(spec.verifier, pol),
+            build_verifier_of(spec.verifier, pol),
             n=spec.n,
             chain_length=spec.chain_length,
             selection=spec.selection,
@@ -132,4 +146,17 @@ def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None) -> StateG
             max_tokens=spec.max_tokens,
             **common,
         )
+    if isinstance(spec, ComputeOptimalSpec):
+        from ttc_graph.compute_optimal import create_compute_optimal, load_table
+
+        table = load_table(spec.table)
+        covered = sorted({int(b) for row in table.table.values() for b in row})
+        if spec.generations not in covered:
+            raise ConfigurationError(f"generations: {spec.generations} is not covered by {spec.table} ({covered})")
+        scorer = build_verifier_of(spec.verifier, pol)
+        assert scorer is not None
+        return create_compute_optimal(
+            pol, scorer, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
+            system_prompt=spec.system_prompt,
+        )  # fmt: skip
     raise ConfigurationError(f"kind: no builder for {type(spec).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, get_args
 
@@ -31,12 +32,22 @@ class SpecError(ConfigurationError):
         self.problems = problems
 
 
+# "beam_width: 3 does not divide n=4": a model validator naming the field it is about.
+_NAMED = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): (.+)$", re.DOTALL)
+
+
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors():
         # Drop the discriminator tags pydantic inserts (e.g. 'best_of_n') so paths read like the YAML.
         loc = [str(p) for p in err["loc"] if p not in _TAGS]
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("kind")
+        elif err["type"] == "value_error" and (named := _NAMED.match(msg)):
+            # Cross-field checks run on the whole model; report them at the field they name.
+            loc.extend(named[1].split("."))
+            msg = named[2]
         out.append((".".join(loc), msg))
     return out
 

@@ -17,6 +17,7 @@ from ttc_graph.verifiers.base import Aggregation
 __all__ = [
     "BeamSearchSpec",
     "BestOfNSpec",
+    "ComputeOptimalSpec",
     "ConfidenceVerifierSpec",
     "DVTSSpec",
     "EndpointSpec",
@@ -206,7 +207,17 @@ class RevisionsSpec(_StrategySpec):
         return self
 
 
+class ComputeOptimalSpec(_StrategySpec):
+    """Route each question by its predicted difficulty to the strategy a calibrated policy table names."""
+
+    kind: Literal["compute_optimal"] = "compute_optimal"
+    table: str = Field(min_length=1, description="Path of a policy table JSON (see ttc_graph.compute_optimal).")
+    generations: int = Field(ge=1, description="The budget in generations; must be one the table covers.")
+    verifier: VerifierSpec
+    probe_max_tokens: int = Field(512, ge=1)
+
+
 StrategySpec = Annotated[
-    BestOfNSpec | BeamSearchSpec | DVTSSpec | RevisionsSpec,
+    BestOfNSpec | BeamSearchSpec | DVTSSpec | RevisionsSpec | ComputeOptimalSpec,
     Field(discriminator="kind"),
 ]

@@ -1,0 +1,160 @@
+"""Choose the best strategy per (difficulty bin, budget) with two-fold cross-validation, as the paper does."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ttc_graph.compute_optimal.difficulty import DifficultyBins, DifficultyMetric, fit_bins
+from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.errors import ConfigurationError
+
+__all__ = ["Record", "calibrate", "efficiency_ratio", "matching_budget"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """How well ``strategy`` did on ``question`` at ``budget``: expected correctness in [0, 1]."""
+
+    question: str
+    strategy: str
+    budget: int
+    accuracy: float
+
+
+def matching_budget(curve: Mapping[int, float], target: float) -> float | None:
+    """The budget at which an accuracy ``curve`` first reaches ``target`` (log2-linear interpolation).
+
+    None when the curve never gets there within its budgets.
+    """
+    points = sorted(curve.items())
+    if not points:
+        return None
+    if points[0][1] >= target:
+        return float(points[0][0])
+    for (b0, a0), (b1, a1) in itertools.pairwise(points):
+        if a1 >= target > a0:
+            frac = (target - a0) / (a1 - a0)
+            return float(2 ** (math.log2(b0) + frac * (math.log2(b1) - math.log2(b0))))
+    return None
+
+
+def efficiency_ratio(baseline: Mapping[int, float], optimal: Mapping[int, float]) -> dict[int, float | None]:
+    """Per budget B: the budget the baseline needs to match compute-optimal at B, divided by B.
+
+    A ratio of 4 means the baseline needs 4x the generations. None: the baseline never matches within its budgets.
+    """
+    out: dict[int, float | None] = {}
+    for budget, acc in sorted(optimal.items()):
+        needed = matching_budget(baseline, acc)
+        out[budget] = None if needed is None else needed / budget
+    return out
+
+
+def _best(
+    acc: Mapping[tuple[str, str, int], float], questions: Sequence[str], names: Sequence[str], budget: int
+) -> str:
+    best_name, best_value = None, -1.0
+    for name in names:  # dict order breaks ties
+        values = [acc[(q, name, budget)] for q in questions if (q, name, budget) in acc]
+        if len(values) != len(questions) or not values:
+            continue
+        value = statistics.fmean(values)
+        if value > best_value:
+            best_name, best_value = name, value
+    if best_name is None:
+        raise ConfigurationError(f"calibration: no strategy has results for every question at budget {budget}")
+    return best_name
+
+
+def calibrate(
+    records: Sequence[Record],
+    difficulty: Mapping[str, float],
+    strategies: Mapping[str, dict[str, Any]],
+    *,
+    metric: DifficultyMetric,
+    n_bins: int = 5,
+    probes: int = 0,
+    baseline: str | None = None,
+    seed: int = 0,
+) -> PolicyTable:
+    """The policy table, with its two-fold cross-validated report.
+
+    ``difficulty`` maps each question to its metric (pass rate for oracle bins, mean probe score for predicted
+    bins); ``records`` hold each strategy's accuracy per question and budget. ``baseline`` names the strategy
+    the efficiency ratio is measured against (best-of-N weighted in the paper).
+    """
+    names = list(strategies)
+    unknown = {r.strategy for r in records} - set(names)
+    if unknown:
+        raise ConfigurationError(f"records: unknown strategies {sorted(unknown)}")
+    questions = sorted(difficulty)
+    bins = fit_bins(difficulty, metric, n_bins=n_bins, probes=probes)
+    bin_of = {q: bins.bin_of(difficulty[q]) for q in questions}
+    acc = {(r.question, r.strategy, r.budget): r.accuracy for r in records}
+    budgets = sorted({r.budget for r in records})
+
+    def choose_table(train: Sequence[str]) -> dict[int, dict[int, str]]:
+        table: dict[int, dict[int, str]] = {}
+        for b in range(1, bins.n_bins + 1):
+            members = [q for q in train if bin_of[q] == b] or list(train)
+            table[b] = {budget: _best(acc, members, names, budget) for budget in budgets}
+        return table
+
+    order = questions[:]
+    random.Random(seed).shuffle(order)
+    folds = [order[0::2], order[1::2]]
+    cv_scores: dict[int, list[float]] = defaultdict(list)
+    per_bin: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for k, test in enumerate(folds):
+        table = choose_table(folds[1 - k])
+        for q in test:
+            for budget in budgets:
+                value = acc[(q, table[bin_of[q]][budget], budget)]
+                cv_scores[budget].append(value)
+                per_bin[bin_of[q]][budget].append(value)
+    optimal = {b: statistics.fmean(v) for b, v in cv_scores.items()}
+    fixed = {
+        name: {b: statistics.fmean(acc[(q, name, b)] for q in questions) for b in budgets}
+        for name in names
+        if all((q, name, b) in acc for q in questions for b in budgets)
+    }
+    fixed_per_bin = {
+        name: {
+            str(bin_): {
+                str(b): statistics.fmean(acc[(q, name, b)] for q in questions if bin_of[q] == bin_) for b in budgets
+            }
+            for bin_ in range(1, bins.n_bins + 1)
+            if any(bin_of[q] == bin_ for q in questions)
+        }
+        for name in fixed
+    }
+    final = choose_table(questions)
+    report: dict[str, Any] = {
+        "questions": len(questions),
+        "bin_sizes": {str(b): sum(1 for q in questions if bin_of[q] == b) for b in range(1, bins.n_bins + 1)},
+        "compute_optimal_cv": {str(b): v for b, v in optimal.items()},
+        "compute_optimal_cv_per_bin": {
+            str(bin_): {str(b): statistics.fmean(v) for b, v in row.items()} for bin_, row in sorted(per_bin.items())
+        },
+        "fixed": {name: {str(b): v for b, v in curve.items()} for name, curve in fixed.items()},
+        "fixed_per_bin": fixed_per_bin,
+    }
+    if baseline is not None:
+        if baseline not in fixed:
+            raise ConfigurationError(f"baseline: {baseline!r} has no results at every budget")
+        report["baseline"] = baseline
+        report["efficiency_ratio"] = {str(b): r for b, r in efficiency_ratio(fixed[baseline], optimal).items()}
+    return PolicyTable(
+        difficulty=DifficultyBins(metric=metric, edges=bins.edges, probes=probes),
+        budgets=budgets,
+        strategies=dict(strategies),
+        table={str(b): {str(k): v for k, v in row.items()} for b, row in final.items()},
+        report=report,
+    )

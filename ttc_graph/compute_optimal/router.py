@@ -1,0 +1,147 @@
+"""The compute-optimal router: estimate a question's difficulty from probes, then run the table's strategy."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langgraph.graph import END, START, StateGraph
+
+from ttc_graph.budget import merge_usage, usage_delta
+from ttc_graph.compute_optimal.difficulty import probe_score
+from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.endpoints.base import Endpoint, SamplingParams
+from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.propose import make_candidate
+from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT, solve_messages
+from ttc_graph.selection import select_answer
+from ttc_graph.specs.build import build_graph
+from ttc_graph.specs.models import BestOfNSpec, StrategySpec
+from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.strategies.best_of_n import check_policy
+from ttc_graph.verifiers.function import VerifierLike, as_verifier
+
+__all__ = ["RouterOutput", "RouterState", "create_compute_optimal"]
+
+
+class RouterState(TTCState, total=False):
+    route: str
+    difficulty_bin: int
+    difficulty_score: float
+
+
+class RouterOutput(TTCOutput, total=False):
+    route: str
+    difficulty_bin: int
+    difficulty_score: float
+
+
+def create_compute_optimal(
+    policy: Endpoint,
+    verifier: VerifierLike,
+    table: PolicyTable,
+    *,
+    budget: int,
+    probe_max_tokens: int = 512,
+    probe_temperature: float = 0.7,
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> StateGraph[RouterState, TTCContext, TTCInput, RouterOutput]:
+    """A router graph: ``prepare → probe → <strategy for the question's bin at budget> → finish``.
+
+    ``probe`` samples the table's number of probe solutions, scores them with ``verifier`` and bins the mean
+    score with the table's edges (predicted difficulty: no labels needed). The probes are charged to the
+    ledger; a best-of-N route reuses them as candidates (it then draws only the rest of its ``n``), other
+    routes spend their full budget on top.
+    """
+    check_policy(policy)
+    scorer = as_verifier(verifier)
+    if scorer is None:
+        raise ConfigurationError("verifier: the router needs a verifier to estimate difficulty from probes")
+    if table.difficulty.metric != "verifier_score":
+        raise ConfigurationError(
+            "table: its bins are oracle pass rates (they need labels); route with a table fitted on verifier_score"
+        )
+    probes = table.difficulty.probes
+    routes: dict[int, tuple[str, StrategySpec]] = {
+        b: table.choose(b, budget) for b in range(1, table.difficulty.n_bins + 1)
+    }
+    graph = StateGraph(RouterState, context_schema=TTCContext, input_schema=TTCInput, output_schema=RouterOutput)
+
+    async def probe(state: RouterState) -> dict[str, Any]:
+        params = SamplingParams(
+            temperature=probe_temperature,
+            max_tokens=probe_max_tokens,
+            logprobs=bool(getattr(scorer, "needs_logprobs", False)),
+        )
+        try:
+            result = await policy.generate(solve_messages(state["question"], system_prompt), n=probes, params=params)
+        except EndpointError as exc:
+            return {"errors": [f"probe: {exc}"], "difficulty_bin": table.difficulty.n_bins, "difficulty_score": 0.0}
+        cands = [make_candidate(f"probe-{i}", g, 0) for i, g in enumerate(result.generations)]
+        scored = await verify_candidates(scorer, state["question"], cands)
+        scored_cands = scored.get("candidates", cands)
+        value = probe_score([c["score"] for c in scored_cands])
+        bin_ = table.difficulty.bin_of(value)
+        name = routes[bin_][0]
+        update: dict[str, Any] = {
+            "candidates": scored_cands,
+            "usage": usage_delta("propose", result.usage, generations=len(cands)),
+            "difficulty_bin": bin_,
+            "difficulty_score": value,
+            "route": name,
+        }
+        if "usage" in scored:
+            update["usage"] = merge_usage(update["usage"], scored["usage"])
+        return update
+
+    nodes: dict[str, StrategySpec] = {}
+    for name, spec in routes.values():
+        if isinstance(spec, BestOfNSpec):
+            rest = spec.n - probes
+            if rest < 1:
+                continue  # the probes already are this route's samples
+            spec = spec.model_copy(update={"n": rest})
+        nodes[name] = spec
+    for name, spec in nodes.items():
+        graph.add_node(f"run_{name}", build_graph(spec, policy=policy, verifier=scorer).compile(name=name))
+
+    def route(state: RouterState) -> str:
+        name = state.get("route")
+        return f"run_{name}" if name in nodes else "finish"
+
+    def finish(state: RouterState) -> dict[str, Any]:
+        name = state.get("route")
+        spec = dict(routes.values()).get(name) if name else None
+        candidates = state.get("candidates", [])
+        answer = state.get("answer")
+        chosen_id = None
+        if spec is None or isinstance(spec, BestOfNSpec):
+            rule = spec.selection if isinstance(spec, BestOfNSpec) else "weighted"
+            chosen = select_answer(candidates, rule)
+            answer, chosen_id = chosen.answer, chosen.candidate_id
+        update: dict[str, Any] = {
+            "answer": answer,
+            "usage": {"seconds": time.time() - state.get("started_at", time.time())},
+        }
+        if not state.get("stop_reason"):
+            update["stop_reason"] = "complete"
+        if state.get("from_messages"):
+            text = next((c["text"] for c in candidates if c["id"] == chosen_id), None)
+            if text is None:
+                text = next((c["text"] for c in candidates if c["answer"] == answer), str(answer))
+            update["messages"] = [AIMessage(content=text, response_metadata={"ttc_answer": answer, "ttc_route": name})]
+        return update
+
+    graph.add_node("prepare", prepare_node)
+    graph.add_node("probe", probe)
+    graph.add_node("finish", finish)
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "probe")
+    graph.add_conditional_edges("probe", route, [*(f"run_{n}" for n in nodes), "finish"])
+    for name in nodes:
+        graph.add_edge(f"run_{name}", "finish")
+    graph.add_edge("finish", END)
+    return graph

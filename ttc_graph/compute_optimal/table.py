@@ -1,0 +1,104 @@
+"""The compute-optimal policy table: which strategy to run per (difficulty bin, budget), as versioned JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ttc_graph.compute_optimal.difficulty import DifficultyBins
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.specs.io import SpecError, parse_spec
+from ttc_graph.specs.models import StrategySpec
+
+__all__ = ["TABLE_FORMAT", "PolicyTable", "load_table", "spec_at_budget", "strategy_cost"]
+
+TABLE_FORMAT = "ttc_graph.compute_optimal/1"
+
+
+def strategy_cost(template: dict[str, Any]) -> int:
+    """Generations one unit of ``n`` costs: lookahead k makes every beam cost k + 1."""
+    return int(template.get("lookahead", 0) or 0) + 1
+
+
+def spec_at_budget(template: dict[str, Any], budget: int, *, source: str = "strategy") -> StrategySpec:
+    """The concrete spec of a strategy template at a generation budget (``n`` filled in), validated."""
+    cost = strategy_cost(template)
+    if budget % cost:
+        raise ConfigurationError(f"{source}: budget {budget} is not a multiple of its cost per beam ({cost})")
+    return parse_spec({**template, "n": budget // cost}, source)
+
+
+class PolicyTable(BaseModel):
+    """Per (bin, budget) the best strategy, chosen by two-fold cross-validation on a calibration set.
+
+    ``strategies`` are spec templates without ``n`` (filled in from the budget); ``table`` maps a bin
+    ("1" = easiest) to a budget to a strategy name. ``report`` keeps the calibration's figures.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str = TABLE_FORMAT
+    difficulty: DifficultyBins
+    budgets: list[int] = Field(min_length=1)
+    strategies: dict[str, dict[str, Any]] = Field(min_length=1)
+    table: dict[str, dict[str, str]]
+    report: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicyTable:
+        if self.format != TABLE_FORMAT:
+            raise ValueError(f"format: expected {TABLE_FORMAT!r}, got {self.format!r}")
+        if any(b < 1 for b in self.budgets):
+            raise ValueError(f"budgets: must all be >= 1, got {self.budgets}")
+        for name, template in self.strategies.items():
+            if "n" in template:
+                raise ValueError(f"strategies.{name}: a template must not set n (it comes from the budget)")
+        expected_bins = {str(b) for b in range(1, self.difficulty.n_bins + 1)}
+        if set(self.table) != expected_bins:
+            raise ValueError(f"table: needs bins {sorted(expected_bins)}, has {sorted(self.table)}")
+        for bin_, row in self.table.items():
+            for budget, name in row.items():
+                if name not in self.strategies:
+                    raise ValueError(f"table.{bin_}.{budget}: unknown strategy {name!r}")
+                try:
+                    spec_at_budget(self.strategies[name], int(budget), source=f"strategies.{name}")
+                except (SpecError, ConfigurationError) as exc:
+                    raise ValueError(f"table.{bin_}.{budget}: {exc}") from exc
+        return self
+
+    def choose(self, bin_: int, budget: int) -> tuple[str, StrategySpec]:
+        """The strategy name and concrete spec for a bin at a budget."""
+        row = self.table.get(str(bin_))
+        if row is None:
+            raise ConfigurationError(f"table: no bin {bin_}; bins are 1..{self.difficulty.n_bins}")
+        name = row.get(str(budget))
+        if name is None:
+            covered = sorted({int(b) for r in self.table.values() for b in r})
+            raise ConfigurationError(f"budget: {budget} is not covered by the table (covered: {covered})")
+        return name, spec_at_budget(self.strategies[name], budget, source=f"strategies.{name}")
+
+    def save(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return out
+
+
+def load_table(path: str | Path) -> PolicyTable:
+    """A validated table from JSON; problems name the field."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"table: {file} does not exist")
+    try:
+        return PolicyTable.model_validate(json.loads(file.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"table: {file} is not JSON: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"table: {file}: {problems}") from exc
