@@ -285,10 +285,33 @@ def _print_curves(curves: list[Any], title: str) -> None:
     console.print(table)
 
 
-def _run_eval_sweep(
-    config: Any, problems: Any, store: Any, todo: int, base_url: str | None, model: str | None, parallel: int
-) -> Any:
+@contextlib.contextmanager
+def _eval_endpoint(
+    base_url: str | None, model: str | None, gguf: Path | None, parallel: int, threads: int | None
+) -> Iterator[Endpoint]:
+    """``policy_endpoint``, except that ``--gguf`` starts that file locally with ``threads`` llama.cpp threads."""
+    if gguf is None:
+        with policy_endpoint(base_url, model, parallel) as endpoint:
+            yield endpoint
+        return
+    from ttc_graph.local import LocalModelServer, find_llama_server
+
+    with console.status("Preparing llama-server (the first build takes 6-10 minutes)...") as status:
+        find_llama_server(progress=lambda line: status.update(f"Building llama-server: {line[:80]}"))
+    server = LocalModelServer(gguf, parallel=parallel, threads=threads)
+    try:
+        with console.status(f"Starting {gguf.name} on 127.0.0.1..."):
+            server.start()
+        console.print(f"[dim]local model {server.model_name} at {server.base_url} ({server.started_in:.1f}s)[/]")
+        yield server.endpoint()
+    finally:
+        server.stop()
+
+
+def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint: Any) -> Any:
     """Run the pending units under a progress bar; None when nothing was pending."""
+    import time
+
     from ttc_graph.eval import run_sweep
 
     if not todo:
@@ -296,17 +319,23 @@ def _run_eval_sweep(
     try:
         with (
             _sigterm_as_interrupt(),
-            policy_endpoint(base_url, model, parallel) as policy,
+            endpoint as policy,
             _eval_progress() as progress,
         ):
             bar = progress.add_task("sweep", total=todo, info="")
-            drawn = 0
+            drawn, started = 0, time.monotonic()
 
             def on_event(event: Any) -> None:
                 nonlocal drawn
                 if event.kind in ("done", "failed"):
                     drawn += event.generations
                     progress.update(bar, advance=1, info=f"{drawn} generations; last: {event.label}")
+                    if not progress.console.is_terminal:  # logs get one line per finished unit
+                        done = int(progress.tasks[0].completed)
+                        progress.console.print(
+                            f"[{done}/{todo}] {event.kind} {event.label}: +{event.generations} generations"
+                            f" ({drawn} in this call, {time.monotonic() - started:.0f}s)"
+                        )
                 if event.kind == "failed":
                     progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
 
@@ -345,6 +374,7 @@ def eval_command(
     model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
     parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
 ) -> None:
     """Sweep strategies × budgets over a data set; every finished question is stored at once (resumable)."""
@@ -381,7 +411,7 @@ def eval_command(
         f"{', '.join(s.name for s in config.strategies)}, budgets {list(config.budgets)}; "
         f"{finished} unit(s) already finished, {todo} to run"
     )
-    report = _run_eval_sweep(config, problems, store, todo, base_url, str(gguf) if gguf else model, parallel)
+    report = _run_eval_sweep(config, problems, store, todo, _eval_endpoint(base_url, model, gguf, parallel, threads))
     ids = {p.id for p in problems}
     names = {s.name for s in config.strategies}
     rows = [r for r in store.rows(config.run) if r.question_id in ids and r.strategy in names]

@@ -11,7 +11,7 @@ from langgraph.graph import END, START, StateGraph
 from ttc_graph.budget import merge_usage, usage_delta
 from ttc_graph.compute_optimal.difficulty import probe_score
 from ttc_graph.compute_optimal.table import PolicyTable
-from ttc_graph.endpoints.base import Endpoint, SamplingParams
+from ttc_graph.endpoints.base import Endpoint, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.nodes.prepare import prepare_node
 from ttc_graph.nodes.propose import make_candidate
@@ -79,7 +79,13 @@ def create_compute_optimal(
         try:
             result = await policy.generate(solve_messages(state["question"], system_prompt), n=probes, params=params)
         except EndpointError as exc:
-            return {"errors": [f"probe: {exc}"], "difficulty_bin": table.difficulty.n_bins, "difficulty_score": 0.0}
+            return {
+                "errors": [f"probe: {exc}"],
+                "usage": usage_delta("propose", RequestUsage(failed_requests=1)),
+                "stop_reason": "error",
+                "difficulty_bin": table.difficulty.n_bins,
+                "difficulty_score": 0.0,
+            }
         cands = [make_candidate(f"probe-{i}", g, 0) for i, g in enumerate(result.generations)]
         scored = await verify_candidates(scorer, state["question"], cands)
         scored_cands = scored.get("candidates", cands)
@@ -95,6 +101,9 @@ def create_compute_optimal(
         }
         if "usage" in scored:
             update["usage"] = merge_usage(update["usage"], scored["usage"])
+        errors = [f"probe: {e}" for e in result.errors] + scored.get("errors", [])
+        if errors:
+            update["errors"] = errors
         return update
 
     nodes: dict[str, StrategySpec] = {}

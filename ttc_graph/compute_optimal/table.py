@@ -59,6 +59,10 @@ class PolicyTable(BaseModel):
         expected_bins = {str(b) for b in range(1, self.difficulty.n_bins + 1)}
         if set(self.table) != expected_bins:
             raise ValueError(f"table: needs bins {sorted(expected_bins)}, has {sorted(self.table)}")
+        expected_budgets = {str(b) for b in self.budgets}
+        for bin_, row in self.table.items():
+            if set(row) != expected_budgets:
+                raise ValueError(f"table.{bin_}: needs budgets {sorted(self.budgets)}, has {list(row)}")
         for bin_, row in self.table.items():
             for budget, name in row.items():
                 if name not in self.strategies:

@@ -86,6 +86,8 @@ def make_best_of_n_controller(
             stop = "complete"
         elif round_ > 0 and len(candidates) == 0 and (state.get("errors") or []):
             stop = "error"
+        elif (usage or {}).get("by_kind", {}).get("propose", {}).get("failed_requests", 0) >= n:
+            stop = "error"  # as many failures as samples wanted: stop with what there is rather than retry forever
         elif adaptive and drawn >= adaptive.min_samples:
             votes = [g.votes for g in answer_groups(candidates)]
             if leader_probability(votes) >= adaptive.confidence:

@@ -30,11 +30,12 @@ _AGGREGATIONS = ("last", "min", "prod", "mean")
 DEFAULT_JUDGE_SYSTEM_PROMPT = "You check math solutions. Reply with one word: Yes or No."
 DEFAULT_PROCESS_PROMPT = (
     "Problem:\n{question}\n\n"
-    "Earlier steps of a solution:\n{previous_steps}\n\n"
-    "Latest step:\n{latest_step}\n\n"
-    "Is the latest step correct? Answer Yes or No."
+    "Solution so far:\n{steps}\n\n"
+    "Is the last step (Step {step_number}) correct? Answer Yes or No."
 )
-"""Placeholders: ``{question}``, ``{previous_steps}``, ``{latest_step}``, ``{step_number}``."""
+"""Placeholders: ``{question}``, ``{steps}`` (numbered, latest last), ``{previous_steps}``, ``{latest_step}``,
+``{step_number}``. The default keeps every prefix's prompt a textual prefix of the next one's up to the question
+at the end, so servers with prompt caching (llama.cpp slots, vLLM prefix caching) reuse it."""
 DEFAULT_OUTCOME_PROMPT = (
     "Problem:\n{question}\n\n"
     "Proposed solution:\n{solution}\n\n"
@@ -113,7 +114,9 @@ class LLMJudgeVerifier(Verifier):
     score = ``aggregation`` of the step scores); ``mode="outcome"`` judges each whole solution once. With
     ``cache`` (a :class:`ScoreCache`, or True for a private one) a prefix shared by several solutions, or seen
     in an earlier call, is judged once. All judgements of a batch run concurrently (at most ``max_concurrency``
-    at a time if given); their usage is returned in :attr:`VerificationResult.usage`.
+    at a time if given); with ``sequential_prefixes`` one solution's prefixes are judged in order instead (the
+    solutions still concurrently), which lets a llama.cpp server reuse each slot's cached prompt. Their usage is
+    returned in :attr:`VerificationResult.usage`.
     """
 
     granularity = "process"
@@ -132,6 +135,7 @@ class LLMJudgeVerifier(Verifier):
         prompt_template: str | None = None,
         system_prompt: str | None = DEFAULT_JUDGE_SYSTEM_PROMPT,
         max_concurrency: int | None = None,
+        sequential_prefixes: bool = False,
     ) -> None:
         if not callable(getattr(endpoint, "generate", None)):
             raise ConfigurationError(
@@ -158,8 +162,9 @@ class LLMJudgeVerifier(Verifier):
         self.temperature = temperature
         self.top_logprobs = top_logprobs
         self.max_concurrency = max_concurrency
+        self.sequential_prefixes = sequential_prefixes
         if mode == "process":
-            names: tuple[str, ...] = ("question", "previous_steps", "latest_step", "step_number")
+            names: tuple[str, ...] = ("question", "steps", "previous_steps", "latest_step", "step_number")
             default = DEFAULT_PROCESS_PROMPT
         else:
             names, default = ("question", "solution"), DEFAULT_OUTCOME_PROMPT
@@ -184,9 +189,13 @@ class LLMJudgeVerifier(Verifier):
     def messages_for(self, question: str, steps: Sequence[str]) -> list[ChatMessage]:
         """The judge's chat for ``steps`` (process: is ``steps[-1]`` correct; outcome: is the solution correct)."""
         if self.mode == "process":
-            previous = "\n".join(f"Step {i}: {s}" for i, s in enumerate(steps[:-1], 1)) or "(none)"
+            numbered = [f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
             content = self.prompt_template.format(
-                question=question, previous_steps=previous, latest_step=steps[-1], step_number=len(steps)
+                question=question,
+                steps="\n".join(numbered),
+                previous_steps="\n".join(numbered[:-1]) or "(none)",
+                latest_step=steps[-1],
+                step_number=len(steps),
             )
         else:
             content = self.prompt_template.format(question=question, solution="\n\n".join(steps))
@@ -266,22 +275,35 @@ class LLMJudgeVerifier(Verifier):
         judged: list[list[_Judgement]] = []
         if self.cache is not None:
             found, missing = self.cache.partition(k for plan in plans if plan for k in plan)
-            outcomes = await asyncio.gather(*(self._judge(k[1], k[2], sem) for k in missing))
+            groups = _chains(missing) if self.sequential_prefixes else [[k] for k in missing]
+            results = await self._run(groups, sem)
             table = {k: _Judgement(v) for k, v in found.items()}
-            for key, out in zip(missing, outcomes, strict=True):
-                table[key] = out
-                if out.value is not None:
-                    self.cache.store(key, out.value)
+            outcomes = []
+            for group, result in zip(groups, results, strict=True):
+                for key, out in zip(group, result, strict=True):
+                    table[key] = out
+                    outcomes.append(out)
+                    if out.value is not None:
+                        self.cache.store(key, out.value)
             judged = [[table[k] for k in plan] if plan else [] for plan in plans]
         else:
             flat = [k for plan in plans if plan for k in plan]
-            outcomes = await asyncio.gather(*(self._judge(k[1], k[2], sem) for k in flat))
-            it = iter(outcomes)
+            groups = [plan for plan in plans if plan] if self.sequential_prefixes else [[k] for k in flat]
+            outcomes = [out for result in await self._run(groups, sem) for out in result]
+            it = iter(outcomes)  # groups hold the keys in plan order
             judged = [[next(it) for _ in plan] if plan else [] for plan in plans]
         for out in outcomes:
             usage.add(out.usage)
         scores = [self._score(plan, js) for plan, js in zip(plans, judged, strict=True)]
         return VerificationResult(scores, usage)
+
+    async def _run(self, groups: list[list[CacheKey]], sem: asyncio.Semaphore | None) -> list[list[_Judgement]]:
+        """Judge every key: the groups concurrently, the keys of one group one after another."""
+
+        async def chain(keys: list[CacheKey]) -> list[_Judgement]:
+            return [await self._judge(k[1], k[2], sem) for k in keys]
+
+        return list(await asyncio.gather(*(chain(g) for g in groups)))
 
     def _score(self, plan: list[CacheKey] | None, judgements: list[_Judgement]) -> Score:
         if plan is None:
@@ -294,3 +316,20 @@ class LLMJudgeVerifier(Verifier):
         if self.mode == "outcome":
             return Score(values[0])
         return Score(aggregate(values, self.aggregation), values)
+
+
+def _chains(keys: Sequence[CacheKey]) -> list[list[CacheKey]]:
+    """``keys`` (first-seen order) grouped into chains of growing prefixes: each key follows its parent prefix
+    when the parent is the end of a chain, so one solution's prefixes are judged in order on a warm prompt cache."""
+    chains: list[list[CacheKey]] = []
+    tail_of: dict[CacheKey, int] = {}
+    for key in keys:
+        scope, question, prefix = key
+        index = tail_of.pop((scope, question, prefix[:-1]), None)
+        if index is None:
+            chains.append([key])
+            index = len(chains) - 1
+        else:
+            chains[index].append(key)
+        tail_of[key] = index
+    return chains
