@@ -451,10 +451,14 @@ def replay_command(
     score: Annotated[str, typer.Option(help="Pool files: exp(mean_lp) or exp(min_lp) as the score.")] = "mean_lp",
     run: Annotated[str | None, typer.Option(help="Run name when POOL is a sweep's SQLite file.")] = None,
     verifier: Annotated[str, typer.Option(help="Which stored scores of a sweep pool to use.")] = "confidence",
+    compare: Annotated[
+        str | None, typer.Option(help="Two methods, e.g. weighted,majority: their paired difference per budget.")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the curves to this PNG (and SVG).")] = None,
 ) -> None:
     """Best-of-N accuracy at every budget from stored samples, by subsampling (no model calls)."""
     from ttc_graph.eval import ResultStore, load_pool, parse_budgets, pool_from_samples, replay
+    from ttc_graph.eval.replay import paired_difference
 
     try:
         if pool.suffix in (".sqlite", ".db", ".sqlite3"):
@@ -468,6 +472,9 @@ def replay_command(
             questions = load_pool(pool, score=score)  # type: ignore[arg-type]
         wanted = parse_budgets(budgets)
         chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+        pair = tuple(m.strip() for m in (compare or "").split(",") if m.strip())
+        if compare is not None and len(pair) != 2:
+            raise ConfigurationError("--compare: give two methods, e.g. weighted,majority")
         total = len(wanted) * len(questions)
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -490,6 +497,10 @@ def replay_command(
         table.add_row(str(e.budget), e.method, f"{e.accuracy:.3f}", f"[{e.low:.3f}, {e.high:.3f}]", exact, tokens)
     console.print(table)
     console.print(f"{trials} subsets per question and budget, seed {seed}; no model calls")
+    for b in wanted if pair else ():
+        diff, low, high = paired_difference(questions, b, pair[0], pair[1], seed=seed)  # type: ignore[arg-type]
+        interval = f"[{low:+.3f}, {high:+.3f}]"
+        console.print(f"b={b}: {pair[0]} - {pair[1]} = {diff:+.3f} (exact), paired bootstrap 95% {interval}")
     if plot is not None:
         from ttc_graph.eval.plots import plot_replay
 

@@ -65,6 +65,8 @@ def create_compute_optimal(
             "table: its bins are oracle pass rates (they need labels); route with a table fitted on verifier_score"
         )
     probes = table.difficulty.probes
+    if budget < probes:
+        raise ConfigurationError(f"budget: {budget} generations cannot pay for the table's {probes} probe samples")
     routes: dict[int, tuple[str, StrategySpec]] = {
         b: table.choose(b, budget) for b in range(1, table.difficulty.n_bins + 1)
     }

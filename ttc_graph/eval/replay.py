@@ -36,6 +36,7 @@ __all__ = [
     "exact_accuracy",
     "exact_question",
     "load_pool",
+    "paired_difference",
     "pool_from_samples",
     "replay",
     "subset_correct",
@@ -340,6 +341,20 @@ def replay(
             acc = statistics.fmean(per_q[m])
             estimates.append(Estimate(m, b, acc, low, high, exact, tokens, len(pool), trials))
     return ReplayResult(estimates, ci, trials, seed, len(pool), min(q.n for q in pool))
+
+
+def paired_difference(
+    pool: Sequence[PoolQuestion], budget: int, a: Method, b: Method, *, seed: int = 0, resamples: int = 2000
+) -> tuple[float, float, float]:
+    """Exact accuracy of ``a`` minus ``b`` at ``budget``, with a 95% paired bootstrap interval over questions."""
+    _check_budgets(pool, [budget])
+    unknown = [m for m in (a, b) if m not in ALL_METHODS]
+    if unknown:
+        raise ConfigurationError(f"methods: unknown {unknown}; use {', '.join(ALL_METHODS)}")
+    diffs = [exact_question(q, budget, a) - exact_question(q, budget, b) for q in pool]
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
+    return statistics.fmean(diffs), means[int(0.025 * (resamples - 1))], means[math.ceil(0.975 * (resamples - 1))]
 
 
 def _has_tokens(q: PoolQuestion) -> bool:

@@ -30,6 +30,8 @@ class Beam(TypedDict):
     tokens: int
     round: int
     rollout: NotRequired[list[str]]
+    token_logprobs: NotRequired[list[float]]
+    rollout_logprobs: NotRequired[list[float]]
 
 
 class ExpandTask(TypedDict):
@@ -65,18 +67,24 @@ def check_can_continue(policy: object) -> None:
 
 
 def make_expand_node(
-    policy: Endpoint, *, system_prompt: str | None, delimiter: str, lookahead: int
+    policy: Endpoint, *, system_prompt: str | None, delimiter: str, lookahead: int, logprobs: bool = False
 ) -> Callable[[ExpandTask], Awaitable[dict[str, Any]]]:
-    """A node that samples ``k`` next steps of one beam, each optionally scored after a greedy rollout."""
+    """A node that samples ``k`` next steps of one beam, each optionally scored after a greedy rollout.
+
+    With ``logprobs`` (for a confidence verifier) every beam carries the token log-probabilities of its steps.
+    """
     stop = (delimiter,)
 
     async def step(question: str, steps: list[str], n: int, params: SamplingParams) -> GenerationResult:
         prefix = prefix_text(steps, delimiter)
         return await policy.generate(solve_messages(question, system_prompt), n=n, params=params, prefix=prefix or None)
 
-    async def rollout(task: ExpandTask, steps: list[str], spent: RequestUsage) -> list[str]:
-        params = SamplingParams(temperature=0.0, max_tokens=task["max_tokens"], stop=stop, timeout=task["timeout"])
+    async def rollout(task: ExpandTask, steps: list[str], spent: RequestUsage) -> tuple[list[str], list[float]]:
+        params = SamplingParams(
+            temperature=0.0, max_tokens=task["max_tokens"], stop=stop, timeout=task["timeout"], logprobs=logprobs
+        )
         extra: list[str] = []
+        lps: list[float] = []
         for _ in range(lookahead):
             try:
                 result = await step(task["question"], steps + extra, 1, params)
@@ -86,9 +94,10 @@ def make_expand_node(
             spent.add(result.usage)
             gen = result.generations[0]
             extra.append(gen.text.strip())
+            lps.extend(gen.token_logprobs or ())
             if step_finishes(gen.text, gen.finish_reason):
                 break
-        return extra
+        return extra, lps
 
     async def expand(task: ExpandTask) -> dict[str, Any]:
         beam = task["beam"]
@@ -98,6 +107,7 @@ def make_expand_node(
             stop=stop,
             seed=task["seed"],
             timeout=task["timeout"],
+            logprobs=logprobs,
         )
         spent = RequestUsage()
         try:
@@ -120,11 +130,15 @@ def make_expand_node(
                         round=task["round"],
                     )
                 )
+                if logprobs:
+                    children[-1]["token_logprobs"] = [*beam.get("token_logprobs", []), *(gen.token_logprobs or ())]
             if lookahead:
                 open_ = [c for c in children if not c["finished"]]
                 rollouts = await asyncio.gather(*(rollout(task, c["steps"], spent) for c in open_))
-                for child, extra in zip(open_, rollouts, strict=True):
+                for child, (extra, lps) in zip(open_, rollouts, strict=True):
                     child["rollout"] = extra
+                    if logprobs:
+                        child["rollout_logprobs"] = lps
         except (EndpointError, TimeoutError) as exc:
             spent.failed_requests += 1
             return {"usage": usage_delta("propose", spent), "errors": [f"expand {beam['id']}: {exc}"]}

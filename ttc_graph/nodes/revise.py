@@ -48,13 +48,17 @@ def revision_messages(question: str, previous: list[str], system_prompt: str | N
 
 
 def make_attempt_node(
-    policy: Endpoint, kind: NodeKind, *, system_prompt: str | None
+    policy: Endpoint, kind: NodeKind, *, system_prompt: str | None, logprobs: bool = False
 ) -> Callable[[RevisionTask], Awaitable[dict[str, Any]]]:
     """A node that draws one attempt of one chain (a first attempt for ``propose``, a revision for ``revise``)."""
 
     async def attempt(task: RevisionTask) -> dict[str, Any]:
         params = SamplingParams(
-            temperature=task["temperature"], max_tokens=task["max_tokens"], seed=task["seed"], timeout=task["timeout"]
+            temperature=task["temperature"],
+            max_tokens=task["max_tokens"],
+            seed=task["seed"],
+            timeout=task["timeout"],
+            logprobs=logprobs,
         )
         messages = revision_messages(task["question"], task["previous"], system_prompt)
         try:

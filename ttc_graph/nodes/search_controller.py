@@ -66,7 +66,14 @@ def make_search_verify_node(
         pending: list[Beam] = [b for b in state.get("frontier", []) if not b["scored"]]  # type: ignore[typeddict-item]
         if not pending:
             return {}
-        items = [VerifyItem(state["question"], tuple(b["steps"] + b.get("rollout", []))) for b in pending]
+        items = [
+            VerifyItem(
+                state["question"],
+                tuple(b["steps"] + b.get("rollout", [])),
+                tuple(b["token_logprobs"] + b.get("rollout_logprobs", [])) if "token_logprobs" in b else None,
+            )
+            for b in pending
+        ]
         result = await verifier.verify(items)
         updated: list[Beam] = []
         errors: list[str] = []

@@ -71,7 +71,12 @@ def load_spec(path: str | Path) -> StrategySpec:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SpecError(str(file), [("", f"not valid YAML: {exc}")]) from exc
-    return parse_spec(data, str(file))
+    spec = parse_spec(data, str(file))
+    table = getattr(spec, "table", None)
+    if isinstance(table, str) and not Path(table).is_absolute():
+        # Paths inside a spec are relative to the spec file, wherever it is run from.
+        spec = spec.model_copy(update={"table": str((file.parent / table).resolve())})
+    return spec
 
 
 def spec_json_schema() -> dict[str, Any]:

@@ -82,8 +82,12 @@ def create_revisions(
     graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
     graph.add_node("prepare", prepare_node)
     graph.add_node("budget", make_revision_controller(plan, defaults))
-    graph.add_node("propose", make_attempt_node(policy, "propose", system_prompt=system_prompt))
-    graph.add_node("revise", make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt))
+    logprobs = bool(getattr(scorer, "needs_logprobs", False))
+    graph.add_node("propose", make_attempt_node(policy, "propose", system_prompt=system_prompt, logprobs=logprobs))
+    graph.add_node(
+        "revise",
+        make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt, logprobs=logprobs),
+    )
     graph.add_node("verify", make_verify_node(scorer))
     graph.add_node("select", make_select_node(partial(select_revisions, how=selection)))
     graph.add_edge(START, "prepare")

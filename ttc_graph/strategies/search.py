@@ -78,7 +78,14 @@ def _build(
     graph.add_node("prepare", prepare_node)
     graph.add_node("budget", make_search_controller(plan, defaults, delimiter))
     graph.add_node(
-        "expand", make_expand_node(policy, system_prompt=system_prompt, delimiter=delimiter, lookahead=plan.lookahead)
+        "expand",
+        make_expand_node(
+            policy,
+            system_prompt=system_prompt,
+            delimiter=delimiter,
+            lookahead=plan.lookahead,
+            logprobs=bool(getattr(scorer, "needs_logprobs", False)),
+        ),
     )
     graph.add_node("verify", make_search_verify_node(scorer, aggregation))
     graph.add_node("select", make_select_node("weighted"))

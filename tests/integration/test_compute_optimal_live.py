@@ -1,0 +1,99 @@
+"""The compute-optimal router against the real llama.cpp server (the embedded SmolLM2-135M model) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttc_graph.compute_optimal import PolicyTable, create_compute_optimal, load_table
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
+from ttc_graph.local import LocalModelServer
+from ttc_graph.verifiers import ConfidenceVerifier
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = ROOT / "examples" / "specs" / "compute_optimal_table.json"
+QUESTION = "What is 2 + 3? Put the final answer in \\boxed{}."
+BUDGET = 4
+MAX_TOKENS = 48
+
+
+@dataclass
+class Recorded:
+    """Passes every request to the real endpoint and keeps (n, params) of each."""
+
+    inner: Endpoint
+    calls: list[tuple[int, SamplingParams | None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def native_n(self) -> Any:
+        return getattr(self.inner, "native_n", None)
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        self.calls.append((n, params))
+        return await self.inner.generate(messages, n=n, params=params, prefix=prefix)
+
+
+def example_table(max_tokens: int) -> PolicyTable:
+    """The example table with every strategy's samples capped at ``max_tokens`` (to keep the test short)."""
+    data = load_table(TABLE).model_dump()
+    data["strategies"] = {name: {**t, "max_tokens": max_tokens} for name, t in data["strategies"].items()}
+    return PolicyTable.model_validate(data)
+
+
+async def test_router_probes_bins_and_routes_on_the_real_model(local_server: LocalModelServer) -> None:
+    table = example_table(MAX_TOKENS)
+    probes = table.difficulty.probes
+    policy = Recorded(local_server.endpoint())
+    router = create_compute_optimal(policy, ConfidenceVerifier(), table, budget=BUDGET, probe_max_tokens=MAX_TOKENS)
+    graph = router.compile()
+    started = time.monotonic()
+    out = await graph.ainvoke({"question": QUESTION})
+    elapsed = time.monotonic() - started
+
+    # the probe went first and asked for the token log-probabilities the confidence verifier scores
+    n, params = policy.calls[0]
+    assert n == probes
+    assert params is not None and params.logprobs is True and params.max_tokens == MAX_TOKENS
+    probe_cands = [c for c in out["candidates"] if c["id"].startswith("probe-")]
+    assert len(probe_cands) == probes
+    assert all(c["scored"] and 0.0 < c["score"] <= 1.0 for c in probe_cands), probe_cands
+    assert out["difficulty_score"] == sum(c["score"] for c in probe_cands) / probes
+
+    assert out["difficulty_bin"] in range(1, 6)
+    assert out["difficulty_bin"] == table.difficulty.bin_of(out["difficulty_score"])
+    assert out["route"] in table.strategies
+    assert out["route"] == table.table[str(out["difficulty_bin"])][str(BUDGET)]
+    assert out["stop_reason"] == "complete"
+
+    usage = out["usage"]
+    assert usage["failed_requests"] == 0
+    assert usage["generations"] >= probes
+    kind = table.strategies[out["route"]]["kind"]
+    # a best-of-N route reuses the probes as its first samples; any other route spends its budget on top (a
+    # revision chain may stop early once an attempt repeats the previous answer)
+    if kind == "best_of_n":
+        assert usage["generations"] == BUDGET
+    else:
+        assert probes < usage["generations"] <= probes + BUDGET
+    assert len(out["candidates"]) == usage["generations"]
+    parsable = [c for c in out["candidates"] if c["parsable"]]
+    if parsable:  # a 135M model may fail to box an answer
+        assert out["answer"] in {c["answer"] for c in parsable}
+    assert all(c["tokens"] is None or c["tokens"] <= MAX_TOKENS for c in out["candidates"])
+    # 4-6 generations of <= 48 tokens take seconds on an idle machine; the guard is loose because a shared CPU
+    # (other llama.cpp servers running in parallel) can slow one request to ~1 token/s
+    assert elapsed < 300, f"took {elapsed:.1f}s"
