@@ -49,6 +49,19 @@ def _log_tail(path: Path | None, lines: int = _TAIL_LINES) -> str:
         return ""
 
 
+# A parent killed outright (SIGKILL, OOM) runs no atexit handler: a tiny shell watchdog between us and
+# llama-server stops the server once this Python process is gone, so no orphan keeps a port and the CPU busy.
+_WATCHDOG = (
+    'parent=$1; shift; "$@" & child=$!; trap \'kill $child 2>/dev/null; wait $child\' TERM INT; '
+    "while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; "
+    "kill $child 2>/dev/null; wait $child"
+)
+
+
+def _with_watchdog(cmd: list[str]) -> list[str]:
+    return ["/bin/sh", "-c", _WATCHDOG, "ttc-watchdog", str(os.getpid()), *cmd]
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -279,7 +292,7 @@ class LocalModelServer:
         t0 = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                cmd,
+                _with_watchdog(cmd),
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
