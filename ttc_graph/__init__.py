@@ -22,7 +22,14 @@ from ttc_graph.nodes.budget_controller import AdaptiveStop
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
-from ttc_graph.verifiers import FunctionVerifier, Verifier
+from ttc_graph.verifiers import (
+    ConfidenceVerifier,
+    FunctionVerifier,
+    LLMJudgeVerifier,
+    RewardModelVerifier,
+    ScoreCache,
+    Verifier,
+)
 
 __version__ = "0.1.0"
 
@@ -31,17 +38,21 @@ __all__ = [
     "Budget",
     "BudgetError",
     "Candidate",
+    "ConfidenceVerifier",
     "ConfigurationError",
     "Endpoint",
     "EndpointError",
     "FunctionVerifier",
     "Generation",
     "GenerationResult",
+    "LLMJudgeVerifier",
     "LangChainEndpoint",
     "LocalServerError",
     "OpenAIEndpoint",
     "RetryConfig",
+    "RewardModelVerifier",
     "SamplingParams",
+    "ScoreCache",
     "TTCContext",
     "TTCError",
     "TTCInput",

@@ -7,8 +7,9 @@ from typing import Any
 
 from ttc_graph.answers import split_steps
 from ttc_graph.budget import usage_delta
+from ttc_graph.errors import EndpointError, VerifierError
 from ttc_graph.state import Candidate, TTCState
-from ttc_graph.verifiers.base import Verifier, VerifyItem
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 
 __all__ = ["make_verify_node", "verify_candidates"]
 
@@ -24,7 +25,10 @@ async def verify_candidates(
         steps = tuple(split_steps(c["text"], step_delimiter)) or (c["text"],)
         lps = c.get("token_logprobs")
         items.append(VerifyItem(question, steps, tuple(lps) if lps else None))
-    result = await verifier.verify(items)
+    try:
+        result = await verifier.verify(items)
+    except (VerifierError, EndpointError) as exc:  # a whole batch failed: mark it unscored, keep the candidates
+        result = VerificationResult([Score(None, error=f"{type(exc).__name__}: {exc}") for _ in items])
     updated: list[Candidate] = []
     errors: list[str] = []
     for cand, score in zip(candidates, result.scores, strict=True):
