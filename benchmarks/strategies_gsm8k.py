@@ -57,7 +57,7 @@ def policy_from(args: argparse.Namespace) -> Iterator[Endpoint]:
         return
     from ttc_graph.local import LocalModelServer
 
-    with LocalModelServer(args.gguf, parallel=args.parallel) as server:
+    with LocalModelServer(args.gguf, parallel=args.parallel, threads=args.threads) as server:
         yield server.endpoint()
 
 
@@ -136,6 +136,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-tokens", type=int, default=400)
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2, help="questions in flight at once")
+    parser.add_argument("--threads", type=int, default=None, help="llama-server threads (1 on a busy machine)")
     parser.add_argument("--only", nargs="*", help="substrings of strategy names to run")
     parser.add_argument("--out", default="results/strategies_gsm8k.json")
     asyncio.run(main(parser.parse_args()))

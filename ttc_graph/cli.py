@@ -137,17 +137,33 @@ def solve(
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="A strategy spec (YAML).")],
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    question: Annotated[str | None, typer.Argument(help="The question to answer (or use --dataset).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Run over a data set instead: gsm8k or math500.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Questions of the data set to run.")] = None,
+    db: Annotated[Path, typer.Option(help="SQLite file for data-set runs (resumable).")] = Path("results/runs.sqlite"),
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Run name in the SQLite file.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
 ) -> None:
-    """Answer QUESTION with the strategy a SPEC file describes (validated before any model call)."""
+    """Answer QUESTION, or every question of --dataset, with the strategy a SPEC file describes.
+
+    The spec is validated before any model call; a data-set run saves each question as it finishes and skips
+    finished ones when run again.
+    """
     from ttc_graph.local.lazy import stop_shared_servers
     from ttc_graph.specs import build_graph, load_spec
 
+    if (question is None) == (dataset is None):
+        console.print("[red]error:[/] give either QUESTION or --dataset")
+        raise typer.Exit(2)
     try:
         strategy = load_spec(spec)
         graph = build_graph(strategy).compile()
         total = getattr(strategy, "n", 1)
+        if dataset is not None:
+            run_dataset(graph, strategy, spec, dataset, limit, db, run_name, concurrency)
+            return
+        assert question is not None
         with console.status(f"{strategy.kind} from {spec.name}..."):
             out = asyncio.run(run_with_progress(graph, question, total))
     except TTCError as exc:
@@ -159,6 +175,49 @@ def run(
         console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
     else:
         print_result(out)
+
+
+def run_dataset(
+    graph: Any,
+    strategy: Any,
+    spec: Path,
+    dataset: str,
+    limit: int | None,
+    db: Path,
+    run_name: str | None,
+    concurrency: int,
+) -> None:
+    """``ttc run SPEC --dataset``: answer, grade and save every question, with a progress bar."""
+    from ttc_graph.eval.datasets import load_dataset
+    from ttc_graph.eval.spec_runs import run_graph_over_dataset
+    from ttc_graph.eval.store import ResultStore
+
+    problems = load_dataset(dataset, limit=limit)
+    name = strategy.name or spec.stem
+    budget = int(getattr(strategy, "n", 0) or getattr(strategy, "generations", 0) or 0)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with ResultStore(db) as store, Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(name, total=len(problems))
+        done_before = {q for s, b, q in store.done(run_name or name) if s == name and b == budget}
+        progress.update(task, completed=sum(p.id in done_before for p in problems))
+        rows = asyncio.run(
+            run_graph_over_dataset(
+                graph,
+                strategy=name,
+                budget=budget,
+                problems=problems,
+                dataset=dataset,
+                store=store,
+                run=run_name or name,
+                concurrency=concurrency,
+                on_done=lambda _row: progress.advance(task),
+            )
+        )
+    correct = sum(r.correct for r in rows)
+    console.print(
+        f"{name} on {dataset}: {correct}/{len(rows)} correct ({correct / max(1, len(rows)):.1%}), "
+        f"mean generations {sum(r.generations for r in rows) / max(1, len(rows)):.1f}; saved in {db}"
+    )
 
 
 @spec_app.command("validate")

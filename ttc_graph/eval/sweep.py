@@ -329,9 +329,7 @@ def _as_candidate(i: int, s: dict[str, Any], score: float | None) -> Candidate:
     return cand
 
 
-def _plan(
-    problems: Sequence[Problem], config: SweepConfig, done: set[tuple[str, int, str]]
-) -> tuple[list[_Unit], int]:
+def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[tuple[str, int, str]]) -> tuple[list[_Unit], int]:
     """Units still to run, question by question (a killed sweep leaves whole questions), and how many are done."""
     bon = [s for s in config.strategies if s.reuses_samples]
     units: list[_Unit] = []
