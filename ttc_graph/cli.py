@@ -65,10 +65,12 @@ async def run_with_progress(graph: Any, question: str, total: int) -> dict[str, 
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("sampling", total=total)
-        async for mode, chunk in graph.astream({"question": question}, stream_mode=["custom", "values"]):
+        stream = graph.astream({"question": question}, stream_mode=["custom", "values"], subgraphs=True)
+        async for namespace, mode, chunk in stream:  # subgraphs: a routed strategy's rounds show too
             if mode == "custom" and isinstance(chunk, dict) and chunk.get("event") == "ttc.round":
-                progress.update(task, completed=chunk.get("drawn", 0), description=f"round {chunk.get('round', 0) + 1}")
-            elif mode == "values":
+                done = chunk.get("drawn", chunk.get("finished", 0))
+                progress.update(task, completed=done, description=f"round {chunk.get('round', 0) + 1}")
+            elif mode == "values" and not namespace:
                 final = chunk
         progress.update(task, completed=(final.get("usage") or {}).get("generations", 0))
     return final

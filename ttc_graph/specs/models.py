@@ -216,6 +216,12 @@ class ComputeOptimalSpec(_StrategySpec):
     verifier: VerifierSpec
     probe_max_tokens: int = Field(512, ge=1)
 
+    @model_validator(mode="after")
+    def _no_budget(self) -> ComputeOptimalSpec:
+        if self.budget is not None or self.seed is not None:
+            raise ValueError("budget: compute_optimal spends 'generations'; budget and seed are not supported")
+        return self
+
 
 StrategySpec = Annotated[
     BestOfNSpec | BeamSearchSpec | DVTSSpec | RevisionsSpec | ComputeOptimalSpec,
