@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -15,7 +16,11 @@ from ttc_graph.eval import PoolQuestion, Sample, exact_accuracy, exact_question,
 from ttc_graph.eval.replay import as_candidates, choose, pool_from_samples
 from ttc_graph.selection import select_answer
 
-REAL_POOL = Path("/work/shared/data/pools/gsm8k-qwen2.5-coder-0.5b-k8.jsonl")
+REAL_POOL = (
+    Path(os.environ.get("TTC_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    / "pools"
+    / "gsm8k-qwen2.5-coder-0.5b-k8.jsonl"
+)
 
 
 def q(id_: str, *samples: tuple[str | None, float | None, bool]) -> PoolQuestion:
