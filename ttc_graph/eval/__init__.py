@@ -20,10 +20,10 @@ from ttc_graph.eval.replay import (
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.eval.sweep import (
     Curve,
-    StrategySpec,
     SweepConfig,
     SweepEvent,
     SweepReport,
+    SweepStrategy,
     parse_budgets,
     parse_strategy,
     pending,
@@ -45,10 +45,10 @@ __all__ = [
     "ResultStore",
     "Sample",
     "SkippedRow",
-    "StrategySpec",
     "SweepConfig",
     "SweepEvent",
     "SweepReport",
+    "SweepStrategy",
     "data_dir",
     "exact_accuracy",
     "exact_question",

@@ -32,10 +32,10 @@ __all__ = [
     "VERIFIERS",
     "CountingEndpoint",
     "Curve",
-    "StrategySpec",
     "SweepConfig",
     "SweepEvent",
     "SweepReport",
+    "SweepStrategy",
     "parse_budgets",
     "parse_strategy",
     "pending",
@@ -52,7 +52,7 @@ VERIFIERS = ("none", "confidence", "confidence-group", "judge")
 
 
 @dataclass(frozen=True, slots=True)
-class StrategySpec:
+class SweepStrategy:
     """A parsed ``family:option[:verifier]``; ``name`` is the canonical key stored in the database."""
 
     family: str
@@ -68,7 +68,7 @@ class StrategySpec:
         return self.family == "best_of_n"
 
 
-def parse_strategy(text: str, default_verifier: str = "confidence") -> StrategySpec:
+def parse_strategy(text: str, default_verifier: str = "confidence") -> SweepStrategy:
     """``best_of_n:{majority,weighted,naive}[:verifier]``, ``revisions:{majority,last,hierarchical}[:verifier]``,
     ``beam_search[:width][:verifier]`` or ``dvts[:width][:verifier]`` (width an integer or ``sqrt``)."""
     parts = [p.strip() for p in text.strip().split(":")]
@@ -84,7 +84,7 @@ def parse_strategy(text: str, default_verifier: str = "confidence") -> StrategyS
         verifier = rest[1] if len(rest) > 1 else "judge"
         if verifier != "judge":
             raise ConfigurationError(f"strategy {text!r}: search needs a process verifier; use ':judge'")
-        return StrategySpec(family, option, verifier)
+        return SweepStrategy(family, option, verifier)
     allowed: tuple[str, ...] = SELECTIONS if family == "best_of_n" else REVISION_SELECTIONS
     option = rest[0] if rest and rest[0] else "majority"
     if option not in allowed:
@@ -99,7 +99,7 @@ def parse_strategy(text: str, default_verifier: str = "confidence") -> StrategyS
         verifier = "none"
     if family == "revisions" and verifier.startswith("confidence"):
         raise ConfigurationError(f"strategy {text!r}: revisions do not request logprobs; use ':judge'")
-    return StrategySpec(family, option, verifier)
+    return SweepStrategy(family, option, verifier)
 
 
 def parse_budgets(budgets: str | Iterable[int]) -> tuple[int, ...]:
@@ -128,7 +128,7 @@ class SweepConfig:
 
     run: str
     dataset: str
-    strategies: tuple[StrategySpec, ...]
+    strategies: tuple[SweepStrategy, ...]
     budgets: tuple[int, ...]
     max_tokens: int = 400
     temperature: float = 0.8
@@ -141,7 +141,7 @@ class SweepConfig:
         cls,
         run: str,
         dataset: str,
-        strategies: Sequence[str | StrategySpec],
+        strategies: Sequence[str | SweepStrategy],
         budgets: str | Iterable[int],
         *,
         default_verifier: str = "confidence",
@@ -150,7 +150,7 @@ class SweepConfig:
         """A validated config (every error a :class:`ConfigurationError`, raised before any model call)."""
         if not run or not run.strip():
             raise ConfigurationError("run: give the sweep a name")
-        specs = tuple(s if isinstance(s, StrategySpec) else parse_strategy(s, default_verifier) for s in strategies)
+        specs = tuple(s if isinstance(s, SweepStrategy) else parse_strategy(s, default_verifier) for s in strategies)
         if not specs:
             raise ConfigurationError("strategies: give at least one, e.g. best_of_n:majority")
         specs = tuple(dict.fromkeys(specs))
@@ -235,7 +235,7 @@ def _verifier(name: str, judge_policy: Endpoint, mode: Literal["process", "outco
     return None
 
 
-def _graph(spec: StrategySpec, budget: int, policy: Endpoint, judge: Endpoint, config: SweepConfig) -> Any:
+def _graph(spec: SweepStrategy, budget: int, policy: Endpoint, judge: Endpoint, config: SweepConfig) -> Any:
     common: dict[str, Any] = {"temperature": config.temperature, "seed": config.seed}
     option: Any = spec.option
     if spec.family == "best_of_n":
@@ -294,7 +294,7 @@ class SweepReport:
 @dataclass(frozen=True, slots=True)
 class _Unit:
     problem: Problem
-    spec: StrategySpec | None = None  # None: the best-of-N pool of this question
+    spec: SweepStrategy | None = None  # None: the best-of-N pool of this question
     budget: int = 0
 
     @property
@@ -502,7 +502,7 @@ class _Sweep:
             raise TTCError(f"drew {len(samples)} of {need} samples ({'; '.join(errors[:2])}); rerun to finish")
         return written, len(samples) - have
 
-    def pool_row(self, spec: StrategySpec, b: int, p: Problem, prefix: list[dict[str, Any]]) -> ResultRow:
+    def pool_row(self, spec: SweepStrategy, b: int, p: Problem, prefix: list[dict[str, Any]]) -> ResultRow:
         cfg = self.config
         cands = [_as_candidate(i, s, s["scores"].get(spec.verifier)) for i, s in enumerate(prefix)]
         chosen = select_answer(cands, spec.option)  # type: ignore[arg-type]

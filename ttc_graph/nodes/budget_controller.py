@@ -137,10 +137,10 @@ def make_best_of_n_controller(
 
 
 def route_plan(target: str, done: str) -> Callable[[TTCState], Sequence[Send] | str]:
-    """Conditional edge: one ``Send`` per planned task, or on to ``done``."""
+    """Conditional edge: one ``Send`` per planned task (to the node it names, else ``target``), or on to ``done``."""
 
     def route(state: TTCState) -> Sequence[Send] | str:
         plan = state.get("plan") or []
-        return [Send(target, task) for task in plan] if plan else done
+        return [Send(task.get("target", target), task) for task in plan] if plan else done
 
     return route

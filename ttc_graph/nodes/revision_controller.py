@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from langgraph.runtime import Runtime
-from langgraph.types import Send
 
 from ttc_graph.answers import answers_equal
 from ttc_graph.budget import remaining
@@ -17,7 +16,7 @@ from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.revise import RevisionTask
 from ttc_graph.state import Candidate, TTCState
 
-__all__ = ["ChainPlan", "chain_status", "make_revision_controller", "route_tasks"]
+__all__ = ["ChainPlan", "chain_status", "make_revision_controller"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,13 +112,3 @@ def make_revision_controller(
         return update
 
     return control
-
-
-def route_tasks(done: str) -> Callable[[TTCState], Sequence[Send] | str]:
-    """Conditional edge: each planned task goes to the node it names."""
-
-    def route(state: TTCState) -> Sequence[Send] | str:
-        plan = state.get("plan") or []
-        return [Send(task["target"], task) for task in plan] if plan else done
-
-    return route

@@ -11,10 +11,10 @@ from langgraph.graph import END, START, StateGraph
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.nodes.budget_controller import SamplingDefaults
+from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.prepare import prepare_node
 from ttc_graph.nodes.revise import make_attempt_node
-from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller, route_tasks
+from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.verify import make_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
@@ -92,7 +92,7 @@ def create_revisions(
     graph.add_node("select", make_select_node(partial(select_revisions, how=selection)))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
-    graph.add_conditional_edges("budget", route_tasks("select"), ["propose", "revise", "select"])
+    graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "revise", "select"])
     graph.add_edge("propose", "verify")
     graph.add_edge("revise", "verify")
     graph.add_edge("verify", "budget")
