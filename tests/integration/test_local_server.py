@@ -106,3 +106,12 @@ async def test_stop_sequence(endpoint: OpenAIEndpoint) -> None:
     params = SamplingParams(max_tokens=64, temperature=0.0, stop=("\n",))
     result = await endpoint.generate([{"role": "user", "content": "List three colours, one per line."}], params=params)
     assert "\n" not in result.generations[0].text.strip("\n")
+
+
+def test_sync_invoke_against_the_real_server(endpoint: OpenAIEndpoint) -> None:
+    """graph.invoke runs the async nodes on private event loops; the endpoint keeps one client per loop."""
+    graph = create_best_of_n(endpoint, None, n=2, selection="majority", max_tokens=24, seed=3).compile()
+    out = graph.invoke({"question": QUESTION})
+    assert out["usage"]["generations"] == 2
+    assert out["usage"]["completion_tokens"] > 0
+    assert len(out["candidates"]) == 2

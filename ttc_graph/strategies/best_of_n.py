@@ -13,6 +13,7 @@ from ttc_graph.nodes.budget_controller import (
     make_best_of_n_controller,
     route_plan,
 )
+from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import prepare_node
 from ttc_graph.nodes.propose import make_propose_node
 from ttc_graph.nodes.select import make_select_node
@@ -67,15 +68,17 @@ def create_best_of_n(
     graph.add_node("prepare", prepare_node)
     graph.add_node(
         "budget",
-        make_best_of_n_controller(
-            n=n,
-            defaults=SamplingDefaults(temperature, max_tokens, seed, budget),
-            adaptive=stop,
-            batch=max(1, batch),
+        dual(
+            make_best_of_n_controller(
+                n=n,
+                defaults=SamplingDefaults(temperature, max_tokens, seed, budget),
+                adaptive=stop,
+                batch=max(1, batch),
+            )
         ),
     )
-    graph.add_node("propose", make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs))
-    graph.add_node("verify", make_verify_node(scorer))
+    graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
+    graph.add_node("verify", dual(make_verify_node(scorer)))
     graph.add_node("select", make_select_node(selection))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")

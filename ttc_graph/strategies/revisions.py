@@ -12,6 +12,7 @@ from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
+from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import prepare_node
 from ttc_graph.nodes.revise import make_attempt_node
 from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller
@@ -81,14 +82,16 @@ def create_revisions(
 
     graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
     graph.add_node("prepare", prepare_node)
-    graph.add_node("budget", make_revision_controller(plan, defaults))
+    graph.add_node("budget", dual(make_revision_controller(plan, defaults)))
     logprobs = bool(getattr(scorer, "needs_logprobs", False))
-    graph.add_node("propose", make_attempt_node(policy, "propose", system_prompt=system_prompt, logprobs=logprobs))
+    graph.add_node(
+        "propose", dual(make_attempt_node(policy, "propose", system_prompt=system_prompt, logprobs=logprobs))
+    )
     graph.add_node(
         "revise",
-        make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt, logprobs=logprobs),
+        dual(make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt, logprobs=logprobs)),
     )
-    graph.add_node("verify", make_verify_node(scorer))
+    graph.add_node("verify", dual(make_verify_node(scorer)))
     graph.add_node("select", make_select_node(partial(select_revisions, how=selection)))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")

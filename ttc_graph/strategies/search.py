@@ -11,6 +11,7 @@ from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
+from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
 from ttc_graph.nodes.prepare import prepare_node
 from ttc_graph.nodes.search_controller import SearchPlan, make_search_controller, make_search_verify_node
@@ -76,18 +77,20 @@ def _build(
     defaults = SamplingDefaults(temperature, step_max_tokens, seed, budget)
     graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
     graph.add_node("prepare", prepare_node)
-    graph.add_node("budget", make_search_controller(plan, defaults, delimiter))
+    graph.add_node("budget", dual(make_search_controller(plan, defaults, delimiter)))
     graph.add_node(
         "expand",
-        make_expand_node(
-            policy,
-            system_prompt=system_prompt,
-            delimiter=delimiter,
-            lookahead=plan.lookahead,
-            logprobs=bool(getattr(scorer, "needs_logprobs", False)),
+        dual(
+            make_expand_node(
+                policy,
+                system_prompt=system_prompt,
+                delimiter=delimiter,
+                lookahead=plan.lookahead,
+                logprobs=bool(getattr(scorer, "needs_logprobs", False)),
+            )
         ),
     )
-    graph.add_node("verify", make_search_verify_node(scorer, aggregation))
+    graph.add_node("verify", dual(make_search_verify_node(scorer, aggregation)))
     graph.add_node("select", make_select_node("weighted"))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
