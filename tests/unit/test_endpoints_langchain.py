@@ -172,3 +172,21 @@ def test_non_chat_model_is_a_configuration_error(bad: Any):
 
 def test_name_is_model_name_or_class():
     assert LangChainEndpoint(UsageChat(texts=["x"])).name == "UsageChat"
+
+
+class TwoChoiceChat(BaseChatModel):
+    """One call returns two generations and reports the call's token usage once in ``llm_output``."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "two-choice"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        gens = [ChatGeneration(message=AIMessage(content=t)) for t in ("\\boxed{1}", "\\boxed{2}")]
+        return ChatResult(generations=gens, llm_output={"token_usage": {"prompt_tokens": 7, "completion_tokens": 9}})
+
+
+async def test_a_call_with_several_generations_is_one_request_counted_once() -> None:
+    result = await LangChainEndpoint(TwoChoiceChat()).generate(MESSAGES, n=1)
+    assert [g.text for g in result.generations] == ["\\boxed{1}", "\\boxed{2}"]
+    assert (result.usage.requests, result.usage.prompt_tokens, result.usage.completion_tokens) == (1, 7, 9)

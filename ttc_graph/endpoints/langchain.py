@@ -111,15 +111,21 @@ class LangChainEndpoint:
                 result.usage.failed_requests += 1
                 result.errors.append(str(out))
                 continue
-            for gens in out.generations:
-                for g in gens:
-                    tokens = _token_usage(getattr(g, "message", None), out.llm_output)
-                    prompt_toks, completion = tokens or (0, 0)
-                    result.usage.add(RequestUsage(1, prompt_toks, completion))
-                    info = getattr(g, "generation_info", None) or {}
-                    result.generations.append(
-                        Generation(g.text, info.get("finish_reason"), completion if tokens else None)
-                    )
+            # One agenerate call is one request: its usage is the messages' usage_metadata summed, or else the
+            # call's llm_output token_usage counted once (never once per generation).
+            gens = [g for batch in out.generations for g in batch]
+            per_gen = [_token_usage(getattr(g, "message", None), None) for g in gens]
+            if all(t is not None for t in per_gen):
+                prompt_toks = max((t[0] for t in per_gen if t), default=0)
+                completion_total = sum(t[1] for t in per_gen if t)
+            else:
+                prompt_toks, completion_total = _token_usage(None, out.llm_output) or (0, 0)
+            result.usage.add(RequestUsage(1, prompt_toks, completion_total))
+            for g, tokens in zip(gens, per_gen, strict=True):
+                info = getattr(g, "generation_info", None) or {}
+                result.generations.append(
+                    Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None)
+                )
         if not result.generations:
             raise EndpointError(f"agenerate on {self.name}: every request failed: {result.errors[:1]}")
         return result
