@@ -185,6 +185,9 @@ class TwoChoiceChat(BaseChatModel):
         gens = [ChatGeneration(message=AIMessage(content=t)) for t in ("\\boxed{1}", "\\boxed{2}")]
         return ChatResult(generations=gens, llm_output={"token_usage": {"prompt_tokens": 7, "completion_tokens": 9}})
 
+    def _combine_llm_outputs(self, llm_outputs: list[dict[str, Any] | None]) -> dict[str, Any]:
+        return llm_outputs[0] or {}  # as ChatOpenAI does, so agenerate keeps token_usage
+
 
 async def test_a_call_with_several_generations_is_one_request_counted_once() -> None:
     result = await LangChainEndpoint(TwoChoiceChat()).generate(MESSAGES, n=1)
