@@ -11,12 +11,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from ttc_graph.budget import remaining, usage_delta
-from ttc_graph.errors import BudgetError, EndpointError, VerifierError
+from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam, ExpandTask
+from ttc_graph.nodes.verify import verify_or_unscored
 from ttc_graph.state import Candidate, TTCState
-from ttc_graph.verifiers.base import Aggregation, Score, VerificationResult, Verifier, VerifyItem, aggregate
+from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
 
 __all__ = ["SearchPlan", "beam_to_candidate", "make_search_controller", "make_search_verify_node"]
 
@@ -74,10 +75,7 @@ def make_search_verify_node(
             )
             for b in pending
         ]
-        try:
-            result = await verifier.verify(items)
-        except (VerifierError, EndpointError) as exc:  # the batch stays unscored; the search goes on
-            result = VerificationResult([Score(None, error=f"{type(exc).__name__}: {exc}") for _ in items])
+        result = await verify_or_unscored(verifier, items)
         updated: list[Beam] = []
         errors: list[str] = []
         for beam, score in zip(pending, result.scores, strict=True):

@@ -11,7 +11,15 @@ from ttc_graph.errors import EndpointError, VerifierError
 from ttc_graph.state import Candidate, TTCState
 from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 
-__all__ = ["make_verify_node", "verify_candidates"]
+__all__ = ["make_verify_node", "verify_candidates", "verify_or_unscored"]
+
+
+async def verify_or_unscored(verifier: Verifier, items: list[VerifyItem]) -> VerificationResult:
+    """``verifier.verify(items)``; a batch that fails as a whole comes back unscored, so the run goes on."""
+    try:
+        return await verifier.verify(items)
+    except (VerifierError, EndpointError) as exc:
+        return VerificationResult([Score(None, error=f"{type(exc).__name__}: {exc}") for _ in items])
 
 
 async def verify_candidates(
@@ -25,10 +33,7 @@ async def verify_candidates(
         steps = tuple(split_steps(c["text"], step_delimiter)) or (c["text"],)
         lps = c.get("token_logprobs")
         items.append(VerifyItem(question, steps, tuple(lps) if lps else None))
-    try:
-        result = await verifier.verify(items)
-    except (VerifierError, EndpointError) as exc:  # a whole batch failed: mark it unscored, keep the candidates
-        result = VerificationResult([Score(None, error=f"{type(exc).__name__}: {exc}") for _ in items])
+    result = await verify_or_unscored(verifier, items)
     updated: list[Candidate] = []
     errors: list[str] = []
     for cand, score in zip(candidates, result.scores, strict=True):
@@ -37,7 +42,6 @@ async def verify_candidates(
         new["step_scores"] = list(score.step_scores) if score.step_scores else None
         new["scored"] = score.value is not None
         if score.error:
-            new.setdefault("meta", {})
             new["meta"] = {**new.get("meta", {}), "verify_error": score.error}
             errors.append(f"verify {cand['id']}: {score.error}")
         updated.append(new)  # type: ignore[arg-type]
