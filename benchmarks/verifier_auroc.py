@@ -1,7 +1,12 @@
 """How well verifiers tell correct from incorrect sampled GSM8K solutions (AUROC), and what the score cache saves.
 
-(a) No model: confidence scores of the real pool ``gsm8k-qwen2.5-coder-0.5b-k8.jsonl`` (60 questions x 8 samples):
-    exp(mean token logprob) (= ConfidenceVerifier("mean")) and exp(min token logprob) (= group, window=1).
+(a) No model: the verifiers that need no model call, run through their ``verify`` on the real pools
+    ``gsm8k-qwen2.5-coder-0.5b-k8.jsonl`` and ``-k16.jsonl`` (60 questions x 8 / 16 samples): ConfidenceVerifier
+    (the pool keeps each sample's mean and min token logprob, so a one-value logprob list stands in for the
+    tokens: "mean" = exp(mean logprob), "min" = exp(min logprob) = group with window=1), ArithmeticVerifier on
+    the sample's steps, and CombinedVerifier products / weighted geometric means of them. For each: AUROC (pooled
+    and mean within-question) and the replay accuracy of best-of-N weighted and naive at budgets 2, 4, 8 (16),
+    exact over all C(N, b) subsets where that is at most --exact-limit per question, else --trials subsets.
 (b) With a judge model (``--base-url URL --model NAME`` or ``--gguf PATH``): LLMJudgeVerifier in outcome and process
     mode over the pool's samples of the first ``--questions`` questions: AUROC, requests, tokens, cache hits/misses.
 (c) Cache savings: the same samples re-scored round by round as beam search does (round r scores every sample's
@@ -9,7 +14,7 @@
     model time; its requests and tokens are the server's own figures for those prompts.
 
     .venv/bin/python benchmarks/verifier_auroc.py                      # (a) only
-    .venv/bin/python benchmarks/verifier_auroc.py --gguf "$(bash /work/shared/models/fetch-bench-model.sh)"
+    .venv/bin/python benchmarks/verifier_auroc.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)"
     .venv/bin/python benchmarks/verifier_auroc.py --base-url http://localhost:8000/v1 --model NAME --questions 10
 """
 
@@ -32,10 +37,23 @@ from typing import Any
 from ttc_graph.answers import split_steps
 from ttc_graph.endpoints import OpenAIEndpoint
 from ttc_graph.endpoints.base import ChatMessage, GenerationResult, RequestUsage, SamplingParams
-from ttc_graph.verifiers import LLMJudgeVerifier, Score, ScoreCache, VerifyItem, aggregate
+from ttc_graph.eval.replay import PoolQuestion, replay
+from ttc_graph.eval.replay import load_pool as load_replay_pool
+from ttc_graph.verifiers import (
+    ArithmeticVerifier,
+    CombinedVerifier,
+    ConfidenceVerifier,
+    LLMJudgeVerifier,
+    Score,
+    ScoreCache,
+    Verifier,
+    VerifyItem,
+    aggregate,
+)
 
 DATA = Path(os.environ.get("TTC_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 POOL = DATA / "pools" / "gsm8k-qwen2.5-coder-0.5b-k8.jsonl"
+POOL16 = DATA / "pools" / "gsm8k-qwen2.5-coder-0.5b-k16.jsonl"
 GSM8K = DATA / "gsm8k" / "test.jsonl"
 
 
@@ -72,9 +90,9 @@ def per_question_auroc(groups: Sequence[tuple[Sequence[float], Sequence[bool]]])
     return (statistics.fmean(values) if values else None), len(values)
 
 
-def load_pool() -> list[dict[str, Any]]:
-    with POOL.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+def load_pool(path: Path = POOL) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def load_questions() -> list[str]:
@@ -85,23 +103,92 @@ def load_questions() -> list[str]:
 # ------------------------------------------------------------------------------------------ (a) no model
 
 
-def confidence_section(pool: list[dict[str, Any]]) -> None:
+def no_model_verifiers() -> dict[str, tuple[Verifier, str]]:
+    """Label → (verifier, which pool logprob summary stands in for the token logprobs)."""
+    conf, arith = ConfidenceVerifier("mean"), ArithmeticVerifier()
+    return {
+        "confidence mean  [ConfidenceVerifier mean]": (conf, "mean_lp"),
+        "confidence min   [group, window=1]": (conf, "min_lp"),
+        "arithmetic       [ArithmeticVerifier]": (arith, "mean_lp"),
+        "conf x arith     [product]": (CombinedVerifier([conf, arith]), "mean_lp"),
+        "conf x arith^2   [geometric, weights 1, 2]": (CombinedVerifier([conf, arith], [1, 2], "geometric"), "mean_lp"),
+        "min-conf x arith [product]": (CombinedVerifier([conf, arith]), "min_lp"),
+    }
+
+
+async def score_pool(verifier: Verifier, pool: list[dict[str, Any]], questions: list[str], lp: str) -> list[Score]:
+    items = [
+        VerifyItem(questions[row["idx"]], tuple(split_steps(s["text"])) or (s["text"],), (float(s[lp]),))
+        for row in pool
+        for s in row["samples"]
+    ]
+    result = await verifier.verify(items)
+    assert result.usage.requests == 0, "a no-model verifier made requests"
+    return result.scores
+
+
+def rescored(replay_pool: list[PoolQuestion], scores: list[Score]) -> list[PoolQuestion]:
+    """The replay pool with each sample's score replaced by ``scores`` (in pool order)."""
+    it = iter(scores)
+    return [
+        PoolQuestion(q.id, tuple(replace(s, score=next(it).value) for s in q.samples), q.groups) for q in replay_pool
+    ]
+
+
+def no_model_section(path: Path, questions: list[str], trials: int, exact_limit: int) -> None:
+    pool = load_pool(path)
+    replay_pool = load_replay_pool(path)
+    k = min(len(row["samples"]) for row in pool)
+    budgets = [b for b in (2, 4, 8, 16) if b <= k]
     samples = [s for row in pool for s in row["samples"]]
     labels = [bool(s["correct"]) for s in samples]
+    groups = [row["idx"] for row in pool for _ in row["samples"]]
     print(
-        f"(a) confidence on the pool: {len(pool)} questions x {len(pool[0]['samples'])} samples = {len(samples)}, "
+        f"(a) no-model verifiers on {path.name}: {len(pool)} questions x {k} samples = {len(samples)}, "
         f"{sum(labels)} correct ({sum(labels) / len(labels):.1%}); no model calls"
     )
-    for name, key in (
-        ("exp(mean logprob)  [ConfidenceVerifier mean]", "mean_lp"),
-        ("exp(min logprob)   [group, window=1]", "min_lp"),
-    ):
-        pooled = auroc([math.exp(s[key]) for s in samples], labels)
-        within, n_q = per_question_auroc(
-            [([math.exp(s[key]) for s in row["samples"]], [bool(s["correct"]) for s in row["samples"]]) for row in pool]
+    header = ["verifier", "AUROC pooled", "AUROC within-q"]
+    header += [f"weighted@{b}" for b in budgets] + [f"naive@{b}" for b in budgets]
+    rows: list[list[str]] = []
+    baseline = replay(replay_pool, budgets, methods=("majority", "oracle"), trials=trials, exact_limit=exact_limit)
+    for label, (verifier, lp) in no_model_verifiers().items():
+        scores = asyncio.run(score_pool(verifier, pool, questions, lp))
+        kept = [(sc.value, y, g) for sc, y, g in zip(scores, labels, groups, strict=True) if sc.value is not None]
+        assert len(kept) == len(scores), f"{label}: {len(scores) - len(kept)} samples unscored"
+        pooled = auroc([v for v, _, _ in kept], labels)
+        by_q: dict[int, tuple[list[float], list[bool]]] = {}
+        for v, y, g in kept:
+            by_q.setdefault(g, ([], []))
+            by_q[g][0].append(v)
+            by_q[g][1].append(y)
+        within, n_q = per_question_auroc(list(by_q.values()))
+        res = replay(rescored(replay_pool, scores), budgets, methods=("weighted", "naive"), trials=trials,
+                     exact_limit=exact_limit)  # fmt: skip
+        accuracy = [fmt(_acc(res.get(m, b))) for m in ("weighted", "naive") for b in budgets]
+        rows.append([label.split("[")[0].strip(), fmt(pooled), f"{fmt(within)} ({n_q} q)", *accuracy])
+    for m in ("majority", "oracle"):
+        label = "majority vote (no verifier)" if m == "majority" else "pass@b (oracle)"
+        accuracy = [fmt(_acc(baseline.get(m, b))) for b in budgets]
+        rows.append([label, "", "", *accuracy, *([""] * len(budgets))])
+    print(markdown_table(header, rows))
+    how = "exact expectation over all subsets"
+    if not all(math.comb(k, b) <= exact_limit for b in budgets):
+        how = (
+            f"exact where C({k}, b) <= {exact_limit}, else the mean of {trials} subsets per question "
+            "(seed 0, the same subsets for every verifier)"
         )
-        print(f"    {name}: AUROC pooled {fmt(pooled)}, mean within-question {fmt(within)} ({n_q} questions)")
+    print(f"    replay accuracy: {how}")
     print(flush=True)
+
+
+def _acc(estimate: Any) -> float:
+    return estimate.exact if estimate.exact is not None else estimate.accuracy
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- (b) and (c) judge
@@ -285,18 +372,21 @@ def main() -> None:
     parser.add_argument(
         "--time-limit", type=float, default=None, help="seconds; judge no further question after this, then report"
     )
+    parser.add_argument("--trials", type=int, default=500, help="replay subsets per question where not exact")
+    parser.add_argument("--exact-limit", type=int, default=5000, help="enumerate all subsets up to this many")
     args = parser.parse_args()
     if bool(args.base_url) != bool(args.model):
         parser.error("--base-url and --model go together")
     if args.gguf and args.base_url:
         parser.error("use either --gguf or --base-url/--model")
 
-    pool = load_pool()
-    confidence_section(pool)
+    questions = load_questions()
+    for path in (POOL, POOL16):
+        no_model_section(path, questions, args.trials, args.exact_limit)
     if not (args.gguf or args.base_url):
         print("(b), (c): pass --gguf PATH or --base-url URL --model NAME to run the LLM judge")
         return
-    asyncio.run(judge_section(args, pool, load_questions()))
+    asyncio.run(judge_section(args, load_pool(), questions))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
 from ttc_graph.verifiers import (
+    ArithmeticVerifier,
+    CombinedVerifier,
     ConfidenceVerifier,
     FunctionVerifier,
     LLMJudgeVerifier,
@@ -35,9 +37,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveStop",
+    "ArithmeticVerifier",
     "Budget",
     "BudgetError",
     "Candidate",
+    "CombinedVerifier",
     "ConfidenceVerifier",
     "ConfigurationError",
     "Endpoint",

@@ -21,6 +21,7 @@ __all__ = [
     "extract_answer",
     "group_answers",
     "gsm8k_reference",
+    "last_number",
     "normalize_answer",
     "split_steps",
 ]
@@ -32,7 +33,15 @@ _MAX_SYMBOLIC_LEN = 400
 _REL_TOL = 1e-9
 _POW = r"(?:\^|\*\*)"
 _HUGE_RE = re.compile(  # giant exponents, nested / chained powers, big factorials
-    _POW + r"\s*[{(]?\s*[-+]?\d{4,}|" + _POW + r"\s*[{(][^{}()]*" + _POW + "|" + _POW + r"\s*[\w.]+\s*" + _POW
+    _POW
+    + r"\s*[{(]?\s*[-+]?\d{4,}|"
+    + _POW
+    + r"\s*[{(][^{}()]*"
+    + _POW
+    + "|"
+    + _POW
+    + r"\s*[\w.]+\s*"
+    + _POW
     + r"|!\s*!|\d{4,}\s*!"
 )
 
@@ -43,8 +52,21 @@ _TOKEN_RE = re.compile(r"[^\s$]+")
 _HASH_RE = re.compile(r"####[ \t]*([^\n]*)")
 _HASH_OK_RE = re.compile(r"^(?:\\\$|\$|[-+\u2212]|\\\(|\\frac|\\dfrac|\\tfrac|\()*\s*\.?\d")
 _PHRASE_RE = re.compile(r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*(?:\*\*)?\s*:)[ \t*:]*", re.IGNORECASE)
-
-_NUM_THEN_WORDS_RE = re.compile(r"^((?:\\\$|\$)?\s*[-+]?\d[\d,]*(?:\.\d+)?)\s+[A-Za-z]+(?:\s+\S+){2,}$")
+# a line that starts with "Answer:", "Final answer:" or "A:" (markdown bold / quote / list marks allowed)
+_ANSWER_LINE_RE = re.compile(r"^[ \t>*_#-]*(?:(?i:final\s+answer|answer)|A)[ \t*_]*[:：][ \t*_]*", re.MULTILINE)
+# a number as written: 1,234.5 / 18 / 3/4 (a sign is read from the text before it, see last_number)
+_NUMBER_RE = re.compile(r"(?<![\w.^])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?!\d)")
+_ENUMERATOR_RE = re.compile(r"[.)][ \t]+\S")
+_SIGNED_MONEY_RE = re.compile(r"^([-+\u2212])\s*\\?\$\s*(?=\d)")
+_CLAUSE_RE = re.compile(
+    r"^([-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s*[,;:!?]+\s+[A-Za-z]"
+)  # "7, and that is it" -> "7"
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'’]+")
+_UNITS_ONLY_RE = re.compile(
+    r"^([-+\u2212]?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z][A-Za-z'’]*(?:[\s/-]+[A-Za-z][A-Za-z'’]*){0,3})$"
+)
+_LATEX_CHARS = frozenset("\\{}^_")
+_WORD_STOP = frozenset({"and", "or", "to", "i", "e", "pi", "x", "y", "n", "k", "times", "plus", "minus", "over"})
 
 
 class _DropTimeoutNotice(logging.Filter):
@@ -115,48 +137,121 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
+def _number_word_count(s: str) -> tuple[list[re.Match[str]], int]:
+    return list(_NUMBER_RE.finditer(s)), len(_WORD_RE.findall(s))
+
+
 def _clean_phrase(raw: str) -> str:
+    """The answer in the text after a marker: the value, without trailing prose, punctuation, currency or units."""
     s = raw.strip()
     # "The final answer is 5. I hope it is correct." -> "5"; decimals such as 3.5 survive (no space after dot)
     s = re.split(r"\.(?:\s|$)", s, maxsplit=1)[0]
     s = s.replace("**", "").strip()
     for _ in range(3):
         s = s.strip().strip("$").strip()
+        s = _SIGNED_MONEY_RE.sub(r"\1", s.removeprefix("\\$")).strip()  # "-$10" -> "-10"
         if (s.startswith("\\(") and s.endswith("\\)")) or (s.startswith("\\[") and s.endswith("\\]")):
             s = s[2:-2]
-        s = s.rstrip(".").strip()
-    # "370 feet outside of the reach of ..." -> "370"
-    if m := _NUM_THEN_WORDS_RE.match(s):
-        s = m.group(1)
+        s = s.rstrip(".,;:!?").strip()
+    if _LATEX_CHARS.isdisjoint(s):
+        if m := _CLAUSE_RE.match(s):  # "7, and that is it" -> "7"; "1,000" is not a clause break
+            s = m.group(1)
+        # "18 dollars", "1,234 eggs per week" -> the number (not "2 pi", "3 and 4")
+        if (m := _UNITS_ONLY_RE.match(s)) and _WORD_STOP.isdisjoint(m.group(2).lower().replace("/", " ").split()):
+            return m.group(1)
+        # prose around exactly one number: "She makes $18 every day" -> "18"
+        numbers, words = _number_word_count(s)
+        if len(numbers) == 1 and words >= 2:
+            return _signed(s, numbers[0])
     return s
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer in a solution: last ``\\boxed{}``, else last ``#### X``, else last "The answer is X"."""
+def _answer_like(s: str) -> bool:
+    """Whether marker text reads as an answer rather than the start of an explanation ("Let's think...")."""
+    return any(ch.isdigit() for ch in s) or not _LATEX_CHARS.isdisjoint(s) or len(s.split()) <= 3
+
+
+def _signed(text: str, m: re.Match[str]) -> str:
+    """The number a match covers, with the minus sign written right before it (not the "-" of "16-3")."""
+    number = m.group(0)
+    i = m.start() - 1
+    while i >= 0 and text[i] == "$":
+        i -= 1
+    if i >= 0 and text[i] in "-\u2212" and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in ")]}")):
+        return "-" + number
+    return number
+
+
+def _is_enumerator(text: str, m: re.Match[str]) -> bool:
+    """Whether a number is a list marker ("34. Calculate ...", "2) Add ..."), not a value."""
+    line_start = text.rfind("\n", 0, m.start()) + 1
+    return not text[line_start : m.start()].strip(" \t*#>-") and _ENUMERATOR_RE.match(text, m.end()) is not None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in ``text`` as written (``"1,234"``, ``"-5"``, ``"3.5"``, ``"3/4"``), list markers skipped.
+
+    The last rule of :func:`extract_answer`; exponents (``x^2``) and digits inside words (``x2``) are not numbers.
+    """
+    if not isinstance(text, str):
+        return None
+    for m in reversed(list(_NUMBER_RE.finditer(text))):
+        if not _is_enumerator(text, m):
+            return _signed(text, m)
+    return None
+
+
+def _after_marker(text: str, end: int) -> str:
+    """The cleaned text after a marker ending at ``end``: the rest of its line, else the next non-empty line."""
+    line_end = text.find("\n", end)
+    cand = _clean_phrase(text[end : line_end if line_end >= 0 else len(text)])
+    if not cand:
+        rest = text[end:].lstrip("\n")
+        cand = _clean_phrase(rest.split("\n", 1)[0] if rest else "")
+    return cand if cand and _answer_like(cand) else ""
+
+
+def _explicit_answer(text: str) -> str | None:
+    if "\\boxed" in text or "\\fbox" in text:
+        boxed = _last_boxed(text)
+        if boxed is not None:
+            return boxed
+    if "####" in text:
+        for m in reversed(list(_HASH_RE.finditer(text))):
+            cand = m.group(1).strip()
+            if _HASH_OK_RE.match(cand) and (cleaned := _clean_phrase(cand)):
+                return cleaned
+    for pattern in (_PHRASE_RE, _ANSWER_LINE_RE):
+        for m in reversed(list(pattern.finditer(text))):
+            if cand := _after_marker(text, m.end()):
+                return cand
+    return None
+
+
+def extract_answer(text: str, *, strict: bool = False) -> str | None:
+    """The final answer stated in a solution, or None. Never raises.
+
+    The first rule that finds an answer wins:
+
+    1. the last balanced ``\\boxed{...}`` / ``\\fbox{...}``;
+    2. the last ``#### X`` whose X starts like a number (GSM8K's reference format);
+    3. the last "the (final) answer is X" / "Final answer: X";
+    4. the last line that starts with "Answer:", "Final answer:" or "A:";
+    5. unless ``strict``: the last number of the final sentence that states one, i.e. the last number of the text
+       (lm-evaluation-harness's GSM8K "flexible-extract").
+
+    Rules 2-4 keep the value only: "7, and that is it." gives ``7``, "$1,234 dollars." gives ``1,234``,
+    "she makes $18 every day" gives ``18``. ``strict=True`` accepts explicit markers only (rules 1-4); use it
+    where a number is not enough, such as deciding that a search step finished its solution. Full solutions
+    (proposals, majority vote, grading) use the whole chain.
+    """
     if not isinstance(text, str) or not text:
         return None
     try:
-        if "\\boxed" in text or "\\fbox" in text:
-            boxed = _last_boxed(text)
-            if boxed is not None:
-                return boxed
-        if "####" in text:
-            for m in reversed(list(_HASH_RE.finditer(text))):
-                cand = m.group(1).strip()
-                if _HASH_OK_RE.match(cand):
-                    cleaned = _clean_phrase(cand)
-                    if cleaned:
-                        return cleaned
-        matches = list(_PHRASE_RE.finditer(text))
-        for m in reversed(matches):
-            line_end = text.find("\n", m.end())
-            cand = _clean_phrase(text[m.end() : line_end if line_end >= 0 else len(text)])
-            if not cand:  # answer on the following non-empty line
-                rest = text[m.end() :].lstrip("\n")
-                nxt = rest.split("\n", 1)[0] if rest else ""
-                cand = _clean_phrase(nxt)
-            if cand:
-                return cand
+        found = _explicit_answer(text)
+        if found is None and not strict:
+            found = last_number(text)
+        return found
     except Exception:  # never raise on user text
         logger.debug("answer extraction failed", exc_info=True)
     return None
@@ -272,7 +367,7 @@ def _normalize(answer: str) -> str:
     s = _SPACING_RE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else "", s)
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
-    s = _CURRENCY_RE.sub("", s)
+    s = _CURRENCY_RE.sub("", _SIGNED_MONEY_RE.sub(r"\1", s))
     # unit words after a value: "18 \text{ dollars}", "5\text{ cm}", "864 \mbox{ inches}^2"
     if _UNIT_TEXT_RE.search(s):
         stripped = _UNIT_TEXT_RE.sub("", s).strip()

@@ -1,4 +1,9 @@
-"""The ``ttc`` command line: solve a question, manage the embedded local model."""
+"""The ``ttc`` command line: solve a question, run specs, evaluate, manage the embedded local model.
+
+One name and one default per concept across commands (``--run``, ``--db``, ``--max-tokens``, ``--temperature``,
+``--selection``, ``--verifier``, ``--limit``). Exit codes: 0 success, 1 the command ran but requests failed so an
+answer (or a unit) is missing, 2 invalid input or setup, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +24,29 @@ from ttc_graph.budget import COUNTERS, Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError, TTCError
+from ttc_graph.eval.sweep import VERIFIERS
 from ttc_graph.selection import SELECTIONS
 from ttc_graph.strategies import create_best_of_n
+from ttc_graph.verifiers import ConfidenceVerifier, LLMJudgeVerifier, Verifier
 
-__all__ = ["app"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_LIMIT",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_SELECTION",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_VERIFIER",
+    "app",
+    "make_verifier",
+]
+
+# One default per concept, shared by every command that has the option.
+DEFAULT_MAX_TOKENS = 400
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_SELECTION = "majority"
+DEFAULT_VERIFIER = "confidence"
+DEFAULT_DB = Path("results/eval.sqlite")
+DEFAULT_LIMIT = 20
 
 app = typer.Typer(help="Spend test-time compute for better answers: best-of-N, search and revisions on LangGraph.")
 models_app = typer.Typer(help="The embedded local model (llama.cpp server on 127.0.0.1).")
@@ -30,6 +54,73 @@ spec_app = typer.Typer(help="Strategy specs: validate them and print their JSON 
 app.add_typer(models_app, name="models")
 app.add_typer(spec_app, name="spec")
 console = Console()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ttc-graph")
+    except PackageNotFoundError:  # a source tree that is not installed
+        from ttc_graph import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ttc {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Spend test-time compute for better answers: best-of-N, search and revisions on LangGraph."""
+
+
+def make_verifier(name: str, policy: Endpoint) -> Verifier | None:
+    """The verifier a CLI name stands for (the names of ``ttc eval``); ``none`` is None."""
+    if name not in VERIFIERS:
+        raise ConfigurationError(f"verifier: unknown {name!r}; use one of {', '.join(VERIFIERS)}")
+    if name == "confidence":
+        return ConfidenceVerifier("mean")
+    if name == "confidence-group":
+        return ConfidenceVerifier("group")
+    if name == "judge":
+        return LLMJudgeVerifier(policy, mode="outcome")
+    return None
+
+
+def _check_solve_options(selection: str, verifier: str) -> None:
+    """Fail on bad --selection / --verifier before any model starts."""
+    if selection not in SELECTIONS:
+        raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(SELECTIONS)}")
+    if verifier not in VERIFIERS:
+        raise ConfigurationError(f"verifier: unknown {verifier!r}; use one of {', '.join(VERIFIERS)}")
+    if selection != "majority" and verifier == "none":
+        raise ConfigurationError(f"verifier: --selection {selection} needs a verifier; use --verifier confidence")
+
+
+def _failure(out: dict[str, Any]) -> str | None:
+    """Why a run produced no answer when the cause is a failure (requests or the run), else None."""
+    if out.get("answer") is not None:
+        return None
+    failed = int((out.get("usage") or {}).get("failed_requests", 0) or 0)
+    if failed:
+        return f"{failed} request(s) failed"
+    return "the run stopped on an error" if out.get("stop_reason") == "error" else None
+
+
+def _exit_if_no_answer(out: dict[str, Any]) -> None:
+    """Exit 1 when requests failed and no answer could be produced (unparsable samples alone exit 0)."""
+    if reason := _failure(out):
+        first = next(iter(out.get("errors") or []), "no detail")
+        console.print(f"[red]error:[/] no answer: {reason}; first error: {first}")
+        raise typer.Exit(1)
 
 
 @contextlib.contextmanager
@@ -99,26 +190,43 @@ def print_result(out: dict[str, Any]) -> None:
     console.print(f"[bold green]answer:[/] {out.get('answer')}")
 
 
+def _print_output(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
+    else:
+        print_result(out)
+
+
 @app.command()
 def solve(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     n: Annotated[int, typer.Option("--n", "-n", help="Samples (generations) to draw.")] = 4,
-    selection: Annotated[str, typer.Option(help=f"One of {', '.join(SELECTIONS)}.")] = "majority",
+    selection: Annotated[str, typer.Option(help=f"One of {', '.join(SELECTIONS)}.")] = DEFAULT_SELECTION,
+    verifier: Annotated[
+        str, typer.Option(help=f"Verifier of weighted/naive selection: {', '.join(VERIFIERS)} (majority uses none).")
+    ] = DEFAULT_VERIFIER,
     budget: Annotated[int | None, typer.Option(help="Generation budget (defaults to n).")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = 256,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url, or a GGUF path locally.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
     parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
 ) -> None:
-    """Answer QUESTION with a best-of-N strategy on an endpoint or the embedded local model."""
+    """Answer QUESTION with a best-of-N strategy on an endpoint or the embedded local model.
+
+    Exits 1 when requests failed and no answer could be produced, 2 on invalid options.
+    """
     try:
-        with policy_endpoint(base_url, model, parallel) as policy:
+        _check_solve_options(selection, verifier)
+        _check_gguf(gguf, base_url)
+        with _eval_endpoint(base_url, model, gguf, parallel, threads) as policy:
             graph = create_best_of_n(
                 policy,
-                None,
+                make_verifier(verifier, policy) if selection != "majority" else None,
                 n=n,
                 selection=selection,  # type: ignore[arg-type]
                 budget=Budget(generations=budget) if budget else None,
@@ -130,10 +238,8 @@ def solve(
     except TTCError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    if as_json:
-        console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
-    else:
-        print_result(out)
+    _print_output(out, as_json)
+    _exit_if_no_answer(out)
 
 
 @app.command()
@@ -141,16 +247,19 @@ def run(
     spec: Annotated[Path, typer.Argument(help="A strategy spec (YAML).")],
     question: Annotated[str | None, typer.Argument(help="The question to answer (or use --dataset).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Run over a data set instead: gsm8k or math500.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Questions of the data set to run.")] = None,
-    db: Annotated[Path, typer.Option(help="SQLite file for data-set runs (resumable).")] = Path("results/runs.sqlite"),
-    run_name: Annotated[str | None, typer.Option("--run-name", help="Run name in the SQLite file.")] = None,
+    limit: Annotated[int, typer.Option(help="Questions of the data set to run.")] = DEFAULT_LIMIT,
+    db: Annotated[Path, typer.Option(help="SQLite results file for data-set runs (resumable).")] = DEFAULT_DB,
+    run_name: Annotated[str | None, typer.Option("--run", help="Run name in the SQLite file (default: spec name).")] = (
+        None
+    ),
+    run_name_alias: Annotated[str | None, typer.Option("--run-name", hidden=True)] = None,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
 ) -> None:
     """Answer QUESTION, or every question of --dataset, with the strategy a SPEC file describes.
 
     The spec is validated before any model call; a data-set run saves each question as it finishes and skips
-    finished ones when run again.
+    finished ones when run again. Exits 1 when requests failed and left a question without an answer.
     """
     from ttc_graph.local.lazy import stop_shared_servers
     from ttc_graph.specs import build_graph, load_spec
@@ -163,7 +272,7 @@ def run(
         graph = build_graph(strategy).compile()
         total = getattr(strategy, "n", 1)
         if dataset is not None:
-            run_dataset(graph, strategy, spec, dataset, limit, db, run_name, concurrency)
+            run_dataset(graph, strategy, spec, dataset, limit, db, run_name or run_name_alias, concurrency)
             return
         assert question is not None
         with console.status(f"{strategy.kind} from {spec.name}..."):
@@ -173,10 +282,8 @@ def run(
         raise typer.Exit(2) from exc
     finally:
         stop_shared_servers()
-    if as_json:
-        console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
-    else:
-        print_result(out)
+    _print_output(out, as_json)
+    _exit_if_no_answer(out)
 
 
 def run_dataset(
@@ -184,7 +291,7 @@ def run_dataset(
     strategy: Any,
     spec: Path,
     dataset: str,
-    limit: int | None,
+    limit: int,
     db: Path,
     run_name: str | None,
     concurrency: int,
@@ -220,6 +327,11 @@ def run_dataset(
         f"{name} on {dataset}: {correct}/{len(rows)} correct ({correct / max(1, len(rows)):.1%}), "
         f"mean generations {sum(r.generations for r in rows) / max(1, len(rows)):.1f}; saved in {db}"
     )
+    failed = [r for r in rows if r.answer is None and r.stop_reason == "error"]  # what _failure sees in a row
+    if failed:
+        ids = ", ".join(r.question_id for r in failed[:5]) + (" ..." if len(failed) > 5 else "")
+        console.print(f"[red]error:[/] {len(failed)} question(s) got no answer because requests failed: {ids}")
+        raise typer.Exit(1)
 
 
 @spec_app.command("validate")
@@ -346,9 +458,21 @@ def _print_curves(curves: list[Any], title: str) -> None:
     console.print(table)
 
 
+def _check_gguf(gguf: Path | None, base_url: str | None) -> None:
+    if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
+        raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
+    if gguf is not None and not gguf.is_file():
+        raise ConfigurationError(f"--gguf: {gguf} is not a file")
+
+
 @contextlib.contextmanager
 def _eval_endpoint(
-    base_url: str | None, model: str | None, gguf: Path | None, parallel: int, threads: int | None
+    base_url: str | None,
+    model: str | None,
+    gguf: Path | None,
+    parallel: int,
+    threads: int | None,
+    ctx_size: int | None = None,
 ) -> Iterator[Endpoint]:
     """``policy_endpoint``, except that ``--gguf`` starts that file locally with ``threads`` llama.cpp threads."""
     if gguf is None:
@@ -359,7 +483,7 @@ def _eval_endpoint(
 
     with console.status("Preparing llama-server (the first build takes 6-10 minutes)...") as status:
         find_llama_server(progress=lambda line: status.update(f"Building llama-server: {line[:80]}"))
-    server = LocalModelServer(gguf, parallel=parallel, threads=threads)
+    server = LocalModelServer(gguf, parallel=parallel, threads=threads, ctx_size=ctx_size)
     try:
         with console.status(f"Starting {gguf.name} on 127.0.0.1..."):
             server.start()
@@ -416,19 +540,20 @@ def eval_command(
     path: Annotated[Path | None, typer.Option(help="Data file (default: the shared data folder).")] = None,
     question_field: Annotated[str | None, typer.Option(help="Question field of a jsonl data set.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="Answer field of a jsonl data set.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Questions to evaluate.")] = 20,
+    limit: Annotated[int, typer.Option(help="Questions to evaluate.")] = DEFAULT_LIMIT,
     offset: Annotated[int, typer.Option(help="Lines of the data file to skip first.")] = 0,
     strategy: Annotated[
         list[str] | None,
         typer.Option(help="family:option[:verifier], repeatable, e.g. best_of_n:majority, best_of_n:weighted."),
     ] = None,
     budgets: Annotated[str, typer.Option(help="Generation budgets, comma separated.")] = "1,2,4",
-    verifier: Annotated[str, typer.Option(help="Verifier of weighted/naive selection when a spec names none.")] = (
-        "confidence"
-    ),
-    db: Annotated[Path, typer.Option(help="SQLite results file (created if missing).")] = Path("results/eval.sqlite"),
-    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = 400,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    verifier: Annotated[
+        str,
+        typer.Option(help=f"Verifier of weighted/naive selection when a strategy names none: {', '.join(VERIFIERS)}."),
+    ] = DEFAULT_VERIFIER,
+    db: Annotated[Path, typer.Option(help="SQLite results file (created if missing).")] = DEFAULT_DB,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
@@ -444,13 +569,10 @@ def eval_command(
     from ttc_graph.eval import ResultStore, SweepConfig, load_dataset, pending, summarize
 
     try:
-        if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
-            raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
-        if gguf is not None and not gguf.is_file():
-            raise ConfigurationError(f"--gguf: {gguf} is not a file")
+        _check_gguf(gguf, base_url)
         name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
         config = SweepConfig.make(
-            run, dataset, strategy or ["best_of_n:majority"], budgets, default_verifier=verifier,
+            run, dataset, strategy or [f"best_of_n:{DEFAULT_SELECTION}"], budgets, default_verifier=verifier,
             max_tokens=max_tokens, temperature=temperature, seed=seed, concurrency=concurrency, model=name,
         )  # fmt: skip
         with warnings.catch_warnings(record=True) as caught:
@@ -511,7 +633,7 @@ def replay_command(
     ),
     score: Annotated[str, typer.Option(help="Pool files: exp(mean_lp) or exp(min_lp) as the score.")] = "mean_lp",
     run: Annotated[str | None, typer.Option(help="Run name when POOL is a sweep's SQLite file.")] = None,
-    verifier: Annotated[str, typer.Option(help="Which stored scores of a sweep pool to use.")] = "confidence",
+    verifier: Annotated[str, typer.Option(help="Which stored scores of a sweep pool to use.")] = DEFAULT_VERIFIER,
     compare: Annotated[
         str | None, typer.Option(help="Two methods, e.g. weighted,majority: their paired difference per budget.")
     ] = None,
@@ -572,7 +694,7 @@ def replay_command(
 @app.command("plot")
 def plot_command(
     run: Annotated[str, typer.Option(help="Run name in the SQLite file.")],
-    db: Annotated[Path, typer.Option(help="SQLite results file.")] = Path("results/eval.sqlite"),
+    db: Annotated[Path, typer.Option(help="SQLite results file.")] = DEFAULT_DB,
     out: Annotated[Path, typer.Option(help="Output PNG (an SVG is written beside it).")] = Path("results/curves.png"),
     title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
 ) -> None:
@@ -595,6 +717,11 @@ def plot_command(
         raise _fail(exc) from exc
     _print_curves(curves, f"run {run}")
     console.print(f"plot: {', '.join(map(str, paths))}")
+
+
+from ttc_graph.study.cli import study_app  # noqa: E402  (registered last: it reuses this module's helpers)
+
+app.add_typer(study_app, name="study")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from ttc_graph.budget import Budget, merge_usage
+from ttc_graph.endpoints.base import ChatMessage
 
 __all__ = [
     "Candidate",
+    "History",
     "TTCContext",
     "TTCInput",
     "TTCOutput",
@@ -22,8 +24,16 @@ __all__ = [
 ]
 
 
+History = Literal["all", "last"]
+"""What of a message list reaches the model: ``all`` prior human and AI turns, or only the ``last`` question."""
+
+
 class Candidate(TypedDict):
-    """One sampled solution and what is known about it."""
+    """One sampled solution and what is known about it.
+
+    ``tokens`` is the completion tokens of this candidate's own text (for a search beam: of all its steps), never
+    prompt or verifier tokens; the run's totals are in ``usage``.
+    """
 
     id: str
     text: str
@@ -56,7 +66,11 @@ def upsert_candidates(left: list[Candidate] | None, right: list[Candidate] | Non
 
 
 class TTCInput(TypedDict, total=False):
-    """Give ``question`` or a ``messages`` list whose last human message is the question."""
+    """Give ``question`` or a ``messages`` list whose last human message is the question.
+
+    With ``messages`` the earlier human and AI turns are sent to the model too (unless ``history="last"``) and the
+    answer is appended as an ``AIMessage``.
+    """
 
     question: str
     messages: list[AnyMessage]
@@ -70,12 +84,17 @@ class TTCOutput(TypedDict, total=False):
     usage: dict[str, Any]
     stop_reason: str
     errors: list[str]
+    diagnostics: dict[str, Any]
 
 
 class TTCState(TypedDict, total=False):
+    """The graph state. ``prepare`` resets every per-run field, so each run on a thread starts fresh."""
+
     question: str
     messages: Annotated[list[AnyMessage], add_messages]
     from_messages: bool
+    history: list[ChatMessage]
+    asked: dict[str, str | None]
     candidates: Annotated[list[Candidate], upsert_candidates]
     frontier: Annotated[list[Any], upsert_candidates]
     usage: Annotated[dict[str, Any], merge_usage]
@@ -84,18 +103,22 @@ class TTCState(TypedDict, total=False):
     plan: list[dict[str, Any]]
     started_at: float
     answer: str | None
-    stop_reason: str
+    stop_reason: str | None
+    diagnostics: dict[str, Any] | None
 
 
 @dataclass(slots=True)
 class TTCContext:
     """Per-run knobs (LangGraph ``context``): one compiled graph serves many requests.
 
-    Unset fields fall back to the values the strategy was built with.
+    Unset fields fall back to the values the strategy was built with. A strategy nested under a parent graph reads
+    these fields from the parent's context object (any dataclass, pydantic model, dict or object with attributes)
+    and ignores the fields it does not own.
     """
 
     budget: Budget | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     seed: int | None = None
+    history: History | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -21,12 +21,15 @@ class FakeCall:
     prefix: str | None
 
 
-Responder = Callable[[FakeCall, int], str]
+Responder = Callable[[FakeCall, int], "str | tuple[str, str]"]
 
 
 @dataclass
 class ScriptedEndpoint:
     """Answers from a script: a list of texts served round-robin, or ``fn(call, index) -> text``.
+
+    A script entry may be ``(text, finish_reason)`` (e.g. ``"length"`` for a sample cut off by ``max_tokens``);
+    a plain text finishes with ``"stop"``.
 
     Each request reports ``prompt_tokens`` = words in the prompt and ``completion_tokens`` = words in every
     returned text (counted once per request). ``delay`` simulates latency; ``fail_every`` makes every k-th
@@ -45,7 +48,7 @@ class ScriptedEndpoint:
     def name(self) -> str:
         return "scripted"
 
-    def _text(self, call: FakeCall, index: int) -> str:
+    def _text(self, call: FakeCall, index: int) -> str | tuple[str, str]:
         if callable(self.script):
             return self.script(call, index)
         return self.script[index % len(self.script)]
@@ -69,8 +72,9 @@ class ScriptedEndpoint:
                 await asyncio.sleep(self.delay)
             if self.fail_every and (number + 1) % self.fail_every == 0:
                 raise EndpointError("scripted failure", status_code=500)
-            texts = [self._text(call, next(self._samples)) for _ in range(k)]
-            gens = [Generation(t, "stop", len(t.split())) for t in texts]
+            outputs = [self._text(call, next(self._samples)) for _ in range(k)]
+            pairs = [o if isinstance(o, tuple) else (o, "stop") for o in outputs]
+            gens = [Generation(t, reason, len(t.split())) for t, reason in pairs]
             prompt = sum(len(m["content"].split()) for m in messages)
             return GenerationResult(
                 gens, RequestUsage(1, prompt, sum(g.completion_tokens or 0 for g in gens))

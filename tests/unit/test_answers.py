@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ttc_graph.answers import (
     answer_key,
@@ -20,9 +22,11 @@ from ttc_graph.answers import (
     extract_answer,
     group_answers,
     gsm8k_reference,
+    last_number,
     normalize_answer,
     split_steps,
 )
+from ttc_graph.eval.grading import grade
 
 DATA_DIR = Path(os.environ.get("TTC_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(
@@ -95,7 +99,9 @@ def test_extract_unbalanced_box_falls_back_to_earlier_box() -> None:
     ],
 )
 def test_extract_unparsable_is_none(text: str) -> None:
-    assert extract_answer(text) is None
+    assert extract_answer(text, strict=True) is None
+    fallback = extract_answer(text)  # the last-number rule finds the "1" of "Step 1" and the "2" of "{2}"
+    assert (fallback is None) == (not any(ch.isdigit() for ch in text)), fallback
 
 
 def test_extract_never_raises_on_garbage() -> None:
@@ -103,6 +109,115 @@ def test_extract_never_raises_on_garbage() -> None:
     for text in junk:
         result = extract_answer(text)
         assert result is None or isinstance(result, str)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "strict"),
+    [
+        # rule 4: a final "Answer:" / "A:" / "Final answer:" line
+        ("She sells 9 eggs.\nA: 18", "18", "18"),
+        ("Q: how many?\nA: 18", "18", "18"),
+        ("Answer: 18", "18", "18"),
+        ("**Answer:** $1,234 dollars.", "1,234", "1,234"),
+        ("Final answer: -$10", "-10", "-10"),
+        ("Answer: Let's think step by step.\nShe has 3 apples.", "3", None),  # prose after "Answer:" is no answer
+        # rules 2-3 keep the value only
+        ("The answer is 7, and that is it.", "7", "7"),
+        ("The answer is 7,", "7", "7"),
+        ("The answer is 1,000, which is a lot.", "1,000", "1,000"),
+        ("The answer is 18 dollars per day.", "18", "18"),
+        ("The answer is that she makes $18 every day.", "18", "18"),
+        ("The answer is (1, 2).", "(1, 2)", "(1, 2)"),
+        ("The answer is 1, 2, 3.", "1, 2, 3", "1, 2, 3"),
+        ("The answer is 2 pi.", "2 pi", "2 pi"),
+        ("The answer is \\$18.", "18", "18"),
+        # rule 5: the last number of the final sentence that states one (not in strict mode)
+        ("She sells 9 eggs.\nSo she makes $18 every day.", "18", None),
+        ("Therefore, the total is 1,234 dollars.", "1,234", None),
+        ("Half of 36 is 18.\n\n**18**", "18", None),
+        ("The total is 18.\n\nI hope this helps!", "18", None),
+        ("16 - 3 = 13", "13", None),
+        ("It was -5 degrees in the morning.", "-5", None),
+        ("It is 16-3 degrees.", "3", None),
+        ("The ratio is 3/4.", "3/4", None),
+        ("It is 150km away.", "150", None),
+        ("Step 1: 2 + 3 = 5\n2. Then we add", "5", None),  # "2." opens a list item: not a value
+        ("x^2 = 49, so x = 7", "7", None),
+        ("I do not know.", None, None),
+    ],
+)
+def test_extract_fallback_chain(text: str, expected: str | None, strict: str | None) -> None:
+    assert extract_answer(text) == expected
+    assert extract_answer(text, strict=True) == strict
+
+
+def test_markers_win_over_the_last_number() -> None:
+    assert extract_answer("The answer is 5. Check: 5 * 2 = 10.") == "5"
+    assert extract_answer("A: 12\nThat is 3 dozen minus 24.") == "12"
+    assert extract_answer("\\boxed{4} because 2 + 2 = 4 and not 5") == "4"
+
+
+def test_last_number() -> None:
+    assert last_number("a 1,234.50 b") == "1,234.50"
+    assert last_number("pay $-5 now") == "-5"
+    assert last_number("x2 + y^3") is None
+    assert last_number("1. first\n2. second") is None
+    assert last_number("") is None
+    assert last_number(None) is None  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ properties (hypothesis)
+
+_FRAGMENTS = [
+    "\\boxed{", "\\fbox", "{", "}", "\\", "####", "The answer is", "the final answer is", "Final answer:",
+    "Answer:", "A:", "**", "$", "\\$", "-", "\u2212", "+", ",", ".", ";", "/", "^", "_", "(", ")", " ", "\n",
+    "\\frac", "\\sqrt", "\\text{", "dollars", "every day", "x", "=", "0", "1", "7", "18", "1,000", "3.5", "%",
+]  # fmt: skip
+mathy = st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join)
+any_text = st.one_of(st.text(max_size=300), mathy)
+PROPERTY = settings(
+    derandomize=True, database=None, deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPERTY
+@given(any_text)
+def test_extraction_never_raises(text: str) -> None:
+    strict = extract_answer(text, strict=True)
+    loose = extract_answer(text)
+    assert strict is None or isinstance(strict, str)
+    assert loose is None or isinstance(loose, str)
+    if strict is not None:  # the fallback only adds a last rule
+        assert loose == strict
+    assert isinstance(normalize_answer(text), str)
+    key = answer_key(text)
+    assert key is None or isinstance(key, str)
+    assert isinstance(grade("gsm8k", loose, "18"), bool)
+
+
+_ANSWERS = [
+    "18", "18.0", "$18", "\\$18.00", "18 dollars", "1,000", "1000", "-3", "\u22123", "0.5", "1/2", "\\frac{1}{2}",
+    "\\dfrac12", "(1,2)", "(2,1)", "[1,2]", "\\sqrt{4}", "2", "x+1", "1+x", "\\pi", "2\\pi", "east", "\\text{East}",
+    "", "$ $", "12", "1,2", "10^{100}", "50\\%", "30^\\circ",
+]  # fmt: skip
+answer_like = st.one_of(st.sampled_from(_ANSWERS), mathy.filter(lambda s: len(s) <= 60))
+
+
+@settings(PROPERTY, max_examples=150)  # math-verify makes each symbolic pair cost milliseconds
+@given(answer_like, answer_like)
+def test_answers_equal_is_symmetric(a: str, b: str) -> None:
+    assert answers_equal(a, b) == answers_equal(b, a)
+
+
+@settings(derandomize=True, database=None, max_examples=200)
+@given(st.integers(min_value=-(10**9), max_value=10**9))
+def test_numbers_in_every_written_form_are_equal(n: int) -> None:
+    forms = [str(n), f"{n:,}", f"{n}.00", f"{n:,} dollars", f"\\${n:,}"]
+    for a, b in itertools.combinations(forms, 2):
+        assert answers_equal(a, b) and answers_equal(b, a), (a, b)
+    for text in (f"The answer is {n:,}.", f"A: {n:,}", f"So the total is {n:,} dollars.", f"**{n:,}**"):
+        assert answers_equal(extract_answer(text), str(n)), text
+        assert grade("gsm8k", extract_answer(text), str(n)), text
 
 
 # -------------------------------------------------------------------------------------- normalize_answer
@@ -241,6 +356,7 @@ def test_answers_equal_none_and_empty() -> None:
 
 def test_answers_equal_works_off_main_thread() -> None:
     pairs = [("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt{12}}{4}"), ("x^2-1", "(x-1)(x+1)"), ("2\\pi", "\\pi+\\pi")]
+
     def run(pair: tuple[str, str]) -> bool:
         assert threading.current_thread() is not threading.main_thread()
         return answers_equal(*pair)

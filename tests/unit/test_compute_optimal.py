@@ -12,6 +12,7 @@ The example policy table ``examples/specs/compute_optimal_table.json`` is built 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import math
@@ -42,6 +43,7 @@ from ttc_graph.compute_optimal import (
     spec_at_budget,
     strategy_cost,
 )
+from ttc_graph.compute_optimal.difficulty import assign_bins, small_bins
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs import build_graph, load_spec
 from ttc_graph.specs.models import BeamSearchSpec, BestOfNSpec, ComputeOptimalSpec, RevisionsSpec
@@ -118,13 +120,44 @@ def test_bin_of_is_monotone_and_an_edge_goes_to_the_harder_bin() -> None:
 def test_fit_bins_hand_computed_edges() -> None:
     # 10 values, 5 bins: cut positions 2, 4, 6, 8 fall between values, so the edges are midpoints
     assert fit_bins([float(v) for v in range(1, 11)], "pass_rate").edges == (2.5, 4.5, 6.5, 8.5)
-    # 11 values: positions 2.2, 4.4, 6.6, 8.8 land on values 2, 4, 6, 8 (0-based), which go to the harder bin
+    # 11 values ranked from the easiest: bins of 3, 2, 2, 2, 2 questions, edges between neighbouring bins
     bins = fit_bins([float(v) for v in range(11)], "pass_rate")
-    assert bins.edges == (2.0, 4.0, 6.0, 8.0)
-    assert [bins.bin_of(v) for v in range(11)] == [5, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert bins.edges == (1.5, 3.5, 5.5, 7.5)
+    assert [bins.bin_of(v) for v in range(11)] == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 1]
     # predicted bins keep their probe count
     predicted = fit_bins([v / 10 for v in range(10)], "verifier_score", n_bins=2, probes=3)
     assert (predicted.metric, predicted.probes, predicted.edges) == ("verifier_score", 3, (0.45,))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_five_bins_of_equal_size_on_a_pool_full_of_ties(seed: int) -> None:
+    # 60 questions with 8 samples each: pass@1 takes only 9 values; the shared pool's skew (many 0s and 1s)
+    rng = random.Random(seed)
+    weights = [21, 4, 3, 3, 2, 3, 3, 6, 15]
+    rates = {f"q{i:02d}": k / 8 for i, k in enumerate(rng.choices(range(9), weights=weights, k=60))}
+    bin_of = assign_bins(rates, n_bins=5, seed=seed)
+    assert sorted(collections.Counter(bin_of.values()).items()) == [(b, 12) for b in range(1, 6)]
+    # ranks respect the metric: an easier bin never holds a lower pass rate than a harder one
+    for q, r in rates.items():
+        for q2, r2 in rates.items():
+            if bin_of[q] < bin_of[q2]:
+                assert r >= r2
+    assert assign_bins(rates, n_bins=5, seed=seed) == bin_of  # seeded: reproducible
+    assert small_bins(bin_of, 5) == []
+
+
+def test_a_bin_below_half_its_share_is_warned() -> None:
+    assert small_bins({"a": 1, "b": 1, "c": 1, "d": 1, "e": 2, "f": 2, "g": 2, "h": 2, "i": 2, "j": 3}, 3) == [
+        "difficulty bin 3 holds 1 questions, less than half its share (3.3)"
+    ]
+
+
+def test_calibration_on_ties_reports_equal_bins() -> None:
+    rates = {f"q{i:02d}": (0.0 if i < 30 else 1.0) for i in range(60)}
+    records = [Record(q, "A", 1, rates[q]) for q in rates]
+    table = calibrate(records, rates, {"A": {"kind": "best_of_n", "selection": "majority"}}, metric="pass_rate")
+    assert table.report["bin_sizes"] == {str(b): 12 for b in range(1, 6)}
+    assert table.report["warnings"] == []
 
 
 def test_probe_score_is_the_mean_with_unscored_probes_as_zero() -> None:
@@ -361,19 +394,32 @@ async def test_router_follows_the_table(bin_: int, budget: int) -> None:
         assert usage["generations"] == budget
         assert len(ran) == budget - PROBES
         assert out["answer"] in {c["answer"] for c in out["candidates"]}
-    else:  # other routes spend their full budget on top of the probes
-        assert usage["generations"] == PROBES + budget
+    else:  # other routes run at the budget left after the probes: the total never exceeds the budget
+        assert usage["generations"] == budget
+        assert len(ran) == budget - PROBES
 
 
-async def test_revisions_route_costs_probes_plus_its_n() -> None:
+async def test_revisions_route_costs_the_budget_with_its_probes() -> None:
     out, _ = await route_once(3, 4)
     assert out["route"] == "revisions"
     by_kind = out["usage"]["by_kind"]
-    # 2 probes + the first attempts of 2 chains, then 1 revision per chain
-    assert (by_kind["propose"]["generations"], by_kind["revise"]["generations"]) == (PROBES + 2, 2)
-    assert out["usage"]["generations"] == PROBES + 4
+    # 2 probes + the first attempt of 1 chain of length 2 (budget 4 - 2 probes), then its 1 revision
+    assert (by_kind["propose"]["generations"], by_kind["revise"]["generations"]) == (PROBES + 1, 1)
+    assert out["usage"]["generations"] == 4
     chains = sorted(c["id"] for c in out["candidates"] if c["id"].startswith("ch"))
-    assert chains == ["ch0-a0", "ch0-a1", "ch1-a0", "ch1-a1"]
+    assert chains == ["ch0-a0", "ch0-a1"]
+
+
+@pytest.mark.parametrize("budget", [4, 8])
+@pytest.mark.parametrize("bin_", [1, 2, 3, 4, 5])
+async def test_router_totals_stay_within_the_budget(bin_: int, budget: int) -> None:
+    out, policy = await route_once(bin_, budget)
+    assert out["usage"]["generations"] == sum(call.n for call in policy.calls) <= budget
+
+
+def test_a_table_whose_route_cannot_run_after_the_probes_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"a budget of 2 leaves 0 generations after 2 probes"):
+        router_table(budgets=[2], table={b: {"2": "revisions"} for b in ("1", "2", "3", "4", "5")})
 
 
 async def test_one_graph_routes_each_bin_to_its_own_strategy() -> None:
@@ -505,7 +551,8 @@ def test_a_calibrated_table_round_trips_with_its_report(tmp_path: Path) -> None:
 def test_choose_fills_n_from_the_budget() -> None:
     table = router_table()
     name, spec = table.choose(4, 8)
-    assert name == "revisions" and isinstance(spec, RevisionsSpec) and spec.n == 8 and spec.chain_length == 2
+    # a route other than best-of-N runs at the budget minus the probes (best-of-N reuses them)
+    assert name == "revisions" and isinstance(spec, RevisionsSpec) and spec.n == 8 - PROBES and spec.chain_length == 2
     name, spec = table.choose(1, 4)
     assert name == "weighted" and isinstance(spec, BestOfNSpec) and spec.n == 4
 
@@ -545,7 +592,7 @@ def test_a_template_that_does_not_validate_at_a_budget(tmp_path: Path) -> None:
     }
     message = load_error(tmp_path, table_data(strategies=strategies))
     assert "table.4.4" in message and "strategies.beam" in message
-    assert "beam_width: 3 does not divide n=4" in message
+    assert "beam_width: 3 does not divide n=2" in message  # budget 4 minus 2 probes
 
 
 def test_a_template_of_unknown_kind(tmp_path: Path) -> None:
@@ -595,11 +642,13 @@ def test_a_table_missing_a_field_or_not_json(tmp_path: Path) -> None:
         load_table(tmp_path / "missing.json")
 
 
-def test_bins_must_ascend_and_predicted_bins_need_probes() -> None:
+def test_bins_must_ascend_and_the_router_needs_probes() -> None:
     with pytest.raises(ValidationError, match="edges: must be ascending"):
         DifficultyBins(metric="pass_rate", edges=(0.6, 0.4))
-    with pytest.raises(ValidationError, match="probes: predicted"):
-        DifficultyBins(metric="verifier_score", edges=(0.5,), probes=0)
+    # predicted bins estimated offline (a study's pools) are a valid table, but not a routable one
+    offline = router_table(difficulty=DifficultyBins(metric="verifier_score", edges=EDGES, probes=0))
+    with pytest.raises(ConfigurationError, match=r"table: its difficulty was estimated offline \(probes: 0\)"):
+        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), offline, budget=4)
 
 
 def test_a_budget_the_table_does_not_cover() -> None:
@@ -702,7 +751,7 @@ EXAMPLE_STRATEGIES: dict[str, dict[str, Any]] = {
     "majority": {"kind": "best_of_n", "selection": "majority", "max_tokens": 96},
     "revisions": {"kind": "revisions", "chain_length": "sqrt", "selection": "majority", "max_tokens": 96},
 }
-EXAMPLE_BUDGETS = (2, 4, 8)
+EXAMPLE_BUDGETS = (2, 4, 6, 8)
 
 
 def example_rate(strategy: str, difficulty: float, budget: int) -> float:
@@ -727,9 +776,14 @@ def build_example_table(seed: int = 2024, questions: int = 60, draws: int = 32) 
         for name in EXAMPLE_STRATEGIES
         for b in EXAMPLE_BUDGETS
     ]
-    return calibrate(
+    table = calibrate(
         records, difficulty, EXAMPLE_STRATEGIES, metric="verifier_score", probes=2, baseline="majority", seed=seed
     )
+    table.report["synthetic"] = (
+        "every figure in this report comes from synthetic records (tests/unit/test_compute_optimal.py"
+        " build_example_table), not from a model; docs/results.md has the measured study"
+    )
+    return table
 
 
 def test_the_example_table_is_what_calibrate_builds() -> None:
@@ -770,7 +824,7 @@ async def test_the_example_spec_runs_on_a_scripted_policy(monkeypatch: pytest.Mo
 def test_the_example_spec_rejects_a_budget_its_table_does_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     spec = load_spec(EXAMPLE_SPEC).model_copy(update={"generations": 3})
-    with pytest.raises(ConfigurationError, match=r"generations: 3 is not covered by .*\[2, 4, 8\]"):
+    with pytest.raises(ConfigurationError, match=r"generations: 3 is not covered by .*\[2, 4, 6, 8\]"):
         build_graph(spec, policy=ScriptedEndpoint(numbered))
 
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from ttc_graph.testing import ScriptedEndpoint
+from ttc_graph.testing import FakeCall, ScriptedEndpoint
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -39,3 +39,21 @@ async def test_agent_subgraph_chats_without_sampling_for_other_questions() -> No
     out = await example.build_agent(policy).compile().ainvoke({"messages": [HumanMessage("Say hello")]})
     assert out["messages"][-1].content == "Hello there."
     assert len(policy.calls) == 1 and not out.get("usage")
+
+
+async def test_multi_turn_agent_answers_each_turn_with_the_conversation() -> None:
+    example = load("multi_turn_agent")
+    answers = {"What is 6 * 7?": "42", "Add 8 to that.": "50", "Now halve it.": "25"}
+
+    def respond(call: FakeCall, index: int) -> str:
+        return f"So \\boxed{{{answers[call.messages[-1]['content']]}}}"
+
+    policy = ScriptedEndpoint(respond, native_n=False)
+    outs = await example.converse(policy, example.TURNS, quiet=True)
+    assert [o["answer"] for o in outs] == ["42", "50", "25"]
+    assert [len(o["messages"]) for o in outs] == [2, 4, 6]
+    assert all(o["usage"]["generations"] == 4 for o in outs)  # each turn its own run, not a running total
+    last = policy.calls[-1].messages
+    assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
+    reply = outs[-1]["messages"][-1]
+    assert reply.name == "solver" and reply.usage_metadata["output_tokens"] == outs[-1]["usage"]["completion_tokens"]

@@ -336,7 +336,7 @@ async def test_equivalent_answers_count_as_a_repeat_but_unparsable_ones_do_not()
         return None
 
     policy = Chains(answer).endpoint()
-    out = await run(create_revisions(policy, n=8, chain_length=4, selection="majority"))
+    out = await run(create_revisions(policy, n=8, chain_length=4, selection="majority", stop_on_repeat=True))
     to_meta = check_labels_match_meta(out["candidates"])
     grouped = by_chain(out["candidates"])
     assert len(grouped[to_meta[0]]) == 2  # 0.5 then 1/2
@@ -449,7 +449,9 @@ async def test_progress_events_report_early_stops():
     def answer(chain: int, position: int) -> str:
         return "42" if chain == 1 else unique_answer(chain, position)
 
-    graph = create_revisions(Chains(answer).endpoint(), verifier, n=9, chain_length=3, stop_score=0.9).compile()
+    graph = create_revisions(
+        Chains(answer).endpoint(), verifier, n=9, chain_length=3, stop_score=0.9, stop_on_repeat=True
+    ).compile()
     rounds = [e async for e in graph.astream({"question": QUESTION}, stream_mode="custom") if e.get("event")]
     assert [e["planned"] for e in rounds] == [3, 2, 1, 0]
     assert sorted(ch["status"] for ch in rounds[-1]["chains"].values()) == ["confident", "full", "repeated"]
@@ -563,3 +565,11 @@ async def test_messages_input_gets_an_ai_reply_with_the_chosen_attempt():
     assert isinstance(out["messages"][-1], AIMessage)
     assert "\\boxed{42}" in out["messages"][-1].content
     assert out["messages"][-1].response_metadata["ttc_answer"] == "42"
+
+
+@pytest.mark.parametrize(("n", "chain_length"), [(4, 4), (8, 4), (9, "sqrt")])
+async def test_chains_run_to_full_length_by_default_even_when_answers_repeat(n: int, chain_length: int | str):
+    policy = Chains(lambda chain, position: "42").endpoint()  # every attempt repeats the previous answer
+    out = await run(create_revisions(policy, n=n, chain_length=chain_length, selection="majority"))
+    assert out["usage"]["generations"] == n == len(policy.calls)
+    assert out["stop_reason"] == "complete"

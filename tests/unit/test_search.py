@@ -459,7 +459,7 @@ async def test_finished_beams_are_set_aside_and_never_expanded(n: int, beam_widt
     for call in tree.calls:  # no request continues a finished solution
         assert all("\\boxed" not in step for step in steps_of(call.prefix))
     cands = out["candidates"]
-    assert len({c["id"] for c in cands}) == len(cands) >= n
+    assert len({c["id"] for c in cands}) == len(cands)
     assert all(c["answer"] == str(c["meta"]["steps"]) for c in cands)
     assert out["stop_reason"] == "complete"
     # each round expands min(n / M, live beams) kept beams, M children each
@@ -467,7 +467,27 @@ async def test_finished_beams_are_set_aside_and_never_expanded(n: int, beam_widt
         if event["round"] > 0 and event["planned"]:
             assert event["planned"] == beam_width * min(n // beam_width, len(event["beams"]))
     finished = [e["finished"] for e in events]
-    assert finished == sorted(finished) and finished[-1] == len(cands)
+    assert finished == sorted(finished) and finished[-1] >= n
+    # the final selection is over the top n finished beams by score, never more (search-and-learn's pool)
+    assert len(cands) == n
+    assert out["diagnostics"]["finished"] == finished[-1]
+
+
+async def test_beam_search_pool_is_the_top_n_finished_beams_by_score():
+    # Every path finishes at depth 2 or 3, so more than n beams finish before the search ends.
+    def finishes(path: Path) -> bool:
+        return (len(path) >= 2 and path[-1] == "0") or len(path) >= 3
+
+    n, width = 8, 2
+    tree = StepTree(finishes=finishes, answer=lambda path: ".".join(path))
+    out = await run(create_beam_search(tree.endpoint, prm_of(hashed), n=n, beam_width=width))
+    finished_ids = {
+        ".".join(path_of(t)) for texts in tree.outputs.values() for t in texts if "\\boxed" in t
+    }
+    assert len(finished_ids) > n  # the search retired more than n finished beams
+    scores = sorted((hashed(tuple(i.split("."))) for i in finished_ids), reverse=True)
+    assert len(out["candidates"]) == n
+    assert sorted((c["score"] for c in out["candidates"]), reverse=True) == pytest.approx(scores[:n])
 
 
 # -- 5. max_steps ---------------------------------------------------------------------------------------------------
@@ -481,8 +501,9 @@ async def test_max_steps_ends_the_search_with_the_live_beams_as_candidates(creat
     assert len(out["candidates"]) == 4
     assert all(c["meta"]["steps"] == max_steps and c["answer"] is None for c in out["candidates"])
     assert all(c["scored"] and c["score"] is not None for c in out["candidates"])
+    assert all(c["finish_reason"] == "max_steps" for c in out["candidates"])
     assert out["answer"] is None
-    assert out["stop_reason"] == "complete"
+    assert out["stop_reason"] == "max_steps"
     assert out["usage"]["generations"] == 4
 
 

@@ -198,7 +198,9 @@ def test_every_strategy_kind_is_checked_against_its_factory() -> None:
 
 
 def test_the_defaults_check_catches_a_drift() -> None:
-    def drifted(policy: Any, verifier: Any = None, *, n: int, temperature: float = 0.9, max_tokens: int = 512) -> None:
+    def drifted(
+        policy: Any, verifier: Any = None, *, n: int, temperature: float = 0.9, max_tokens: int | None = None
+    ) -> None:
         return None
 
     def other_prompt(policy: Any, *, n: int, selection: str = "weighted", system_prompt: str | None = None) -> None:

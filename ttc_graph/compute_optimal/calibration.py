@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttc_graph.compute_optimal.difficulty import DifficultyBins, DifficultyMetric, fit_bins
-from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.compute_optimal.difficulty import DifficultyBins, DifficultyMetric, assign_bins, fit_bins, small_bins
+from ttc_graph.compute_optimal.table import PolicyTable, probe_share
 from ttc_graph.errors import ConfigurationError
 
 __all__ = ["Record", "calibrate", "efficiency_ratio", "matching_budget"]
@@ -58,11 +58,16 @@ def efficiency_ratio(baseline: Mapping[int, float], optimal: Mapping[int, float]
 
 
 def _best(
-    acc: Mapping[tuple[str, str, int], float], questions: Sequence[str], names: Sequence[str], budget: int
+    acc: Mapping[tuple[str, str, int], float],
+    questions: Sequence[str],
+    names: Sequence[str],
+    budget: int,
+    share: Mapping[str, int],
 ) -> str:
     best_name, best_value = None, -1.0
     for name in names:  # dict order breaks ties
-        values = [acc[(q, name, budget)] for q in questions if (q, name, budget) in acc]
+        spend = budget - share[name]
+        values = [acc[(q, name, spend)] for q in questions if (q, name, spend) in acc]
         if len(values) != len(questions) or not values:
             continue
         value = statistics.fmean(values)
@@ -89,22 +94,30 @@ def calibrate(
     ``difficulty`` maps each question to its metric (pass rate for oracle bins, mean probe score for predicted
     bins); ``records`` hold each strategy's accuracy per question and budget. ``baseline`` names the strategy
     the efficiency ratio is measured against (best-of-N weighted in the paper).
+
+    With ``probes`` > 0 (predicted bins, routed live) a budget is the router's total: a non-best-of-N strategy
+    competes at budget B with its records at B - probes, since the probes take the rest (best-of-N reuses them).
     """
     names = list(strategies)
     unknown = {r.strategy for r in records} - set(names)
     if unknown:
         raise ConfigurationError(f"records: unknown strategies {sorted(unknown)}")
     questions = sorted(difficulty)
-    bins = fit_bins(difficulty, metric, n_bins=n_bins, probes=probes)
-    bin_of = {q: bins.bin_of(difficulty[q]) for q in questions}
+    bins = fit_bins(difficulty, metric, n_bins=n_bins, probes=probes, seed=seed)
+    bin_of = assign_bins(difficulty, n_bins=n_bins, seed=seed)  # by rank: equal counts even with many ties
+    warnings = small_bins(bin_of, bins.n_bins)
     acc = {(r.question, r.strategy, r.budget): r.accuracy for r in records}
     budgets = sorted({r.budget for r in records})
+    share = {name: probe_share(strategies[name], probes) for name in names}
 
     def choose_table(train: Sequence[str]) -> dict[int, dict[int, str]]:
         table: dict[int, dict[int, str]] = {}
         for b in range(1, bins.n_bins + 1):
-            members = [q for q in train if bin_of[q] == b] or list(train)
-            table[b] = {budget: _best(acc, members, names, budget) for budget in budgets}
+            members = [q for q in train if bin_of[q] == b]
+            if not members:
+                warnings.append(f"difficulty bin {b} has no training question in a fold; it uses the whole fold")
+                members = list(train)
+            table[b] = {budget: _best(acc, members, names, budget, share) for budget in budgets}
         return table
 
     order = questions[:]
@@ -116,7 +129,8 @@ def calibrate(
         table = choose_table(folds[1 - k])
         for q in test:
             for budget in budgets:
-                value = acc[(q, table[bin_of[q]][budget], budget)]
+                name = table[bin_of[q]][budget]
+                value = acc[(q, name, budget - share[name])]
                 cv_scores[budget].append(value)
                 per_bin[bin_of[q]][budget].append(value)
     optimal = {b: statistics.fmean(v) for b, v in cv_scores.items()}
@@ -139,6 +153,8 @@ def calibrate(
     report: dict[str, Any] = {
         "questions": len(questions),
         "bin_sizes": {str(b): sum(1 for q in questions if bin_of[q] == b) for b in range(1, bins.n_bins + 1)},
+        "binning": "rank, ties broken by a seeded shuffle",
+        "warnings": warnings,
         "compute_optimal_cv": {str(b): v for b, v in optimal.items()},
         "compute_optimal_cv_per_bin": {
             str(bin_): {str(b): statistics.fmean(v) for b, v in row.items()} for bin_, row in sorted(per_bin.items())

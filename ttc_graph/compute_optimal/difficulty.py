@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -10,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ttc_graph.errors import ConfigurationError
 
-__all__ = ["DifficultyBins", "DifficultyMetric", "fit_bins", "probe_score"]
+__all__ = ["DifficultyBins", "DifficultyMetric", "assign_bins", "fit_bins", "probe_score", "small_bins"]
+
+logger = logging.getLogger("ttc_graph.compute_optimal")
 
 DifficultyMetric = Literal["pass_rate", "verifier_score"]
 
@@ -25,14 +29,16 @@ class DifficultyBins(BaseModel):
 
     metric: DifficultyMetric
     edges: tuple[float, ...] = Field(min_length=1)
-    probes: int = Field(0, ge=0, description="Probe samples per question (predicted bins only).")
+    probes: int = Field(
+        0,
+        ge=0,
+        description="Probe samples the router draws per question (predicted bins; 0: estimated offline, not routable).",
+    )
 
     @model_validator(mode="after")
     def _ascending(self) -> DifficultyBins:
         if list(self.edges) != sorted(self.edges):
             raise ValueError(f"edges: must be ascending, got {list(self.edges)}")
-        if self.metric == "verifier_score" and self.probes < 1:
-            raise ValueError("probes: predicted (verifier_score) bins need at least one probe sample")
         return self
 
     @property
@@ -45,6 +51,47 @@ class DifficultyBins(BaseModel):
         return above + 1
 
 
+def _check_size(count: int, n_bins: int, min_per_bin: int) -> None:
+    if n_bins < 2:
+        raise ConfigurationError(f"n_bins: must be >= 2, got {n_bins}")
+    if count < n_bins * min_per_bin:
+        raise ConfigurationError(
+            f"calibration set: {count} questions cannot fill {n_bins} bins with at least {min_per_bin} each;"
+            f" need {n_bins * min_per_bin} or more"
+        )
+
+
+def _ranked(values: Mapping[str, float], seed: int) -> list[str]:
+    """Questions from easiest (highest value) to hardest; ties in a seeded random order."""
+    rng = random.Random(seed)
+    tie_break = {q: rng.random() for q in sorted(values)}
+    return sorted(values, key=lambda q: (-values[q], tie_break[q]))
+
+
+def assign_bins(values: Mapping[str, float], *, n_bins: int = 5, seed: int = 0, min_per_bin: int = 2) -> dict[str, int]:
+    """Each question's bin (1 = easiest) by rank, ties broken by a seeded shuffle, so bins hold equal counts.
+
+    With few samples per question the metric has many ties (8 samples give pass@1 only 9 values); cutting at
+    quantile values would leave some bins empty and others oversized. Bin sizes differ by at most one.
+    """
+    _check_size(len(values), n_bins, min_per_bin)
+    order = _ranked(values, seed)
+    return {q: 1 + (i * n_bins) // len(order) for i, q in enumerate(order)}
+
+
+def small_bins(bin_of: Mapping[str, int], n_bins: int) -> list[str]:
+    """Warnings for bins holding fewer than half their share of the questions (logged too)."""
+    share = len(bin_of) / n_bins
+    warnings = []
+    for b in range(1, n_bins + 1):
+        size = sum(1 for v in bin_of.values() if v == b)
+        if size < share / 2:
+            warnings.append(f"difficulty bin {b} holds {size} questions, less than half its share ({share:.1f})")
+    for warning in warnings:
+        logger.warning(warning)
+    return warnings
+
+
 def fit_bins(
     values: Mapping[str, float] | Sequence[float],
     metric: DifficultyMetric,
@@ -52,23 +99,21 @@ def fit_bins(
     n_bins: int = 5,
     probes: int = 0,
     min_per_bin: int = 2,
+    seed: int = 0,
 ) -> DifficultyBins:
-    """Quantile edges of ``values`` (per question) so each of ``n_bins`` bins holds about as many questions."""
-    data = sorted(values.values() if isinstance(values, Mapping) else values)
-    if n_bins < 2:
-        raise ConfigurationError(f"n_bins: must be >= 2, got {n_bins}")
-    if len(data) < n_bins * min_per_bin:
-        raise ConfigurationError(
-            f"calibration set: {len(data)} questions cannot fill {n_bins} bins with at least {min_per_bin} each;"
-            f" need {n_bins * min_per_bin} or more"
-        )
+    """Edges between the rank bins of ``values`` (see :func:`assign_bins`), for binning new questions.
+
+    An edge is the midpoint between the last value of a bin and the first of the next; where a tie spans a
+    boundary both are equal and a new question with that value goes to the harder bin.
+    """
+    mapping = values if isinstance(values, Mapping) else {str(i): v for i, v in enumerate(values)}
+    bin_of = assign_bins(mapping, n_bins=n_bins, seed=seed, min_per_bin=min_per_bin)
     edges = []
-    for k in range(1, n_bins):
-        pos = k * len(data) / n_bins
-        lo = data[max(0, int(pos) - 1)]
-        hi = data[min(len(data) - 1, int(pos))]
-        edges.append((lo + hi) / 2 if pos == int(pos) else hi)
-    return DifficultyBins(metric=metric, edges=tuple(edges), probes=probes)
+    for b in range(1, n_bins):
+        easier_min = min(mapping[q] for q, v in bin_of.items() if v == b)
+        harder_max = max(mapping[q] for q, v in bin_of.items() if v == b + 1)
+        edges.append((easier_min + harder_max) / 2)
+    return DifficultyBins(metric=metric, edges=tuple(sorted(edges)), probes=probes)
 
 
 def probe_score(scores: Sequence[float | None]) -> float:

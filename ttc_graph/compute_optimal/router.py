@@ -5,22 +5,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from langchain_core.messages import AIMessage
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 
 from ttc_graph.budget import merge_usage, usage_delta
 from ttc_graph.compute_optimal.difficulty import probe_score
 from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.endpoints.base import Endpoint, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.graph import StrategyGraph
+from ttc_graph.nodes.dual import dual
+from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.propose import make_candidate
+from ttc_graph.nodes.select import answer_message
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT, solve_messages
 from ttc_graph.selection import select_answer
 from ttc_graph.specs.build import build_graph
 from ttc_graph.specs.models import BestOfNSpec, StrategySpec
-from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
@@ -28,9 +30,9 @@ __all__ = ["RouterOutput", "RouterState", "create_compute_optimal"]
 
 
 class RouterState(TTCState, total=False):
-    route: str
-    difficulty_bin: int
-    difficulty_score: float
+    route: str | None
+    difficulty_bin: int | None
+    difficulty_score: float | None
 
 
 class RouterOutput(TTCOutput, total=False):
@@ -45,16 +47,21 @@ def create_compute_optimal(
     table: PolicyTable,
     *,
     budget: int,
-    probe_max_tokens: int = 512,
+    probe_max_tokens: int | None = None,
     probe_temperature: float = 0.7,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-) -> StateGraph[RouterState, TTCContext, TTCInput, RouterOutput]:
+    history: History = "all",
+    name: str | None = None,
+) -> StrategyGraph[RouterState, TTCContext, TTCInput, RouterOutput]:
     """A router graph: ``prepare → probe → <strategy for the question's bin at budget> → finish``.
 
     ``probe`` samples the table's number of probe solutions, scores them with ``verifier`` and bins the mean
     score with the table's edges (predicted difficulty: no labels needed). The probes are charged to the
-    ledger; a best-of-N route reuses them as candidates (it then draws only the rest of its ``n``), other
-    routes spend their full budget on top.
+    ledger and count towards ``budget``: a best-of-N route reuses them as candidates (it draws only the rest of
+    its ``n``), any other route runs at ``budget - probes`` generations, as the table was calibrated
+    (:meth:`PolicyTable.spend`). The run never spends more than ``budget`` generations in total. ``history`` and
+    ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n` (the probes and the routed strategy both see the
+    conversation).
     """
     check_policy(policy)
     scorer = as_verifier(verifier)
@@ -65,12 +72,22 @@ def create_compute_optimal(
             "table: its bins are oracle pass rates (they need labels); route with a table fitted on verifier_score"
         )
     probes = table.difficulty.probes
+    if probes < 1:
+        raise ConfigurationError(
+            "table: its difficulty was estimated offline (probes: 0); route with a table fitted with probes >= 1"
+        )
     if budget < probes:
         raise ConfigurationError(f"budget: {budget} generations cannot pay for the table's {probes} probe samples")
     routes: dict[int, tuple[str, StrategySpec]] = {
         b: table.choose(b, budget) for b in range(1, table.difficulty.n_bins + 1)
     }
-    graph = StateGraph(RouterState, context_schema=TTCContext, input_schema=TTCInput, output_schema=RouterOutput)
+    graph = StrategyGraph(
+        RouterState,
+        context_schema=TTCContext,
+        input_schema=TTCInput,
+        output_schema=RouterOutput,
+        name=name or "compute_optimal",
+    )
 
     async def probe(state: RouterState) -> dict[str, Any]:
         params = SamplingParams(
@@ -79,7 +96,8 @@ def create_compute_optimal(
             logprobs=bool(getattr(scorer, "needs_logprobs", False)),
         )
         try:
-            result = await policy.generate(solve_messages(state["question"], system_prompt), n=probes, params=params)
+            messages = solve_messages(state["question"], system_prompt, state.get("history") or ())
+            result = await policy.generate(messages, n=probes, params=params)
         except EndpointError as exc:
             return {
                 "errors": [f"probe: {exc}"],
@@ -93,13 +111,13 @@ def create_compute_optimal(
         scored_cands = scored.get("candidates", cands)
         value = probe_score([c["score"] for c in scored_cands])
         bin_ = table.difficulty.bin_of(value)
-        name = routes[bin_][0]
+        route_name = routes[bin_][0]
         update: dict[str, Any] = {
             "candidates": scored_cands,
             "usage": usage_delta("propose", result.usage, generations=len(cands)),
             "difficulty_bin": bin_,
             "difficulty_score": value,
-            "route": name,
+            "route": route_name,
         }
         if "usage" in scored:
             update["usage"] = merge_usage(update["usage"], scored["usage"])
@@ -109,23 +127,24 @@ def create_compute_optimal(
         return update
 
     nodes: dict[str, StrategySpec] = {}
-    for name, spec in routes.values():
+    for route_name, spec in routes.values():
         if isinstance(spec, BestOfNSpec):
             rest = spec.n - probes
             if rest < 1:
                 continue  # the probes already are this route's samples
             spec = spec.model_copy(update={"n": rest})
-        nodes[name] = spec
-    for name, spec in nodes.items():
-        graph.add_node(f"run_{name}", build_graph(spec, policy=policy, verifier=scorer).compile(name=name))
+        nodes[route_name] = spec
+    for route_name, spec in nodes.items():
+        sub = build_graph(spec, policy=policy, verifier=scorer, history=history).compile(name=route_name)
+        graph.add_node(f"run_{route_name}", sub)
 
     def route(state: RouterState) -> str:
-        name = state.get("route")
-        return f"run_{name}" if name in nodes else "finish"
+        route_name = state.get("route")
+        return f"run_{route_name}" if route_name in nodes else "finish"
 
     def finish(state: RouterState) -> dict[str, Any]:
-        name = state.get("route")
-        spec = dict(routes.values()).get(name) if name else None
+        route_name = state.get("route")
+        spec = dict(routes.values()).get(route_name) if route_name else None
         candidates = state.get("candidates", [])
         answer = state.get("answer")
         chosen_id = None
@@ -143,16 +162,17 @@ def create_compute_optimal(
             text = next((c["text"] for c in candidates if c["id"] == chosen_id), None)
             if text is None:
                 text = next((c["text"] for c in candidates if c["answer"] == answer), str(answer))
-            update["messages"] = [AIMessage(content=text, response_metadata={"ttc_answer": answer, "ttc_route": name})]
+            reply = answer_message(text, answer, state.get("usage"), graph.strategy_name, ttc_route=route_name)
+            update["messages"] = [reply]
         return update
 
-    graph.add_node("prepare", prepare_node)
-    graph.add_node("probe", probe)
+    graph.add_node("prepare", make_prepare_node(history, reset=("route", "difficulty_bin", "difficulty_score")))
+    graph.add_node("probe", dual(probe))
     graph.add_node("finish", finish)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "probe")
     graph.add_conditional_edges("probe", route, [*(f"run_{n}" for n in nodes), "finish"])
-    for name in nodes:
-        graph.add_edge(f"run_{name}", "finish")
+    for route_name in nodes:
+        graph.add_edge(f"run_{route_name}", "finish")
     graph.add_edge("finish", END)
     return graph

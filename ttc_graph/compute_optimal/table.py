@@ -13,7 +13,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.io import SpecError, parse_spec
 from ttc_graph.specs.models import StrategySpec
 
-__all__ = ["TABLE_FORMAT", "PolicyTable", "load_table", "spec_at_budget", "strategy_cost"]
+__all__ = ["TABLE_FORMAT", "PolicyTable", "load_table", "probe_share", "spec_at_budget", "strategy_cost"]
 
 TABLE_FORMAT = "ttc_graph.compute_optimal/1"
 
@@ -31,11 +31,20 @@ def spec_at_budget(template: dict[str, Any], budget: int, *, source: str = "stra
     return parse_spec({**template, "n": budget // cost}, source)
 
 
+def probe_share(template: dict[str, Any], probes: int) -> int:
+    """Generations of a route's budget that the router's probes take: none for best-of-N (the probes are its
+    first samples), all of them for any other strategy, so probes plus route never exceed the budget."""
+    return 0 if template.get("kind", "best_of_n") == "best_of_n" else probes
+
+
 class PolicyTable(BaseModel):
     """Per (bin, budget) the best strategy, chosen by two-fold cross-validation on a calibration set.
 
     ``strategies`` are spec templates without ``n`` (filled in from the budget); ``table`` maps a bin
     ("1" = easiest) to a budget to a strategy name. ``report`` keeps the calibration's figures.
+
+    A budget is the total the router spends, probes included: with predicted bins (``difficulty.probes`` > 0) a
+    best-of-N route reuses the probes as samples, any other route runs at ``budget - probes`` generations.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -68,7 +77,7 @@ class PolicyTable(BaseModel):
                 if name not in self.strategies:
                     raise ValueError(f"table.{bin_}.{budget}: unknown strategy {name!r}")
                 try:
-                    spec_at_budget(self.strategies[name], int(budget), source=f"strategies.{name}")
+                    self.spec_for(name, int(budget))
                 except (SpecError, ConfigurationError) as exc:
                     raise ValueError(f"table.{bin_}.{budget}: {exc}") from exc
         return self
@@ -82,7 +91,21 @@ class PolicyTable(BaseModel):
         if name is None:
             covered = sorted({int(b) for r in self.table.values() for b in r})
             raise ConfigurationError(f"budget: {budget} is not covered by the table (covered: {covered})")
-        return name, spec_at_budget(self.strategies[name], budget, source=f"strategies.{name}")
+        return name, self.spec_for(name, budget)
+
+    def spend(self, name: str, budget: int) -> int:
+        """Generations the route ``name`` itself runs at when the router's total is ``budget``."""
+        return budget - probe_share(self.strategies[name], self.difficulty.probes)
+
+    def spec_for(self, name: str, budget: int) -> StrategySpec:
+        """The concrete spec of strategy ``name`` at a total router budget (see :meth:`spend`)."""
+        spend = self.spend(name, budget)
+        if spend < 1:
+            raise ConfigurationError(
+                f"strategies.{name}: a budget of {budget} leaves {spend} generations after"
+                f" {self.difficulty.probes} probes"
+            )
+        return spec_at_budget(self.strategies[name], spend, source=f"strategies.{name}")
 
     def save(self, path: str | Path) -> Path:
         out = Path(path)

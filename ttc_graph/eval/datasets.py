@@ -44,17 +44,23 @@ class Problems(list[Problem]):
         self.source = source
 
 
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def data_dir() -> Path:
-    """``TTC_DATA_DIR``, else the first ``shared/data`` found beside or above the working directory."""
+    """The shared data folder: ``TTC_DATA_DIR``, else ``../shared/data`` relative to the working directory, else
+    ``../shared/data`` relative to the repository root. No other directory is searched."""
     env = os.environ.get("TTC_DATA_DIR")
     if env:
         return Path(env)
-    here = Path.cwd().resolve()
-    for base in (here, *here.parents):
-        for candidate in (base / "shared" / "data", base.parent / "shared" / "data"):
-            if candidate.is_dir():
-                return candidate
-    raise ConfigurationError("data: no data directory found; set TTC_DATA_DIR to the folder with gsm8k/ and math500/")
+    candidates = (Path.cwd() / ".." / "shared" / "data", _REPO_ROOT / ".." / "shared" / "data")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate.resolve()
+    looked = ", ".join(str(c.resolve()) for c in candidates)
+    raise ConfigurationError(
+        f"data: no data directory (looked in {looked}); set TTC_DATA_DIR to the folder with gsm8k/ and math500/"
+    )
 
 
 def _resolve(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
@@ -26,7 +27,10 @@ async def run_graph_over_dataset(
     concurrency: int = 2,
     on_done: Callable[[ResultRow], None] | None = None,
 ) -> list[ResultRow]:
-    """Answer every problem not yet in ``store`` for (``run``, ``strategy``, ``budget``); return all rows."""
+    """Answer every problem not yet in ``store`` for (``run``, ``strategy``, ``budget``); return all rows.
+
+    A row's ``generations`` and ``tokens`` are the policy's (its samples and their completion tokens), as in a sweep.
+    """
     done = {qid for s, b, qid in store.done(run) if s == strategy and b == budget}
     sem = asyncio.Semaphore(max(1, concurrency))
 
@@ -44,10 +48,11 @@ async def run_graph_over_dataset(
                 answer=out.get("answer"),
                 reference=problem.reference,
                 correct=grade(dataset, out.get("answer"), problem.reference),
-                generations=int(usage.get("generations", 0)),
-                tokens=int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0)),
+                generations=policy_generations(usage),
+                tokens=policy_tokens(usage),
                 seconds=time.perf_counter() - t0,
                 stop_reason=out.get("stop_reason"),
+                details={"usage": usage},
                 candidates=[
                     {k: c.get(k) for k in ("id", "answer", "score", "tokens")} for c in out.get("candidates", [])
                 ],

@@ -3,7 +3,8 @@
 Every write commits at once, so a killed sweep loses at most the questions in flight. Tables:
 
 - ``runs``: ``run, strategy, budget, question_id`` (the key), ``dataset, answer, reference, correct,
-  generations, tokens, seconds, stop_reason, candidates`` (JSON), ``reused`` (1: derived from a pool), ``created``.
+  generations, tokens, seconds, stop_reason, candidates`` (JSON), ``reused`` (1: derived from a pool), ``created``,
+  ``details`` (JSON: the run's ledger, diagnostics, seed).
 - ``pools``: ``run, question_id`` (the key), ``samples`` (JSON list, draw order), ``created``.
 - ``run_meta``: ``run`` (the key), ``config`` (JSON of the settings that shape the samples), ``created``.
 """
@@ -14,7 +15,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS runs (
     dataset TEXT NOT NULL, answer TEXT, reference TEXT, correct INTEGER NOT NULL,
     generations INTEGER NOT NULL, tokens INTEGER NOT NULL, seconds REAL NOT NULL, stop_reason TEXT,
     candidates TEXT NOT NULL, reused INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (run, strategy, budget, question_id)
 );
 CREATE TABLE IF NOT EXISTS pools (
@@ -40,7 +42,12 @@ CREATE TABLE IF NOT EXISTS run_meta (run TEXT PRIMARY KEY, config TEXT NOT NULL,
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """One finished (strategy, budget, question) of a run."""
+    """One finished (strategy, budget, question) of a run.
+
+    ``generations`` and ``tokens`` are the policy's: its samples and their completion tokens (the budget's units);
+    prompt and verifier tokens are only in the full ledger (``details``). A candidate's ``tokens`` is the completion
+    tokens of that candidate alone.
+    """
 
     run: str
     strategy: str
@@ -56,6 +63,7 @@ class ResultRow:
     stop_reason: str | None
     candidates: list[dict[str, Any]]
     reused: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ResultStore:
@@ -68,6 +76,10 @@ class ResultStore:
         try:
             self._db = sqlite3.connect(self.path)
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+            if "details" not in columns:  # a file written before the column existed
+                with self._db:
+                    self._db.execute("ALTER TABLE runs ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
         except sqlite3.DatabaseError as exc:
             raise ConfigurationError(f"db: {self.path} is not a usable SQLite file ({exc})") from exc
 
@@ -113,12 +125,13 @@ class ResultStore:
     def rows(self, run: str) -> list[ResultRow]:
         cur = self._db.execute(
             "SELECT run, strategy, budget, question_id, dataset, answer, reference, correct, generations, tokens,"
-            " seconds, stop_reason, candidates, reused FROM runs WHERE run = ? ORDER BY strategy, budget, rowid",
+            " seconds, stop_reason, candidates, reused, details FROM runs WHERE run = ?"
+            " ORDER BY strategy, budget, rowid",
             (run,),
         )
         return [
             ResultRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), int(r[8]), int(r[9]), float(r[10]),
-                      r[11], json.loads(r[12]), bool(r[13]))
+                      r[11], json.loads(r[12]), bool(r[13]), json.loads(r[14] or "{}"))
             for r in cur
         ]  # fmt: skip
 
@@ -154,11 +167,14 @@ class ResultStore:
             for row in rows:
                 d = asdict(row)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO runs (run, strategy, budget, question_id, dataset, answer, reference,"
+                    " correct, generations, tokens, seconds, stop_reason, candidates, reused, created, details)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         d["run"], d["strategy"], d["budget"], d["question_id"], d["dataset"], d["answer"],
                         d["reference"], int(d["correct"]), d["generations"], d["tokens"], d["seconds"],
                         d["stop_reason"], json.dumps(d["candidates"]), int(d["reused"]), now,
+                        json.dumps(d["details"], default=str),
                     ),
                 )  # fmt: skip
                 count += 1

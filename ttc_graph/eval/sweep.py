@@ -23,8 +23,11 @@ from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
+from ttc_graph.specs.build import build_graph
+from ttc_graph.specs.io import parse_spec
+from ttc_graph.specs.models import StrategySpec
 from ttc_graph.state import Candidate
-from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.strategies import create_best_of_n
 from ttc_graph.verifiers import ConfidenceVerifier, LLMJudgeVerifier, Verifier
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "pending",
     "run_sweep",
     "summarize",
+    "sweep_spec",
     "wilson_interval",
 ]
 
@@ -235,24 +239,37 @@ def _verifier(name: str, judge_policy: Endpoint, mode: Literal["process", "outco
     return None
 
 
-def _graph(spec: SweepStrategy, budget: int, policy: Endpoint, judge: Endpoint, config: SweepConfig) -> Any:
-    common: dict[str, Any] = {"temperature": config.temperature, "seed": config.seed}
-    option: Any = spec.option
+_VERIFIER_SPECS: dict[str, dict[str, Any]] = {
+    "confidence": {"kind": "confidence", "method": "mean"},
+    "confidence-group": {"kind": "confidence", "method": "group"},
+    "judge": {"kind": "llm_judge"},
+}
+
+
+def sweep_spec(spec: SweepStrategy, budget: int, config: SweepConfig) -> StrategySpec:
+    """The strategy spec a sweep strategy runs at ``budget``: sweeps build graphs the way specs do."""
+    data: dict[str, Any] = {"n": budget, "temperature": config.temperature, "seed": config.seed}
+    verifier = _VERIFIER_SPECS.get(spec.verifier)
     if spec.family == "best_of_n":
-        verifier = _verifier(spec.verifier, judge, "outcome")
-        return create_best_of_n(policy, verifier, n=budget, selection=option, max_tokens=config.max_tokens, **common)
-    if spec.family == "revisions":
-        verifier = _verifier(spec.verifier, judge, "outcome")
-        return create_revisions(
-            policy, verifier, n=budget, chain_length="sqrt", selection=option,
-            max_tokens=config.max_tokens, **common,
-        )  # fmt: skip
-    width: int | Literal["sqrt"] = "sqrt" if spec.option == "sqrt" else int(spec.option)
-    factory = create_beam_search if spec.family == "beam_search" else create_dvts
-    return factory(
-        policy, _verifier("judge", judge, "process"), n=budget, beam_width=width,  # type: ignore[arg-type]
-        step_max_tokens=config.max_tokens, **common,
-    )  # fmt: skip
+        data |= {"kind": "best_of_n", "selection": spec.option, "max_tokens": config.max_tokens}
+    elif spec.family == "revisions":
+        data |= {"kind": "revisions", "chain_length": "sqrt", "selection": spec.option, "max_tokens": config.max_tokens}
+    else:
+        width: int | str = "sqrt" if spec.option == "sqrt" else int(spec.option)
+        data |= {"kind": spec.family, "beam_width": width, "step_max_tokens": config.max_tokens}
+        verifier = {"kind": "llm_judge", "mode": "process"}
+    if verifier is not None:
+        data["verifier"] = verifier
+    return parse_spec(data, f"strategy {spec.name} at budget {budget}")
+
+
+def _graph(spec: SweepStrategy, budget: int, policy: Endpoint, judge: Endpoint, config: SweepConfig) -> Any:
+    """The graph of ``spec`` at ``budget`` through :func:`~ttc_graph.specs.build_graph`; a judge verifier
+    judges with ``judge`` (outcome mode for whole solutions, process mode for search)."""
+    strategy = sweep_spec(spec, budget, config)
+    mode: Literal["process", "outcome"] = "process" if spec.family in ("beam_search", "dvts") else "outcome"
+    name = "judge" if mode == "process" else spec.verifier
+    return build_graph(strategy, policy=policy, verifier=_verifier(name, judge, mode))
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -7,7 +7,7 @@ from ttc_graph.nodes.budget_controller import (
     route_plan,
 )
 from ttc_graph.nodes.expand import Beam, ExpandTask, make_expand_node
-from ttc_graph.nodes.prepare import prepare_node, question_of
+from ttc_graph.nodes.prepare import make_prepare_node, prepare_node, question_of
 from ttc_graph.nodes.propose import ProposeTask, make_candidate, make_propose_node
 from ttc_graph.nodes.search_controller import SearchPlan, make_search_controller, make_search_verify_node
 from ttc_graph.nodes.select import make_select_node
@@ -23,6 +23,7 @@ __all__ = [
     "make_best_of_n_controller",
     "make_candidate",
     "make_expand_node",
+    "make_prepare_node",
     "make_propose_node",
     "make_search_controller",
     "make_search_verify_node",

@@ -26,14 +26,18 @@ __all__ = ["AdaptiveStop", "SamplingDefaults", "make_best_of_n_controller", "rou
 
 @dataclass(frozen=True, slots=True)
 class SamplingDefaults:
-    """Sampling settings a strategy was built with; the run's context may override them."""
+    """Sampling settings a strategy was built with; the run's context may override them.
+
+    ``max_tokens=None`` leaves each request's length to the endpoint (its own or the model's default); a token
+    budget still caps it at its share.
+    """
 
     temperature: float = 0.7
-    max_tokens: int = 512
+    max_tokens: int | None = None
     seed: int | None = None
     budget: Budget | None = None
 
-    def resolve(self, ctx: TTCContext) -> tuple[float, int, int | None, Budget | None]:
+    def resolve(self, ctx: TTCContext) -> tuple[float, int | None, int | None, Budget | None]:
         return (
             self.temperature if ctx.temperature is None else ctx.temperature,
             self.max_tokens if ctx.max_tokens is None else ctx.max_tokens,
@@ -137,10 +141,14 @@ def make_best_of_n_controller(
 
 
 def route_plan(target: str, done: str) -> Callable[[TTCState], Sequence[Send] | str]:
-    """Conditional edge: one ``Send`` per planned task (to the node it names, else ``target``), or on to ``done``."""
+    """Conditional edge: one ``Send`` per planned task (to the node it names, else ``target``), or on to ``done``.
+
+    Each task carries the conversation before the question (``history``), which the sampling nodes send along.
+    """
 
     def route(state: TTCState) -> Sequence[Send] | str:
         plan = state.get("plan") or []
-        return [Send(task.get("target", target), task) for task in plan] if plan else done
+        history = state.get("history") or []
+        return [Send(task.get("target", target), {**task, "history": history}) for task in plan] if plan else done
 
     return route

@@ -11,11 +11,20 @@ from typing_extensions import TypedDict
 
 from ttc_graph.answers import extract_answer
 from ttc_graph.budget import usage_delta
-from ttc_graph.endpoints.base import Endpoint, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.prompts import solve_messages
 
-__all__ = ["Beam", "ExpandTask", "check_can_continue", "make_expand_node", "prefix_text", "step_finishes"]
+__all__ = [
+    "Beam",
+    "ExpandTask",
+    "StepOutcome",
+    "check_can_continue",
+    "extend_steps",
+    "make_expand_node",
+    "prefix_text",
+    "step_finishes",
+]
 
 
 class Beam(TypedDict):
@@ -31,7 +40,8 @@ class Beam(TypedDict):
     answer: str | None
     tokens: int
     round: int
-    rollout: NotRequired[list[str]]
+    partial: NotRequired[bool]
+    rollout: NotRequired[list[str]]  # the whole path after a lookahead rollout (the child's steps, then more)
     token_logprobs: NotRequired[list[float]]
     rollout_logprobs: NotRequired[list[float]]
 
@@ -45,16 +55,49 @@ class ExpandTask(TypedDict):
     max_tokens: int | None
     seed: int | None
     timeout: float | None
+    history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
 
 
-def prefix_text(steps: list[str], delimiter: str) -> str:
-    """The partial assistant answer a continuation starts from (ends with the delimiter)."""
-    return delimiter.join(steps) + delimiter if steps else ""
+def prefix_text(steps: list[str], delimiter: str, partial: bool = False) -> str:
+    """The partial assistant answer a continuation starts from.
+
+    It ends with the delimiter, so the model writes the next step, unless the last step is ``partial`` (cut off
+    by the token limit): then the model continues that step where it stopped.
+    """
+    if not steps:
+        return ""
+    return delimiter.join(steps) + ("" if partial else delimiter)
 
 
 def step_finishes(step: str, finish_reason: str | None) -> bool:
-    """A step ends its solution when it states a final answer, is empty, or was cut off by the token limit."""
-    return not step.strip() or extract_answer(step) is not None or finish_reason == "length"
+    """A complete step ends its solution when it states a final answer (explicitly) or is empty.
+
+    A step cut off by the token limit (``finish_reason == "length"``) never ends the solution: it is partial.
+    """
+    if finish_reason == "length":
+        return False
+    return not step.strip() or extract_answer(step, strict=True) is not None
+
+
+class StepOutcome(TypedDict):
+    """A path after one more piece of text: its steps, whether the last is partial, whether it is finished."""
+
+    steps: list[str]
+    partial: bool
+    finished: bool
+
+
+def extend_steps(steps: list[str], partial: bool, text: str, finish_reason: str | None) -> StepOutcome:
+    """Append one sampled piece to a path: a new step, or the continuation of a partial last step."""
+    cut = finish_reason == "length"
+    if partial and steps:
+        merged = steps[-1] + text
+        new_steps = [*steps[:-1], merged if cut else merged.strip()]
+        step = merged
+    else:
+        new_steps = [*steps, text.lstrip() if cut else text.strip()]
+        step = text
+    return StepOutcome(steps=new_steps, partial=cut, finished=step_finishes(step, finish_reason))
 
 
 def check_can_continue(policy: object) -> None:
@@ -77,29 +120,33 @@ def make_expand_node(
     """
     stop = (delimiter,)
 
-    async def step(question: str, steps: list[str], n: int, params: SamplingParams) -> GenerationResult:
-        prefix = prefix_text(steps, delimiter)
-        return await policy.generate(solve_messages(question, system_prompt), n=n, params=params, prefix=prefix or None)
+    async def step(
+        task: ExpandTask, steps: list[str], partial: bool, n: int, params: SamplingParams
+    ) -> GenerationResult:
+        prefix = prefix_text(steps, delimiter, partial)
+        messages = solve_messages(task["question"], system_prompt, task.get("history") or ())
+        return await policy.generate(messages, n=n, params=params, prefix=prefix or None)
 
-    async def rollout(task: ExpandTask, steps: list[str], spent: RequestUsage) -> tuple[list[str], list[float]]:
+    async def rollout(task: ExpandTask, child: Beam, spent: RequestUsage) -> tuple[list[str], list[float]]:
+        """The child's path after up to ``lookahead`` more steps at temperature 0 (what the verifier scores)."""
         params = SamplingParams(
             temperature=0.0, max_tokens=task["max_tokens"], stop=stop, timeout=task["timeout"], logprobs=logprobs
         )
-        extra: list[str] = []
+        path = StepOutcome(steps=list(child["steps"]), partial=bool(child.get("partial")), finished=False)
         lps: list[float] = []
         for _ in range(lookahead):
             try:
-                result = await step(task["question"], steps + extra, 1, params)
+                result = await step(task, path["steps"], path["partial"], 1, params)
             except EndpointError:  # a failed rollout shortens the lookahead; the child itself is kept
                 spent.failed_requests += 1
                 break
             spent.add(result.usage)
             gen = result.generations[0]
-            extra.append(gen.text.strip())
+            path = extend_steps(path["steps"], path["partial"], gen.text, gen.finish_reason)
             lps.extend(gen.token_logprobs or ())
-            if step_finishes(gen.text, gen.finish_reason):
+            if path["finished"]:
                 break
-        return extra, lps
+        return path["steps"], lps
 
     async def expand(task: ExpandTask) -> dict[str, Any]:
         beam = task["beam"]
@@ -112,31 +159,33 @@ def make_expand_node(
             logprobs=logprobs,
         )
         spent = RequestUsage()
+        partial = bool(beam.get("partial"))
         try:
-            result = await step(task["question"], beam["steps"], task["k"], params)
+            result = await step(task, beam["steps"], partial, task["k"], params)
             spent.add(result.usage)
             children: list[Beam] = []
             for i, gen in enumerate(result.generations):
-                text = gen.text.strip()
+                path = extend_steps(beam["steps"], partial, gen.text, gen.finish_reason)
                 children.append(
                     Beam(
                         id=f"{beam['id']}.{i}",
                         group=beam["group"],
-                        steps=[*beam["steps"], text],
+                        steps=path["steps"],
                         score=None,
                         step_scores=None,
                         scored=False,
-                        finished=step_finishes(gen.text, gen.finish_reason),
-                        answer=extract_answer(text),
+                        finished=path["finished"],
+                        answer=extract_answer(delimiter.join(path["steps"])) if path["finished"] else None,
                         tokens=beam["tokens"] + (gen.tokens or 0),
                         round=task["round"],
+                        partial=path["partial"],
                     )
                 )
                 if logprobs:
                     children[-1]["token_logprobs"] = [*beam.get("token_logprobs", []), *(gen.token_logprobs or ())]
             if lookahead:
                 open_ = [c for c in children if not c["finished"]]
-                rollouts = await asyncio.gather(*(rollout(task, c["steps"], spent) for c in open_))
+                rollouts = await asyncio.gather(*(rollout(task, c, spent) for c in open_))
                 for child, (extra, lps) in zip(open_, rollouts, strict=True):
                     child["rollout"] = extra
                     if logprobs:

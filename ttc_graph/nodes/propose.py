@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
 
 from ttc_graph.answers import extract_answer
 from ttc_graph.budget import usage_delta
-from ttc_graph.endpoints.base import Endpoint, Generation, RequestUsage, SamplingParams
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, Generation, RequestUsage, SamplingParams
 from ttc_graph.errors import EndpointError
 from ttc_graph.prompts import solve_messages
 from ttc_graph.state import Candidate
@@ -29,6 +29,7 @@ class ProposeTask(TypedDict):
     max_tokens: int | None
     seed: int | None
     timeout: float | None
+    history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
 
 
 def make_candidate(cid: str, gen: Generation, round_: int) -> Candidate:
@@ -64,7 +65,7 @@ def make_propose_node(
             logprobs=logprobs,
             timeout=task["timeout"],
         )
-        messages = solve_messages(task["question"], system_prompt)
+        messages = solve_messages(task["question"], system_prompt, task.get("history") or ())
         try:
             coro = policy.generate(messages, n=task["k"], params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)

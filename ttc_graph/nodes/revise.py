@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -36,11 +36,14 @@ class RevisionTask(TypedDict):
     max_tokens: int | None
     seed: int | None
     timeout: float | None
+    history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
 
 
-def revision_messages(question: str, previous: list[str], system_prompt: str | None) -> list[ChatMessage]:
-    """The prompt of a revision: the question, then at most the 4 latest previous attempts, in order."""
-    messages = solve_messages(question, system_prompt)
+def revision_messages(
+    question: str, previous: list[str], system_prompt: str | None, history: Sequence[ChatMessage] = ()
+) -> list[ChatMessage]:
+    """The prompt of a revision: prior turns, the question, then at most the 4 latest previous attempts, in order."""
+    messages = solve_messages(question, system_prompt, history)
     window = previous[-REVISION_WINDOW:]
     if not window:
         return messages
@@ -62,7 +65,7 @@ def make_attempt_node(
             timeout=task["timeout"],
             logprobs=logprobs,
         )
-        messages = revision_messages(task["question"], task["previous"], system_prompt)
+        messages = revision_messages(task["question"], task["previous"], system_prompt, task.get("history") or ())
         try:
             coro = policy.generate(messages, n=1, params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)

@@ -26,7 +26,7 @@ class ChainPlan:
     chains: int
     length: int
     stop_score: float | None = None
-    stop_on_repeat: bool = True
+    stop_on_repeat: bool = False
 
 
 def chain_status(attempts: list[Candidate], plan: ChainPlan) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
+from ttc_graph.answers import extract_answer
 from ttc_graph.budget import remaining, usage_delta
 from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, stop_reason_for
@@ -19,15 +22,25 @@ from ttc_graph.nodes.verify import verify_or_unscored
 from ttc_graph.state import Candidate, TTCState
 from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
 
-__all__ = ["SearchPlan", "beam_to_candidate", "make_search_controller", "make_search_verify_node"]
+__all__ = [
+    "SearchPlan",
+    "beam_to_candidate",
+    "make_search_controller",
+    "make_search_verify_node",
+    "step_warnings",
+    "steps_distribution",
+]
+
+logger = logging.getLogger("ttc_graph.search")
 
 
 @dataclass(frozen=True, slots=True)
 class SearchPlan:
     """The shape of a search: ``n`` beams, ``width`` expansions per kept beam, ``groups`` independent subtrees.
 
-    Beam search: one group, keep the top ``n // width`` each round. DVTS: ``n // width`` groups, keep each
-    group's best. Generations charged, as in the paper: ``n * (lookahead + 1)``.
+    Beam search: one group, keep the top ``n // width`` unfinished beams each round, stop once ``n`` beams have
+    finished, select over the top ``n`` finished. DVTS (``diverse``): ``n // width`` groups, each following its
+    best child until that child finishes. Generations charged, as in the paper: ``n * (lookahead + 1)``.
     """
 
     n: int
@@ -36,26 +49,52 @@ class SearchPlan:
     keep_per_group: int
     lookahead: int
     max_steps: int
+    diverse: bool = False
 
     @property
     def generations(self) -> int:
         return self.n * (self.lookahead + 1)
 
 
-def beam_to_candidate(beam: Beam, delimiter: str) -> Candidate:
+def beam_to_candidate(beam: Beam, delimiter: str, finish_reason: str | None = None) -> Candidate:
+    """A finished (or, at a limit, live) beam as a candidate; ``meta.steps`` is its number of steps."""
+    reason = finish_reason or ("stop" if beam["finished"] else "truncated")
+    text = delimiter.join(beam["steps"])
+    answer = beam["answer"] if beam["finished"] else extract_answer(text, strict=True)
     return Candidate(
         id=beam["id"],
-        text=delimiter.join(beam["steps"]),
-        answer=beam["answer"],
-        parsable=beam["answer"] is not None,
+        text=text,
+        answer=answer,
+        parsable=answer is not None,
         score=beam["score"],
         step_scores=beam["step_scores"],
         scored=beam["scored"],
         tokens=beam["tokens"],
         round=beam["round"],
-        finish_reason=None,
-        meta={"steps": len(beam["steps"]), "group": beam["group"]},
+        finish_reason=reason,
+        meta={"steps": len(beam["steps"]), "group": beam["group"], "partial": bool(beam.get("partial"))},
     )
+
+
+def steps_distribution(candidates: Sequence[Candidate]) -> dict[str, Any]:
+    """How many steps the candidates have: a histogram, min, median and max."""
+    counts = sorted(int(c.get("meta", {}).get("steps", 0)) for c in candidates)
+    if not counts:
+        return {"histogram": {}, "min": None, "median": None, "max": None}
+    histogram: dict[str, int] = {}
+    for k in counts:
+        histogram[str(k)] = histogram.get(str(k), 0) + 1
+    return {"histogram": histogram, "min": counts[0], "median": statistics.median(counts), "max": counts[-1]}
+
+
+def step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
+    """A warning when the median candidate has a single step: the model never wrote the step delimiter."""
+    if distribution["median"] is not None and distribution["median"] <= 1:
+        return [
+            f"search: the median candidate has {distribution['median']:g} step(s); the model rarely writes the step"
+            f" delimiter {delimiter!r}, so this search behaves like best-of-N over whole solutions"
+        ]
+    return []
 
 
 def make_search_verify_node(
@@ -70,7 +109,7 @@ def make_search_verify_node(
         items = [
             VerifyItem(
                 state["question"],
-                tuple(b["steps"] + b.get("rollout", [])),
+                tuple(b.get("rollout") or b["steps"]),
                 tuple(b["token_logprobs"] + b.get("rollout_logprobs", [])) if "token_logprobs" in b else None,
             )
             for b in pending
@@ -100,6 +139,46 @@ def _rank(beams: Sequence[Beam]) -> list[Beam]:
     return sorted(beams, key=lambda b: -(b["score"] if b["score"] is not None else -math.inf))
 
 
+def _final_pool(plan: SearchPlan, pool: Sequence[Candidate]) -> list[Candidate]:
+    """Beam search selects over the top ``n`` finished beams by score (DVTS pools are at most ``n`` already)."""
+    ranked = sorted(pool, key=lambda c: -(c["score"] if c["score"] is not None else -math.inf))
+    return ranked[: plan.n]
+
+
+def _dvts_round(
+    plan: SearchPlan, state: TTCState, frontier: list[Beam], at_limit: bool
+) -> tuple[list[Beam], list[tuple[Beam, int]], list[Beam]]:
+    """DVTS: per live subtree, a finished best child ends it (its siblings are its other candidates, as in
+    search-and-learn, so the pool holds ``n``) or the best child is expanded again.
+
+    Returns (beams ending their subtree now, expansions, live bests). A subtree whose expansion failed has no
+    children this round: its parent is expanded again rather than dropped.
+    """
+    done_groups = {int(c.get("meta", {}).get("group", -1)) for c in state.get("candidates", [])}
+    by_group: dict[int, list[Beam]] = {}
+    for beam in frontier:
+        by_group.setdefault(beam["group"], []).append(beam)
+    parents = {t["beam"]["group"]: t for t in (state.get("plan") or []) if "beam" in t}
+    ending: list[Beam] = []
+    expansions: list[tuple[Beam, int]] = []
+    live: list[Beam] = []
+    for g in range(plan.groups):
+        if g in done_groups:
+            continue
+        members = by_group.get(g)
+        if not members:
+            if g in parents:
+                expansions.append((parents[g]["beam"], parents[g]["k"]))
+            continue
+        best = _rank(members)[0]
+        if best["finished"] or at_limit:  # the subtree ends: its last expansion's children are its candidates
+            ending.extend(members)
+        else:
+            expansions.append((best, plan.width))
+            live.append(best)
+    return ending, expansions, live
+
+
 def make_search_controller(
     plan: SearchPlan, defaults: SamplingDefaults, delimiter: str
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
@@ -116,19 +195,29 @@ def make_search_controller(
                 f" but the budget allows {limit.generations}"
             )
         frontier: list[Beam] = list(state.get("frontier", []))  # type: ignore[arg-type]
-        done = [b for b in frontier if b["finished"] or round_ >= plan.max_steps]
-        active = [b for b in frontier if not (b["finished"] or round_ >= plan.max_steps)]
-        finished_before = len(state.get("candidates", []))
-        if done:
-            update["candidates"] = [beam_to_candidate(b, delimiter) for b in done]
+        previous: list[Candidate] = list(state.get("candidates", []))
+        at_limit = round_ >= plan.max_steps
+        if round_ == 0:
+            ending, expansions, live = [], _roots(plan), []
+        elif plan.diverse:
+            ending, expansions, live = _dvts_round(plan, state, frontier, at_limit)
+        else:
+            ending = [b for b in frontier if b["finished"] or at_limit]
+            live = _rank([b for b in frontier if not (b["finished"] or at_limit)])[: plan.keep_per_group]
+            expansions = [(b, plan.width) for b in live]
+        finished = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
+        if plan.diverse and not at_limit:  # a sibling of a finished best child is cut short, not max_steps
+            finished = [c if c["finish_reason"] == "stop" else {**c, "finish_reason": "truncated"} for c in finished]
+        pool = [*previous, *finished]
+        retired = len(pool)
         rem = remaining(limit, state.get("usage"), state.get("started_at"))
         stop: str | None = None
-        if round_ > 0 and finished_before + len(done) >= plan.n:
+        if at_limit:
+            stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"
+        elif round_ > 0 and not plan.diverse and len(pool) >= plan.n:
             stop = "complete"
-        elif round_ >= plan.max_steps:
-            stop = "max_steps"
-        elif round_ > 0 and not active:
-            stop = "complete" if (finished_before + len(done)) else "error"
+        elif round_ > 0 and not expansions:
+            stop = "complete" if pool else "error"
         else:
             # Generations are charged up front (round 0); later rounds must still see tokens and seconds run out.
             stop = stop_reason_for(rem if round_ == 0 else replace(rem, generations=math.inf))
@@ -140,7 +229,7 @@ def make_search_controller(
             else:
                 timeout = None if math.isinf(rem.seconds) else rem.seconds
                 offset = 0  # a task of k samples owns seeds [seed, seed + k): endpoints that fan out use them all
-                for beam, k in _expansions(plan, frontier, round_):
+                for beam, k in expansions:
                     tasks.append(
                         ExpandTask(
                             question=state["question"],
@@ -154,11 +243,23 @@ def make_search_controller(
                         )
                     )
                     offset += k
-        if stop and stop.startswith("budget:") and active:  # cut short by the budget: keep the live beams, as
-            live = [beam_to_candidate(b, delimiter) for b in active]  # max_steps does, rather than drop them
-            update["candidates"] = [*update.get("candidates", []), *live]
-        if stop is None and not tasks:
-            stop = "complete"  # every subtree's best child has finished
+        if stop and stop.startswith("budget:"):  # cut short by the budget: keep the live beams, as max_steps does
+            retiring = {b["id"] for b in ending}
+            pool += [beam_to_candidate(b, delimiter, stop) for b in frontier if b["id"] not in retiring]
+        if stop:
+            final = pool if plan.diverse else _final_pool(plan, pool)
+            distribution = steps_distribution(final)
+            warnings = step_warnings(distribution, delimiter)
+            for warning in warnings:
+                logger.warning(warning)
+            update["candidates"] = Overwrite(final)
+            update["diagnostics"] = {
+                "steps_per_candidate": distribution,
+                "finished": sum(1 for c in pool if c["finish_reason"] == "stop"),
+                "warnings": warnings,
+            }
+        elif finished:
+            update["candidates"] = finished
         if round_ == 0 and tasks:
             update["usage"] = usage_delta("propose", generations=plan.generations)
         runtime.stream_writer(
@@ -167,9 +268,10 @@ def make_search_controller(
                 "round": round_,
                 "beams": [
                     {"id": b["id"], "score": b["score"], "steps": len(b["steps"]), "last": b["steps"][-1][:80]}
-                    for b in _rank(active)
+                    for b in _rank([b for b in frontier if not b["finished"]])
                 ],
-                "finished": finished_before + len(done),
+                "steps_per_beam": steps_distribution([beam_to_candidate(b, delimiter) for b in live] or finished),
+                "finished": retired,
                 "planned": sum(t["k"] for t in tasks),
                 "stop": stop,
                 "usage": state.get("usage") or {},
@@ -185,38 +287,24 @@ def make_search_controller(
     return control
 
 
-def _expansions(plan: SearchPlan, frontier: list[Beam], round_: int) -> list[tuple[Beam, int]]:
-    """Which beams to expand and how many children each gets.
-
-    Beam search keeps the top ``n / width`` unfinished beams. A DVTS subtree follows its best child, and is
-    over once that child has finished.
-    """
-    if round_ == 0:
-        per_root = plan.n // plan.groups
-        return [
-            (
-                Beam(
-                    id=f"g{g}",
-                    group=g,
-                    steps=[],
-                    score=None,
-                    step_scores=None,
-                    scored=True,
-                    finished=False,
-                    answer=None,
-                    tokens=0,
-                    round=0,
-                ),
-                per_root,
-            )
-            for g in range(plan.groups)
-        ]
-    out: list[tuple[Beam, int]] = []
-    for g in range(plan.groups):
-        members = [b for b in frontier if b["group"] == g]
-        if plan.groups > 1:
-            ranked = _rank(members)[: plan.keep_per_group]
-            out.extend((b, plan.width) for b in ranked if not b["finished"])
-        else:
-            out.extend((b, plan.width) for b in _rank([b for b in members if not b["finished"]])[: plan.keep_per_group])
-    return out
+def _roots(plan: SearchPlan) -> list[tuple[Beam, int]]:
+    """Round 0: each group (one for beam search) samples its share of the ``n`` first steps."""
+    per_root = plan.n // plan.groups
+    return [
+        (
+            Beam(
+                id=f"g{g}",
+                group=g,
+                steps=[],
+                score=None,
+                step_scores=None,
+                scored=True,
+                finished=False,
+                answer=None,
+                tokens=0,
+                round=0,
+            ),
+            per_root,
+        )
+        for g in range(plan.groups)
+    ]

@@ -12,8 +12,10 @@ from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import (
+    ArithmeticVerifierSpec,
     BeamSearchSpec,
     BestOfNSpec,
+    CombinedVerifierSpec,
     ComputeOptimalSpec,
     ConfidenceVerifierSpec,
     DVTSSpec,
@@ -28,8 +30,11 @@ from ttc_graph.specs.models import (
     StrategySpec,
     VerifierSpec,
 )
+from ttc_graph.state import History
 from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
 from ttc_graph.verifiers import (
+    ArithmeticVerifier,
+    CombinedVerifier,
     ConfidenceVerifier,
     FunctionVerifier,
     LLMJudgeVerifier,
@@ -77,6 +82,19 @@ def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | No
         return RewardModelVerifier(
             spec.base_url, spec.model, step_separator=spec.step_separator, aggregation=spec.aggregation
         )
+    if isinstance(spec, ArithmeticVerifierSpec):
+        return ArithmeticVerifier(
+            prior=spec.prior, prior_weight=spec.prior_weight, rel_tol=spec.rel_tol, aggregation=spec.aggregation
+        )
+    if isinstance(spec, CombinedVerifierSpec):
+        parts = [build_verifier(part, policy) for part in spec.parts]
+        return CombinedVerifier(
+            [p for p in parts if p is not None],
+            spec.weights,
+            spec.how,
+            granularity=spec.granularity,
+            aggregation=spec.aggregation,
+        )
     if isinstance(spec, PythonVerifierSpec):
         module, _, attr = spec.target.partition(":")
         try:
@@ -93,10 +111,17 @@ def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | No
     raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
 
 
-def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None, verifier: Verifier | None = None) -> StateGraph:
+def build_graph(
+    spec: StrategySpec,
+    *,
+    policy: Endpoint | None = None,
+    verifier: Verifier | None = None,
+    history: History | None = None,
+) -> StateGraph[Any, Any, Any, Any]:
     """The uncompiled graph a strategy spec describes.
 
-    ``policy`` overrides the spec's endpoint; ``verifier`` overrides the verifier of a spec that declares one.
+    ``policy`` overrides the spec's endpoint; ``verifier`` overrides the verifier of a spec that declares one;
+    ``history`` (``all`` | ``last``) overrides the factory's default of what of a conversation reaches the model.
     """
     pol = policy or build_endpoint(spec.policy)
 
@@ -104,6 +129,10 @@ def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None, verifier:
         return verifier if (verifier is not None and vspec is not None) else build_verifier(vspec, pol)
 
     common: dict[str, Any] = {"budget": spec.budget, "seed": spec.seed, "system_prompt": spec.system_prompt}
+    if history is not None:
+        common["history"] = history
+    if spec.name:
+        common["name"] = spec.name
     if isinstance(spec, BestOfNSpec):
         return create_best_of_n(
             pol,
@@ -157,6 +186,6 @@ def build_graph(spec: StrategySpec, *, policy: Endpoint | None = None, verifier:
         assert scorer is not None
         return create_compute_optimal(
             pol, scorer, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
-            system_prompt=spec.system_prompt,
+            system_prompt=spec.system_prompt, **{k: v for k, v in common.items() if k in ("history", "name")},
         )  # fmt: skip
     raise ConfigurationError(f"kind: no builder for {type(spec).__name__}")

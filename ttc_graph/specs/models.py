@@ -13,10 +13,13 @@ from ttc_graph.selection import RevisionSelection, Selection
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.strategies.search import resolve_width
 from ttc_graph.verifiers.base import Aggregation
+from ttc_graph.verifiers.combined import check_weights
 
 __all__ = [
+    "ArithmeticVerifierSpec",
     "BeamSearchSpec",
     "BestOfNSpec",
+    "CombinedVerifierSpec",
     "ComputeOptimalSpec",
     "ConfidenceVerifierSpec",
     "DVTSSpec",
@@ -107,10 +110,45 @@ class PythonVerifierSpec(_Spec):
     target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
 
 
+class ArithmeticVerifierSpec(_Spec):
+    """Checks the arithmetic written in each step (no model call); see ``ArithmeticVerifier``."""
+
+    kind: Literal["arithmetic"] = "arithmetic"
+    prior: float = Field(0.5, ge=0, le=1)
+    prior_weight: float = Field(1.0, ge=0)
+    rel_tol: float = Field(1e-9, ge=0, lt=1)
+    aggregation: Aggregation = "last"
+
+
+class CombinedVerifierSpec(_Spec):
+    """A weighted ``product`` or ``geometric`` mean of other verifiers' scores; see ``CombinedVerifier``."""
+
+    kind: Literal["combined"] = "combined"
+    parts: list[VerifierSpec] = Field(min_length=1)
+    weights: list[float] | None = None
+    how: Literal["product", "geometric"] = "product"
+    granularity: Literal["auto", "process", "outcome"] = "auto"
+    aggregation: Aggregation = "last"
+
+    @model_validator(mode="after")
+    def _check(self) -> CombinedVerifierSpec:
+        try:
+            check_weights(len(self.parts), self.weights)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+
 VerifierSpec = Annotated[
-    LLMJudgeVerifierSpec | ConfidenceVerifierSpec | RewardModelVerifierSpec | PythonVerifierSpec,
+    LLMJudgeVerifierSpec
+    | ConfidenceVerifierSpec
+    | RewardModelVerifierSpec
+    | PythonVerifierSpec
+    | ArithmeticVerifierSpec
+    | CombinedVerifierSpec,
     Field(discriminator="kind"),
 ]
+CombinedVerifierSpec.model_rebuild()
 
 
 # -- strategies --------------------------------------------------------------------------------------------
@@ -138,7 +176,7 @@ class BestOfNSpec(_StrategySpec):
     adaptive: bool = False
     verifier: VerifierSpec | None = None
     temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> BestOfNSpec:
@@ -190,9 +228,9 @@ class RevisionsSpec(_StrategySpec):
     verifier: VerifierSpec | None = None
     revision_policy: EndpointSpec | None = None
     stop_score: float | None = Field(None, ge=0, le=1)
-    stop_on_repeat: bool = True
+    stop_on_repeat: bool = False
     temperature: float = Field(0.7, ge=0)
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> RevisionsSpec:
@@ -214,7 +252,7 @@ class ComputeOptimalSpec(_StrategySpec):
     table: str = Field(min_length=1, description="Path of a policy table JSON (see ttc_graph.compute_optimal).")
     generations: int = Field(ge=1, description="The budget in generations; must be one the table covers.")
     verifier: VerifierSpec
-    probe_max_tokens: int = Field(512, ge=1)
+    probe_max_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _no_budget(self) -> ComputeOptimalSpec:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import (
     AdaptiveStop,
     SamplingDefaults,
@@ -14,13 +15,13 @@ from ttc_graph.nodes.budget_controller import (
     route_plan,
 )
 from ttc_graph.nodes.dual import dual
-from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.propose import make_propose_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.verify import make_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import SELECTIONS, Selection
-from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
 __all__ = ["create_best_of_n"]
@@ -40,17 +41,21 @@ def create_best_of_n(
     adaptive: AdaptiveStop | bool = False,
     budget: Budget | None = None,
     temperature: float = 0.7,
-    max_tokens: int = 512,
+    max_tokens: int | None = None,
     seed: int | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     logprobs: bool = False,
-) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    history: History = "all",
+    name: str | None = None,
+) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """An uncompiled best-of-N graph: ``prepare → budget ⇉ propose → verify → budget → … → select``.
 
     ``selection``: ``weighted`` (sum of verifier scores per final answer, the paper's best-of-N weighted),
     ``naive`` (top-scored sample) or ``majority`` (most frequent answer; needs no verifier). ``adaptive``
     samples in rounds and stops early once the leading answer is decisive. ``logprobs`` asks the policy
-    for token log-probabilities (needed by a confidence verifier).
+    for token log-probabilities (needed by a confidence verifier). ``history``: with a ``messages`` input, send the
+    prior human and AI turns (``all``) or only the last human message (``last``). ``name`` (default ``best_of_n``)
+    names the compiled graph (the root run of a trace) and the reply it appends to ``messages``.
     """
     check_policy(policy)
     if not isinstance(n, int) or n < 1:
@@ -64,8 +69,10 @@ def create_best_of_n(
     needs_logprobs = logprobs or getattr(scorer, "needs_logprobs", False)
     batch = n if getattr(policy, "native_n", None) is not False else 1
 
-    graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
-    graph.add_node("prepare", prepare_node)
+    graph = StrategyGraph(
+        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name or "best_of_n"
+    )
+    graph.add_node("prepare", make_prepare_node(history))
     graph.add_node(
         "budget",
         dual(
@@ -74,12 +81,13 @@ def create_best_of_n(
                 defaults=SamplingDefaults(temperature, max_tokens, seed, budget),
                 adaptive=stop,
                 batch=max(1, batch),
-            )
+            ),
+            io=False,
         ),
     )
     graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
     graph.add_node("verify", dual(make_verify_node(scorer)))
-    graph.add_node("select", make_select_node(selection))
+    graph.add_node("select", make_select_node(selection, name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "select"])

@@ -6,21 +6,22 @@ import math
 from functools import partial
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
-from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.revise import make_attempt_node
 from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.verify import make_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import REVISION_SELECTIONS, RevisionSelection, select_revisions
-from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
@@ -51,20 +52,25 @@ def create_revisions(
     selection: RevisionSelection = "hierarchical",
     revision_policy: Endpoint | None = None,
     stop_score: float | None = None,
-    stop_on_repeat: bool = True,
+    stop_on_repeat: bool = False,
     budget: Budget | None = None,
     temperature: float = 0.7,
-    max_tokens: int = 512,
+    max_tokens: int | None = None,
     seed: int | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    history: History = "all",
+    name: str | None = None,
+) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """``n`` generations as ``n / chain_length`` parallel chains of ``chain_length`` attempts.
 
     Each revision sees up to the 4 latest attempts of its own chain. ``chain_length=n`` is purely sequential,
-    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n (the length is the divisor of ``n`` nearest √n). A chain
-    stops early once the verifier's score reaches ``stop_score`` or (``stop_on_repeat``) an attempt repeats the
-    previous answer. ``revision_policy`` (e.g. a fine-tuned revision model) draws the revisions; ``policy`` draws
-    the first attempts.
+    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n (the length is the divisor of ``n`` nearest √n). Chains run
+    to their full length by default, as in the paper, so a run at budget ``n`` spends ``n`` generations. Early
+    stopping is an option beyond the paper: a chain stops once the verifier's score reaches ``stop_score`` or
+    (``stop_on_repeat``) an attempt repeats the previous answer; the ledger then shows the smaller spend.
+    ``revision_policy`` (e.g. a fine-tuned revision model, as the paper uses) draws the revisions; ``policy``
+    draws the first attempts. Without it, revisions come from prompting the base model to revise. ``history`` and
+    ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`.
     """
     check_policy(policy)
     if revision_policy is not None:
@@ -80,9 +86,11 @@ def create_revisions(
     plan = ChainPlan(chains, length, stop_score, stop_on_repeat)
     defaults = SamplingDefaults(temperature, max_tokens, seed, budget)
 
-    graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
-    graph.add_node("prepare", prepare_node)
-    graph.add_node("budget", dual(make_revision_controller(plan, defaults)))
+    graph = StrategyGraph(
+        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name or "revisions"
+    )
+    graph.add_node("prepare", make_prepare_node(history))
+    graph.add_node("budget", dual(make_revision_controller(plan, defaults), io=False))
     logprobs = bool(getattr(scorer, "needs_logprobs", False))
     graph.add_node(
         "propose", dual(make_attempt_node(policy, "propose", system_prompt=system_prompt, logprobs=logprobs))
@@ -92,7 +100,7 @@ def create_revisions(
         dual(make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt, logprobs=logprobs)),
     )
     graph.add_node("verify", dual(make_verify_node(scorer)))
-    graph.add_node("select", make_select_node(partial(select_revisions, how=selection)))
+    graph.add_node("select", make_select_node(partial(select_revisions, how=selection), name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "revise", "select"])

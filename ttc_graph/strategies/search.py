@@ -5,19 +5,20 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
-from ttc_graph.nodes.prepare import prepare_node
+from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.search_controller import SearchPlan, make_search_controller, make_search_verify_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
-from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
+from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.base import Aggregation
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
@@ -55,7 +56,9 @@ def _build(
     seed: int | None,
     delimiter: str,
     system_prompt: str | None,
-) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    history: History,
+    name: str,
+) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     check_policy(policy)
     scorer = as_verifier(verifier)
     if scorer is None:
@@ -75,9 +78,11 @@ def _build(
         )
     check_can_continue(policy)
     defaults = SamplingDefaults(temperature, step_max_tokens, seed, budget)
-    graph = StateGraph(TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput)
-    graph.add_node("prepare", prepare_node)
-    graph.add_node("budget", dual(make_search_controller(plan, defaults, delimiter)))
+    graph = StrategyGraph(
+        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name
+    )
+    graph.add_node("prepare", make_prepare_node(history))
+    graph.add_node("budget", dual(make_search_controller(plan, defaults, delimiter), io=False))
     graph.add_node(
         "expand",
         dual(
@@ -91,7 +96,7 @@ def _build(
         ),
     )
     graph.add_node("verify", dual(make_search_verify_node(scorer, aggregation)))
-    graph.add_node("select", make_select_node("weighted"))
+    graph.add_node("select", make_select_node("weighted", name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", route_plan("expand", "select"), ["expand", "select"])
@@ -116,20 +121,24 @@ def create_beam_search(
     seed: int | None = None,
     step_delimiter: str = "\n\n",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    history: History = "all",
+    name: str | None = None,
+) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Beam search against a (process) verifier, the paper's way.
 
     Sample ``n`` first steps; keep the top ``n / beam_width`` by verifier score; expand each kept beam
     ``beam_width`` times; set finished beams aside; repeat until ``n`` beams finished, none is left, or
     ``max_steps`` rounds. The answer is best-of-N weighted over the finished beams. ``lookahead=k`` scores each
     candidate step after a temperature-0 rollout of up to ``k`` more steps; the ledger charges ``n * (k + 1)``
-    generations.
+    generations. ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`; every step
+    request continues the answer after the conversation.
     """
     width = resolve_width(n, beam_width)
     plan = SearchPlan(n, width, 1, max(1, n // width), lookahead, max_steps)
     return _build(
         "beam search", policy, verifier, plan, aggregation=aggregation, budget=budget, temperature=temperature,
         step_max_tokens=step_max_tokens, seed=seed, delimiter=step_delimiter, system_prompt=system_prompt,
+        history=history, name=name or "beam_search",
     )  # fmt: skip
 
 
@@ -148,12 +157,15 @@ def create_dvts(
     seed: int | None = None,
     step_delimiter: str = "\n\n",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-) -> StateGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
+    history: History = "all",
+    name: str | None = None,
+) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Diverse verifier tree search: ``n / beam_width`` independent subtrees, each expanding its current beam
     ``beam_width`` times and keeping its best child, so one strong early step cannot take over every beam."""
     width = resolve_width(n, beam_width)
-    plan = SearchPlan(n, width, n // width, 1, lookahead, max_steps)
+    plan = SearchPlan(n, width, n // width, 1, lookahead, max_steps, diverse=True)
     return _build(
         "DVTS", policy, verifier, plan, aggregation=aggregation, budget=budget, temperature=temperature,
         step_max_tokens=step_max_tokens, seed=seed, delimiter=step_delimiter, system_prompt=system_prompt,
+        history=history, name=name or "dvts",
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """Verifiers: process reward models, outcome verifiers, confidence and plain functions."""
 
+from ttc_graph.verifiers.arithmetic import ArithmeticVerifier
 from ttc_graph.verifiers.base import (
     Aggregation,
     Score,
@@ -10,6 +11,7 @@ from ttc_graph.verifiers.base import (
     check_unit_interval,
 )
 from ttc_graph.verifiers.cache import ScoreCache
+from ttc_graph.verifiers.combined import CombinedVerifier
 from ttc_graph.verifiers.confidence import ConfidenceVerifier
 from ttc_graph.verifiers.function import FunctionVerifier, VerifierLike, as_verifier
 from ttc_graph.verifiers.judge import (
@@ -26,6 +28,8 @@ __all__ = [
     "DEFAULT_PROCESS_PROMPT",
     "QWEN_PRM_SYSTEM_PROMPT",
     "Aggregation",
+    "ArithmeticVerifier",
+    "CombinedVerifier",
     "ConfidenceVerifier",
     "FunctionVerifier",
     "LLMJudgeVerifier",

@@ -1,0 +1,188 @@
+"""The study runner: validation before any call, pool reuse, one row per unit, resume after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.eval.datasets import Problem
+from ttc_graph.eval.store import ResultStore
+from ttc_graph.study.config import StudyConfig, load_study
+from ttc_graph.study.runner import plan_units, run_study
+from ttc_graph.testing import FakeCall, ScriptedEndpoint
+
+DELIM = "\n\n"
+PROBLEMS = [Problem(str(i), f"What is {i} + {i}?", str(2 * i)) for i in range(3)]
+
+
+def solve(call: FakeCall, index: int) -> str:
+    """Right for even questions, wrong for odd ones; search steps: one working step, then the answer."""
+    question = next(m["content"] for m in call.messages if m["role"] == "user" and "What is" in m["content"])
+    i = int(question.split()[2])
+    answer = 2 * i if i % 2 == 0 else 2 * i + 1
+    if call.params is not None and call.params.stop:  # a search step
+        return f"So the answer is \\boxed{{{answer}}}." if call.prefix else f"{i} + {i} = {answer}"
+    return f"{i} + {i} = {answer}.{DELIM}So the answer is \\boxed{{{answer}}}."
+
+
+def config(tmp_path: Path, **overrides: Any) -> StudyConfig:
+    pool = tmp_path / "pool.jsonl"
+    with pool.open("w") as fh:
+        for p in PROBLEMS[:2]:  # questions 0 and 1 have stored samples; question 2 must be drawn
+            text = f"{p.id} + {p.id} = {p.reference}.{DELIM}So \\boxed{{{p.reference}}}."
+            fh.write(json.dumps({"idx": int(p.id), "samples": [{"text": text, "tokens": 9, "mean_lp": -0.1}] * 4}))
+            fh.write("\n")
+    data: dict[str, Any] = {
+        "name": "t",
+        "model": "m",
+        "budgets": [2, 4],
+        "verifier": {"kind": "arithmetic"},
+        "pool": {"path": str(pool), "model": "m", "temperature": 0.8, "max_tokens": 512},
+        "templates": {
+            "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+            "beam": {"kind": "beam_search", "beam_width": 2},
+            "seq": {"kind": "revisions", "chain_length": "full", "selection": "hierarchical"},
+        },
+    }
+    data.update(overrides)
+    return StudyConfig.model_validate(data)
+
+
+async def test_every_unit_runs_once_and_best_of_n_reuses_the_stored_pool(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    policy = ScriptedEndpoint(solve)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        report = await run_study(policy, cfg, store, problems=PROBLEMS)
+        rows = store.rows("t")
+    assert report.failed == 0 and report.finished == 3 * (1 + 2 * 2)
+    keys = {(r.strategy, r.budget, r.question_id) for r in rows}
+    assert keys == {(t, b, p.id) for t in cfg.templates for b in (2, 4) for p in PROBLEMS}
+    by_key = {(r.strategy, r.budget, r.question_id): r for r in rows}
+    assert by_key[("bon_weighted", 4, "0")].reused and by_key[("bon_weighted", 4, "0")].details["sources"] == [
+        "pool.jsonl"
+    ]
+    assert by_key[("bon_weighted", 4, "2")].details["sources"] == ["live"]
+    # live runs spend their budget, record their ledger and diagnostics
+    for b in (2, 4):
+        assert by_key[("seq", b, "1")].generations == b
+        assert by_key[("beam", b, "0")].details["diagnostics"]["steps_per_candidate"]["median"] == 2
+    assert by_key[("beam", 4, "0")].correct and not by_key[("beam", 4, "1")].correct
+
+
+async def test_best_of_n_draws_only_what_the_stored_pool_lacks(tmp_path: Path) -> None:
+    cfg = config(tmp_path, templates={"bon_weighted": {"kind": "best_of_n", "selection": "weighted"}})
+    policy = ScriptedEndpoint(solve)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(policy, cfg, store, problems=PROBLEMS)
+        assert len(store.pool("t", "2")) == 4 and len(store.pool("t", "0")) == 4
+    asked = [str(c.messages) for c in policy.calls]
+    assert sum(c.n for c in policy.calls) == 4  # question 2's samples, drawn once for both budgets
+    assert all("What is 2 + 2" in m for m in asked)
+
+
+async def test_a_crash_mid_study_keeps_finished_units_and_a_rerun_does_only_the_rest(tmp_path: Path) -> None:
+    cfg = config(tmp_path, concurrency=1)
+    calls = {"n": 0}
+
+    def crashing(call: FakeCall, index: int) -> str:
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise RuntimeError("the process dies")
+        return solve(call, index)
+
+    db = tmp_path / "s.sqlite"
+    with ResultStore(db) as store, pytest.raises(RuntimeError):
+        await run_study(ScriptedEndpoint(crashing), cfg, store, problems=PROBLEMS)
+    with ResultStore(db) as store:
+        kept = store.done("t")
+        assert kept and len(kept) < 3 * 3 * 2
+        left = plan_units(PROBLEMS, cfg, kept)
+        again = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS)
+        assert again.units == len(left) and again.failed == 0
+        assert len(store.done("t")) == 3 * 3 * 2
+
+
+async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=3)
+        assert report.finished == 3
+        assert {q for _, _, q in store.done("t")} == {"0"}  # whole questions first
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"templates": {"x": {"kind": "best_of_everything"}}}, "templates.x at budget 2: .*unknown kind"),
+        (
+            {"templates": {"bon_weighted": {"kind": "best_of_n"}, "b": {"kind": "beam_search", "beam_width": 4}}},
+            "templates.b at budget 2: .*beam_width: 4 does not divide n=2",
+        ),
+        ({"templates": {"bon_weighted": {"kind": "best_of_n", "n": 3}}}, "must not set n"),
+        ({"baseline": "beam"}, "baseline: 'beam' must name a best_of_n template"),
+        ({"budgets": [2, 2]}, "budgets"),
+    ],
+)
+def test_a_bad_grid_is_refused_before_any_call(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises((ConfigurationError, ValueError), match=f"(?s){message}"):
+        config(tmp_path, **overrides)
+
+
+def test_load_study_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "model": "m", "budgets": [4], "verifier": {}, "templates": {}}))
+    with pytest.raises(ConfigurationError, match="templates"):
+        load_study(path)
+
+
+def test_the_shipped_study_config_validates() -> None:
+    cfg = load_study(Path(__file__).resolve().parents[2] / "docs" / "study" / "gsm8k-qwen-0.5b.yaml")
+    assert cfg.reuses_pool()
+    assert cfg.spec_for("revisions_sequential", 8).chain_length == 8  # type: ignore[union-attr]
+
+
+def many_problems(n: int = 12) -> list[Problem]:
+    return [Problem(str(i), f"What is {i} + {i}?", str(2 * i)) for i in range(n)]
+
+
+async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> None:
+    from ttc_graph.study.render import render_markdown, write_report
+    from ttc_graph.study.report import analyze, load_study_data
+
+    problems = many_problems()
+    cfg = config(tmp_path, pool=None)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=problems)
+        data = load_study_data(store, cfg)
+    assert data.questions == [p.id for p in problems]
+    analysis = analyze(data, resamples=20)
+    # the scripted policy is right on even questions only: every template scores 50%, in every bootstrap too
+    for t in cfg.templates:
+        for b in cfg.budgets:
+            value, lo, hi = analysis.accuracy[t][b]
+            assert value == 0.5 and lo <= value <= hi
+    assert sorted(analysis.bin_sizes["pass_rate"].values()) == [2, 2, 2, 3, 3]  # by rank: sizes differ by <= 1
+    assert analysis.cost["seq"][4]["generations"] == 4
+    text = render_markdown(analysis, cfg)
+    assert "| beam | 2 |" in text and "12 questions complete" in text
+    paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
+    assert (tmp_path / "out" / "report.md").read_text() == text
+    assert {p.name for p in paths} == {"report.md", "table_oracle.json", "table_predicted.json"}
+    # the same database gives the same report
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert render_markdown(analyze(load_study_data(store, cfg), resamples=20), cfg) == text
+
+
+async def test_the_report_refuses_too_few_complete_questions(tmp_path: Path) -> None:
+    from ttc_graph.study.report import analyze, load_study_data
+
+    cfg = config(tmp_path)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS)
+        with pytest.raises(ValueError, match="3 complete questions"):
+            analyze(load_study_data(store, cfg))

@@ -1,0 +1,58 @@
+"""The builder every strategy factory returns: a ``StateGraph`` that compiles under the strategy's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.cache.base import BaseCache
+from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from langgraph.types import All, Checkpointer
+from langgraph.typing import ContextT, InputT, OutputT, StateT
+
+__all__ = ["StrategyGraph"]
+
+
+class StrategyGraph(StateGraph[StateT, ContextT, InputT, OutputT]):
+    """An uncompiled strategy graph. ``compile()`` names the compiled graph after the strategy unless told
+    otherwise, so traces, callbacks and ``langgraph dev`` show ``best_of_n`` (not ``LangGraph``) as the root run.
+    """
+
+    strategy_name: str
+
+    def __init__(
+        self,
+        state_schema: type[StateT],
+        context_schema: type[ContextT] | None = None,
+        *,
+        input_schema: type[InputT] | None = None,
+        output_schema: type[OutputT] | None = None,
+        name: str,
+    ) -> None:
+        super().__init__(state_schema, context_schema, input_schema=input_schema, output_schema=output_schema)
+        self.strategy_name = name
+
+    def compile(
+        self,
+        checkpointer: Checkpointer = None,
+        *,
+        cache: BaseCache[Any] | None = None,
+        store: BaseStore | None = None,
+        interrupt_before: All | list[str] | None = None,
+        interrupt_after: All | list[str] | None = None,
+        debug: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> CompiledStateGraph[StateT, ContextT, InputT, OutputT]:
+        """``StateGraph.compile`` with ``name`` defaulting to the strategy's name."""
+        return super().compile(
+            checkpointer,
+            cache=cache,
+            store=store,
+            interrupt_before=interrupt_before,
+            interrupt_after=interrupt_after,
+            debug=debug,
+            name=name or self.strategy_name,
+            **kwargs,
+        )

@@ -1,0 +1,132 @@
+"""``ttc study``: run (resumable, with progress) and report the compute-optimal study."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ttc_graph.errors import TTCError
+
+__all__ = ["study_app"]
+
+study_app = typer.Typer(help="The compute-optimal study: every (question, template, budget) as a live run.")
+
+
+def _db_of(config_path: Path, db: Path | None) -> Path:
+    return db if db is not None else config_path.with_name("study.sqlite")
+
+
+@study_app.command("run")
+def run_command(
+    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
+    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
+    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 8,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    slot_context: Annotated[
+        int, typer.Option(help="Context tokens per slot with --gguf (revisions carry 4 earlier attempts).")
+    ] = 4096,
+    questions: Annotated[int | None, typer.Option(help="Only the first N questions of the config's set.")] = None,
+    max_units: Annotated[int | None, typer.Option(help="Stop after this many units (a chunk).")] = None,
+) -> None:
+    """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
+    from ttc_graph.cli import _check_gguf, _eval_endpoint, _eval_progress, _fail, _sigterm_as_interrupt, console
+    from ttc_graph.eval.store import ResultStore
+    from ttc_graph.study.config import load_study
+    from ttc_graph.study.runner import StudyEvent, plan_units, run_study, study_problems
+
+    try:
+        _check_gguf(gguf, base_url)
+        config = load_study(config_path)
+        problems = study_problems(config)[:questions]
+        store = ResultStore(_db_of(config_path, db))
+        units = plan_units(problems, config, store.done(config.name))
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    units = units[:max_units]
+    console.print(
+        f"study [bold]{config.name}[/] in {store.path}: {len(units)} unit(s) to run in this call;"
+        f" templates {', '.join(config.templates)}; budgets {list(config.budgets)}"
+    )
+    if not units:
+        return
+    started = time.monotonic()
+    try:
+        with (
+            _sigterm_as_interrupt(),
+            _eval_endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel) as policy,
+            _eval_progress() as progress,
+        ):
+            bar = progress.add_task("study", total=len(units), info="")
+            tokens = 0
+
+            def on_event(event: StudyEvent) -> None:
+                nonlocal tokens
+                if event.kind == "plan":
+                    progress.update(bar, total=event.total)
+                    return
+                tokens += event.tokens
+                info = f"{tokens} tokens, {tokens / max(1e-9, time.monotonic() - started):.0f}/s; {event.label}"
+                progress.update(bar, advance=1, info=info)
+                if not progress.console.is_terminal:
+                    done = int(progress.tasks[0].completed)
+                    progress.console.print(f"[{done}] {event.kind} {event.label} +{event.tokens} tokens")
+                if event.kind == "failed":
+                    progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
+
+            report = asyncio.run(
+                run_study(policy, config, store, problems=problems, progress=on_event, limit=max_units)
+            )
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/] {len(store.done(config.name))} result rows kept; rerun to resume")
+        raise typer.Exit(130) from None
+    console.print(
+        f"this call: {report.finished} unit(s) finished, {report.failed} failed, {report.skipped} already done; "
+        f"{report.generations} generations, {report.tokens} tokens in {report.seconds:.0f}s"
+    )
+    for failure in report.failures[:5]:
+        console.print(f"[yellow]failed:[/] {failure}")
+    store.close()
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@study_app.command("report")
+def report_command(
+    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
+    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder of the report (default: beside CONFIG).")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples over questions.")] = 200,
+    figures: Annotated[bool, typer.Option(help="Also draw the figures (PNG).")] = True,
+) -> None:
+    """Tables, figures and fitted policy tables from the study's database alone (no model call)."""
+    from ttc_graph.cli import _fail, console
+    from ttc_graph.errors import ConfigurationError
+    from ttc_graph.eval.store import ResultStore
+    from ttc_graph.study.config import load_study
+    from ttc_graph.study.render import write_report
+    from ttc_graph.study.report import analyze, load_study_data
+
+    try:
+        config = load_study(config_path)
+        path = _db_of(config_path, db)
+        if not path.is_file():
+            raise ConfigurationError(f"db: {path} does not exist; run `ttc study run {config_path}` first")
+        with ResultStore(path) as store:
+            data = load_study_data(store, config)
+        try:
+            analysis = analyze(data, resamples=resamples)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        paths = write_report(analysis, config, out or config_path.parent, figures=figures)
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{analysis.questions} complete questions; wrote {', '.join(str(p) for p in paths)}")

@@ -1,0 +1,146 @@
+"""The study's configuration: questions, budgets, strategy templates and the verifier, validated up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ttc_graph.compute_optimal.table import spec_at_budget, strategy_cost
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
+from ttc_graph.specs.io import SpecError
+from ttc_graph.specs.models import StrategySpec
+
+__all__ = ["PoolSource", "StudyConfig", "load_study"]
+
+_TAKES_VERIFIER = ("best_of_n", "beam_search", "dvts", "revisions")
+_SEARCH = ("beam_search", "dvts")
+
+
+class PoolSource(BaseModel):
+    """Stored samples (a pool file of ``../shared/data/pools``) and the settings they were drawn with.
+
+    Best-of-N templates reuse them only when every setting equals the study's own: same model, system prompt,
+    temperature and ``max_tokens``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    model: str
+    temperature: float
+    max_tokens: int
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+class StudyConfig(BaseModel):
+    """One study: every (question, template, budget) is one live run, best-of-N templates from one pool.
+
+    ``templates`` are strategy specs without ``n`` (it comes from the budget, as in a policy table); a
+    template may say ``chain_length: full`` for fully sequential revisions (one chain of ``budget`` attempts).
+    ``verifier`` is a verifier spec given to every template that takes one and names none itself.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1, description="The served model, as the pools name it.")
+    dataset: str = "gsm8k"
+    questions: int = Field(60, ge=1, description="The first N questions of the data set.")
+    budgets: tuple[int, ...] = Field(min_length=1)
+    verifier: dict[str, Any]
+    templates: dict[str, dict[str, Any]] = Field(min_length=1)
+    baseline: str = "bon_weighted"
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    concurrency: int = Field(2, ge=1)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    pool: PoolSource | None = None
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(b < 1 for b in value) or len(set(value)) != len(value):
+            raise ValueError(f"must be distinct integers >= 1, got {list(value)}")
+        return tuple(sorted(value))
+
+    @model_validator(mode="after")
+    def _grid(self) -> StudyConfig:
+        for name in self.templates:
+            for budget in self.budgets:
+                self.spec_for(name, budget)  # raises naming the template and budget
+        if self.baseline not in self.templates or self.templates[self.baseline].get("kind") != "best_of_n":
+            raise ValueError(f"baseline: {self.baseline!r} must name a best_of_n template")
+        return self
+
+    def template(self, name: str, budget: int) -> dict[str, Any]:
+        """Template ``name`` with the study's verifier and sampling settings filled in (``n`` not yet)."""
+        if name not in self.templates:
+            raise ConfigurationError(f"templates: unknown template {name!r}; known: {sorted(self.templates)}")
+        out = dict(self.templates[name])
+        kind = out.get("kind")
+        if kind not in _TAKES_VERIFIER:
+            raise ConfigurationError(f"templates.{name}: unknown kind {kind!r}; use one of {list(_TAKES_VERIFIER)}")
+        if "n" in out:
+            raise ConfigurationError(f"templates.{name}: a template must not set n (it comes from the budget)")
+        needs_verifier = not (kind == "best_of_n" and out.get("selection") == "majority")
+        if needs_verifier and "verifier" not in out:
+            out["verifier"] = self.verifier
+        out.setdefault("temperature", self.temperature)
+        out.setdefault("system_prompt", self.system_prompt)
+        if kind not in _SEARCH:
+            out.setdefault("max_tokens", self.max_tokens)
+        if out.get("chain_length") == "full":
+            out["chain_length"] = budget // strategy_cost(out)
+        return out
+
+    def spec_for(self, name: str, budget: int) -> StrategySpec:
+        """The concrete spec template ``name`` runs at ``budget`` generations."""
+        source = f"templates.{name} at budget {budget}"
+        try:
+            return spec_at_budget(self.template(name, budget), budget, source=source)
+        except SpecError:
+            raise
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{source}: {exc}") from exc
+
+    def reuses_pool(self) -> bool:
+        """Whether the configured pool was drawn with exactly the study's sampling settings."""
+        p = self.pool
+        return p is not None and (p.model, p.temperature, p.max_tokens, p.system_prompt) == (
+            self.model,
+            self.temperature,
+            self.max_tokens,
+            self.system_prompt,
+        )
+
+    def live_templates(self) -> list[str]:
+        return [n for n, t in self.templates.items() if t.get("kind") != "best_of_n"]
+
+    def pool_templates(self) -> list[str]:
+        return [n for n, t in self.templates.items() if t.get("kind") == "best_of_n"]
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """A validated study config from YAML; every problem names its field, before any model call."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(f"study: {file} does not exist")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"study: {file} is not YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"study: {file} must hold a mapping")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"study: {file}: {problems}") from exc

@@ -1,0 +1,230 @@
+"""The study's report, from its database alone: accuracy per template and budget, per difficulty bin, the
+compute-optimal curves against best-of-N weighted with efficiency ratios, bootstrap intervals over questions,
+cost per question, and the fitted policy tables. No model call."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttc_graph.answers import extract_answer
+from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_ratio
+from ttc_graph.compute_optimal.difficulty import assign_bins
+from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.eval.grading import grade
+from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.selection import select_answer
+from ttc_graph.study.config import StudyConfig
+from ttc_graph.study.runner import sample_candidate
+
+__all__ = ["BASELINE_BUDGETS", "StudyAnalysis", "StudyData", "analyze", "load_study_data"]
+
+BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
+N_BINS = 5
+
+
+@dataclass(slots=True)
+class StudyData:
+    """What the database holds for a study: rows by (template, budget, question) and pools by question."""
+
+    config: StudyConfig
+    rows: dict[tuple[str, int, str], ResultRow]
+    pools: dict[str, list[dict[str, Any]]]
+    references: dict[str, str]
+    questions: list[str] = field(default_factory=list)  # complete: every template x budget, and a pool
+
+    def template_row(self, name: str, budget: int, qid: str) -> ResultRow:
+        return self.rows[(name, budget, qid)]
+
+
+def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
+    rows = {(r.strategy, r.budget, r.question_id): r for r in store.rows(config.name)}
+    pools = store.pools(config.name)
+    references = {r.question_id: str(r.reference) for r in rows.values()}
+    complete = [
+        q
+        for q in sorted(references, key=lambda q: (len(q), q))
+        if q in pools and all((t, b, q) in rows for t in config.templates for b in config.budgets)
+    ]
+    return StudyData(config, rows, pools, references, complete)
+
+
+def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
+    return grade(data.config.dataset, extract_answer(sample["text"]), data.references[qid])
+
+
+def oracle_difficulty(data: StudyData, qids: Sequence[str]) -> dict[str, float]:
+    """pass@1 of each question over its pool samples (needs the labels)."""
+    return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q]) for q in qids}
+
+
+def predicted_difficulty(data: StudyData, qids: Sequence[str]) -> dict[str, float]:
+    """The mean verifier score of each question's pool samples (needs no labels; unscored count as 0)."""
+    return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q]) for q in qids}
+
+
+def baseline_correct(data: StudyData, qid: str, budget: int) -> float:
+    """Best-of-N weighted over the first ``budget`` pool samples of a question (as the runner selects)."""
+    prefix = data.pools[qid][:budget]
+    chosen = select_answer([sample_candidate(i, s) for i, s in enumerate(prefix)], "weighted")
+    return float(grade(data.config.dataset, chosen.answer, data.references[qid]))
+
+
+@dataclass(slots=True)
+class StudyAnalysis:
+    """Every figure of the report; intervals are bootstrap 95% percentile intervals over questions."""
+
+    questions: int
+    budgets: tuple[int, ...]
+    accuracy: dict[str, dict[int, tuple[float, float, float]]]
+    baseline: dict[int, tuple[float, float, float]]
+    bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # metric -> template -> bin -> budget -> accuracy
+    bin_sizes: dict[str, dict[int, int]]
+    optimal: dict[str, dict[int, tuple[float, float, float]]]  # metric -> budget -> (cv accuracy, low, high)
+    ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]]
+    chosen: dict[str, dict[str, dict[str, str]]]  # metric -> bin -> budget -> template (fit on every question)
+    cost: dict[str, dict[int, dict[str, float | None]]]
+    steps: dict[str, dict[int, float | None]]
+    tables: dict[str, PolicyTable]
+
+
+def _fit(data: StudyData, qids: Sequence[str], metric: str, seed: int) -> PolicyTable:
+    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample), offline difficulty."""
+    renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
+    rename = dict(zip(renamed, qids, strict=True))
+    values = oracle_difficulty(data, qids) if metric == "pass_rate" else predicted_difficulty(data, qids)
+    difficulty = {r: values[rename[r]] for r in renamed}
+    records = [
+        Record(r, t, b, float(data.template_row(t, b, rename[r]).correct))
+        for r in renamed
+        for t in data.config.templates
+        for b in data.config.budgets
+    ]
+    return calibrate(
+        records,
+        difficulty,
+        {name: data.config.template(name, data.config.budgets[0]) for name in data.config.templates},
+        metric=metric,  # type: ignore[arg-type]
+        n_bins=N_BINS,
+        seed=seed,
+    )
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    lo = ordered[int(0.025 * (len(ordered) - 1))]
+    hi = ordered[round(0.975 * (len(ordered) - 1))]
+    return lo, hi
+
+
+def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAnalysis:
+    """Every figure of the report from the complete questions of ``data``."""
+    cfg, qids = data.config, data.questions
+    if len(qids) < 2 * N_BINS:
+        raise ValueError(f"study: {len(qids)} complete questions; the analysis needs at least {2 * N_BINS}")
+    budgets = cfg.budgets
+
+    def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
+        return {
+            t: {b: statistics.fmean(data.template_row(t, b, q).correct for q in sample) for b in budgets}
+            for t in cfg.templates
+        }
+
+    def baseline_of(sample: Sequence[str]) -> dict[int, float]:
+        return {b: statistics.fmean(baseline_correct(data, q, b) for q in sample) for b in BASELINE_BUDGETS}
+
+    point = accuracy_of(qids)
+    base = baseline_of(qids)
+    fits = {m: _fit(data, qids, m, seed) for m in ("pass_rate", "verifier_score")}
+    optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
+    ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
+
+    rng = random.Random(seed)
+    boot_acc: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
+    boot_base: dict[int, list[float]] = {b: [] for b in BASELINE_BUDGETS}
+    boot_opt: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
+    boot_ratio: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
+    for k in range(resamples):
+        sample = [rng.choice(qids) for _ in qids]
+        acc = accuracy_of(sample)
+        b_curve = baseline_of(sample)
+        for t in cfg.templates:
+            for b in budgets:
+                boot_acc[t][b].append(acc[t][b])
+        for b in BASELINE_BUDGETS:
+            boot_base[b].append(b_curve[b])
+        for m in fits:
+            opt = {int(b): v for b, v in _fit(data, sample, m, seed + k + 1).report["compute_optimal_cv"].items()}
+            for b in budgets:
+                boot_opt[m][b].append(opt[b])
+                r = efficiency_ratio(b_curve, {b: opt[b]})[b]
+                boot_ratio[m][b].append(float("inf") if r is None else r)
+
+    def with_ci(value: float, values: Sequence[float]) -> tuple[float, float, float]:
+        return (value, *_interval(values))
+
+    ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]] = {}
+    for m in fits:
+        ratio[m] = {}
+        for b in budgets:
+            lo, hi = _interval(boot_ratio[m][b])
+            ratio[m][b] = (
+                ratio_point[m][b],
+                None if lo == float("inf") else lo,
+                None if hi == float("inf") else hi,
+            )
+
+    bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
+    sizes: dict[str, dict[int, int]] = {}
+    for m in fits:
+        values = oracle_difficulty(data, qids) if m == "pass_rate" else predicted_difficulty(data, qids)
+        bin_of = assign_bins(values, n_bins=N_BINS, seed=seed)
+        sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
+        bins[m] = {
+            t: {
+                bn: {
+                    b: statistics.fmean(data.template_row(t, b, q).correct for q in qids if bin_of[q] == bn)
+                    for b in budgets
+                }
+                for bn in range(1, N_BINS + 1)
+            }
+            for t in cfg.templates
+        }
+
+    cost: dict[str, dict[int, dict[str, float | None]]] = {}
+    steps: dict[str, dict[int, float | None]] = {}
+    for t in cfg.templates:
+        cost[t], steps[t] = {}, {}
+        for b in budgets:
+            rows = [data.template_row(t, b, q) for q in qids]
+            measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
+            cost[t][b] = {
+                "generations": statistics.fmean(r.generations for r in rows),
+                "tokens": statistics.fmean(r.tokens for r in rows),
+                "seconds": statistics.fmean(measured) if len(measured) == len(rows) else None,
+            }
+            medians = [
+                r.details.get("diagnostics", {}).get("steps_per_candidate", {}).get("median")
+                for r in rows
+                if r.details.get("diagnostics")
+            ]
+            medians = [m for m in medians if m is not None]
+            steps[t][b] = statistics.median(medians) if medians else None
+
+    return StudyAnalysis(
+        questions=len(qids),
+        budgets=budgets,
+        accuracy={t: {b: with_ci(point[t][b], boot_acc[t][b]) for b in budgets} for t in cfg.templates},
+        baseline={b: with_ci(base[b], boot_base[b]) for b in BASELINE_BUDGETS},
+        bins=bins,
+        bin_sizes=sizes,
+        optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
+        ratio=ratio,
+        chosen={m: fits[m].table for m in fits},
+        cost=cost,
+        steps=steps,
+        tables=fits,
+    )
