@@ -1,10 +1,10 @@
 """One long-lived background event loop that serves every sync call into async code.
 
 ``graph.invoke`` runs async nodes here: the calling thread submits the coroutine and waits. The loop lives as long
-as the process, so clients bound to it (HTTP connection pools, LangChain async clients) stay usable from one call
-to the next, and since it has its own thread a sync call works from any thread, repeatedly, and inside a running
-event loop (Jupyter). The caller's context variables (LangChain's run config, LangGraph's runtime) travel with the
-coroutine: ``call_soon_threadsafe`` copies the caller's context and the task inherits it.
+as the process, so clients bound to it (an endpoint's HTTP connection pool) stay usable from one call to the next,
+and since it has its own thread a sync call works from any thread, repeatedly, and inside a running event loop
+(Jupyter). The caller's context variables (LangChain's run config, LangGraph's runtime) travel with the coroutine:
+``call_soon_threadsafe`` copies the caller's context and the task inherits it.
 """
 
 from __future__ import annotations
@@ -102,11 +102,6 @@ class PerLoop(Generic[T]):
                 entry = (loop, self._factory())
                 self._values[id(loop)] = entry
             return entry[1]
-
-    def values(self) -> list[T]:
-        """Every live loop's value."""
-        with self._lock:
-            return [value for loop, value in self._values.values() if not loop.is_closed()]
 
 
 @atexit.register

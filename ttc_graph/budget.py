@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ttc_graph.endpoints.base import RequestUsage
+from ttc_graph.usage import RequestUsage
 
 __all__ = [
     "COUNTERS",

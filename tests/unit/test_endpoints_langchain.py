@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableLambda
 from pydantic import Field
 
 from ttc_graph import create_best_of_n
@@ -193,3 +196,91 @@ async def test_a_call_with_several_generations_is_one_request_counted_once() -> 
     result = await LangChainEndpoint(TwoChoiceChat()).generate(MESSAGES, n=1)
     assert [g.text for g in result.generations] == ["\\boxed{1}", "\\boxed{2}"]
     assert (result.usage.requests, result.usage.prompt_tokens, result.usage.completion_tokens) == (1, 7, 9)
+
+
+# -- one concurrency limit, timeouts, the model's own max_tokens, the run's config ----------------------------
+
+
+async def test_one_concurrency_limit_spans_concurrent_calls():
+    model = UsageChat(texts=["x"], delay=0.02)
+    endpoint = LangChainEndpoint(model, max_concurrency=2)
+    results = await asyncio.gather(endpoint.generate(MESSAGES, n=3), endpoint.generate(MESSAGES, n=3))
+    assert [len(r.generations) for r in results] == [3, 3]
+    assert model.max_in_flight == 2
+
+
+async def test_the_endpoint_timeout_cuts_each_attempt():
+    model = UsageChat(texts=["x"], delay=1.0)
+    with pytest.raises(EndpointError, match="TimeoutError"):
+        await LangChainEndpoint(model, retry=FAST, timeout=0.05).generate(MESSAGES)
+    assert len(model.seen) == 0  # no attempt got to answer
+    assert model.in_flight == 0
+
+
+async def test_the_requests_own_shorter_timeout_wins():
+    model = UsageChat(texts=["x"], delay=1.0)
+    endpoint = LangChainEndpoint(model, retry=FAST, timeout=60)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(EndpointError):
+        await endpoint.generate(MESSAGES, params=SamplingParams(timeout=0.05))
+    assert asyncio.get_running_loop().time() - started < 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"max_concurrency": 0}, "max_concurrency"), ({"timeout": 0}, "timeout")]
+)
+def test_bad_limits_are_configuration_errors(kwargs: dict[str, Any], message: str):
+    with pytest.raises(ConfigurationError, match=message):
+        LangChainEndpoint(UsageChat(texts=["x"]), **kwargs)
+
+
+class CappedChat(UsageChat):
+    """A model with its own ``max_tokens`` setting."""
+
+    max_tokens: int | None = 77
+
+
+async def test_a_factory_leaves_the_models_own_max_tokens_alone():
+    model = CappedChat(texts=["so \\boxed{4}"])
+    out = (
+        await create_best_of_n(LangChainEndpoint(model), n=2, selection="majority")
+        .compile()
+        .ainvoke({"question": "What is 2 + 2?"})
+    )
+    assert out["answer"] == "4"
+    assert all("max_tokens" not in call["kwargs"] for call in model.seen)
+
+
+async def test_an_explicit_max_tokens_still_wins():
+    model = CappedChat(texts=["so \\boxed{4}"])
+    graph = create_best_of_n(LangChainEndpoint(model), n=2, selection="majority", max_tokens=64).compile()
+    await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert [call["kwargs"]["max_tokens"] for call in model.seen] == [64, 64]
+
+
+class ParentRecorder(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.chains: dict[UUID, str | None] = {}
+        self.chat: list[tuple[UUID | None, list[str]]] = []
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.chains[run_id] = kwargs.get("name")
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        self.chat.append((parent_run_id, list(kwargs.get("tags") or [])))
+
+
+async def test_model_calls_carry_the_current_runs_config():
+    recorder = ParentRecorder()
+    endpoint = LangChainEndpoint(UsageChat(texts=["x"]))
+
+    async def step(_: Any) -> int:
+        return len((await endpoint.generate(MESSAGES, n=2)).generations)
+
+    outer = RunnableLambda(step, name="outer")
+    assert await outer.ainvoke(None, {"callbacks": [recorder], "tags": ["mine"]}) == 2
+    [outer_id] = [run for run, name in recorder.chains.items() if name == "outer"]
+    assert [parent for parent, _ in recorder.chat] == [outer_id, outer_id]
+    assert all("mine" in tags for _, tags in recorder.chat)

@@ -11,8 +11,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from ttc_graph import create_best_of_n
+from ttc_graph import Budget, create_best_of_n
 from ttc_graph.endpoints import OpenAIEndpoint, RetryConfig, SamplingParams
+from ttc_graph.endpoints.n_usage import PROBE, PROBE_TOKENS, forget_verdicts, record_n_usage_verdict
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.errors import ConfigurationError, EndpointError
 
@@ -20,6 +21,13 @@ BASE_URL = "http://mock.test/v1"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
 FAST_RETRY = RetryConfig(max_attempts=3, initial_backoff=0, jitter=0, max_backoff=0.01)
 NO_RETRY = RetryConfig(max_attempts=1, initial_backoff=0, jitter=0, max_backoff=0.01)
+
+
+@pytest.fixture(autouse=True)
+def _honest_mock() -> None:
+    """The mock server counts every choice unless a test says otherwise (the probe tests forget this first)."""
+    forget_verdicts()
+    record_n_usage_verdict(BASE_URL.removesuffix("/v1"), True)
 
 
 def chat_body(texts: list[str], *, usage: dict[str, int] | None = None, logprobs: list[Any] | None = None) -> dict:
@@ -513,3 +521,183 @@ def test_one_endpoint_serves_several_event_loops():
     second = asyncio.run(ep.generate(MESSAGES, n=2))
     assert len(first.generations) == len(second.generations) == 2
     assert len(server.bodies) == 4
+
+
+# -- servers that under-count n > 1 usage are detected without flags -----------------------------------------
+
+
+@dataclass
+class LlamaCppLike:
+    """Honours ``n`` and ``max_tokens`` but reports the first choice's completion tokens only, as llama.cpp does.
+
+    ``served`` counts the tokens it really generated, the number a ledger must match.
+    """
+
+    honest: bool = False
+    served: int = 0
+
+    @staticmethod
+    def natural(index: int, choice: int) -> int:
+        return 5 + (index + choice) % 4
+
+    def respond(self, body: dict[str, Any], index: int) -> httpx2.Response:
+        cap = body.get("max_tokens") or 10**6
+        lengths = [min(self.natural(index, i), cap) for i in range(body.get("n", 1))]
+        self.served += sum(lengths)
+        texts = [" ".join(["tok"] * (k - 1)) + f" \\boxed{{{i % 2}}}" for i, k in enumerate(lengths)]
+        reported = sum(lengths) if self.honest else lengths[0]
+        out = chat_body(texts, usage={"prompt_tokens": 9, "completion_tokens": reported})
+        for choice, k in zip(out["choices"], lengths, strict=True):
+            choice["finish_reason"] = "length" if k == cap else "stop"
+        return httpx2.Response(200, json=out)
+
+    def server(self, **kw: Any) -> MockServer:
+        return MockServer(self.respond, **kw)
+
+
+def is_probe(body: dict[str, Any]) -> bool:
+    return body["messages"] == list(PROBE)
+
+
+async def test_an_under_counting_server_is_found_out_by_a_probe_and_then_served_by_singles():
+    forget_verdicts()
+    fake = LlamaCppLike()
+    server = fake.server()
+    ep = server.endpoint()
+    first = await ep.generate(MESSAGES, n=4)
+    probe, *rest = server.bodies
+    assert is_probe(probe) and probe["n"] == 2 and probe["max_tokens"] == PROBE_TOKENS
+    assert len(rest) == 4 and all("n" not in b for b in rest)
+    assert ep.native_n is False
+    assert first.usage.requests == 5  # the probe is charged to the call that needed it
+    assert (
+        first.usage.completion_tokens == fake.served == 2 * PROBE_TOKENS + sum(fake.natural(i, 0) for i in range(1, 5))
+    )
+
+    before = fake.served
+    second = await ep.generate(MESSAGES, n=4)
+    assert len(server.bodies) == 9
+    assert not any(is_probe(b) or "n" in b for b in server.bodies[5:])
+    assert (second.usage.requests, second.usage.completion_tokens) == (4, fake.served - before)
+
+
+async def test_the_verdict_is_remembered_per_server_across_endpoints():
+    forget_verdicts()
+    fake = LlamaCppLike()
+    await fake.server().endpoint().generate(MESSAGES, n=2)
+    server = fake.server()
+    result = await server.endpoint().generate(MESSAGES, n=2)
+    assert len(server.bodies) == 2
+    assert not any(is_probe(b) or "n" in b for b in server.bodies)
+    assert result.usage.completion_tokens == sum(fake.natural(i, 0) for i in range(2))
+
+
+async def test_a_server_that_counts_every_choice_keeps_n():
+    forget_verdicts()
+    fake = LlamaCppLike(honest=True)
+    server = fake.server()
+    ep = server.endpoint()
+    first = await ep.generate(MESSAGES, n=3)
+    second = await ep.generate(MESSAGES, n=3)
+    assert ep.native_n is True
+    assert [is_probe(b) for b in server.bodies] == [True, False, False]
+    assert [b.get("n") for b in server.bodies] == [2, 3, 3]
+    assert first.usage.requests == 2 and second.usage.requests == 1
+    assert first.usage.completion_tokens + second.usage.completion_tokens == fake.served
+
+
+async def test_a_forced_native_n_and_single_samples_send_no_probe():
+    forget_verdicts()
+    server = LlamaCppLike().server()
+    await server.endpoint(native_n=True).generate(MESSAGES, n=2)
+    await server.endpoint().generate(MESSAGES, n=1)
+    await server.endpoint(native_n=False).generate(MESSAGES, n=2)
+    assert not any(is_probe(b) for b in server.bodies)
+
+
+async def test_concurrent_first_calls_send_one_probe():
+    forget_verdicts()
+    fake = LlamaCppLike()
+    server = fake.server(delay=0.01)
+    ep = server.endpoint()
+    results = await asyncio.gather(*(ep.generate(MESSAGES, n=2) for _ in range(3)))
+    assert sum(is_probe(b) for b in server.bodies) == 1
+    assert sum(r.usage.completion_tokens for r in results) == fake.served
+
+
+async def test_a_probe_rejected_for_n_means_singles_without_a_failed_request():
+    forget_verdicts()
+    server = single_choice_server(reject_n="'n' must be 1")
+    result = await server.endpoint().generate(MESSAGES, n=3)
+    assert [is_probe(b) for b in server.bodies] == [True, False, False, False]
+    assert (result.usage.requests, result.usage.failed_requests) == (3, 0)
+
+
+async def test_a_probe_that_fails_otherwise_leaves_the_request_to_go_on():
+    forget_verdicts()
+
+    def respond(body: dict[str, Any], index: int) -> httpx2.Response:
+        if is_probe(body):
+            return httpx2.Response(404, json={"error": {"message": "no chat here"}})
+        return httpx2.Response(200, json=chat_body(["a", "b"], usage={"prompt_tokens": 1, "completion_tokens": 2}))
+
+    server = MockServer(respond)
+    ep = server.endpoint(retry=NO_RETRY)
+    assert len((await ep.generate(MESSAGES, n=2)).generations) == 2
+    assert len((await ep.generate(MESSAGES, n=2)).generations) == 2
+    assert [is_probe(b) for b in server.bodies] == [True, False, False]  # tried once per endpoint
+
+
+async def test_the_ledger_of_a_run_equals_what_the_server_generated_without_flags():
+    forget_verdicts()
+    fake = LlamaCppLike()
+    graph = create_best_of_n(fake.server().endpoint(), n=4, selection="majority").compile()
+    first = await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert first["usage"]["completion_tokens"] == fake.served
+    before = fake.served
+    second = await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert second["usage"]["completion_tokens"] == fake.served - before
+    assert second["usage"]["requests"] == 4
+
+
+# -- max_tokens: the endpoint's default unless the run says otherwise ----------------------------------------
+
+
+async def test_max_tokens_defaults_to_the_endpoints_own():
+    server = single_choice_server()
+    await server.endpoint().generate(MESSAGES)
+    await server.endpoint().generate(MESSAGES, params=SamplingParams(temperature=0.2))
+    await server.endpoint(max_tokens=100).generate(MESSAGES)
+    await server.endpoint(max_tokens=None).generate(MESSAGES)
+    await server.endpoint().generate(MESSAGES, params=SamplingParams(max_tokens=64))
+    assert [b.get("max_tokens") for b in server.bodies] == [512, 512, 100, None, 64]
+
+
+async def test_params_fill_what_they_leave_unset_from_default_params():
+    server = single_choice_server()
+    ep = server.endpoint(default_params=SamplingParams(temperature=0.1, seed=5, max_tokens=30))
+    await ep.generate(MESSAGES, params=SamplingParams(max_tokens=9, temperature=0.9))
+    body = server.bodies[0]
+    assert (body["temperature"], body["seed"], body["max_tokens"]) == (0.9, 5, 9)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"max_tokens": 0}, "max_tokens"), ({"timeout": 0}, "timeout")])
+def test_bad_max_tokens_and_timeout_are_configuration_errors(kwargs: dict[str, Any], message: str):
+    with pytest.raises(ConfigurationError, match=message):
+        OpenAIEndpoint(BASE_URL, "m", **kwargs)
+
+
+async def test_the_concurrency_limit_covers_native_n_requests_too():
+    server = n_choices_server(delay=0.02)
+    ep = server.endpoint(native_n=True, max_concurrency=2)
+    results = await asyncio.gather(*(ep.generate(MESSAGES, n=2) for _ in range(5)))
+    assert [len(r.generations) for r in results] == [2] * 5
+    assert server.max_in_flight == 2
+
+
+@pytest.mark.parametrize(("budget", "expected"), [(None, 512), (Budget(tokens=100), 25)])
+async def test_a_token_budget_still_caps_max_tokens_when_the_factory_sets_none(budget: Budget | None, expected: int):
+    server = n_choices_server()
+    graph = create_best_of_n(server.endpoint(), n=4, selection="majority", budget=budget).compile()
+    await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert [b["max_tokens"] for b in server.bodies] == [expected]

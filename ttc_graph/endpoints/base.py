@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict, runtime_checkable
 
+from ttc_graph.usage import RequestUsage  # re-exported: the usage types live in ttc_graph.usage
+
 __all__ = [
     "ChatMessage",
     "Continuation",
@@ -59,22 +61,6 @@ class Generation:
         if self.token_logprobs is not None:
             return len(self.token_logprobs)
         return self.completion_tokens
-
-
-@dataclass(slots=True)
-class RequestUsage:
-    """What some requests cost, counted once per request (never once per choice)."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    failed_requests: int = 0
-
-    def add(self, other: RequestUsage) -> None:
-        self.requests += other.requests
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.failed_requests += other.failed_requests
 
 
 @dataclass(slots=True)

@@ -8,11 +8,14 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import ensure_config
 
-from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph._loop import PerLoop, serving_sync_call
+from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, SamplingParams
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.usage import RequestUsage
 
 __all__ = ["LangChainEndpoint"]
 
@@ -42,24 +45,42 @@ def _token_usage(message: Any, llm_output: dict[str, Any] | None) -> tuple[int, 
 class LangChainEndpoint:
     """A policy backed by any ``BaseChatModel``.
 
-    ``n`` samples are one ``agenerate`` call over ``n`` copies of the prompt (``invoke`` would only return the
-    first choice), which LangChain runs concurrently. Each copy is a request; its usage comes from the message's
-    ``usage_metadata``. A partial answer (``prefix``) is continued by the chat-only next-step prompt.
-    Sampling params the model declares as fields are passed through as call kwargs.
+    ``n`` samples are ``n`` concurrent ``agenerate`` (or ``generate``) calls, not ``invoke`` (which returns only the
+    first choice). Each call is a request; its usage comes from the messages' ``usage_metadata``. A partial answer
+    (``prefix``) is continued by the chat-only next-step prompt. Sampling params the model declares as fields are
+    passed through as call kwargs; ``max_tokens`` only when the run sets it, so the model's own setting stands
+    otherwise.
+
+    Every call carries the current run's config (callbacks, tags, metadata), so chat-model runs nest under the
+    strategy's run in LangSmith or any callback handler. Under ``graph.ainvoke`` the model's async API runs in the
+    caller's loop; under ``graph.invoke`` its sync API runs in worker threads, so its async client (which binds to
+    the first loop that uses it) is never tied to ttc_graph's background loop. At most ``max_concurrency`` calls of
+    this endpoint are in flight per event loop, and each attempt is given up after ``timeout`` seconds (or the
+    request's own, shorter timeout) and retried like any transient failure (a sync call's thread runs on until
+    the model client's own timeout).
     """
 
     native_n = False
 
     def __init__(
-        self, chat_model: BaseChatModel, *, retry: RetryConfig | None = None, max_concurrency: int = 16
-    ):
+        self,
+        chat_model: BaseChatModel,
+        *,
+        retry: RetryConfig | None = None,
+        max_concurrency: int = 16,
+        timeout: float | None = 600.0,
+    ) -> None:
         if not isinstance(chat_model, BaseChatModel):
-            raise ConfigurationError(
-                f"chat_model: expected a LangChain BaseChatModel, got {type(chat_model).__name__}"
-            )
+            raise ConfigurationError(f"chat_model: expected a LangChain BaseChatModel, got {type(chat_model).__name__}")
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency: must be >= 1, got {max_concurrency}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout: must be > 0 seconds or None, got {timeout}")
         self.chat_model = chat_model
         self.retry = retry or RetryConfig()
         self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self._semaphores: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
 
     @property
     def name(self) -> str:
@@ -92,15 +113,22 @@ class LangChainEndpoint:
         lc_messages = to_langchain(msgs)
         kwargs = self._kwargs(params)
         stop = kwargs.pop("stop", None)
-        sem = asyncio.Semaphore(self.max_concurrency)
+        config = ensure_config()  # the run this call belongs to (LangChain's context variable), if any
+        run: dict[str, Any] = {key: config.get(key) for key in ("callbacks", "tags", "metadata", "run_name")}
+        sem = self._semaphores.get()
+        limits = [t for t in (self.timeout, params.timeout if params else None) if t is not None]
+        timeout = min(limits) if limits else None
+        sync = serving_sync_call()
+
+        async def attempt() -> Any:
+            async with asyncio.timeout(timeout):
+                if sync:
+                    return await asyncio.to_thread(self.chat_model.generate, [lc_messages], stop=stop, **run, **kwargs)
+                return await self.chat_model.agenerate([lc_messages], stop=stop, **run, **kwargs)
 
         async def one() -> Any:
             async with sem:
-                return await call_with_retries(
-                    lambda: self.chat_model.agenerate([lc_messages], stop=stop, **kwargs),
-                    self.retry,
-                    f"agenerate on {self.name}",
-                )
+                return await call_with_retries(attempt, self.retry, f"agenerate on {self.name}")
 
         outcomes = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
         result = GenerationResult()
@@ -123,9 +151,7 @@ class LangChainEndpoint:
             result.usage.add(RequestUsage(1, prompt_toks, completion_total))
             for g, tokens in zip(gens, per_gen, strict=True):
                 info = getattr(g, "generation_info", None) or {}
-                result.generations.append(
-                    Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None)
-                )
+                result.generations.append(Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None))
         if not result.generations:
             raise EndpointError(f"agenerate on {self.name}: every request failed: {result.errors[:1]}")
         return result

@@ -12,18 +12,25 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
-from ttc_graph.endpoints.base import (
-    ChatMessage,
-    Continuation,
-    Generation,
-    GenerationResult,
-    RequestUsage,
-    SamplingParams,
+from ttc_graph._loop import PerLoop
+from ttc_graph.endpoints.base import ChatMessage, Continuation, Generation, GenerationResult, SamplingParams
+from ttc_graph.endpoints.n_usage import (
+    PROBE,
+    PROBE_TOKENS,
+    choice_tokens,
+    judge_n_usage,
+    n_usage_verdict,
+    record_n_usage_verdict,
 )
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.usage import RequestUsage
 
-__all__ = ["NEXT_STEP_PROMPT", "OpenAIEndpoint"]
+__all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
+
+DEFAULT_MAX_TOKENS = 512
+"""Completion tokens per sample when neither the run nor the endpoint says (llama.cpp's own default is unbounded)."""
+_PARAM_FIELDS = ("temperature", "max_tokens", "top_p", "stop", "seed", "timeout")
 
 NEXT_STEP_PROMPT = (
     "Here is the beginning of a solution to the problem above:\n\n{prefix}\n\n"
@@ -75,12 +82,33 @@ def _strip_prefix(text: str, prefix: str) -> str:
     return text[len(prefix) :] if prefix and text.startswith(prefix) else text
 
 
+class _LoopClients:
+    """What an endpoint keeps per event loop: its API client, its concurrency limit and a plain HTTP client."""
+
+    def __init__(self, endpoint: OpenAIEndpoint) -> None:
+        self.api = AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint._api_key,
+            max_retries=0,
+            timeout=endpoint.timeout,
+            http_client=endpoint._http_client,
+        )
+        self.semaphore = asyncio.Semaphore(endpoint.max_concurrency)
+        self.judging = asyncio.Lock()
+        self.http = httpx.AsyncClient(timeout=endpoint.timeout)
+
+
 class OpenAIEndpoint:
     """A policy served by an OpenAI-compatible HTTP API.
 
-    ``n`` samples are asked for in one request where the server honours ``n``; servers that reject it (llama.cpp
-    in some builds, Ollama) or silently return fewer choices are detected once and then served by concurrent
-    single requests under ``max_concurrency``. Usage is counted once per request from the response.
+    ``n`` samples are asked for in one request where the server honours ``n`` and counts every choice's tokens;
+    servers that reject it (Ollama, some llama.cpp builds), silently return fewer choices, or under-count its usage
+    (llama.cpp) are found out by a tiny probe before the first ``n > 1`` request (charged to that call's usage) and
+    then served by concurrent single requests, so the ledger is exact without flags (see
+    :mod:`ttc_graph.endpoints.n_usage`). ``native_n`` forces either way and skips the probe. Usage is counted once per
+    request from the response. At most ``max_concurrency`` requests are in flight per event loop; ``timeout``
+    bounds each HTTP attempt (a request's own, shorter timeout wins). ``max_tokens`` is the endpoint's default
+    length per sample (``None``: the server's own); a run's explicit value wins.
     """
 
     def __init__(
@@ -95,6 +123,7 @@ class OpenAIEndpoint:
         chat_template: Callable[[Sequence[ChatMessage]], str] | None = None,
         timeout: float = 600.0,
         retry: RetryConfig | None = None,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
         default_params: SamplingParams | None = None,
         extra_body: dict[str, Any] | None = None,
         http_client: Any | None = None,
@@ -105,21 +134,26 @@ class OpenAIEndpoint:
             raise ConfigurationError(f"max_concurrency: must be >= 1, got {max_concurrency}")
         if continuation not in ("auto", "completions", "prefill", "prompt"):
             raise ConfigurationError(f"continuation: unknown mode {continuation!r}")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip(
-            "/"
-        )
+        if max_tokens is not None and max_tokens < 1:
+            raise ConfigurationError(f"max_tokens: must be >= 1 or None, got {max_tokens}")
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout: must be > 0 seconds, got {timeout}")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.model = str(model)
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.max_concurrency = max_concurrency
         self.native_n = native_n
+        self._n_forced = native_n is not None
+        self._judged = False
         self.continuation: Continuation = continuation
         self.chat_template = chat_template
         self.timeout = timeout
         self.retry = retry or RetryConfig()
+        self.max_tokens = max_tokens
         self.default_params = default_params or SamplingParams()
         self.extra_body = dict(extra_body or {})
         self._http_client = http_client
-        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncOpenAI, asyncio.Semaphore]] = {}
+        self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self))
 
     @property
     def name(self) -> str:
@@ -135,23 +169,15 @@ class OpenAIEndpoint:
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
-    def _loop_state(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        state = self._clients.get(id(loop))
-        if state is None or state[0] is not loop:
-            for key, (old_loop, _, _) in list(self._clients.items()):
-                if old_loop.is_closed():
-                    del self._clients[key]
-            client = AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._api_key,
-                max_retries=0,
-                timeout=self.timeout,
-                http_client=self._http_client,
-            )
-            state = (loop, client, asyncio.Semaphore(self.max_concurrency))
-            self._clients[id(loop)] = state
-        return state[1], state[2]
+    def _params(self, params: SamplingParams | None) -> SamplingParams:
+        """``params`` with what it leaves unset taken from ``default_params``, then ``max_tokens``."""
+        p = params or self.default_params
+        if params is not None:
+            unset = {f: getattr(self.default_params, f) for f in _PARAM_FIELDS if getattr(params, f) is None}
+            p = replace(params, **{f: v for f, v in unset.items() if v is not None})
+        if p.max_tokens is None and self.max_tokens is not None:
+            p = replace(p, max_tokens=self.max_tokens)
+        return p
 
     def _request_kwargs(self, n: int, params: SamplingParams) -> dict[str, Any]:
         p = params
@@ -175,15 +201,15 @@ class OpenAIEndpoint:
         if self.continuation != "auto":
             return self.continuation
         mode: Continuation = "prompt"
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for path in ("/props", "/version"):
-                try:
-                    resp = await client.get(self.server_root + path)
-                except httpx.HTTPError:
-                    continue
-                if resp.status_code == 200:
-                    mode = "prefill"
-                    break
+        http = self._clients.get().http
+        for path in ("/props", "/version"):
+            try:
+                resp = await http.get(self.server_root + path, timeout=5.0)
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 200:
+                mode = "prefill"
+                break
         self.continuation = mode
         return mode
 
@@ -199,21 +225,29 @@ class OpenAIEndpoint:
     ) -> GenerationResult:
         if n < 1:
             raise ConfigurationError(f"n: must be >= 1, got {n}")
-        p = params or self.default_params
+        p = self._params(params)
         mode: Continuation | None = await self.resolve_continuation() if prefix else None
         if mode == "prompt" and prefix:
             messages = [*messages, {"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)}]
             prefix = None
         one = self._completion_call if mode == "completions" else self._chat_call
-        if n == 1 or self.native_n is False:
-            return await self._fan_out(one, messages, n, p, prefix)
         result = GenerationResult()
+        if n > 1 and self.native_n is None and n_usage_verdict(self.server_root) is None:
+            result.usage.add(await self._judge_n_usage())  # waits while a concurrent call probes
+        if not self._n_forced and n_usage_verdict(self.server_root) is False:
+            self.native_n = False
+        if n == 1 or self.native_n is False:
+            rest = await self._fan_out(one, messages, n, p, prefix)
+            rest.usage.add(result.usage)
+            return rest
         try:
-            first = await one(messages, n, p, prefix)
+            first = await self._request(one, messages, n, p, prefix)
         except EndpointError as exc:
             if exc.status_code in (400, 422) and self.native_n is None and _rejects_n(exc):
                 self.native_n = False
-                return await self._fan_out(one, messages, n, p, prefix)
+                rest = await self._fan_out(one, messages, n, p, prefix)
+                rest.usage.add(result.usage)
+                return rest
             raise
         result.generations.extend(first.generations)
         result.usage.add(first.usage)
@@ -225,8 +259,36 @@ class OpenAIEndpoint:
             result.usage.add(rest.usage)
             result.errors.extend(rest.errors)
         elif self.native_n is None:
-            self.native_n = True
+            self.native_n = n_usage_verdict(self.server_root) is not False
         return result
+
+    async def _judge_n_usage(self) -> RequestUsage:
+        """Send the n-usage probe once (see :mod:`ttc_graph.endpoints.n_usage`); return what it cost."""
+        async with self._clients.get().judging:
+            if self._judged or n_usage_verdict(self.server_root) is not None:
+                self._judged = True
+                return RequestUsage()
+            self._judged = True
+            params = SamplingParams(temperature=0.0, max_tokens=PROBE_TOKENS)
+            try:
+                probe = await self._request(self._chat_call, PROBE, 2, params, None)
+            except EndpointError as exc:
+                if exc.status_code in (400, 422) and _rejects_n(exc):
+                    record_n_usage_verdict(self.server_root, False)
+                return RequestUsage()  # no verdict: the real request finds out the rest as before
+            if len(probe.generations) < 2:
+                record_n_usage_verdict(self.server_root, False)
+            elif n_usage_verdict(self.server_root) is None:
+                record_n_usage_verdict(self.server_root, True)  # nothing says it under-counts: trust it
+            return probe.usage
+
+    async def _request(
+        self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
+    ) -> GenerationResult:
+        """One HTTP request under the endpoint's concurrency limit."""
+        async with self._clients.get().semaphore:
+            result: GenerationResult = await one(messages, n, params, prefix)
+            return result
 
     async def _fan_out(
         self,
@@ -237,13 +299,10 @@ class OpenAIEndpoint:
         prefix: str | None,
         seed_offset: int = 0,
     ) -> GenerationResult:
-        _, sem = self._loop_state()
-
         async def single(i: int) -> GenerationResult:
             # Distinct seeds: n single requests with one seed would return n identical samples.
             p = params if params.seed is None else replace(params, seed=params.seed + seed_offset + i)
-            async with sem:
-                return await one(messages, 1, p, prefix)
+            return await self._request(one, messages, 1, p, prefix)
 
         outcomes = await asyncio.gather(*(single(i) for i in range(n)), return_exceptions=True)
         result = GenerationResult()
@@ -262,22 +321,22 @@ class OpenAIEndpoint:
             raise failures[0]
         return result
 
-    @staticmethod
-    def _usage_of(response: Any, generations: list[Generation]) -> RequestUsage:
+    def _usage_of(self, response: Any, generations: list[Generation], params: SamplingParams) -> RequestUsage:
         usage = getattr(response, "usage", None)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
-        # Some servers (llama.cpp with n>1) report one choice's tokens only; where per-choice counts are
-        # known from logprobs, never record less than their sum.
-        known = [g.tokens for g in generations]
-        if len(generations) > 1 and all(k is not None for k in known):
-            completion = max(completion, sum(int(k) for k in known if k is not None))
+        if len(generations) > 1:
+            verdict = judge_n_usage(completion, generations, params.max_tokens)
+            if verdict is False or (verdict is True and n_usage_verdict(self.server_root) is None):
+                record_n_usage_verdict(self.server_root, verdict)
+            # Never record less than the choices are known to have taken (llama.cpp reports one choice's tokens).
+            completion = max(completion, choice_tokens(generations, params.max_tokens)[0])
         return RequestUsage(requests=1, prompt_tokens=prompt, completion_tokens=completion)
 
     async def _chat_call(
         self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
-        client, _ = self._loop_state()
+        client = self._clients.get().api
         kwargs = self._request_kwargs(n, params)
         msgs: list[dict[str, str]] = [dict(m) for m in messages]
         if prefix:
@@ -303,23 +362,30 @@ class OpenAIEndpoint:
             generations.append(Generation(text, choice.finish_reason, None, lps, tops))
         if not generations:
             raise EndpointError(f"chat completion on {self.name} returned no choices")
-        usage = self._usage_of(response, generations)
+        return self._result(response, generations, params)
+
+    def _result(self, response: Any, generations: list[Generation], params: SamplingParams) -> GenerationResult:
+        usage = self._usage_of(response, generations, params)
         if len(generations) == 1:
             generations[0] = replace(generations[0], completion_tokens=usage.completion_tokens)
+        else:
+            generations = [
+                replace(g, completion_tokens=len(g.token_logprobs)) if g.token_logprobs is not None else g
+                for g in generations
+            ]
         return GenerationResult(generations, usage)
 
     async def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The chat template applied to ``messages`` with a generation prompt, for ``/v1/completions``."""
         if self.chat_template is not None:
             return self.chat_template(messages)
+        http = self._clients.get().http
 
         async def call() -> str:
-            async with httpx.AsyncClient(timeout=30.0) as client:
-                resp = await client.post(
-                    self.server_root + "/apply-template", json={"messages": list(messages)}
-                )
-                resp.raise_for_status()
-                return str(resp.json()["prompt"])
+            body = {"messages": list(messages)}
+            resp = await http.post(self.server_root + "/apply-template", json=body, timeout=30.0)
+            resp.raise_for_status()
+            return str(resp.json()["prompt"])
 
         try:
             return await call_with_retries(call, self.retry, f"apply-template on {self.name}")
@@ -332,7 +398,7 @@ class OpenAIEndpoint:
     async def _completion_call(
         self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
-        client, _ = self._loop_state()
+        client = self._clients.get().api
         prompt = await self.render_prompt(messages) + (prefix or "")
         kwargs = self._request_kwargs(n, params)
         if params.logprobs:
@@ -348,7 +414,4 @@ class OpenAIEndpoint:
             generations.append(Generation(choice.text or "", choice.finish_reason, None, lps, tops))
         if not generations:
             raise EndpointError(f"completion on {self.name} returned no choices")
-        usage = self._usage_of(response, generations)
-        if len(generations) == 1:
-            generations[0] = replace(generations[0], completion_tokens=usage.completion_tokens)
-        return GenerationResult(generations, usage)
+        return self._result(response, generations, params)

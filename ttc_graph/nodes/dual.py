@@ -32,7 +32,7 @@ class DualNode(Runnable[Any, Any]):
         params = inspect.signature(func).parameters
         self.func = func
         self.io = io
-        self.name = name or getattr(func, "__name__", None) or "node"
+        self.name: str = name or getattr(func, "__name__", None) or "node"
         self._is_async = inspect.iscoroutinefunction(func)
         self._wants_runtime = "runtime" in params
         self._wants_config = "config" in params

@@ -1,0 +1,131 @@
+"""The ledger equals what llama.cpp generated, with no flag: counted by the server's own ``/metrics`` counters.
+
+llama.cpp answers an ``n > 1`` request with ``n`` choices but reports one choice's completion tokens (this build:
+``n=4, max_tokens=128`` → 4 choices cut at 128 tokens, usage 128, 512 tokens generated). The counter
+``llamacpp:tokens_predicted_total`` counts every token the server generated, so its change over a run is the
+number the run's ledger must show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ttc_graph import LangChainEndpoint, OpenAIEndpoint, create_beam_search, create_best_of_n
+from ttc_graph.endpoints.n_usage import forget_verdicts, n_usage_verdict
+from ttc_graph.local import LocalModelServer
+from ttc_graph.specs import build_graph, parse_spec
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy, whatever env says
+QUESTION = "What is 2 + 3? Answer with \\boxed{}."
+
+
+@pytest.fixture(scope="module")
+def metered() -> Iterator[LocalModelServer]:
+    """A server of its own with ``--metrics``, so no other test's requests land in its counters."""
+    with LocalModelServer(parallel=4, extra_args=["--metrics"]) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _judge_afresh() -> None:
+    forget_verdicts()
+
+
+def generated(server: LocalModelServer) -> int:
+    """Completion tokens the server has generated since it started."""
+    with _OPENER.open(server.server_root + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("llamacpp:tokens_predicted_total"):
+                return int(float(line.split()[-1]))
+    raise AssertionError("llama-server /metrics has no llamacpp:tokens_predicted_total")
+
+
+def chat(server: LocalModelServer, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        server.base_url + "/chat/completions",
+        json.dumps({"model": server.model_name, **body}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with _OPENER.open(request, timeout=120) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def endpoint(server: LocalModelServer) -> OpenAIEndpoint:
+    """What a user writes: a base URL and a model, no ``native_n``."""
+    return OpenAIEndpoint(server.base_url, server.model_name, "local")
+
+
+def test_the_endpoints_verdict_matches_what_the_server_reports(metered: LocalModelServer) -> None:
+    before = generated(metered)
+    raw = chat(metered, {"messages": [{"role": "user", "content": "Tell a story."}], "n": 3, "max_tokens": 12})
+    served = generated(metered) - before
+    reported = raw["usage"]["completion_tokens"]
+    assert len(raw["choices"]) == 3
+
+    ep = endpoint(metered)
+    before = generated(metered)
+    graph = create_best_of_n(ep, n=3, selection="majority", max_tokens=12).compile()
+    out = graph.invoke({"question": "Tell a story."})
+    assert out["usage"]["completion_tokens"] == generated(metered) - before
+    assert n_usage_verdict(metered.server_root) is (reported >= served)
+    assert ep.native_n is (reported >= served)
+
+
+@pytest.mark.parametrize("api", ["invoke", "ainvoke"])
+def test_best_of_n_ledger_equals_tokens_generated(metered: LocalModelServer, api: str) -> None:
+    ep = endpoint(metered)
+    graph = create_best_of_n(ep, n=4, selection="majority", max_tokens=16, temperature=0.8).compile()
+    for _ in range(2):  # the first run finds the server out, the second runs on what it learned
+        before = generated(metered)
+        if api == "invoke":
+            out = graph.invoke({"question": QUESTION})
+        else:
+            out = asyncio.run(graph.ainvoke({"question": QUESTION}))
+        assert out["stop_reason"] == "complete", out.get("errors")
+        assert out["usage"]["generations"] == 4
+        assert out["usage"]["completion_tokens"] == generated(metered) - before
+
+
+def test_beam_search_ledger_equals_tokens_generated(metered: LocalModelServer) -> None:
+    def score(question: str, solution: str) -> float:
+        return min(1.0, len(solution) / 200)
+
+    graph = create_beam_search(
+        endpoint(metered), score, n=4, beam_width=2, max_steps=2, step_max_tokens=12, temperature=0.8
+    ).compile()
+    before = generated(metered)
+    out = graph.invoke({"question": QUESTION})
+    assert not out.get("errors")
+    assert out["usage"]["completion_tokens"] == generated(metered) - before > 0
+
+
+def test_an_env_configured_spec_ledger_equals_tokens_generated(
+    metered: LocalModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTC_BASE_URL", metered.base_url)
+    monkeypatch.setenv("TTC_MODEL", metered.model_name)
+    spec = parse_spec({"kind": "best_of_n", "n": 4, "selection": "majority", "max_tokens": 16})
+    graph = build_graph(spec).compile()
+    before = generated(metered)
+    out = graph.invoke({"question": QUESTION})
+    assert out["stop_reason"] == "complete", out.get("errors")
+    assert out["usage"]["completion_tokens"] == generated(metered) - before
+
+
+def test_a_chat_openai_policy_ledger_equals_tokens_generated(metered: LocalModelServer) -> None:
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        base_url=metered.base_url, api_key="local", model=metered.model_name, max_tokens=16, max_retries=0
+    )
+    graph = create_best_of_n(LangChainEndpoint(model), n=3, selection="majority").compile()
+    before = generated(metered)
+    out = graph.invoke({"question": QUESTION})
+    assert out["stop_reason"] == "complete", out.get("errors")
+    assert out["usage"]["completion_tokens"] == generated(metered) - before

@@ -1,0 +1,23 @@
+"""What model requests cost: the usage record every endpoint and verifier returns and the ledger adds up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["RequestUsage"]
+
+
+@dataclass(slots=True)
+class RequestUsage:
+    """What some requests cost, counted once per request (never once per choice)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed_requests: int = 0
+
+    def add(self, other: RequestUsage) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.failed_requests += other.failed_requests
