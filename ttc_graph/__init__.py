@@ -21,7 +21,14 @@ from ttc_graph.errors import (
 from ttc_graph.nodes.budget_controller import AdaptiveStop
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.strategies import (
+    create_beam_search,
+    create_best_of_n,
+    create_dvts,
+    create_mcts,
+    create_particle_filtering,
+    create_revisions,
+)
 from ttc_graph.verifiers import (
     ArithmeticVerifier,
     CombinedVerifier,
@@ -68,6 +75,8 @@ __all__ = [
     "create_beam_search",
     "create_best_of_n",
     "create_dvts",
+    "create_mcts",
+    "create_particle_filtering",
     "create_revisions",
     "select_answer",
 ]

@@ -11,7 +11,7 @@ from langgraph.graph import StateGraph
 
 from ttc_graph.specs import build_graph, parse_spec
 
-__all__ = ["beam_search", "best_of_n", "dvts", "majority_vote", "revisions"]
+__all__ = ["beam_search", "best_of_n", "dvts", "majority_vote", "mcts", "particle_filtering", "revisions"]
 
 _JUDGE = {"kind": "llm_judge", "mode": "process"}
 
@@ -24,4 +24,6 @@ best_of_n = _graph({"kind": "best_of_n", "n": 4, "selection": "weighted", "verif
 majority_vote = _graph({"kind": "best_of_n", "n": 8, "selection": "majority", "adaptive": True, "max_tokens": 256})
 beam_search = _graph({"kind": "beam_search", "n": 4, "beam_width": 2, "max_steps": 8, "verifier": _JUDGE})
 dvts = _graph({"kind": "dvts", "n": 4, "beam_width": 2, "max_steps": 8, "verifier": _JUDGE})
+particle_filtering = _graph({"kind": "particle_filtering", "n": 4, "max_steps": 8, "verifier": _JUDGE})
+mcts = _graph({"kind": "mcts", "n": 4, "expansions": 2, "max_depth": 8, "verifier": _JUDGE})
 revisions = _graph({"kind": "revisions", "n": 4, "chain_length": 2, "selection": "majority", "max_tokens": 256})

@@ -43,7 +43,14 @@ from ttc_graph.specs import (
     parse_spec,
     spec_json_schema,
 )
-from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.strategies import (
+    create_beam_search,
+    create_best_of_n,
+    create_dvts,
+    create_mcts,
+    create_particle_filtering,
+    create_revisions,
+)
 from ttc_graph.testing import ScriptedEndpoint
 from ttc_graph.verifiers import (
     ConfidenceVerifier,
@@ -57,7 +64,7 @@ from ttc_graph.verifiers.base import VerifyItem
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "specs").glob("*.yaml"))
 SOLUTION = "Add them.\n\nSo 3 + 4 = 7. \\boxed{7}"
-STRATEGY_KINDS = {"best_of_n", "beam_search", "dvts", "revisions", "compute_optimal"}
+STRATEGY_KINDS = {"best_of_n", "beam_search", "dvts", "particle_filtering", "mcts", "revisions", "compute_optimal"}
 # Spec fields that describe the spec itself or are resolved before the factory (endpoints and verifiers).
 META_FIELDS = {"kind", "name", "description"}
 
@@ -171,6 +178,8 @@ def _pairs() -> list[tuple[type, Callable[..., Any]]]:
         (BestOfNSpec, create_best_of_n),
         (BeamSearchSpec, create_beam_search),
         (DVTSSpec, create_dvts),
+        (specs.ParticleFilteringSpec, create_particle_filtering),
+        (specs.MCTSSpec, create_mcts),
         (RevisionsSpec, create_revisions),
         (LLMJudgeVerifierSpec, LLMJudgeVerifier),
         (ConfidenceVerifierSpec, ConfidenceVerifier),
@@ -217,6 +226,8 @@ def test_the_defaults_check_catches_a_drift() -> None:
         (BestOfNSpec, create_best_of_n),
         (BeamSearchSpec, create_beam_search),
         (DVTSSpec, create_dvts),
+        (specs.ParticleFilteringSpec, create_particle_filtering),
+        (specs.MCTSSpec, create_mcts),
         (RevisionsSpec, create_revisions),
     ],
     ids=lambda x: getattr(x, "__name__", str(x)),

@@ -23,7 +23,9 @@ from ttc_graph.specs.models import (
     EnvEndpointSpec,
     LLMJudgeVerifierSpec,
     LocalEndpointSpec,
+    MCTSSpec,
     OpenAIEndpointSpec,
+    ParticleFilteringSpec,
     PythonVerifierSpec,
     RevisionsSpec,
     RewardModelVerifierSpec,
@@ -31,7 +33,14 @@ from ttc_graph.specs.models import (
     VerifierSpec,
 )
 from ttc_graph.state import History
-from ttc_graph.strategies import create_beam_search, create_best_of_n, create_dvts, create_revisions
+from ttc_graph.strategies import (
+    create_beam_search,
+    create_best_of_n,
+    create_dvts,
+    create_mcts,
+    create_particle_filtering,
+    create_revisions,
+)
 from ttc_graph.verifiers import (
     ArithmeticVerifier,
     CombinedVerifier,
@@ -161,6 +170,23 @@ def build_graph(
             step_delimiter=spec.step_delimiter,
             **common,
         )
+    if isinstance(spec, ParticleFilteringSpec | MCTSSpec):
+        scorer = build_verifier_of(spec.verifier, pol)
+        assert scorer is not None
+        shared: dict[str, Any] = {
+            "n": spec.n, "selection": spec.selection, "aggregation": spec.aggregation,
+            "temperature": spec.temperature, "step_max_tokens": spec.step_max_tokens,
+            "step_delimiter": spec.step_delimiter, **common,
+        }  # fmt: skip
+        if isinstance(spec, ParticleFilteringSpec):
+            return create_particle_filtering(
+                pol, scorer, max_steps=spec.max_steps, softmax_temperature=spec.softmax_temperature,
+                resampling=spec.resampling, **shared,
+            )  # fmt: skip
+        return create_mcts(
+            pol, scorer, expansions=spec.expansions, exploration=spec.exploration, max_depth=spec.max_depth,
+            rollout=spec.rollout, **shared,
+        )  # fmt: skip
     if isinstance(spec, RevisionsSpec):
         return create_revisions(
             pol,

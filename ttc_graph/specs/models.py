@@ -10,6 +10,8 @@ from ttc_graph.budget import Budget
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import RevisionSelection, Selection
+from ttc_graph.strategies.mcts import check_mcts
+from ttc_graph.strategies.particle_filtering import check_particle_filtering
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.strategies.search import resolve_width
 from ttc_graph.verifiers.base import Aggregation
@@ -27,7 +29,9 @@ __all__ = [
     "EnvEndpointSpec",
     "LLMJudgeVerifierSpec",
     "LocalEndpointSpec",
+    "MCTSSpec",
     "OpenAIEndpointSpec",
+    "ParticleFilteringSpec",
     "PythonVerifierSpec",
     "RevisionsSpec",
     "RewardModelVerifierSpec",
@@ -218,6 +222,78 @@ class DVTSSpec(_SearchSpec):
     kind: Literal["dvts"] = "dvts"
 
 
+def _scores_prefixes(spec: VerifierSpec) -> bool:
+    """Whether a verifier spec builds a step-wise verifier (see ``ttc_graph.strategies.stepwise``)."""
+    if isinstance(spec, LLMJudgeVerifierSpec):
+        return spec.mode == "process"
+    if isinstance(spec, CombinedVerifierSpec):
+        return all(_scores_prefixes(part) for part in spec.parts)
+    return True
+
+
+class _StepSamplingSpec(_StrategySpec):
+    n: int = Field(ge=1)
+    verifier: VerifierSpec
+    selection: Literal["naive", "weighted"] = "naive"
+    aggregation: Aggregation = "last"
+    temperature: float = Field(0.8, ge=0)
+    step_max_tokens: int = Field(256, ge=1)
+    step_delimiter: str = Field("\n\n", min_length=1)
+
+    @model_validator(mode="after")
+    def _check_verifier(self) -> _StepSamplingSpec:
+        if not _scores_prefixes(self.verifier):
+            raise ValueError(
+                "verifier: not step-wise (an outcome judge scores whole solutions only); use a process verifier"
+            )
+        return self
+
+
+class ParticleFilteringSpec(_StepSamplingSpec):
+    """Particle filtering (Puri et al., 2025): ``n`` particles resampled by softmax weights every step."""
+
+    kind: Literal["particle_filtering"] = "particle_filtering"
+    max_steps: int = Field(40, ge=1)
+    softmax_temperature: float = Field(1.0, gt=0)
+    resampling: Literal["multinomial", "systematic"] = "multinomial"
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> ParticleFilteringSpec:
+        try:
+            check_particle_filtering(
+                self.n, max_steps=self.max_steps, softmax_temperature=self.softmax_temperature,
+                resampling=self.resampling, aggregation=self.aggregation, selection=self.selection,
+                step_delimiter=self.step_delimiter,
+            )  # fmt: skip
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        self.check_generations(self.n)
+        return self
+
+
+class MCTSSpec(_StepSamplingSpec):
+    """Monte Carlo tree search over steps; ``n`` sampled steps per depth, as beam search with ``n`` beams."""
+
+    kind: Literal["mcts"] = "mcts"
+    expansions: int = Field(4, ge=1)
+    exploration: float = Field(1.0, ge=0)
+    max_depth: int = Field(40, ge=1)
+    rollout: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> MCTSSpec:
+        try:
+            check_mcts(
+                self.n, expansions=self.expansions, exploration=self.exploration, max_depth=self.max_depth,
+                rollout=self.rollout, aggregation=self.aggregation, selection=self.selection,
+                step_delimiter=self.step_delimiter,
+            )  # fmt: skip
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+        self.check_generations(self.n * (self.rollout + 1))
+        return self
+
+
 class RevisionsSpec(_StrategySpec):
     """``n / chain_length`` parallel chains of sequential revisions."""
 
@@ -262,6 +338,6 @@ class ComputeOptimalSpec(_StrategySpec):
 
 
 StrategySpec = Annotated[
-    BestOfNSpec | BeamSearchSpec | DVTSSpec | RevisionsSpec | ComputeOptimalSpec,
+    BestOfNSpec | BeamSearchSpec | DVTSSpec | ParticleFilteringSpec | MCTSSpec | RevisionsSpec | ComputeOptimalSpec,
     Field(discriminator="kind"),
 ]

@@ -16,8 +16,8 @@ from ttc_graph.specs.models import StrategySpec
 
 __all__ = ["PoolSource", "StudyConfig", "load_study"]
 
-_TAKES_VERIFIER = ("best_of_n", "beam_search", "dvts", "revisions")
-_SEARCH = ("beam_search", "dvts")
+_TAKES_VERIFIER = ("best_of_n", "beam_search", "dvts", "particle_filtering", "mcts", "revisions")
+_SEARCH = ("beam_search", "dvts", "particle_filtering", "mcts")
 
 
 class PoolSource(BaseModel):

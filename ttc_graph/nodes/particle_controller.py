@@ -1,0 +1,203 @@
+"""The controller of particle filtering: weigh the live particles, resample them, plan their next steps or stop.
+
+Choices (Puri et al., 2025; its_hub's ``ParticleFiltering`` differs where noted):
+
+- A particle's weight is the softmax, at ``softmax_temperature``, of the verifier's score of its latest prefix (the
+  aggregated score, ``last`` step by default): the PRM score is the likelihood of the whole prefix. Weights are not
+  multiplied across steps: every round resamples, which resets the weights to uniform, so the new weight is the
+  latest likelihood alone (its_hub also uses the latest score only, but softmaxes its logit, i.e. weights the odds).
+- Only unfinished particles are resampled, into the ``n - finished`` slots left. A finished particle keeps the score
+  it finished with as its weight and its slot: it is never extended, copied or dropped (its_hub keeps finished
+  particles in the softmax, where they can be copied or lost). Every round thus spends its samples on live paths.
+- A particle drawn ``c`` times is continued by one request of ``c`` samples; an unscored particle has weight 0
+  (all unscored: uniform). ``multinomial`` draws the slots independently; ``systematic`` uses one uniform offset
+  and evenly spaced points, so a particle of weight ``w`` gets ``floor(m w)`` or ``ceil(m w)`` of ``m`` slots.
+- The random stream of a round is seeded by (seed, round, the particles and their scores): the controller is
+  deterministic given the state and the seed, so a resumed run resamples exactly as the uninterrupted one.
+- Cost: ``n`` generations, charged when the search starts, as beam search with ``n`` beams (every round samples at
+  most ``n`` steps).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.nodes.budget_controller import SamplingDefaults
+from ttc_graph.nodes.context import run_context
+from ttc_graph.nodes.expand import Beam, ExpandTask
+from ttc_graph.nodes.search_controller import beam_to_candidate, steps_distribution
+from ttc_graph.nodes.step_rounds import (
+    charge,
+    check_cost,
+    expand_tasks,
+    final_update,
+    id_key,
+    round_limits,
+)
+from ttc_graph.state import Candidate, TTCState
+
+__all__ = [
+    "RESAMPLING",
+    "ParticlePlan",
+    "Resampling",
+    "effective_sample_size",
+    "make_particle_controller",
+    "resample",
+    "softmax_weights",
+]
+
+Resampling = Literal["multinomial", "systematic"]
+RESAMPLING: tuple[Resampling, ...] = ("multinomial", "systematic")
+
+
+@dataclass(frozen=True, slots=True)
+class ParticlePlan:
+    """``n`` particles extended by one step per round for at most ``max_steps`` rounds."""
+
+    n: int
+    max_steps: int
+    softmax_temperature: float = 1.0
+    resampling: Resampling = "multinomial"
+
+    @property
+    def generations(self) -> int:
+        return self.n
+
+
+def softmax_weights(scores: Sequence[float | None], temperature: float) -> list[float]:
+    """Normalised ``exp(score / temperature)``; an unscored particle weighs 0 (all unscored: uniform)."""
+    known = [s for s in scores if s is not None]
+    if not known:
+        return [1.0 / len(scores)] * len(scores) if scores else []
+    top = max(known)
+    raw = [0.0 if s is None else math.exp((s - top) / temperature) for s in scores]
+    total = math.fsum(raw)
+    return [r / total for r in raw]
+
+
+def resample(weights: Sequence[float], m: int, scheme: Resampling, rng: random.Random) -> list[int]:
+    """How many of ``m`` slots each particle gets, drawn in proportion to ``weights`` (which sum to 1)."""
+    counts = [0] * len(weights)
+    if m <= 0 or not weights:
+        return counts
+    if not any(w > 0 for w in weights):
+        weights = [1.0] * len(weights)
+    if scheme == "multinomial":
+        for i in rng.choices(range(len(weights)), weights=weights, k=m):
+            counts[i] += 1
+        return counts
+    if scheme != "systematic":
+        raise ConfigurationError(f"resampling: unknown {scheme!r}; use one of {', '.join(RESAMPLING)}")
+    cumulative = list(itertools.accumulate(weights))
+    last = max(i for i, w in enumerate(weights) if w > 0)
+    start = rng.random() / m
+    for j in range(m):  # particle i covers [cumulative[i - 1], cumulative[i]) of the total
+        i = bisect.bisect_right(cumulative, (start + j / m) * cumulative[-1])
+        counts[min(i, last)] += 1
+    return counts
+
+
+def effective_sample_size(weights: Sequence[float]) -> float:
+    """``1 / sum(w^2)``: how many equally weighted particles the weights are worth."""
+    total = math.fsum(w * w for w in weights)
+    return 1.0 / total if total else 0.0
+
+
+def _rng(seed: int | None, round_: int, live: Sequence[Beam]) -> random.Random:
+    key = f"{seed}|{round_}|" + "|".join(f"{b['id']}={b['score']!r}" for b in live)
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def _root() -> Beam:
+    return Beam(
+        id="p", group=0, steps=[], score=None, step_scores=None, scored=True, finished=False, answer=None, tokens=0,
+        round=0,
+    )  # fmt: skip
+
+
+def make_particle_controller(
+    plan: ParticlePlan, defaults: SamplingDefaults, delimiter: str
+) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
+    """Budget controller of particle filtering (see the module docstring for the choices)."""
+
+    async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
+        temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
+        round_ = state.get("round", 0)
+        if round_ == 0:
+            check_cost(limit, plan.generations, f"particle filtering (n={plan.n})")
+        frontier = sorted(state.get("frontier", []), key=lambda b: id_key(b["id"]))
+        previous: list[Candidate] = list(state.get("candidates", []))
+        at_limit = round_ >= plan.max_steps
+        ending = [b for b in frontier if b["finished"] or at_limit]
+        live: list[Beam] = [b for b in frontier if not (b["finished"] or at_limit)]
+        finished = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
+        pool = [*previous, *finished]
+        slots = plan.n - len(pool) if round_ > 0 else plan.n
+        weights = softmax_weights([b["score"] for b in live], plan.softmax_temperature)
+        stop: str | None = None
+        if at_limit:
+            stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"
+        elif round_ > 0 and (slots <= 0 or not live):
+            stop = "complete" if pool else "error"
+        limits = round_limits(limit, state, round_, plan.n, max_tokens)
+        stop = stop or limits.stop
+        counts: list[int] = []
+        tasks: list[ExpandTask] = []
+        if stop is None:
+            if round_ == 0:
+                expansions = [(_root(), plan.n)]
+            else:
+                counts = resample(weights, slots, plan.resampling, _rng(seed, round_, live))
+                expansions = [(b, c) for b, c in zip(live, counts, strict=True) if c]
+            tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
+        if stop and stop.startswith("budget:"):  # cut short by the budget: the live particles are candidates too
+            pool += [beam_to_candidate(b, delimiter, stop) for b in live]
+        update: dict[str, Any] = {}
+        if stop:
+            update.update(final_update(pool, delimiter))
+        elif finished:
+            update["candidates"] = finished
+        if round_ == 0 and tasks:
+            update["usage"] = charge(plan.generations)
+        runtime.stream_writer(
+            {
+                "event": "ttc.round",
+                "round": round_,
+                "particles": [
+                    {
+                        "id": b["id"],
+                        "score": b["score"],
+                        "weight": w,
+                        "copies": counts[i] if counts else 0,
+                        "steps": len(b["steps"]),
+                        "last": b["steps"][-1][:80],
+                    }
+                    for i, (b, w) in enumerate(zip(live, weights, strict=True))
+                ],
+                "ess": effective_sample_size(weights),
+                "steps_per_beam": steps_distribution([beam_to_candidate(b, delimiter) for b in live] or finished),
+                "finished": len(pool),
+                "planned": sum(t["k"] for t in tasks),
+                "stop": stop,
+                "usage": state.get("usage") or {},
+            }
+        )
+        update["frontier"] = Overwrite([])
+        update["plan"] = tasks
+        update["round"] = round_ + 1 if tasks else round_
+        if stop:
+            update["stop_reason"] = stop
+        return update
+
+    return control
