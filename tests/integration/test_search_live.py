@@ -91,7 +91,7 @@ async def test_beam_search_end_to_end(local_server: LocalModelServer) -> None:
     assert out["usage"]["generations"] == 4
     assert out["usage"]["requests"] >= len(policy.requests) >= 1 + (len(expansions) - 1)
     assert out["usage"]["completion_tokens"] > 0
-    assert out["stop_reason"] == "complete" or out["stop_reason"].startswith("budget:")
+    assert out["stop_reason"] in ("complete", "max_steps") or out["stop_reason"].startswith("budget:")
     assert sum(n for _, n, _ in policy.requests) == sum(e["planned"] for e in rounds)
 
     produced = {text.strip() for _, _, texts in policy.requests for text in texts}
@@ -99,7 +99,9 @@ async def test_beam_search_end_to_end(local_server: LocalModelServer) -> None:
     for cand in out["candidates"]:
         steps = cand["text"].split(DELIM)
         assert len(steps) == cand["meta"]["steps"] <= 3
-        assert all(step in produced for step in steps), steps  # every step came from the server
+        # every step came from the server: whole, or (a step cut off by step_max_tokens and continued in the next
+        # round) starting with a piece the server produced
+        assert all(step in produced or any(step.startswith(p) for p in produced if p) for step in steps), steps
         assert cand["scored"] and 0.0 <= cand["score"] <= 1.0
         assert cand["score"] == arithmetic_score(QUESTION, cand["text"])
     # The continuation is only what comes after the prefix. Every prefix ends with the delimiter and the server
@@ -109,7 +111,9 @@ async def test_beam_search_end_to_end(local_server: LocalModelServer) -> None:
     for prefix, _, texts in policy.requests:
         assert all(DELIM not in t.strip() for t in texts), texts
         if prefix:
-            assert prefix.endswith(DELIM)
+            last = prefix.split(DELIM)[-1]
+            # a prefix ends with the delimiter, or with a partial step the server cut off (it is continued)
+            assert prefix.endswith(DELIM) or any(last.startswith(p) for p in produced if p), prefix[-80:]
             assert all(not t.startswith(prefix) for t in texts)
     parsable = {c["answer"] for c in out["candidates"] if c["parsable"]}
     assert out["answer"] in parsable if parsable else out["answer"] is None
