@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
@@ -77,17 +78,29 @@ def serving_sync_call() -> bool:
     return _sync_call.get()
 
 
+async def _close_at_shutdown(value: T, close: Callable[[T], Awaitable[None]]) -> AsyncIterator[None]:
+    """Suspended for the loop's lifetime; ``loop.shutdown_asyncgens()`` (``asyncio.run`` ends with it) resumes it
+    inside the loop, still running, to close ``value``."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # best effort: a broken connection must not fail the loop's shutdown
+            await close(value)
+
+
 class PerLoop(Generic[T]):
     """One value per event loop (an HTTP client, a semaphore), made by ``factory`` on first use in that loop.
 
     Async clients and semaphores bind to the loop that first uses them; keeping one per loop lets an endpoint serve
     the caller's loop under ``ainvoke`` and the background loop under ``invoke`` at once. Values of closed loops
-    are dropped.
+    are dropped. With ``close``, a value is closed inside its loop when the loop shuts down (the end of
+    ``asyncio.run``), so its HTTP connections never outlive the loop and print "Event loop is closed".
     """
 
-    def __init__(self, factory: Callable[[], T]) -> None:
+    def __init__(self, factory: Callable[[], T], close: Callable[[T], Awaitable[None]] | None = None) -> None:
         self._factory = factory
-        self._values: dict[int, tuple[asyncio.AbstractEventLoop, T]] = {}
+        self._close = close
+        self._values: dict[int, tuple[asyncio.AbstractEventLoop, T, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self) -> T:
@@ -96,12 +109,24 @@ class PerLoop(Generic[T]):
         with self._lock:
             entry = self._values.get(id(loop))
             if entry is None or entry[0] is not loop:
-                for key, (old, _) in list(self._values.items()):
+                for key, (old, _, _) in list(self._values.items()):
                     if old.is_closed():
                         del self._values[key]
-                entry = (loop, self._factory())
+                value = self._factory()
+                guard: Any = None
+                if self._close is not None:  # the loop tracks the generator weakly: the entry keeps it alive
+                    agen = _close_at_shutdown(value, self._close)
+                    guard = (agen, asyncio.ensure_future(agen.__anext__()))
+                entry = (loop, value, guard)
                 self._values[id(loop)] = entry
             return entry[1]
+
+    def pop_all(self) -> list[tuple[asyncio.AbstractEventLoop, T]]:
+        """Forget every loop's value and return them with their loops (to close them now)."""
+        with self._lock:
+            entries = list(self._values.values())
+            self._values.clear()
+        return [(loop, value) for loop, value, _ in entries]  # a guard left behind closes again: close is idempotent
 
 
 @atexit.register

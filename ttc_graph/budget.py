@@ -14,23 +14,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ttc_graph.errors import ConfigurationError
 from ttc_graph.usage import RequestUsage
 
 __all__ = [
     "COUNTERS",
+    "MAX_UNBUDGETED_N",
+    "OPTIONAL_COUNTERS",
     "Budget",
     "NodeKind",
     "Remaining",
+    "check_n",
     "empty_usage",
     "merge_usage",
     "policy_generations",
     "policy_tokens",
+    "policy_unconfirmed_tokens",
     "remaining",
     "usage_delta",
 ]
 
 NodeKind = Literal["propose", "verify", "revise"]
 COUNTERS = ("generations", "requests", "prompt_tokens", "completion_tokens", "failed_requests")
+OPTIONAL_COUNTERS = ("unconfirmed_tokens",)
+"""Counters a ledger holds only once they are non-zero (tokens reserved by requests whose answer was lost)."""
+MAX_UNBUDGETED_N = 1024
+"""The largest ``n`` a strategy accepts without a budget (4x the paper's largest); set one to go beyond."""
 POLICY_KINDS: tuple[NodeKind, ...] = ("propose", "revise")
 
 
@@ -38,7 +47,8 @@ class Budget(BaseModel):
     """Limits of one run. ``None`` means no limit on that axis.
 
     ``generations`` counts policy generations (propose and revise, as in the paper); ``tokens`` counts the
-    policy's completion tokens; ``seconds`` is wall time from the start of the run.
+    policy's completion tokens, and the ``max_tokens`` of every request whose answer was lost (the server may have
+    generated them); ``seconds`` is wall time from the start of the run.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +56,20 @@ class Budget(BaseModel):
     generations: int | None = Field(None, ge=1)
     tokens: int | None = Field(None, ge=1)
     seconds: float | None = Field(None, gt=0)
+
+
+def check_n(n: object, budget: Budget | None = None, *, name: str = "n") -> int:
+    """``n`` as a count of samples: an integer >= 1 (not a bool), at most :data:`MAX_UNBUDGETED_N` unless a budget
+    sets a limit; else a :class:`~ttc_graph.errors.ConfigurationError` naming it."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"{name}: must be an integer >= 1, got {n!r}")
+    limited = budget is not None and any(v is not None for v in (budget.generations, budget.tokens, budget.seconds))
+    if n > MAX_UNBUDGETED_N and not limited:
+        raise ConfigurationError(
+            f"{name}: {n} is above {MAX_UNBUDGETED_N}, the most a strategy runs without a budget; pass"
+            " budget=Budget(generations=..., tokens=... or seconds=...) to bound it"
+        )
+    return n
 
 
 def empty_usage() -> dict[str, Any]:
@@ -63,21 +87,31 @@ def usage_delta(kind: NodeKind, usage: RequestUsage | None = None, *, generation
         "completion_tokens": u.completion_tokens,
         "failed_requests": u.failed_requests,
     }
+    if u.unconfirmed_tokens:
+        counters["unconfirmed_tokens"] = u.unconfirmed_tokens
     return {**counters, "by_kind": {kind: dict(counters)}, "seconds": 0.0}
+
+
+def _add(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    out = {k: left.get(k, 0) + right.get(k, 0) for k in COUNTERS}
+    for key in OPTIONAL_COUNTERS:
+        if key in left or key in right:
+            out[key] = left.get(key, 0) + right.get(key, 0)
+    return out
 
 
 def merge_usage(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
     """Reducer: add counters (overall and per kind); ``seconds`` keeps the larger value."""
     if not left:
-        return dict(right or empty_usage())
+        left = empty_usage()
+        if not right:
+            return left
     if not right:
         return left
-    out: dict[str, Any] = {k: left.get(k, 0) + right.get(k, 0) for k in COUNTERS}
-    by_kind: dict[str, dict[str, int]] = {k: dict(v) for k, v in left.get("by_kind", {}).items()}
+    out: dict[str, Any] = _add(left, right)
+    by_kind: dict[str, dict[str, int]] = {k: _add(v, {}) for k, v in left.get("by_kind", {}).items()}
     for kind, counters in right.get("by_kind", {}).items():
-        mine = by_kind.setdefault(kind, dict.fromkeys(COUNTERS, 0))
-        for key in COUNTERS:
-            mine[key] = mine.get(key, 0) + counters.get(key, 0)
+        by_kind[kind] = _add(by_kind.get(kind, {}), counters)
     out["by_kind"] = by_kind
     out["seconds"] = max(float(left.get("seconds", 0.0)), float(right.get("seconds", 0.0)))
     return out
@@ -87,6 +121,12 @@ def policy_tokens(usage: dict[str, Any] | None) -> int:
     """Completion tokens the policy spent (propose and revise)."""
     by_kind = (usage or {}).get("by_kind", {})
     return sum(by_kind.get(k, {}).get("completion_tokens", 0) for k in POLICY_KINDS)
+
+
+def policy_unconfirmed_tokens(usage: dict[str, Any] | None) -> int:
+    """Completion tokens the policy may have spent on requests whose answer was lost (their ``max_tokens``)."""
+    by_kind = (usage or {}).get("by_kind", {})
+    return sum(by_kind.get(k, {}).get("unconfirmed_tokens", 0) for k in POLICY_KINDS)
 
 
 def policy_generations(usage: dict[str, Any] | None) -> int:
@@ -123,7 +163,8 @@ def remaining(budget: Budget | None, usage: dict[str, Any] | None, started_at: f
     if budget is None:
         return Remaining(math.inf, math.inf, math.inf)
     gens = math.inf if budget.generations is None else budget.generations - policy_generations(usage)
-    toks = math.inf if budget.tokens is None else budget.tokens - policy_tokens(usage)
+    spent = policy_tokens(usage) + policy_unconfirmed_tokens(usage)  # a lost answer counts what it reserved
+    toks = math.inf if budget.tokens is None else budget.tokens - spent
     if budget.seconds is None or started_at is None:
         secs = math.inf
     else:

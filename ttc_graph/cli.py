@@ -25,6 +25,7 @@ from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.sweep import VERIFIERS
+from ttc_graph.scale.cli_support import POSTGRES_HELP, RAY_HELP, REPLICAS_HELP
 from ttc_graph.selection import SELECTIONS
 from ttc_graph.strategies import create_best_of_n
 from ttc_graph.verifiers import ConfidenceVerifier, LLMJudgeVerifier, Verifier
@@ -255,6 +256,12 @@ def run(
     run_name_alias: Annotated[str | None, typer.Option("--run-name", hidden=True)] = None,
     concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
+    postgres: Annotated[str | None, typer.Option(metavar="URL", help=POSTGRES_HELP)] = None,
+    thread: Annotated[str | None, typer.Option(help="Thread of a --postgres run (default: spec + question).")] = None,
+    ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=f"With --dataset: {RAY_HELP}")] = None,
+    replicas: Annotated[
+        int | None, typer.Option(help="With --ray: K actors, each owning the spec's policy (its URL or model).")
+    ] = None,
 ) -> None:
     """Answer QUESTION, or every question of --dataset, with the strategy a SPEC file describes.
 
@@ -267,16 +274,27 @@ def run(
     if (question is None) == (dataset is None):
         console.print("[red]error:[/] give either QUESTION or --dataset")
         raise typer.Exit(2)
+    if (postgres is not None or thread is not None) and question is None:
+        console.print("[red]error:[/] --postgres and --thread checkpoint one QUESTION's run, not a --dataset")
+        raise typer.Exit(2)
+    if (ray is not None or replicas is not None) and dataset is None:
+        console.print("[red]error:[/] --ray and --replicas run a --dataset's questions, not one QUESTION")
+        raise typer.Exit(2)
     try:
+        _check_ray(ray, replicas)
         strategy = load_spec(spec)
         graph = build_graph(strategy).compile()
         total = getattr(strategy, "n", 1)
         if dataset is not None:
-            run_dataset(graph, strategy, spec, dataset, limit, db, run_name or run_name_alias, concurrency)
+            on_ray = None if ray is None else (ray, replicas)
+            run_dataset(graph, strategy, spec, dataset, limit, db, run_name or run_name_alias, concurrency, on_ray)
             return
         assert question is not None
-        with console.status(f"{strategy.kind} from {spec.name}..."):
-            out = asyncio.run(run_with_progress(graph, question, total))
+        if postgres is not None:
+            out = _run_durable(strategy, question, postgres, thread)
+        else:
+            with console.status(f"{strategy.kind} from {spec.name}..."):
+                out = asyncio.run(run_with_progress(graph, question, total))
     except TTCError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -284,6 +302,17 @@ def run(
         stop_shared_servers()
     _print_output(out, as_json)
     _exit_if_no_answer(out)
+
+
+def _run_durable(strategy: Any, question: str, url: str, thread: str | None) -> dict[str, Any]:
+    """``ttc run --postgres``: a run checkpointed round by round, resumed if its thread is unfinished."""
+    from ttc_graph.scale.durable import default_thread, solve_durable
+
+    thread_id = thread or default_thread(strategy.model_dump_json(), question)
+    console.print(f"[dim]durable run: thread {thread_id}; rerun the same command to resume it[/]")
+    with console.status(f"{strategy.kind} (checkpointed in Postgres)..."):
+        out: dict[str, Any] = asyncio.run(solve_durable(strategy, question, url, thread_id))
+    return out
 
 
 def run_dataset(
@@ -295,8 +324,10 @@ def run_dataset(
     db: Path,
     run_name: str | None,
     concurrency: int,
+    on_ray: tuple[str, int | None] | None = None,
 ) -> None:
-    """``ttc run SPEC --dataset``: answer, grade and save every question, with a progress bar."""
+    """``ttc run SPEC --dataset``: answer, grade and save every question, with a progress bar; ``on_ray``
+    (address, replicas) runs the questions on Ray while this process writes the results."""
     from ttc_graph.eval.datasets import load_dataset
     from ttc_graph.eval.spec_runs import run_graph_over_dataset
     from ttc_graph.eval.store import ResultStore
@@ -305,23 +336,28 @@ def run_dataset(
     name = strategy.name or spec.stem
     budget = int(getattr(strategy, "n", 0) or getattr(strategy, "generations", 0) or 0)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with ResultStore(db) as store, Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task(name, total=len(problems))
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(ResultStore(db))
+        units = None
         done_before = {q for s, b, q in store.done(run_name or name) if s == name and b == budget}
+        if on_ray is not None and any(p.id not in done_before for p in problems):
+            from ttc_graph.scale.cli_support import ray_units
+            from ttc_graph.scale.spec_units import replica_of
+
+            units = stack.enter_context(ray_units(console, *on_ray, replica_of(strategy), concurrency))
+        progress = stack.enter_context(Progress(*columns, TimeElapsedColumn(), console=console))
+        task = progress.add_task(name, total=len(problems))
         progress.update(task, completed=sum(p.id in done_before for p in problems))
-        rows = asyncio.run(
-            run_graph_over_dataset(
-                graph,
-                strategy=name,
-                budget=budget,
-                problems=problems,
-                dataset=dataset,
-                store=store,
-                run=run_name or name,
-                concurrency=concurrency,
-                on_done=lambda _row: progress.advance(task),
-            )
-        )
+        options: dict[str, Any] = {
+            "strategy": name, "budget": budget, "problems": problems, "dataset": dataset, "store": store,
+            "run": run_name or name, "on_done": lambda _row: progress.advance(task),
+        }  # fmt: skip
+        if units is not None:
+            from ttc_graph.scale.spec_units import run_spec_on
+
+            rows = asyncio.run(run_spec_on(units, strategy, **options))
+        else:
+            rows = asyncio.run(run_graph_over_dataset(graph, concurrency=concurrency, **options))
     correct = sum(r.correct for r in rows)
     console.print(
         f"{name} on {dataset}: {correct}/{len(rows)} correct ({correct / max(1, len(rows)):.1%}), "
@@ -458,6 +494,33 @@ def _print_curves(curves: list[Any], title: str) -> None:
     console.print(table)
 
 
+def _check_ray(ray: str | None, replicas: int | None) -> None:
+    if ray is not None or replicas is not None:
+        from ttc_graph.scale.cli_support import check_ray_options
+
+        check_ray_options(ray, replicas)
+
+
+def _ray_source(
+    ray: str,
+    replicas: int | None,
+    concurrency: int,
+    base_url: str | None,
+    model: str | None,
+    gguf: Path | None,
+    parallel: int,
+    threads: int | None,
+    ctx_size: int | None = None,
+) -> Any:
+    """The Ray runner as a context manager, in place of the endpoint (``split_runner`` tells them apart)."""
+    from ttc_graph.scale.cli_support import ray_source
+
+    return ray_source(
+        console, ray, replicas, concurrency, base_url=base_url, model=model, gguf=gguf, parallel=parallel,
+        threads=threads, ctx_size=ctx_size,
+    )  # fmt: skip
+
+
 def _check_gguf(gguf: Path | None, base_url: str | None) -> None:
     if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
         raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
@@ -504,9 +567,12 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
     try:
         with (
             _sigterm_as_interrupt(),
-            endpoint as policy,
+            endpoint as source,
             _eval_progress() as progress,
         ):
+            from ttc_graph.scale.cli_support import split_runner
+
+            runner, policy = split_runner(source)
             bar = progress.add_task("sweep", total=todo, info="")
             drawn, started = 0, time.monotonic()
 
@@ -524,7 +590,7 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
                 if event.kind == "failed":
                     progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
 
-            return asyncio.run(run_sweep(policy, problems, config, store, progress=on_event))
+            return asyncio.run(run_sweep(policy, problems, config, store, progress=on_event, runner=runner))
     except TTCError as exc:
         raise _fail(exc) from exc
     except KeyboardInterrupt:
@@ -562,6 +628,8 @@ def eval_command(
     parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
     threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
+    ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
+    replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,
 ) -> None:
     """Sweep strategies × budgets over a data set; every finished question is stored at once (resumable)."""
     import warnings
@@ -570,6 +638,7 @@ def eval_command(
 
     try:
         _check_gguf(gguf, base_url)
+        _check_ray(ray, replicas)
         name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
         config = SweepConfig.make(
             run, dataset, strategy or [f"best_of_n:{DEFAULT_SELECTION}"], budgets, default_verifier=verifier,
@@ -594,7 +663,10 @@ def eval_command(
         f"{', '.join(s.name for s in config.strategies)}, budgets {list(config.budgets)}; "
         f"{finished} unit(s) already finished, {todo} to run"
     )
-    report = _run_eval_sweep(config, problems, store, todo, _eval_endpoint(base_url, model, gguf, parallel, threads))
+    source = _eval_endpoint(base_url, model, gguf, parallel, threads)
+    if ray is not None:
+        source = _ray_source(ray, replicas, concurrency, base_url, model, gguf, parallel, threads)
+    report = _run_eval_sweep(config, problems, store, todo, source)
     ids = {p.id for p in problems}
     names = {s.name for s in config.strategies}
     rows = [r for r in store.rows(config.run) if r.question_id in ids and r.strategy in names]
@@ -722,6 +794,10 @@ def plot_command(
 from ttc_graph.study.cli import study_app  # noqa: E402  (registered last: it reuses this module's helpers)
 
 app.add_typer(study_app, name="study")
+
+from ttc_graph.server.command import serve_command  # noqa: E402  (imports its web stack only when it runs)
+
+app.command("serve")(serve_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

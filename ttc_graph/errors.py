@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ttc_graph.usage import RequestUsage
+
 __all__ = [
     "BudgetError",
     "ConfigurationError",
@@ -21,12 +26,26 @@ class ConfigurationError(TTCError, ValueError):
 
 
 class EndpointError(TTCError):
-    """A model endpoint failed after retries or returned something unusable."""
+    """A model endpoint failed after retries or returned something unusable.
 
-    def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False) -> None:
+    ``usage`` is what the failed call cost (its failed requests, tokens reserved by answers that were lost, a probe
+    sent first) and ``errors`` every failed request's message, when the call fanned out; both may be empty.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retryable: bool = False,
+        usage: RequestUsage | None = None,
+        errors: list[str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.retryable = retryable
+        self.usage = usage
+        self.errors = list(errors or [])
 
 
 class VerifierError(TTCError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
@@ -12,6 +12,7 @@ from typing_extensions import TypedDict
 
 from ttc_graph.budget import Budget, merge_usage
 from ttc_graph.endpoints.base import ChatMessage
+from ttc_graph.errors import ConfigurationError
 
 __all__ = [
     "Candidate",
@@ -107,18 +108,43 @@ class TTCState(TypedDict, total=False):
     diagnostics: dict[str, Any] | None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TTCContext:
     """Per-run knobs (LangGraph ``context``): one compiled graph serves many requests.
 
     Unset fields fall back to the values the strategy was built with. A strategy nested under a parent graph reads
     these fields from the parent's context object (any dataclass, pydantic model, dict or object with attributes)
-    and ignores the fields it does not own.
+    and ignores the fields it does not own. A dict given to the strategy's own graph becomes a ``TTCContext``
+    (LangGraph converts it), so a field it does not know there (a typo such as ``temprature``) is a
+    :class:`~ttc_graph.errors.ConfigurationError` naming it, not a ``TypeError`` from inside LangGraph.
     """
 
-    budget: Budget | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    history: History | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None
+    temperature: float | None
+    max_tokens: int | None
+    seed: int | None
+    history: History | None
+    extra: dict[str, Any]
+
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        history: History | None = None,
+        extra: dict[str, Any] | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            names = ", ".join(f.name for f in fields(TTCContext))
+            raise ConfigurationError(
+                f"context.{next(iter(unknown))}: unknown field; a strategy's context has {names}"
+                " (put anything else in 'extra')"
+            )
+        self.budget = budget
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.history = history
+        self.extra = {} if extra is None else extra

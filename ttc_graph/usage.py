@@ -9,15 +9,22 @@ __all__ = ["RequestUsage"]
 
 @dataclass(slots=True)
 class RequestUsage:
-    """What some requests cost, counted once per request (never once per choice)."""
+    """What some requests cost, counted once per request (never once per choice).
+
+    ``unconfirmed_tokens`` are the ``max_tokens`` reserved by attempts whose answer was lost after they were sent
+    (a client timeout, a dropped connection, an unreadable body): the server may have generated up to that many
+    tokens without the client learning how many, so a token budget counts them.
+    """
 
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     failed_requests: int = 0
+    unconfirmed_tokens: int = 0
 
     def add(self, other: RequestUsage) -> None:
         self.requests += other.requests
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.failed_requests += other.failed_requests
+        self.unconfirmed_tokens += other.unconfirmed_tokens

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import Literal, Protocol, TypedDict, TypeVar, runtime_checkable
 
+from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.usage import RequestUsage  # re-exported: the usage types live in ttc_graph.usage
 
 __all__ = [
@@ -16,6 +18,10 @@ __all__ = [
     "GenerationResult",
     "RequestUsage",
     "SamplingParams",
+    "bounded_gather",
+    "check_number",
+    "check_request",
+    "collect",
 ]
 
 Continuation = Literal["auto", "completions", "prefill", "prompt"]
@@ -34,7 +40,12 @@ class ChatMessage(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """Per-request sampling knobs."""
+    """Per-request sampling knobs.
+
+    ``retry_lost=False`` gives up on an attempt whose answer was lost after it was sent (a timeout, a dropped
+    connection, an unreadable body) instead of retrying it: under a token budget the controller re-plans that sample
+    from what is left, since the lost attempt may have been generated.
+    """
 
     temperature: float | None = None
     max_tokens: int | None = None
@@ -44,6 +55,38 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     timeout: float | None = None
+    retry_lost: bool = True
+
+
+def check_number(name: str, value: object, *, integer: bool, minimum: float, strict: bool = False) -> None:
+    """A ConfigurationError naming ``name`` unless ``value`` is a number (an integer if asked; never a bool) at
+    least ``minimum`` (above it if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigurationError(f"{name}: expected {kind}, got {type(value).__name__} {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise ConfigurationError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def check_request(n: object, params: SamplingParams | None) -> None:
+    """Refuse, before any request, an ``n`` or a sampling knob no server should be sent (a ConfigurationError
+    naming it): ``n`` an integer >= 1 (not a bool), ``temperature >= 0``, ``max_tokens >= 1``, ``0 < top_p <= 1``,
+    ``timeout > 0``."""
+    check_number("n", n, integer=True, minimum=1)
+    if params is None:
+        return
+    if params.temperature is not None:
+        check_number("temperature", params.temperature, integer=False, minimum=0)
+    if params.max_tokens is not None:
+        check_number("max_tokens", params.max_tokens, integer=True, minimum=1)
+    if params.top_p is not None:
+        check_number("top_p", params.top_p, integer=False, minimum=0, strict=True)
+        if params.top_p > 1:
+            raise ConfigurationError(f"top_p: must be <= 1, got {params.top_p!r}")
+    if params.timeout is not None:
+        check_number("timeout", params.timeout, integer=False, minimum=0, strict=True)
+    if params.seed is not None:
+        check_number("seed", params.seed, integer=True, minimum=-(2**63))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +137,50 @@ class Endpoint(Protocol):
         least one generation succeeded; when all fail an :class:`~ttc_graph.errors.EndpointError` is raised.
         """
         ...
+
+
+T = TypeVar("T")
+
+
+async def bounded_gather(fn: Callable[[int], Awaitable[T]], n: int, limit: int) -> list[T | Exception]:
+    """``fn(0) … fn(n - 1)`` with at most ``limit`` running at once, in order; a failure is returned in its place.
+
+    Only ``limit`` coroutines exist at a time, so memory follows what is in flight, not ``n``.
+    """
+    outcomes: list[T | Exception | None] = [None] * n
+    indices = iter(range(n))
+
+    async def worker() -> None:
+        for i in indices:
+            try:
+                outcomes[i] = await fn(i)
+            except Exception as exc:
+                outcomes[i] = exc
+
+    await asyncio.gather(*(worker() for _ in range(min(n, max(1, limit)))))
+    return outcomes  # type: ignore[return-value]
+
+
+def collect(outcomes: Sequence[GenerationResult | Exception], what: str) -> GenerationResult:
+    """The generations and usage of a fan-out's requests; every failed one is counted in ``failed_requests`` (with
+    what it cost: an :class:`EndpointError` carries its usage) and its message kept in ``errors``.
+
+    When every request failed, the first failure is raised, carrying the fan-out's usage and every message.
+    """
+    result = GenerationResult()
+    first: Exception | None = None
+    for out in outcomes:
+        if isinstance(out, Exception):
+            first = first or out
+            spent = out.usage if isinstance(out, EndpointError) else None
+            result.usage.add(spent or RequestUsage(failed_requests=1))
+            result.errors.append(str(out) or f"{what}: {type(out).__name__}")
+        else:
+            result.generations.extend(out.generations)
+            result.usage.add(out.usage)
+            result.errors.extend(out.errors)
+    if first is not None and not result.generations:
+        if isinstance(first, EndpointError):
+            first.usage, first.errors = result.usage, result.errors
+        raise first
+    return result

@@ -11,7 +11,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.runnables import ensure_config
 
 from ttc_graph._loop import PerLoop, serving_sync_call
-from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import (
+    ChatMessage,
+    Generation,
+    GenerationResult,
+    SamplingParams,
+    bounded_gather,
+    check_request,
+    collect,
+)
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError
@@ -105,8 +113,7 @@ class LangChainEndpoint:
         params: SamplingParams | None = None,
         prefix: str | None = None,
     ) -> GenerationResult:
-        if n < 1:
-            raise ConfigurationError(f"n: must be >= 1, got {n}")
+        check_request(n, params)
         msgs = list(messages)
         if prefix:
             msgs.append({"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)})
@@ -120,38 +127,57 @@ class LangChainEndpoint:
         timeout = min(limits) if limits else None
         sync = serving_sync_call()
 
-        async def attempt() -> Any:
-            async with asyncio.timeout(timeout):
-                if sync:
-                    return await asyncio.to_thread(self.chat_model.generate, [lc_messages], stop=stop, **run, **kwargs)
-                return await self.chat_model.agenerate([lc_messages], stop=stop, **run, **kwargs)
+        what = f"agenerate on {self.name}"
+        reserve = (params.max_tokens if params else None) or 0
 
-        async def one() -> Any:
+        async def one(_: int) -> GenerationResult:
+            lost = 0
+
+            async def attempt() -> Any:
+                nonlocal lost
+                try:
+                    async with asyncio.timeout(timeout):
+                        if sync:
+                            return await asyncio.to_thread(
+                                self.chat_model.generate, [lc_messages], stop=stop, **run, **kwargs
+                            )
+                        return await self.chat_model.agenerate([lc_messages], stop=stop, **run, **kwargs)
+                except TimeoutError as exc:  # the model may still answer (a sync call's thread runs on)
+                    lost += reserve
+                    if params is not None and not params.retry_lost:
+                        raise EndpointError(f"{what} failed: timed out; not retried under a token budget") from exc
+                    raise
+
             async with sem:
-                return await call_with_retries(attempt, self.retry, f"agenerate on {self.name}")
+                try:
+                    out = await call_with_retries(attempt, self.retry, what)
+                except EndpointError as exc:
+                    exc.usage = RequestUsage(failed_requests=1, unconfirmed_tokens=lost)
+                    raise
+            result = _result_of(out)
+            result.usage.unconfirmed_tokens += lost
+            return result
 
-        outcomes = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-        result = GenerationResult()
-        for out in outcomes:
-            if isinstance(out, BaseException):
-                if not isinstance(out, Exception):
-                    raise out
-                result.usage.failed_requests += 1
-                result.errors.append(str(out))
-                continue
-            # One agenerate call is one request: its usage is the messages' usage_metadata summed, or else the
-            # call's llm_output token_usage counted once (never once per generation).
-            gens = [g for batch in out.generations for g in batch]
-            per_gen = [_token_usage(getattr(g, "message", None), None) for g in gens]
-            if all(t is not None for t in per_gen):
-                prompt_toks = max((t[0] for t in per_gen if t), default=0)
-                completion_total = sum(t[1] for t in per_gen if t)
-            else:
-                prompt_toks, completion_total = _token_usage(None, out.llm_output) or (0, 0)
-            result.usage.add(RequestUsage(1, prompt_toks, completion_total))
-            for g, tokens in zip(gens, per_gen, strict=True):
-                info = getattr(g, "generation_info", None) or {}
-                result.generations.append(Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None))
-        if not result.generations:
-            raise EndpointError(f"agenerate on {self.name}: every request failed: {result.errors[:1]}")
-        return result
+        try:
+            return collect(await bounded_gather(one, n, self.max_concurrency), what)
+        except EndpointError as exc:
+            raise EndpointError(
+                f"{what}: every request failed: {exc.errors[:1]}", usage=exc.usage, errors=exc.errors
+            ) from exc
+
+
+def _result_of(out: Any) -> GenerationResult:
+    """One agenerate call is one request: its usage is the messages' usage_metadata summed, or else the call's
+    llm_output token_usage counted once (never once per generation)."""
+    gens = [g for batch in out.generations for g in batch]
+    per_gen = [_token_usage(getattr(g, "message", None), None) for g in gens]
+    if all(t is not None for t in per_gen):
+        prompt_toks = max((t[0] for t in per_gen if t), default=0)
+        completion_total = sum(t[1] for t in per_gen if t)
+    else:
+        prompt_toks, completion_total = _token_usage(None, out.llm_output) or (0, 0)
+    result = GenerationResult(usage=RequestUsage(1, prompt_toks, completion_total))
+    for g, tokens in zip(gens, per_gen, strict=True):
+        info = getattr(g, "generation_info", None) or {}
+        result.generations.append(Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None))
+    return result

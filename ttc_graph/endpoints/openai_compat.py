@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from types import TracebackType
 from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
 
 from ttc_graph._loop import PerLoop
-from ttc_graph.endpoints.base import ChatMessage, Continuation, Generation, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import (
+    ChatMessage,
+    Continuation,
+    Generation,
+    GenerationResult,
+    SamplingParams,
+    bounded_gather,
+    check_request,
+    collect,
+)
 from ttc_graph.endpoints.n_usage import (
     PROBE,
     PROBE_TOKENS,
@@ -22,7 +32,8 @@ from ttc_graph.endpoints.n_usage import (
     n_usage_verdict,
     record_n_usage_verdict,
 )
-from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
+from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retries
+from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.usage import RequestUsage
 
@@ -78,6 +89,17 @@ def _rejects_n(exc: EndpointError) -> bool:
     return _MENTIONS_N.search(str(exc.__cause__ or exc)) is not None
 
 
+class _NoChoices(EndpointError):
+    """A 200 answer without choices: retried like a 5xx."""
+
+
+def _choices(response: Any, what: str) -> list[Any]:
+    choices = getattr(response, "choices", None)
+    if not choices or not isinstance(choices, list):
+        raise _NoChoices(f"{what} returned no choices", status_code=200, retryable=True)
+    return choices
+
+
 def _strip_prefix(text: str, prefix: str) -> str:
     return text[len(prefix) :] if prefix and text.startswith(prefix) else text
 
@@ -96,6 +118,17 @@ class _LoopClients:
         self.semaphore = asyncio.Semaphore(endpoint.max_concurrency)
         self.judging = asyncio.Lock()
         self.http = httpx.AsyncClient(timeout=endpoint.timeout)
+        self._owns_api_client = endpoint._http_client is None  # a client the caller passed stays theirs to close
+        self._closed = False
+
+    async def aclose(self) -> None:
+        """Close the connections (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.http.aclose()
+        if self._owns_api_client:
+            await self.api.close()
 
 
 class OpenAIEndpoint:
@@ -153,7 +186,7 @@ class OpenAIEndpoint:
         self.default_params = default_params or SamplingParams()
         self.extra_body = dict(extra_body or {})
         self._http_client = http_client
-        self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self))
+        self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self), close=_LoopClients.aclose)
 
     @property
     def name(self) -> str:
@@ -166,6 +199,27 @@ class OpenAIEndpoint:
     def server_root(self) -> str:
         """The base URL without its trailing ``/v1``."""
         return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+
+    async def aclose(self) -> None:
+        """Close the endpoint's HTTP clients in every event loop that still runs (``async with endpoint:`` does it).
+
+        The endpoint stays usable: a later call opens new clients. ``asyncio.run`` closes a loop's clients itself
+        when it ends, so repeated ``asyncio.run`` calls leave no connection behind either way.
+        """
+        running = asyncio.get_running_loop()
+        for loop, clients in self._clients.pop_all():
+            if loop is running:
+                await clients.aclose()
+            elif loop.is_running():
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(clients.aclose(), loop))
+
+    async def __aenter__(self) -> OpenAIEndpoint:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -223,9 +277,9 @@ class OpenAIEndpoint:
         params: SamplingParams | None = None,
         prefix: str | None = None,
     ) -> GenerationResult:
-        if n < 1:
-            raise ConfigurationError(f"n: must be >= 1, got {n}")
+        check_request(n, params)
         p = self._params(params)
+        check_request(n, p)
         mode: Continuation | None = await self.resolve_continuation() if prefix else None
         if mode == "prompt" and prefix:
             messages = [*messages, {"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)}]
@@ -236,18 +290,23 @@ class OpenAIEndpoint:
             result.usage.add(await self._judge_n_usage())  # waits while a concurrent call probes
         if not self._n_forced and n_usage_verdict(self.server_root) is False:
             self.native_n = False
-        if n == 1 or self.native_n is False:
-            rest = await self._fan_out(one, messages, n, p, prefix)
-            rest.usage.add(result.usage)
-            return rest
         try:
-            first = await self._request(one, messages, n, p, prefix)
-        except EndpointError as exc:
-            if exc.status_code in (400, 422) and self.native_n is None and _rejects_n(exc):
-                self.native_n = False
+            if n == 1 or self.native_n is False:
                 rest = await self._fan_out(one, messages, n, p, prefix)
                 rest.usage.add(result.usage)
                 return rest
+            try:
+                first = await self._request(one, messages, n, p, prefix)
+            except EndpointError as exc:
+                if exc.status_code in (400, 422) and self.native_n is None and _rejects_n(exc):
+                    self.native_n = False
+                    rest = await self._fan_out(one, messages, n, p, prefix)
+                    rest.usage.add(result.usage)
+                    return rest
+                raise
+        except EndpointError as exc:  # nothing came back: the error carries what the call cost (a probe included)
+            exc.usage = exc.usage or RequestUsage(failed_requests=1)
+            exc.usage.add(result.usage)
             raise
         result.generations.extend(first.generations)
         result.usage.add(first.usage)
@@ -261,6 +320,13 @@ class OpenAIEndpoint:
         elif self.native_n is None:
             self.native_n = n_usage_verdict(self.server_root) is not False
         return result
+
+    async def stream_one(
+        self, messages: Sequence[ChatMessage], *, params: SamplingParams | None = None, meter: RequestUsage
+    ) -> GenerationResult:
+        """One sample, streamed and counted in ``meter`` as it arrives, so a caller that cancels it (adaptive
+        best-of-N) knows what the server generated (:func:`ttc_graph.endpoints.streaming.stream_chat`)."""
+        return await stream_chat(self, messages, params, meter)
 
     async def _judge_n_usage(self) -> RequestUsage:
         """Send the n-usage probe once (see :mod:`ttc_graph.endpoints.n_usage`); return what it cost."""
@@ -290,6 +356,47 @@ class OpenAIEndpoint:
             result: GenerationResult = await one(messages, n, params, prefix)
             return result
 
+    async def _send(
+        self,
+        send: Callable[[], Awaitable[Any]],
+        parse: Callable[[Any], list[Generation]],
+        n: int,
+        params: SamplingParams,
+        what: str,
+    ) -> GenerationResult:
+        """One request under the retry policy, its answer parsed inside it (no choices is retried like a 5xx).
+
+        Each attempt whose answer was lost after it was sent reserves ``n * max_tokens`` in ``unconfirmed_tokens``;
+        with ``params.retry_lost`` False such an attempt is not retried. A failure for good raises an
+        :class:`EndpointError` carrying that usage and one failed request.
+        """
+        lost = 0
+
+        async def attempt() -> tuple[Any, list[Generation]]:
+            nonlocal lost
+            try:
+                response = await send()
+                generations = parse(response)
+            except Exception as exc:
+                if answer_lost(exc) or isinstance(exc, _NoChoices):
+                    lost += n * (params.max_tokens or 0)
+                    if not params.retry_lost:
+                        raise EndpointError(
+                            f"{what} failed: the answer was lost ({type(exc).__name__}: {exc}); not retried under"
+                            " a token budget"
+                        ) from exc
+                raise
+            return response, generations
+
+        try:
+            response, generations = await call_with_retries(attempt, self.retry, what)
+        except EndpointError as exc:
+            exc.usage = RequestUsage(failed_requests=1, unconfirmed_tokens=lost)
+            raise
+        result = self._result(response, generations, params)
+        result.usage.unconfirmed_tokens += lost
+        return result
+
     async def _fan_out(
         self,
         one: Any,
@@ -304,22 +411,7 @@ class OpenAIEndpoint:
             p = params if params.seed is None else replace(params, seed=params.seed + seed_offset + i)
             return await self._request(one, messages, 1, p, prefix)
 
-        outcomes = await asyncio.gather(*(single(i) for i in range(n)), return_exceptions=True)
-        result = GenerationResult()
-        failures: list[BaseException] = []
-        for out in outcomes:
-            if isinstance(out, BaseException):
-                if not isinstance(out, Exception):
-                    raise out
-                failures.append(out)
-                result.usage.failed_requests += 1
-                result.errors.append(str(out))
-            else:
-                result.generations.extend(out.generations)
-                result.usage.add(out.usage)
-        if failures and not result.generations:
-            raise failures[0]
-        return result
+        return collect(await bounded_gather(single, n, self.max_concurrency), f"{n} requests on {self.name}")
 
     def _usage_of(self, response: Any, generations: list[Generation], params: SamplingParams) -> RequestUsage:
         usage = getattr(response, "usage", None)
@@ -352,17 +444,18 @@ class OpenAIEndpoint:
         async def call() -> Any:
             return await client.chat.completions.create(messages=msgs, **kwargs)  # type: ignore[arg-type]
 
-        response = await call_with_retries(call, self.retry, f"chat completion on {self.name}")
-        generations = []
-        for choice in response.choices or []:
-            text = (choice.message.content if choice.message else None) or ""
-            if prefix:
-                text = _strip_prefix(text, prefix)
-            lps, tops = _parse_chat_logprobs(choice)
-            generations.append(Generation(text, choice.finish_reason, None, lps, tops))
-        if not generations:
-            raise EndpointError(f"chat completion on {self.name} returned no choices")
-        return self._result(response, generations, params)
+        def parse(response: Any) -> list[Generation]:
+            generations = []
+            for choice in _choices(response, what):
+                text = (choice.message.content if choice.message else None) or ""
+                if prefix:
+                    text = _strip_prefix(text, prefix)
+                lps, tops = _parse_chat_logprobs(choice)
+                generations.append(Generation(text, choice.finish_reason, None, lps, tops))
+            return generations
+
+        what = f"chat completion on {self.name}"
+        return await self._send(call, parse, n, params, what)
 
     def _result(self, response: Any, generations: list[Generation], params: SamplingParams) -> GenerationResult:
         usage = self._usage_of(response, generations, params)
@@ -407,11 +500,12 @@ class OpenAIEndpoint:
         async def call() -> Any:
             return await client.completions.create(prompt=prompt, **kwargs)
 
-        response = await call_with_retries(call, self.retry, f"completion on {self.name}")
-        generations = []
-        for choice in response.choices or []:
-            lps, tops = _parse_completion_logprobs(choice)
-            generations.append(Generation(choice.text or "", choice.finish_reason, None, lps, tops))
-        if not generations:
-            raise EndpointError(f"completion on {self.name} returned no choices")
-        return self._result(response, generations, params)
+        def parse(response: Any) -> list[Generation]:
+            generations = []
+            for choice in _choices(response, what):
+                lps, tops = _parse_completion_logprobs(choice)
+                generations.append(Generation(choice.text or "", choice.finish_reason, None, lps, tops))
+            return generations
+
+        what = f"completion on {self.name}"
+        return await self._send(call, parse, n, params, what)

@@ -1,12 +1,18 @@
 """The one retry layer: tenacity around every model and verifier call.
 
-Retried: 408, 409, 429 and 5xx answers, timeouts and connection errors, with exponential backoff and jitter,
-honouring ``Retry-After``. Never retried: other 4xx answers (400, 401, 403, 404, 422, ...).
+Retried: 408, 409, 429 and 5xx answers, a 200 whose body does not parse (or has no choices: the endpoints raise a
+retryable :class:`EndpointError`), timeouts and connection errors, with exponential backoff and jitter, honouring
+``Retry-After``. Never retried: other 4xx answers (400, 401, 403, 404, 422, ...).
+
+:func:`answer_lost` tells a failure after which the server may still have generated the answer (a timeout or a
+dropped connection once the request was sent, an unreadable body) from one where it did not (no connection, an
+error status): the endpoints charge the former's ``max_tokens`` to ``unconfirmed_tokens``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,7 +25,14 @@ from tenacity.wait import wait_exponential_jitter
 
 from ttc_graph.errors import EndpointError
 
-__all__ = ["RETRYABLE_STATUS", "RetryConfig", "call_with_retries", "is_retryable", "retry_after_seconds"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "RetryConfig",
+    "answer_lost",
+    "call_with_retries",
+    "is_retryable",
+    "retry_after_seconds",
+]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 T = TypeVar("T")
@@ -51,10 +64,32 @@ def is_retryable(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return True
+    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError):
+        return True  # a malformed 200 body: a proxy or a server in trouble, as transient as a 5xx
     if isinstance(exc, httpx.TimeoutException | httpx.TransportError | TimeoutError | ConnectionError):
         return True
     status = _status_of(exc)
     return status is not None and (status in RETRYABLE_STATUS or status >= 500)
+
+
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})  # httpx and httpx2 names alike
+
+
+def answer_lost(exc: BaseException) -> bool:
+    """Whether the server may have generated an answer the client never got: a timeout or a dropped connection
+    after the request was sent, or a 200 whose body does not parse. Not for an error status or no connection."""
+    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | TimeoutError):
+        return True
+    if isinstance(exc, EndpointError):
+        return False
+    if isinstance(exc, openai.APIStatusError) or _status_of(exc) is not None:
+        return False
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        return cause is None or type(cause).__name__ not in _NOT_SENT
+    if isinstance(exc, httpx.TransportError):
+        return type(exc).__name__ not in _NOT_SENT
+    return isinstance(exc, ConnectionError)
 
 
 def _headers_of(exc: BaseException) -> Any:

@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
@@ -22,6 +22,7 @@ from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
 from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
 from ttc_graph.specs.build import build_graph
 from ttc_graph.specs.io import parse_spec
@@ -39,6 +40,7 @@ __all__ = [
     "SweepEvent",
     "SweepReport",
     "SweepStrategy",
+    "execute_unit",
     "parse_budgets",
     "parse_strategy",
     "pending",
@@ -169,6 +171,17 @@ class SweepConfig:
             for b in config.budgets:
                 _graph(spec, b, _Probe(), _Probe(), config)
         return config
+
+    def as_data(self) -> dict[str, Any]:
+        """The config as JSON-able data; :meth:`from_data` validates it again (how a unit travels to a worker)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        return data | {"strategies": [s.name for s in self.strategies], "budgets": list(self.budgets)}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> SweepConfig:
+        """The config :meth:`as_data` describes, validated like :meth:`make`."""
+        rest = {k: v for k, v in data.items() if k not in ("run", "dataset", "strategies", "budgets")}
+        return cls.make(data["run"], data["dataset"], data["strategies"], data["budgets"], **rest)
 
     def sampling(self) -> dict[str, Any]:
         return {
@@ -384,7 +397,9 @@ class _Sweep:
         store: ResultStore,
         progress: Callable[[SweepEvent], None] | None,
         judge_policy: Endpoint | None,
+        runner: UnitRunner | None = None,
     ) -> None:
+        self.runner = runner
         self.policy = CountingEndpoint(policy)
         self.judge = CountingEndpoint(judge_policy or policy)
         self.problems = problems
@@ -413,7 +428,8 @@ class _Sweep:
             for unit in queue:
                 await self.run_unit(unit, done)
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, max(1, len(units))))]
+        slots = cfg.concurrency if self.runner is None else self.runner.slots
+        workers = [asyncio.create_task(worker()) for _ in range(min(slots, max(1, len(units))))]
         try:
             await asyncio.gather(*workers)
         except BaseException:
@@ -429,6 +445,9 @@ class _Sweep:
         return self.report
 
     async def run_unit(self, unit: _Unit, done: set[tuple[str, int, str]]) -> None:
+        if self.runner is not None:
+            await self.run_elsewhere(self.runner, unit, done)
+            return
         try:
             written, drawn = await (self.run_pool(unit, done) if unit.spec is None else self.run_graph(unit))
         except TTCError as exc:
@@ -437,6 +456,25 @@ class _Sweep:
         self.report.rows_written += written
         self.report.finished_units += 1
         self.progress(SweepEvent("done", unit.label, generations=drawn))
+
+    async def run_elsewhere(self, runner: UnitRunner, unit: _Unit, done: set[tuple[str, int, str]]) -> None:
+        """The runner runs the unit where the model is; this driver writes what comes back, once."""
+        cfg, p = self.config, unit.problem
+        request = UnitRequest(
+            "sweep", unit.label, cfg.as_data(), asdict(p), None if unit.spec is None else unit.spec.name, unit.budget,
+            pool=self.store.pool(cfg.run, p.id) if unit.spec is None else [], done=[k for k in done if k[2] == p.id],
+        )  # fmt: skip
+        outcome = await runner.run(request)
+        self.policy.calls += outcome.requests
+        self.policy.generations += outcome.policy_generations
+        self.judge.calls += outcome.verifier_requests
+        pool = None if outcome.pool is None else (cfg.run, p.id, outcome.pool)
+        self.report.rows_written += self.store.save(outcome.rows, pool=pool)
+        if outcome.error is not None:
+            self.fail(unit, outcome.error)
+            return
+        self.report.finished_units += 1
+        self.progress(SweepEvent("done", unit.label, generations=outcome.generations))
 
     def fail(self, unit: _Unit, message: str) -> None:
         self.report.failed_units += 1
@@ -534,6 +572,24 @@ class _Sweep:
         )  # fmt: skip
 
 
+async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
+    """Run one sweep unit a driver sent (see :mod:`ttc_graph.scale`) with the local path's code and ``policy``; its
+    rows come back for the driver to write. A :class:`TTCError` becomes the outcome's ``error``, as a local unit's."""
+    config = SweepConfig.from_data(request.config)
+    problem = Problem(**request.problem)
+    store = scratch_store(config.run, problem.id, request.pool)
+    sweep = _Sweep(policy, [problem], config, store, None, None)
+    unit = _Unit(problem, None if request.strategy is None else parse_strategy(request.strategy), request.budget)
+    drawn, error = 0, None
+    try:
+        _, drawn = await (sweep.run_pool(unit, set(request.done)) if unit.spec is None else sweep.run_graph(unit))
+    except TTCError as exc:
+        error = str(exc)
+    counts = {"requests": sweep.policy.calls, "policy_generations": sweep.policy.generations}
+    return take_outcome(store, config.run, request, generations=drawn, verifier_requests=sweep.judge.calls,
+                        error=error, **counts)  # fmt: skip
+
+
 async def run_sweep(
     policy: Endpoint,
     problems: Sequence[Problem],
@@ -542,19 +598,25 @@ async def run_sweep(
     *,
     progress: Callable[[SweepEvent], None] | None = None,
     judge_policy: Endpoint | None = None,
+    runner: UnitRunner | None = None,
 ) -> SweepReport:
     """Run every (strategy, budget, question) of ``config`` not yet in ``store``; each result commits at once.
 
     At most ``config.concurrency`` questions run at a time. A unit that fails with a :class:`TTCError` is
     reported and left for the next call; any other exception (or cancellation) stops the sweep, keeping what
     finished. ``judge_policy`` serves ``judge`` verifiers (default: the policy itself).
+
+    ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, with its own endpoints (``policy`` is
+    then never called): this call stays the single writer of ``store``, ``runner.slots`` units at a time.
     """
     if not problems:
         raise ConfigurationError("problems: the data set slice is empty")
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigurationError("problems: question ids must be unique")
-    return await _Sweep(policy, problems, config, store, progress, judge_policy).run()
+    if runner is not None and judge_policy is not None:
+        raise ConfigurationError("judge_policy: units run by a runner judge with the runner's endpoints")
+    return await _Sweep(policy, problems, config, store, progress, judge_policy, runner).run()
 
 
 # ----------------------------------------------------------------------------------------------- summary

@@ -8,6 +8,7 @@ hits a limit stops with the best answer found so far.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,26 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from ttc_graph.budget import Budget, Remaining, policy_generations, remaining
+from ttc_graph.endpoints.base import check_number
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.nodes.adaptive import AdaptiveStop, SampleTask, decisive
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.propose import ProposeTask
-from ttc_graph.selection import answer_groups, leader_probability
+from ttc_graph.selection import answer_groups
 from ttc_graph.state import TTCContext, TTCState
 
-__all__ = ["AdaptiveStop", "SamplingDefaults", "make_best_of_n_controller", "route_plan", "stop_reason_for"]
+__all__ = [
+    "MAX_ROUND_SAMPLES",
+    "AdaptiveStop",
+    "SamplingDefaults",
+    "holds_tokens",
+    "make_best_of_n_controller",
+    "route_plan",
+    "stop_reason_for",
+]
+
+MAX_ROUND_SAMPLES = 256
+"""Samples best-of-N plans per round at most: a larger ``n`` runs in rounds, so what is in flight stays bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +52,15 @@ class SamplingDefaults:
     seed: int | None = None
     budget: Budget | None = None
 
+    def __post_init__(self) -> None:
+        check_number("temperature", self.temperature, integer=False, minimum=0)
+        if self.max_tokens is not None:
+            check_number("max_tokens", self.max_tokens, integer=True, minimum=1)
+        if self.seed is not None:
+            check_number("seed", self.seed, integer=True, minimum=-(2**63))
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigurationError(f"budget: expected a Budget, got {type(self.budget).__name__} {self.budget!r}")
+
     def resolve(self, ctx: TTCContext) -> tuple[float, int | None, int | None, Budget | None]:
         return (
             self.temperature if ctx.temperature is None else ctx.temperature,
@@ -46,17 +70,10 @@ class SamplingDefaults:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AdaptiveStop:
-    """Sample in rounds of ``round_size`` and stop once the leading answer is decisive.
-
-    Decisive: P(leader's true share > 1/2) >= ``confidence`` under a Beta posterior on the vote counts,
-    with at least ``min_samples`` samples drawn.
-    """
-
-    round_size: int = 4
-    confidence: float = 0.95
-    min_samples: int = 4
+def holds_tokens(limit: Budget | None) -> bool:
+    """Whether a run has a token budget: its requests then give up on a lost answer (charged at its ``max_tokens``)
+    rather than retry it, and the controller re-plans from what is left."""
+    return limit is not None and limit.tokens is not None
 
 
 def stop_reason_for(rem: Remaining) -> str | None:
@@ -74,8 +91,14 @@ def make_best_of_n_controller(
     defaults: SamplingDefaults,
     adaptive: AdaptiveStop | None,
     batch: int,
+    window: int | None = None,
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """The controller of the best-of-N family: plans the next round of proposals or stops."""
+    """The controller of the best-of-N family: plans the next round of proposals or stops.
+
+    With ``window`` it plans one windowed sampling task (:class:`SampleTask`) that keeps that many requests in
+    flight and applies ``adaptive``'s rule on every arrival (:mod:`ttc_graph.nodes.adaptive`); the controller
+    re-plans only what failed.
+    """
 
     async def budget(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         ctx = run_context(runtime)
@@ -92,20 +115,40 @@ def make_best_of_n_controller(
             stop = "error"
         elif (usage or {}).get("by_kind", {}).get("propose", {}).get("failed_requests", 0) >= n:
             stop = "error"  # as many failures as samples wanted: stop with what there is rather than retry forever
-        elif adaptive and drawn >= adaptive.min_samples:
-            votes = [g.votes for g in answer_groups(candidates)]
-            if leader_probability(votes) >= adaptive.confidence:
-                stop = "decisive"
+        elif state.get("stop_reason") == "decisive" or (
+            adaptive and decisive([g.votes for g in answer_groups(candidates)], drawn, n, adaptive)
+        ):
+            stop = "decisive"
         stop = stop or stop_reason_for(rem)
         k = 0
         if stop is None:
-            k = n - drawn if adaptive is None else min(adaptive.round_size, n - drawn)
+            k = n - drawn
             k = int(min(k, rem.generations))
             cap = rem.max_tokens_each(k, max_tokens)
             if cap is not None and cap < 1:
                 stop = "budget:tokens"
-        plan: list[ProposeTask] = []
-        if stop is None:
+            k = min(k, MAX_ROUND_SAMPLES)  # after the cap: a larger n runs in rounds, each sample keeping its share
+        plan: list[ProposeTask | SampleTask] = []
+        if stop is None and window:
+            timeout = None if math.isinf(rem.seconds) else rem.seconds
+            plan.append(
+                SampleTask(
+                    question=state["question"],
+                    k=k,
+                    n=n,
+                    drawn=drawn,
+                    prior_answers=[c["answer"] for c in candidates],
+                    window=min(window, k),
+                    round=round_ + 1,
+                    temperature=temperature,
+                    max_tokens=cap,
+                    seed=None if seed is None else seed + 1000 * round_,
+                    timeout=timeout,
+                    deadline=None if timeout is None else time.time() + timeout,
+                    hold_tokens=holds_tokens(limit),
+                )
+            )
+        elif stop is None:
             timeout = None if math.isinf(rem.seconds) else rem.seconds
             for chunk, size in enumerate(_chunks(k, batch)):
                 chunk_seed = None if seed is None else seed + 1000 * round_ + chunk * batch
@@ -119,6 +162,7 @@ def make_best_of_n_controller(
                         max_tokens=cap,
                         seed=chunk_seed,
                         timeout=timeout,
+                        hold_tokens=holds_tokens(limit),
                     )
                 )
         runtime.stream_writer(

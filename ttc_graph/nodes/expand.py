@@ -13,6 +13,7 @@ from ttc_graph.answers import extract_answer
 from ttc_graph.budget import usage_delta
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.nodes.propose import failure
 from ttc_graph.prompts import solve_messages
 
 __all__ = [
@@ -56,6 +57,7 @@ class ExpandTask(TypedDict):
     seed: int | None
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
+    hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
 
 
 def prefix_text(steps: list[str], delimiter: str, partial: bool = False) -> str:
@@ -127,18 +129,27 @@ def make_expand_node(
         messages = solve_messages(task["question"], system_prompt, task.get("history") or ())
         return await policy.generate(messages, n=n, params=params, prefix=prefix or None)
 
-    async def rollout(task: ExpandTask, child: Beam, spent: RequestUsage) -> tuple[list[str], list[float]]:
+    async def rollout(
+        task: ExpandTask, child: Beam, spent: RequestUsage, errors: list[str]
+    ) -> tuple[list[str], list[float]]:
         """The child's path after up to ``lookahead`` more steps at temperature 0 (what the verifier scores)."""
         params = SamplingParams(
-            temperature=0.0, max_tokens=task["max_tokens"], stop=stop, timeout=task["timeout"], logprobs=logprobs
+            temperature=0.0,
+            max_tokens=task["max_tokens"],
+            stop=stop,
+            timeout=task["timeout"],
+            logprobs=logprobs,
+            retry_lost=not task.get("hold_tokens", False),
         )
         path = StepOutcome(steps=list(child["steps"]), partial=bool(child.get("partial")), finished=False)
         lps: list[float] = []
         for _ in range(lookahead):
             try:
                 result = await step(task, path["steps"], path["partial"], 1, params)
-            except EndpointError:  # a failed rollout shortens the lookahead; the child itself is kept
-                spent.failed_requests += 1
+            except EndpointError as exc:  # a failed rollout shortens the lookahead; the child itself is kept
+                failed, reasons = failure(exc, 1, task["max_tokens"], f"rollout of {child['id']}")
+                spent.add(failed)
+                errors.extend(reasons)
                 break
             spent.add(result.usage)
             gen = result.generations[0]
@@ -157,12 +168,15 @@ def make_expand_node(
             seed=task["seed"],
             timeout=task["timeout"],
             logprobs=logprobs,
+            retry_lost=not task.get("hold_tokens", False),
         )
         spent = RequestUsage()
+        errors: list[str] = []
         partial = bool(beam.get("partial"))
         try:
             result = await step(task, beam["steps"], partial, task["k"], params)
             spent.add(result.usage)
+            errors.extend(f"expand {beam['id']}: {e}" for e in result.errors)  # the children that failed
             children: list[Beam] = []
             for i, gen in enumerate(result.generations):
                 path = extend_steps(beam["steps"], partial, gen.text, gen.finish_reason)
@@ -185,14 +199,18 @@ def make_expand_node(
                     children[-1]["token_logprobs"] = [*beam.get("token_logprobs", []), *(gen.token_logprobs or ())]
             if lookahead:
                 open_ = [c for c in children if not c["finished"]]
-                rollouts = await asyncio.gather(*(rollout(task, c, spent) for c in open_))
+                rollouts = await asyncio.gather(*(rollout(task, c, spent, errors) for c in open_))
                 for child, (extra, lps) in zip(open_, rollouts, strict=True):
                     child["rollout"] = extra
                     if logprobs:
                         child["rollout_logprobs"] = lps
         except (EndpointError, TimeoutError) as exc:
-            spent.failed_requests += 1
-            return {"usage": usage_delta("propose", spent), "errors": [f"expand {beam['id']}: {exc}"]}
-        return {"frontier": children, "usage": usage_delta("propose", spent)}
+            failed, reasons = failure(exc, task["k"], task["max_tokens"], f"expand {beam['id']}")
+            spent.add(failed)
+            return {"usage": usage_delta("propose", spent), "errors": [*errors, *reasons]}
+        update: dict[str, Any] = {"frontier": children, "usage": usage_delta("propose", spent)}
+        if errors:
+            update["errors"] = errors
+        return update
 
     return expand

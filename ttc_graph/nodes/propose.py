@@ -15,7 +15,7 @@ from ttc_graph.errors import EndpointError
 from ttc_graph.prompts import solve_messages
 from ttc_graph.state import Candidate
 
-__all__ = ["ProposeTask", "make_candidate", "make_propose_node"]
+__all__ = ["ProposeTask", "failure", "make_candidate", "make_propose_node"]
 
 
 class ProposeTask(TypedDict):
@@ -30,6 +30,22 @@ class ProposeTask(TypedDict):
     seed: int | None
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
+    hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
+
+
+def failure(exc: Exception, k: int, max_tokens: int | None, where: str) -> tuple[RequestUsage, list[str]]:
+    """What a call of ``k`` samples that raised ``exc`` cost, and one message per failed request.
+
+    An :class:`EndpointError` carries its usage (every failed request, answers lost); a timeout of the node itself
+    (the seconds budget) cancelled ``k`` requests in flight, each of which may have generated ``max_tokens``.
+    """
+    if isinstance(exc, EndpointError):
+        usage = exc.usage or RequestUsage(failed_requests=1)
+        messages = exc.errors if len(exc.errors) > 1 else [str(exc)]
+    else:
+        usage = RequestUsage(failed_requests=k, unconfirmed_tokens=k * (max_tokens or 0))
+        messages = [f"timed out with {k} request(s) in flight (the budget's seconds ran out)"]
+    return usage, [f"{where}: {m or type(exc).__name__}" for m in messages]
 
 
 def make_candidate(cid: str, gen: Generation, round_: int) -> Candidate:
@@ -64,15 +80,16 @@ def make_propose_node(
             seed=task["seed"],
             logprobs=logprobs,
             timeout=task["timeout"],
+            retry_lost=not task.get("hold_tokens", False),
         )
         messages = solve_messages(task["question"], system_prompt, task.get("history") or ())
         try:
             coro = policy.generate(messages, n=task["k"], params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)
         except (EndpointError, TimeoutError) as exc:
-            failed = RequestUsage(failed_requests=1)
-            reason = f"propose round {task['round']} chunk {task['chunk']}: {exc or type(exc).__name__}"
-            return {"usage": usage_delta("propose", failed), "errors": [reason]}
+            where = f"propose round {task['round']} chunk {task['chunk']}"
+            failed, reasons = failure(exc, task["k"], task["max_tokens"], where)
+            return {"usage": usage_delta("propose", failed), "errors": reasons}
         prefix = f"r{task['round']}-c{task['chunk']}"
         candidates = [make_candidate(f"{prefix}-{i}", g, task["round"]) for i, g in enumerate(result.generations)]
         update: dict[str, Any] = {

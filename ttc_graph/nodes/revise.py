@@ -9,9 +9,9 @@ from typing import Any, NotRequired
 from typing_extensions import TypedDict
 
 from ttc_graph.budget import NodeKind, usage_delta
-from ttc_graph.endpoints.base import ChatMessage, Endpoint, RequestUsage, SamplingParams
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, SamplingParams
 from ttc_graph.errors import EndpointError
-from ttc_graph.nodes.propose import make_candidate
+from ttc_graph.nodes.propose import failure, make_candidate
 from ttc_graph.prompts import solve_messages
 
 __all__ = ["REVISION_WINDOW", "RevisionTask", "make_attempt_node", "revision_messages"]
@@ -37,6 +37,7 @@ class RevisionTask(TypedDict):
     seed: int | None
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
+    hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
 
 
 def revision_messages(
@@ -64,14 +65,16 @@ def make_attempt_node(
             seed=task["seed"],
             timeout=task["timeout"],
             logprobs=logprobs,
+            retry_lost=not task.get("hold_tokens", False),
         )
         messages = revision_messages(task["question"], task["previous"], system_prompt, task.get("history") or ())
         try:
             coro = policy.generate(messages, n=1, params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)
         except (EndpointError, TimeoutError) as exc:
-            reason = f"{kind} chain {task['chain']} attempt {task['position']}: {exc or type(exc).__name__}"
-            return {"usage": usage_delta(kind, RequestUsage(failed_requests=1)), "errors": [reason]}
+            where = f"{kind} chain {task['chain']} attempt {task['position']}"
+            failed, reasons = failure(exc, 1, task["max_tokens"], where)
+            return {"usage": usage_delta(kind, failed), "errors": reasons}
         cand = make_candidate(f"ch{task['chain']}-a{task['position']}", result.generations[0], task["position"])
         cand["meta"] = {"chain": task["chain"], "position": task["position"]}
         return {"candidates": [cand], "usage": usage_delta(kind, result.usage, generations=1)}

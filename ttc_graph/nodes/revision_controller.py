@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 
 from ttc_graph.answers import answers_equal
 from ttc_graph.budget import remaining
-from ttc_graph.nodes.budget_controller import SamplingDefaults, stop_reason_for
+from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.revise import RevisionTask
 from ttc_graph.state import Candidate, TTCState
@@ -94,6 +94,7 @@ def make_revision_controller(
                             max_tokens=cap,
                             seed=None if seed is None else seed + 1009 * c + position,
                             timeout=timeout,
+                            hold_tokens=holds_tokens(limit),
                         )
                     )
         runtime.stream_writer(

@@ -15,7 +15,7 @@ from langgraph.types import Overwrite
 from ttc_graph.answers import extract_answer
 from ttc_graph.budget import remaining, usage_delta
 from ttc_graph.errors import BudgetError
-from ttc_graph.nodes.budget_controller import SamplingDefaults, stop_reason_for
+from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam, ExpandTask
 from ttc_graph.nodes.verify import verify_or_unscored
@@ -240,6 +240,7 @@ def make_search_controller(
                             max_tokens=cap,
                             seed=None if seed is None else seed + 7919 * round_ + offset,
                             timeout=timeout,
+                            hold_tokens=holds_tokens(limit),
                         )
                     )
                     offset += k

@@ -30,6 +30,7 @@ class RoundLimits:
     stop: str | None
     max_tokens: int | None
     timeout: float | None
+    hold_tokens: bool = False  # a token budget is set: lost answers are charged and re-planned, not retried
 
 
 def check_cost(limit: Budget | None, cost: int, what: str) -> None:
@@ -53,7 +54,8 @@ def round_limits(
     cap = rem.max_tokens_each(samples, max_tokens)
     if cap is not None and cap < 1:
         return RoundLimits("budget:tokens", None, None)
-    return RoundLimits(None, cap, None if math.isinf(rem.seconds) else rem.seconds)
+    timeout = None if math.isinf(rem.seconds) else rem.seconds
+    return RoundLimits(None, cap, timeout, limit is not None and limit.tokens is not None)
 
 
 def charge(generations: int) -> dict[str, Any]:
@@ -83,6 +85,7 @@ def expand_tasks(
                 max_tokens=limits.max_tokens,
                 seed=None if seed is None else seed + 7919 * round_ + offset,
                 timeout=limits.timeout,
+                hold_tokens=limits.hold_tokens,
             )
         )
         offset += k

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -42,6 +42,19 @@ __all__ = [
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        """``n: true`` is a mistake, not 1: pydantic's lax mode would take a bool for a number."""
+        for name, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(name)
+            if isinstance(value, bool) and field is not None and field.annotation in _NUMBERS:
+                raise ValueError(f"{name}: expected a number, got {value!r}")
+        return data
+
+
+_NUMBERS: tuple[Any, ...] = (int, float, int | None, float | None)
 
 
 # -- endpoints ---------------------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from langgraph.graph import END, START
 
-from ttc_graph.budget import Budget
+from ttc_graph.budget import Budget, check_n
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
+from ttc_graph.nodes.adaptive import make_sample_node, window_for
 from ttc_graph.nodes.budget_controller import (
     AdaptiveStop,
     SamplingDefaults,
@@ -52,20 +53,28 @@ def create_best_of_n(
 
     ``selection``: ``weighted`` (sum of verifier scores per final answer, the paper's best-of-N weighted),
     ``naive`` (top-scored sample) or ``majority`` (most frequent answer; needs no verifier). ``adaptive``
-    samples in rounds and stops early once the leading answer is decisive. ``logprobs`` asks the policy
-    for token log-probabilities (needed by a confidence verifier). ``history``: with a ``messages`` input, send the
-    prior human and AI turns (``all``) or only the last human message (``last``). ``name`` (default ``best_of_n``)
-    names the compiled graph (the root run of a trace) and the reply it appends to ``messages``.
+    keeps a window of requests in flight (the endpoint's concurrency), checks the stopping rule on every arrival
+    and, once the leading answer is decisive, cancels what is in flight (:class:`AdaptiveStop`). ``logprobs``
+    asks the policy for token log-probabilities (needed by a confidence verifier). ``history``: with a
+    ``messages`` input, send the prior human and AI turns (``all``) or only the last human message (``last``).
+    ``name`` (default ``best_of_n``) names the compiled graph (the root run of a trace) and the reply it appends
+    to ``messages``.
     """
     check_policy(policy)
-    if not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
+    check_n(n, budget)
     if selection not in SELECTIONS:
         raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(SELECTIONS)}")
     scorer = as_verifier(verifier)
     if scorer is None and selection in ("naive", "weighted"):
         raise ConfigurationError(f"verifier: selection={selection!r} needs a verifier; use selection='majority'")
-    stop = AdaptiveStop() if adaptive is True else (adaptive or None)
+    stop = AdaptiveStop(min_samples=min(4, n)) if adaptive is True else (adaptive or None)
+    if stop is not None and not isinstance(stop, AdaptiveStop):
+        raise ConfigurationError(f"adaptive: expected a bool or an AdaptiveStop, got {type(adaptive).__name__}")
+    if stop is not None:
+        stop.check(n, budget.generations if budget is not None else None)
+    # adaptive sampling, and any endpoint that takes one sample per request (llama.cpp), keep a window of requests
+    # in flight in one node: a super-step would wait for its slowest sample, and one Send per sample costs more
+    windowed = stop is not None or getattr(policy, "native_n", None) is False
     needs_logprobs = logprobs or getattr(scorer, "needs_logprobs", False)
     batch = n if getattr(policy, "native_n", None) is not False else 1
 
@@ -81,11 +90,16 @@ def create_best_of_n(
                 defaults=SamplingDefaults(temperature, max_tokens, seed, budget),
                 adaptive=stop,
                 batch=max(1, batch),
+                window=window_for(policy, n, stop) if windowed else None,
             ),
             io=False,
         ),
     )
-    graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
+    if windowed:
+        sampler = make_sample_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs, stop=stop)
+        graph.add_node("propose", dual(sampler, name="propose"))
+    else:
+        graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
     graph.add_node("verify", dual(make_verify_node(scorer)))
     graph.add_node("select", make_select_node(selection, name=graph.strategy_name))
     graph.add_edge(START, "prepare")

@@ -8,7 +8,7 @@ from typing import Literal
 
 from langgraph.graph import END, START
 
-from ttc_graph.budget import Budget
+from ttc_graph.budget import Budget, check_n
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
@@ -30,8 +30,7 @@ __all__ = ["create_revisions", "split_budget"]
 
 def split_budget(n: int, chain_length: int | Literal["sqrt"]) -> tuple[int, int]:
     """(parallel chains, attempts per chain) for ``n`` generations; ``chain_length`` must divide ``n``."""
-    if not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
+    check_n(n)
     if chain_length == "sqrt":  # the divisor of n nearest sqrt(n), so that chains x length is exactly n
         divisors = [x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d)]
         length = min(divisors, key=lambda d: (abs(d - math.sqrt(n)), d))
@@ -84,6 +83,7 @@ def create_revisions(
     if stop_score is not None and (scorer is None or not 0.0 <= stop_score <= 1.0):
         raise ConfigurationError("stop_score: needs a verifier and a value in [0, 1]")
     plan = ChainPlan(chains, length, stop_score, stop_on_repeat)
+    check_n(n, budget)
     defaults = SamplingDefaults(temperature, max_tokens, seed, budget)
 
     graph = StrategyGraph(

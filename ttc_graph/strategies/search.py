@@ -7,8 +7,8 @@ from typing import Literal
 
 from langgraph.graph import END, START
 
-from ttc_graph.budget import Budget
-from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.budget import Budget, check_n
+from ttc_graph.endpoints.base import Endpoint, check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
@@ -31,8 +31,7 @@ AGGREGATIONS = ("last", "min", "prod", "mean")
 def resolve_width(n: int, beam_width: int | Literal["sqrt"]) -> int:
     """M from ``beam_width``: an integer dividing ``n``, or ``"sqrt"`` for the divisor of ``n`` nearest sqrt(n)
     (so that ``n / M`` kept beams times ``M`` children is exactly ``n`` every round)."""
-    if not isinstance(n, int) or n < 1:
-        raise ConfigurationError(f"n: must be an integer >= 1, got {n!r}")
+    check_n(n)
     if beam_width == "sqrt":
         divisors = [x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d)]
         return min(divisors, key=lambda d: (abs(d - math.sqrt(n)), d))
@@ -76,6 +75,8 @@ def _build(
             f"budget: {kind} with n={plan.n}, lookahead={plan.lookahead} costs {plan.generations} generations;"
             f" the budget allows {budget.generations}"
         )
+    check_n(plan.n, budget)
+    check_number("step_max_tokens", step_max_tokens, integer=True, minimum=1)
     check_can_continue(policy)
     defaults = SamplingDefaults(temperature, step_max_tokens, seed, budget)
     graph = StrategyGraph(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ttc_graph.errors import TTCError
+from ttc_graph.scale.cli_support import RAY_HELP, REPLICAS_HELP
 
 __all__ = ["study_app"]
 
@@ -34,15 +35,28 @@ def run_command(
     ] = 4096,
     questions: Annotated[int | None, typer.Option(help="Only the first N questions of the config's set.")] = None,
     max_units: Annotated[int | None, typer.Option(help="Stop after this many units (a chunk).")] = None,
+    ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
+    replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,
 ) -> None:
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
-    from ttc_graph.cli import _check_gguf, _eval_endpoint, _eval_progress, _fail, _sigterm_as_interrupt, console
+    from ttc_graph.cli import (
+        _check_gguf,
+        _check_ray,
+        _eval_endpoint,
+        _eval_progress,
+        _fail,
+        _ray_source,
+        _sigterm_as_interrupt,
+        console,
+    )
     from ttc_graph.eval.store import ResultStore
+    from ttc_graph.scale.cli_support import split_runner
     from ttc_graph.study.config import load_study
     from ttc_graph.study.runner import StudyEvent, plan_units, run_study, study_problems
 
     try:
         _check_gguf(gguf, base_url)
+        _check_ray(ray, replicas)
         config = load_study(config_path)
         problems = study_problems(config)[:questions]
         store = ResultStore(_db_of(config_path, db))
@@ -57,12 +71,17 @@ def run_command(
     if not units:
         return
     started = time.monotonic()
+    source = _eval_endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel)
+    if ray is not None:
+        options = (base_url, model, gguf, parallel, threads, slot_context * parallel)
+        source = _ray_source(ray, replicas, config.concurrency, *options)
     try:
         with (
             _sigterm_as_interrupt(),
-            _eval_endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel) as policy,
+            source as endpoint,
             _eval_progress() as progress,
         ):
+            runner, policy = split_runner(endpoint)
             bar = progress.add_task("study", total=len(units), info="")
             tokens = 0
 
@@ -81,7 +100,7 @@ def run_command(
                     progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
 
             report = asyncio.run(
-                run_study(policy, config, store, problems=problems, progress=on_event, limit=max_units)
+                run_study(policy, config, store, problems=problems, progress=on_event, limit=max_units, runner=runner)
             )
     except TTCError as exc:
         raise _fail(exc) from exc

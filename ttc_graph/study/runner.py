@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
 from ttc_graph.selection import select_answer
 from ttc_graph.specs.build import build_graph, build_verifier
 from ttc_graph.state import Candidate
@@ -34,6 +35,7 @@ __all__ = [
     "StudyEvent",
     "StudyReport",
     "StudyUnit",
+    "execute_unit",
     "plan_units",
     "run_study",
     "sample_candidate",
@@ -155,14 +157,17 @@ class _Study:
         config: StudyConfig,
         store: ResultStore,
         progress: Callable[[StudyEvent], None],
+        runner: UnitRunner | None = None,
+        stored: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
+        self.runner = runner
         self.policy = policy
         self.config = config
         self.store = store
         self.progress = progress
         self.report = StudyReport()
         self.verifier = build_verifier(config.spec_for(config.baseline, config.budgets[0]).verifier, policy)  # type: ignore[union-attr]
-        self.stored = _stored_pool(config)
+        self.stored = _stored_pool(config) if stored is None else stored
 
     def seed(self, unit: StudyUnit) -> int:
         return self.config.seed + 1_000_003 * unit.index
@@ -184,12 +189,16 @@ class _Study:
                 await self.run_unit(unit, done)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, max(1, len(units))))))
+            slots = cfg.concurrency if self.runner is None else self.runner.slots
+            await asyncio.gather(*(worker() for _ in range(min(slots, max(1, len(units))))))
         finally:
             self.report.seconds = time.monotonic() - t0
         return self.report
 
     async def run_unit(self, unit: StudyUnit, done: set[tuple[str, int, str]]) -> None:
+        if self.runner is not None:
+            await self.run_elsewhere(self.runner, unit, done)
+            return
         try:
             generations, tokens = await (self.run_pool(unit, done) if unit.template is None else self.run_live(unit))
         except TTCError as exc:
@@ -201,6 +210,28 @@ class _Study:
         self.report.generations += generations
         self.report.tokens += tokens
         self.progress(StudyEvent("done", unit.label, generations=generations, tokens=tokens))
+
+    async def run_elsewhere(self, runner: UnitRunner, unit: StudyUnit, done: set[tuple[str, int, str]]) -> None:
+        """The runner runs the unit where the model is; this driver writes what comes back, once."""
+        cfg, p = self.config, unit.problem
+        pool: list[dict[str, Any]] = []
+        if unit.template is None:
+            pool = self.store.pool(cfg.name, p.id) or [dict(s) for s in self.stored.get(p.id, [])]
+        request = UnitRequest(
+            "study", unit.label, cfg.model_dump(mode="json"), asdict(p), unit.template, unit.budget, unit.index,
+            pool=pool, done=[k for k in done if k[2] == p.id],
+        )  # fmt: skip
+        outcome = await runner.run(request)
+        self.store.save(outcome.rows, pool=None if outcome.pool is None else (cfg.name, p.id, outcome.pool))
+        if outcome.error is not None:
+            self.report.failed += 1
+            self.report.failures.append(f"{unit.label}: {outcome.error}")
+            self.progress(StudyEvent("failed", unit.label, message=outcome.error))
+            return
+        self.report.finished += 1
+        self.report.generations += outcome.generations
+        self.report.tokens += outcome.tokens
+        self.progress(StudyEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens))
 
     async def run_live(self, unit: StudyUnit) -> tuple[int, int]:
         assert unit.template is not None
@@ -299,6 +330,25 @@ class _Study:
         return len(new), sum(s.get("tokens") or 0 for s in new)
 
 
+async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
+    """Run one study unit a driver sent (see :mod:`ttc_graph.scale`) with the local path's code and ``policy``; its
+    rows come back for the driver to write. A :class:`TTCError` becomes the outcome's ``error``, as a local unit's."""
+    config = StudyConfig.model_validate(request.config)
+    problem = Problem(**request.problem)
+    store = scratch_store(config.name, problem.id, request.pool)
+    study = _Study(policy, config, store, lambda event: None, stored={})
+    unit = StudyUnit(problem, request.index, request.strategy, request.budget)
+    generations = tokens = 0
+    error = None
+    try:
+        generations, tokens = await (
+            study.run_pool(unit, set(request.done)) if unit.template is None else study.run_live(unit)
+        )
+    except TTCError as exc:
+        error = str(exc)
+    return take_outcome(store, config.name, request, generations=generations, tokens=tokens, error=error)
+
+
 async def run_study(
     policy: Endpoint,
     config: StudyConfig,
@@ -307,8 +357,10 @@ async def run_study(
     problems: Sequence[Problem] | None = None,
     progress: Callable[[StudyEvent], None] | None = None,
     limit: int | None = None,
+    runner: UnitRunner | None = None,
 ) -> StudyReport:
     """Run every unit of ``config`` not yet in ``store`` (at most ``limit``, in plan order); a unit that fails is
-    reported and left for a rerun."""
+    reported and left for a rerun. ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere with
+    its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``."""
     items = list(problems) if problems is not None else study_problems(config)
-    return await _Study(policy, config, store, progress or (lambda event: None)).run(items, limit)
+    return await _Study(policy, config, store, progress or (lambda event: None), runner).run(items, limit)

@@ -221,7 +221,7 @@ class LLMJudgeVerifier(Verifier):
             try:
                 result = await self.endpoint.generate(messages, n=1, params=params)
             except EndpointError as exc:
-                usage.failed_requests += 1
+                usage.add(exc.usage or RequestUsage(failed_requests=1))  # every failed request of the call
                 return _Judgement(None, usage, f"judge request failed: {exc}")
             usage.add(result.usage)
             gen = result.generations[0] if result.generations else None
@@ -243,7 +243,7 @@ class LLMJudgeVerifier(Verifier):
         try:
             result = await self.endpoint.generate(messages, n=self.samples, params=params)
         except EndpointError as exc:
-            usage.failed_requests += 1
+            usage.add(exc.usage or RequestUsage(failed_requests=1))  # every failed request of the call
             return _Judgement(None, usage, f"judge request failed: {exc}")
         usage.add(result.usage)
         votes = [verdict_of(g.text) for g in result.generations]

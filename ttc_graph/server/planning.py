@@ -1,0 +1,124 @@
+"""From a request on a preset to a run: the spec with its overrides, the caps checked, the run's context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from langchain_core.messages import BaseMessage
+
+from ttc_graph.budget import Budget
+from ttc_graph.endpoints.openai_compat import DEFAULT_MAX_TOKENS
+from ttc_graph.server.config import Limits
+from ttc_graph.server.errors import APIError
+from ttc_graph.server.presets import Preset, apply_overrides
+from ttc_graph.server.protocol import ChatRequest, strategy_input, unsupported_by_strategies
+from ttc_graph.specs import ComputeOptimalSpec, StrategySpec
+from ttc_graph.state import TTCContext
+
+__all__ = ["RunPlan", "generation_cost", "plan_run", "stepwise", "token_need"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything a strategy run needs, checked before any upstream request."""
+
+    preset: Preset
+    spec: StrategySpec
+    model: str
+    messages: list[BaseMessage]
+    context: TTCContext
+
+
+def stepwise(spec: StrategySpec) -> bool:
+    """Whether ``spec`` samples steps (beam search, DVTS, MCTS, particle filtering) rather than whole answers."""
+    return hasattr(spec, "step_max_tokens")
+
+
+def generation_cost(spec: StrategySpec) -> int:
+    """The most policy generations ``spec`` may spend: its strategy's cost, or its budget if lower.
+
+    Lookahead and MCTS rollouts multiply ``n`` as the paper counts them (``n * (k + 1)``).
+    """
+    if isinstance(spec, ComputeOptimalSpec):
+        cost = spec.generations
+    else:
+        cost = spec.n * (1 + getattr(spec, "lookahead", 0) + getattr(spec, "rollout", 0))
+    if spec.budget is not None and spec.budget.generations is not None:
+        cost = min(cost, spec.budget.generations)
+    return cost
+
+
+def token_need(spec: StrategySpec, length: int | None) -> int:
+    """The most policy completion tokens ``spec`` may spend with per-sample ``length`` (its budget if lower).
+
+    Step-wise: every generation may take ``max_steps`` (``max_depth``) steps of ``step_max_tokens``; other
+    strategies: one sample of ``length`` (else the spec's ``max_tokens``, else the endpoint's default) per generation.
+    """
+    if stepwise(spec):
+        depth = int(getattr(spec, "max_steps", None) or getattr(spec, "max_depth", None) or 1)
+        need = generation_cost(spec) * depth * int(getattr(spec, "step_max_tokens", 1))
+    else:
+        per: int = length or getattr(spec, "max_tokens", None) or DEFAULT_MAX_TOKENS
+        need = generation_cost(spec) * per
+    if spec.budget is not None and spec.budget.tokens is not None:
+        need = min(need, spec.budget.tokens)
+    return need
+
+
+def _capped_budget(spec: StrategySpec, length: int | None, limits: Limits) -> Budget:
+    """The run's budget: the spec's, with the server's caps on the axes it leaves open; over a cap is a 400."""
+    budget = spec.budget or Budget(generations=None, tokens=None, seconds=None)
+
+    def refuse(param: str, message: str) -> APIError:
+        return APIError(400, message, param=param, code="cap_exceeded")
+
+    gens = generation_cost(spec)
+    if gens > limits.generations:
+        where = "ttc.budget.generations" if budget.generations is not None else "ttc.n"
+        raise refuse(where, f"{where}: this run may draw {gens} generations, over the server's cap of "
+                     f"{limits.generations}")  # fmt: skip
+    if budget.tokens is not None and budget.tokens > limits.tokens:
+        raise refuse("ttc.budget.tokens", f"ttc.budget.tokens: {budget.tokens} is over the server's cap of "
+                     f"{limits.tokens} completion tokens")  # fmt: skip
+    need = token_need(spec, length)
+    if need > limits.tokens:
+        where = "max_tokens" if length else "ttc.n"
+        raise refuse(
+            where,
+            f"{where}: this run may generate up to {need} completion tokens, over the server's cap of {limits.tokens};"
+            " lower n or the length per sample, or set ttc.budget.tokens",
+        )
+    if budget.seconds is not None and budget.seconds > limits.seconds:
+        raise refuse("ttc.budget.seconds", f"ttc.budget.seconds: {budget.seconds:g} is over the server's cap of "
+                     f"{limits.seconds:g} seconds")  # fmt: skip
+    return Budget(
+        generations=budget.generations,
+        tokens=budget.tokens or limits.tokens,
+        seconds=budget.seconds or limits.seconds,
+    )
+
+
+def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
+    """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
+
+    The client's system message replaces the preset's system prompt; ``temperature``, ``seed`` and the length per
+    sample (``max_completion_tokens`` / ``max_tokens``, not for search, whose steps have ``ttc.step_max_tokens``)
+    become the run's context.
+    """
+    unsupported_by_strategies(request)
+    messages, system = strategy_input(request)
+    spec = apply_overrides(preset.spec, request.ttc)
+    if system is not None:
+        spec = spec.model_copy(update={"system_prompt": system})
+    length = request.length
+    if length is not None and stepwise(spec):
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        raise APIError(
+            400,
+            f"{param}: {spec.kind} samples steps, not whole answers; set ttc.step_max_tokens and ttc.max_steps",
+            param=param,
+            code="unsupported_parameter",
+        )
+    budget = _capped_budget(spec, length, limits)
+    context = TTCContext(budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed)
+    return RunPlan(preset, spec, model, messages, context)
