@@ -7,11 +7,9 @@ of path ``P + (j,)``, written ``"[p0.p1...] step d"``; at the finishing depth it
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +20,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from tests.steptree import DELIM, Path, hashed, parent_of, path_of, steps_of
 from ttc_graph import (
     Budget,
     BudgetError,
@@ -39,28 +38,6 @@ from ttc_graph.testing import FakeCall, ScriptedEndpoint
 from ttc_graph.verifiers import VerificationResult, Verifier, VerifyItem
 
 QUESTION = "What is 6 * 7?"
-DELIM = "\n\n"
-TAG = re.compile(r"^\[([^\]]+)\]")
-
-Path = tuple[str, ...]
-
-
-def path_of(step: str) -> Path:
-    m = TAG.match(step)
-    assert m, f"not a scripted step: {step!r}"
-    return tuple(m.group(1).split("."))
-
-
-def steps_of(prefix: str | None) -> list[str]:
-    if not prefix:
-        return []
-    assert prefix.endswith(DELIM), prefix
-    return prefix.split(DELIM)[:-1]
-
-
-def parent_of(call: FakeCall) -> Path:
-    steps = steps_of(call.prefix)
-    return path_of(steps[-1]) if steps else ()
 
 
 class StepTree:
@@ -124,11 +101,6 @@ def prm_of(score: Callable[[Path], float]) -> Callable[[str, str], float]:
         return score(path_of(text.split(DELIM)[-1]))
 
     return prm
-
-
-def hashed(path: Path) -> float:
-    digest = hashlib.sha256(".".join(path).encode()).digest()
-    return int.from_bytes(digest[:4], "big") / 2**32
 
 
 async def run(builder: Any, inp: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
