@@ -144,15 +144,18 @@ def test_a_request_that_times_out_is_cancelled_upstream() -> None:
         with pytest.raises(EndpointError, match="timed out") as info:
             asyncio.run(ep.generate(prompt, params=params))
         assert info.value.usage is not None and info.value.usage.unconfirmed_tokens == 2000
+        # llama.cpp checks a non-streaming request's connection only once a second passes with no result for any
+        # task on the server, and a /slots query is such a task: polled faster than that, the check never runs
+        # (seen in CI with 0.25 s polls). So the polls are spaced wider than its 1 s polling interval.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         busy: list[bool] = [True]
         while time.monotonic() < deadline:
+            time.sleep(2.5)
             with opener.open(server.server_root + "/slots", timeout=10) as resp:
                 busy = [bool(s.get("is_processing")) for s in json.loads(resp.read())]
             if not any(busy):
                 break
-            time.sleep(0.25)
         generated = tokens_predicted(server.server_root)
         log = Path(str(server.log_path)).read_text(errors="replace")
     cancelled = "cancel task" in log
