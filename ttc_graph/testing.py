@@ -76,9 +76,7 @@ class ScriptedEndpoint:
             pairs = [o if isinstance(o, tuple) else (o, "stop") for o in outputs]
             gens = [Generation(t, reason, len(t.split())) for t, reason in pairs]
             prompt = sum(len(m["content"].split()) for m in messages)
-            return GenerationResult(
-                gens, RequestUsage(1, prompt, sum(g.completion_tokens or 0 for g in gens))
-            )
+            return GenerationResult(gens, RequestUsage(1, prompt, sum(g.completion_tokens or 0 for g in gens)))
 
         outcomes = await asyncio.gather(*(one(k) for k in requests), return_exceptions=True)
         for out in outcomes:

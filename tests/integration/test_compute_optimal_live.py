@@ -14,7 +14,7 @@ from ttc_graph.local import LocalModelServer
 from ttc_graph.verifiers import ConfidenceVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLE = ROOT / "examples" / "specs" / "compute_optimal_table.json"
+TABLE = ROOT / "ttc_graph" / "presets" / "compute_optimal_table.json"
 QUESTION = "What is 2 + 3? Put the final answer in \\boxed{}."
 BUDGET = 4
 MAX_TOKENS = 48

@@ -16,7 +16,7 @@ from ttc_graph.local.lazy import stop_shared_servers
 from ttc_graph.specs import StrategySpec, build_endpoint, build_graph, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples" / "specs").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "ttc_graph" / "presets").glob("*.yaml"))
 QUESTION = "What is 2 + 3? Answer with \\boxed{}."
 RUN_TIMEOUT = 300.0
 

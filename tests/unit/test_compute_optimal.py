@@ -4,7 +4,7 @@ Everything runs on synthetic data with known answers: question pools whose true 
 bands, strategies whose true accuracy per (bin, budget) is set by hand, and a scripted policy whose samples
 say which answer they carry. No model, no network.
 
-The example policy table ``examples/specs/compute_optimal_table.json`` is built by :func:`build_example_table`
+The example policy table ``ttc_graph/presets/compute_optimal_table.json`` is built by :func:`build_example_table`
 (``calibrate`` on synthetic records); regenerate it from the repository root with
 
     .venv/bin/python tests/unit/test_compute_optimal.py --write-example-table
@@ -51,8 +51,8 @@ from ttc_graph.testing import FakeCall, ScriptedEndpoint
 from ttc_graph.verifiers import ConfidenceVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_SPEC = ROOT / "examples" / "specs" / "compute_optimal.yaml"
-EXAMPLE_TABLE = "examples/specs/compute_optimal_table.json"  # relative to the repository root
+EXAMPLE_SPEC = ROOT / "ttc_graph" / "presets" / "compute_optimal.yaml"
+EXAMPLE_TABLE = "ttc_graph/presets/compute_optimal_table.json"  # relative to the repository root
 
 BANDS = (0.9, 0.7, 0.5, 0.3, 0.1)  # true pass rates; band k (1-based) is difficulty bin k, 1 = easiest
 BUDGETS = (1, 2, 4, 8)

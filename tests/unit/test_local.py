@@ -220,9 +220,7 @@ def test_build_with_fake_cmake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert build_llama_server() == path  # already built: no-op
 
 
-def test_build_failure_reports_log_tail(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache: Path
-) -> None:
+def test_build_failure_reports_log_tail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_cache: Path) -> None:
     _fake_sdist(isolated_cache)
     _fake_toolchain(tmp_path, monkeypatch, fail=True)
     with pytest.raises(LocalServerError, match="compiling") as info:

@@ -24,7 +24,15 @@ import httpx2
 import pytest
 from typer.testing import CliRunner
 
-from ttc_graph import Budget, TTCContext, create_beam_search, create_best_of_n, create_revisions
+from ttc_graph import (
+    Budget,
+    TTCContext,
+    create_beam_search,
+    create_best_of_n,
+    create_mcts,
+    create_particle_filtering,
+    create_revisions,
+)
 from ttc_graph.budget import MAX_UNBUDGETED_N, merge_usage, usage_delta
 from ttc_graph.endpoints import OpenAIEndpoint, RetryConfig, SamplingParams
 from ttc_graph.endpoints.base import bounded_gather
@@ -270,6 +278,10 @@ def test_n_above_the_ceiling_needs_a_budget() -> None:
         create_best_of_n(POLICY, n=MAX_UNBUDGETED_N + 1, selection="majority")
     with pytest.raises(ConfigurationError, match=r"^n: .* without a budget"):
         create_revisions(POLICY, n=2 * MAX_UNBUDGETED_N, chain_length=2, selection="majority")
+    for factory in (create_particle_filtering, create_mcts):
+        with pytest.raises(ConfigurationError, match=rf"^n: {MAX_UNBUDGETED_N + 1} is above"):
+            factory(POLICY, lambda q, s: 0.5, n=MAX_UNBUDGETED_N + 1)
+        factory(POLICY, lambda q, s: 0.5, n=MAX_UNBUDGETED_N + 1, budget=Budget(generations=MAX_UNBUDGETED_N + 1))
     create_best_of_n(POLICY, n=10**9, selection="majority", budget=Budget(generations=8))
 
 

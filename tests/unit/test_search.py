@@ -481,9 +481,7 @@ async def test_beam_search_pool_is_the_top_n_finished_beams_by_score():
     n, width = 8, 2
     tree = StepTree(finishes=finishes, answer=lambda path: ".".join(path))
     out = await run(create_beam_search(tree.endpoint, prm_of(hashed), n=n, beam_width=width))
-    finished_ids = {
-        ".".join(path_of(t)) for texts in tree.outputs.values() for t in texts if "\\boxed" in t
-    }
+    finished_ids = {".".join(path_of(t)) for texts in tree.outputs.values() for t in texts if "\\boxed" in t}
     assert len(finished_ids) > n  # the search retired more than n finished beams
     scores = sorted((hashed(tuple(i.split("."))) for i in finished_ids), reverse=True)
     assert len(out["candidates"]) == n

@@ -62,7 +62,7 @@ from ttc_graph.verifiers import (
 from ttc_graph.verifiers.base import VerifyItem
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples" / "specs").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "ttc_graph" / "presets").glob("*.yaml"))
 SOLUTION = "Add them.\n\nSo 3 + 4 = 7. \\boxed{7}"
 STRATEGY_KINDS = {"best_of_n", "beam_search", "dvts", "particle_filtering", "mcts", "revisions", "compute_optimal"}
 # Spec fields that describe the spec itself or are resolved before the factory (endpoints and verifiers).
@@ -136,7 +136,7 @@ def test_example_spec_round_trips_through_json(path: Path) -> None:
 
 
 async def test_a_built_example_runs_on_the_scripted_policy() -> None:
-    spec = load_spec(ROOT / "examples" / "specs" / "best_of_n_majority.yaml")
+    spec = load_spec(ROOT / "ttc_graph" / "presets" / "best_of_n_majority.yaml")
     policy = scripted()
     out = await build_graph(spec, policy=policy).compile().ainvoke({"question": "What is 3 + 4?"})
     assert out["answer"] == "7"
@@ -524,7 +524,7 @@ def test_judge_without_endpoint_judges_with_the_policy() -> None:
 
 def test_judge_on_a_local_endpoint_starts_no_server_at_build(monkeypatch: pytest.MonkeyPatch) -> None:
     no_server_starts(monkeypatch)
-    spec = load_spec(ROOT / "examples" / "specs" / "revisions_judged_elsewhere.yaml")
+    spec = load_spec(ROOT / "ttc_graph" / "presets" / "revisions_judged_elsewhere.yaml")
     judge = build_verifier(spec.verifier, scripted())
     assert isinstance(judge, LLMJudgeVerifier)
     assert isinstance(judge.endpoint, LocalEndpoint)

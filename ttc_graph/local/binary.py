@@ -129,9 +129,7 @@ def _build_lock(progress: Progress | None) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _run(
-    cmd: Sequence[str], log: Path, stage: str, progress: Progress | None, *, show: Callable[[str], bool]
-) -> None:
+def _run(cmd: Sequence[str], log: Path, stage: str, progress: Progress | None, *, show: Callable[[str], bool]) -> None:
     """Run ``cmd``, appending its output to ``log`` and passing the lines ``show`` accepts to ``progress``."""
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     with open(log, "a", encoding="utf-8") as fh:
@@ -268,9 +266,7 @@ def build_llama_server(progress: Progress | None = None, *, force: bool = False)
         built = next((p for p in (build / "bin" / "llama-server", build / "bin" / "Release" / "llama-server")
                       if p.is_file()), None)  # fmt: skip
         if built is None:
-            raise LocalServerError(
-                f"the build finished but produced no llama-server binary under {build}/bin"
-            )
+            raise LocalServerError(f"the build finished but produced no llama-server binary under {build}/bin")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".llama-server-")
         os.close(fd)

@@ -52,7 +52,7 @@ def _log_tail(path: Path | None, lines: int = _TAIL_LINES) -> str:
 # A parent killed outright (SIGKILL, OOM) runs no atexit handler: a tiny shell watchdog between us and
 # llama-server stops the server once this Python process is gone, so no orphan keeps a port and the CPU busy.
 _WATCHDOG = (
-    'parent=$1; shift; "$@" & child=$!; trap \'kill $child 2>/dev/null; wait $child\' TERM INT; '
+    "parent=$1; shift; \"$@\" & child=$!; trap 'kill $child 2>/dev/null; wait $child' TERM INT; "
     "while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; "
     "kill $child 2>/dev/null; wait $child"
 )
@@ -156,9 +156,7 @@ class LocalModelServer:
 
     def _require_started(self) -> None:
         if self._bound_port is None or self._started_in is None:
-            raise LocalServerError(
-                "the local server is not running: call start() or use it as a context manager"
-            )
+            raise LocalServerError("the local server is not running: call start() or use it as a context manager")
 
     @property
     def base_url(self) -> str:
@@ -322,8 +320,7 @@ class LocalModelServer:
             if time.monotonic() >= deadline:
                 self._terminate()
                 raise LocalServerError(
-                    f"llama-server did not become healthy within {self.startup_timeout:g} s; "
-                    f"log: {self._log_path}",
+                    f"llama-server did not become healthy within {self.startup_timeout:g} s; log: {self._log_path}",
                     log_tail=_log_tail(self._log_path),
                 )
             time.sleep(_POLL_INTERVAL)

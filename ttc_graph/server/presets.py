@@ -22,8 +22,8 @@ __all__ = [
     "resolve_model",
 ]
 
-SHIPPED_PRESETS = Path(__file__).resolve().parents[2] / "examples" / "specs"
-"""The example specs of a source checkout (or editable install): one preset each, named after the file."""
+SHIPPED_PRESETS = Path(__file__).resolve().parents[1] / "presets"
+"""The specs shipped in the package (``ttc_graph/presets``): one preset each, named after the file."""
 
 OVERRIDABLE = frozenset(
     {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ttc_graph.budget import Budget
+from ttc_graph.budget import Budget, check_n
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
@@ -85,6 +85,7 @@ def create_mcts(
         n, expansions=expansions, exploration=exploration, max_depth=max_depth, rollout=rollout,
         aggregation=aggregation, selection=selection, step_delimiter=step_delimiter,
     )  # fmt: skip
+    check_n(n, budget)
     scorer = check_stepwise(verifier, "MCTS")
     defaults = SamplingDefaults(temperature, step_max_tokens, seed, budget)
     return build_step_graph(

@@ -25,9 +25,7 @@ class FunctionVerifier(Verifier):
 
     def __init__(self, fn: ScoreFn, *, threaded: bool = False, name: str | None = None) -> None:
         if not callable(fn):
-            raise ConfigurationError(
-                f"verifier: expected a callable (question, solution) -> float, got {fn!r}"
-            )
+            raise ConfigurationError(f"verifier: expected a callable (question, solution) -> float, got {fn!r}")
         self.fn = fn
         self.threaded = threaded
         self._name = name or getattr(fn, "__name__", type(fn).__name__)
