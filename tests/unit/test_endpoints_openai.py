@@ -615,6 +615,20 @@ async def test_a_forced_native_n_and_single_samples_send_no_probe():
     assert not any(is_probe(b) for b in server.bodies)
 
 
+async def test_a_call_under_a_token_budget_sends_no_probe_and_counts_exactly():
+    """A token budget (``retry_lost=False``) plans every token: the call fans out instead of probing first."""
+    forget_verdicts()
+    fake = LlamaCppLike()
+    server = fake.server()
+    ep = server.endpoint()
+    held = await ep.generate(MESSAGES, n=3, params=SamplingParams(max_tokens=6, retry_lost=False))
+    assert not any(is_probe(b) or "n" in b for b in server.bodies) and len(server.bodies) == 3
+    assert held.usage.completion_tokens == fake.served <= 3 * 6
+    assert ep.native_n is None  # not judged yet: the next call without a budget probes
+    await ep.generate(MESSAGES, n=2)
+    assert is_probe(server.bodies[3]) and ep.native_n is False
+
+
 async def test_concurrent_first_calls_send_one_probe():
     forget_verdicts()
     fake = LlamaCppLike()

@@ -286,12 +286,16 @@ class OpenAIEndpoint:
             prefix = None
         one = self._completion_call if mode == "completions" else self._chat_call
         result = GenerationResult()
-        if n > 1 and self.native_n is None and n_usage_verdict(self.server_root) is None:
+        unjudged = n > 1 and self.native_n is None and n_usage_verdict(self.server_root) is None
+        if unjudged and p.retry_lost:
             result.usage.add(await self._judge_n_usage())  # waits while a concurrent call probes
         if not self._n_forced and n_usage_verdict(self.server_root) is False:
             self.native_n = False
+        # Under a token budget (retry_lost False) nothing is spent that the controller did not plan: no probe, and
+        # the call fans out, which counts exactly on any server; a later call without a budget judges native n.
+        held = unjudged and not p.retry_lost
         try:
-            if n == 1 or self.native_n is False:
+            if n == 1 or self.native_n is False or held:
                 rest = await self._fan_out(one, messages, n, p, prefix)
                 rest.usage.add(result.usage)
                 return rest
