@@ -832,3 +832,22 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--write-example-table"]:
         sys.exit(f"usage: {sys.argv[0]} --write-example-table")
     print(f"wrote {build_example_table().save(ROOT / EXAMPLE_TABLE)}")
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "expected"),
+    [
+        ({}, {}, (0.7, None)),  # a table without probe settings: 0.7 and the endpoint's max_tokens
+        ({"temperature": 0.8, "max_tokens": 512}, {}, (0.8, 512)),  # the settings the bins were fitted on
+        ({"temperature": 0.8, "max_tokens": 512}, {"probe_temperature": 0.3, "probe_max_tokens": 64}, (0.3, 64)),
+    ],
+)
+async def test_probes_are_sampled_as_the_table_was_fitted(
+    recorded: dict[str, Any], given: dict[str, Any], expected: tuple[float, int | None]
+) -> None:
+    difficulty = DifficultyBins(metric="verifier_score", edges=EDGES, probes=PROBES, **recorded)
+    policy = ScriptedEndpoint(numbered)
+    graph = create_compute_optimal(policy, constant(LEVEL[1]), router_table(difficulty=difficulty), budget=4, **given)
+    await graph.compile().ainvoke({"question": QUESTION})
+    probe = policy.calls[0].params
+    assert probe is not None and (probe.temperature, probe.max_tokens) == expected

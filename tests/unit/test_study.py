@@ -126,6 +126,8 @@ async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
         ({"templates": {"bon_weighted": {"kind": "best_of_n", "n": 3}}}, "must not set n"),
         ({"baseline": "beam"}, "baseline: 'beam' must name a best_of_n template"),
         ({"budgets": [2, 2]}, "budgets"),
+        ({"router_probes": 5}, "router_probes: 5 probes exceed the largest budget"),
+        ({"router_probes": 0}, "router_probes"),
     ],
 )
 def test_a_bad_grid_is_refused_before_any_call(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
@@ -166,13 +168,13 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
         for b in cfg.budgets:
             value, lo, hi = analysis.accuracy[t][b]
             assert value == 0.5 and lo <= value <= hi
-    assert sorted(analysis.bin_sizes["pass_rate"].values()) == [2, 2, 2, 3, 3]  # by rank: sizes differ by <= 1
+    assert sorted(analysis.bin_sizes["oracle"].values()) == [2, 2, 2, 3, 3]  # by rank: sizes differ by <= 1
     assert analysis.cost["seq"][4]["generations"] == 4
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
-    assert {p.name for p in paths} == {"report.md", "table_oracle.json", "table_predicted.json"}
+    assert {p.name for p in paths} == {"report.md", "table_oracle.json", "table_predicted.json", "table_routed.json"}
     # the same database gives the same report
     with ResultStore(tmp_path / "s.sqlite") as store:
         assert render_markdown(analyze(load_study_data(store, cfg), resamples=20), cfg) == text

@@ -12,13 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from ttc_graph.cli import app
+from ttc_graph.compute_optimal import create_compute_optimal, load_table
 from ttc_graph.eval.store import ResultStore
 from ttc_graph.study.config import load_study
 from ttc_graph.study.report import N_BINS, load_study_data
+from ttc_graph.testing import FakeCall, ScriptedEndpoint
 
 STUDY = Path(__file__).resolve().parents[2] / "docs" / "study"
 CONFIG = STUDY / "gsm8k-qwen-0.5b.yaml"
-OUTPUTS = ("report.md", "table_oracle.json", "table_predicted.json")
+OUTPUTS = ("report.md", "table_oracle.json", "table_predicted.json", "table_routed.json")
 
 
 def test_the_committed_report_is_rebuilt_from_the_committed_database(tmp_path: Path) -> None:
@@ -39,3 +41,35 @@ def test_the_committed_report_is_rebuilt_from_the_committed_database(tmp_path: P
 @pytest.mark.parametrize("name", ["accuracy.png", "bins.png", "compute_optimal.png"])
 def test_the_figures_come_with_the_report(name: str) -> None:
     assert (STUDY / name).exists() == (STUDY / "report.md").exists()
+
+
+def _score_in_bin(edges: list[float], bin_: int) -> float:
+    """A probe score inside ``bin_`` (1 = easiest: above the top edge)."""
+    bounds = [0.0, *edges, 1.0][::-1]  # descending: bin k lies between bounds[k] and bounds[k - 1]
+    return (bounds[bin_ - 1] + bounds[bin_]) / 2
+
+
+def _solve(call: FakeCall, index: int) -> str:
+    if call.params is not None and call.params.stop:  # a search step: one working step, then the answer
+        return "So the answer is \\boxed{4}." if call.prefix else "2 + 2 = 4"
+    return "2 + 2 = 4.\n\nSo the answer is \\boxed{4}."
+
+
+@pytest.mark.parametrize("bin_", range(1, N_BINS + 1))
+async def test_the_router_loads_the_committed_routable_table_and_follows_it(bin_: int) -> None:
+    config = load_study(CONFIG)
+    table = load_table(STUDY / "table_routed.json")  # the study has its 10 questions: the table is committed
+    budget = max(table.budgets)
+    assert table.difficulty.probes == config.router_probes
+    level = _score_in_bin(list(table.difficulty.edges), bin_)
+    policy = ScriptedEndpoint(_solve)
+    graph = create_compute_optimal(policy, lambda q, s: level, table, budget=budget).compile()
+    out = await graph.ainvoke({"question": "What is 2 + 2?"})
+    assert out["difficulty_bin"] == bin_
+    assert out["route"] == table.table[str(bin_)][str(budget)]
+    probe = policy.calls[0]
+    assert probe.n == table.difficulty.probes
+    assert probe.params is not None
+    assert (probe.params.temperature, probe.params.max_tokens) == (config.temperature, config.max_tokens)
+    assert out["usage"]["generations"] <= budget
+    assert out["answer"] == "4"

@@ -34,6 +34,12 @@ class DifficultyBins(BaseModel):
         ge=0,
         description="Probe samples the router draws per question (predicted bins; 0: estimated offline, not routable).",
     )
+    temperature: float | None = Field(
+        None, ge=0, description="The sampling temperature of the probes the bins were fitted on (the router's default)."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, description="The probes' max_tokens when the bins were fitted (the router's default)."
+    )
 
     @model_validator(mode="after")
     def _ascending(self) -> DifficultyBins:

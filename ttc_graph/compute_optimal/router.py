@@ -48,7 +48,7 @@ def create_compute_optimal(
     *,
     budget: int,
     probe_max_tokens: int | None = None,
-    probe_temperature: float = 0.7,
+    probe_temperature: float | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
@@ -56,7 +56,9 @@ def create_compute_optimal(
     """A router graph: ``prepare → probe → <strategy for the question's bin at budget> → finish``.
 
     ``probe`` samples the table's number of probe solutions, scores them with ``verifier`` and bins the mean
-    score with the table's edges (predicted difficulty: no labels needed). The probes are charged to the
+    score with the table's edges (predicted difficulty: no labels needed). The probes are sampled as the table's
+    bins were fitted (its ``difficulty.temperature`` and ``max_tokens``; 0.7 and the endpoint's default where it
+    records none) unless ``probe_temperature`` or ``probe_max_tokens`` say otherwise. The probes are charged to the
     ledger and count towards ``budget``: a best-of-N route reuses them as candidates (it draws only the rest of
     its ``n``), any other route runs at ``budget - probes`` generations, as the table was calibrated
     (:meth:`PolicyTable.spend`). The run never spends more than ``budget`` generations in total. ``history`` and
@@ -78,6 +80,10 @@ def create_compute_optimal(
         )
     if budget < probes:
         raise ConfigurationError(f"budget: {budget} generations cannot pay for the table's {probes} probe samples")
+    if probe_temperature is None:
+        probe_temperature = 0.7 if table.difficulty.temperature is None else table.difficulty.temperature
+    if probe_max_tokens is None:
+        probe_max_tokens = table.difficulty.max_tokens
     routes: dict[int, tuple[str, StrategySpec]] = {
         b: table.choose(b, budget) for b in range(1, table.difficulty.n_bins + 1)
     }

@@ -60,6 +60,12 @@ class StudyConfig(BaseModel):
     concurrency: int = Field(2, ge=1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     pool: PoolSource | None = None
+    router_probes: int = Field(
+        4,
+        ge=1,
+        description="Probe samples of the routable table (table_routed.json): difficulty from the mean verifier score"
+        " of a question's first k samples, charged to the budget as the router charges them.",
+    )
 
     @field_validator("budgets")
     @classmethod
@@ -73,6 +79,10 @@ class StudyConfig(BaseModel):
         for name in self.templates:
             for budget in self.budgets:
                 self.spec_for(name, budget)  # raises naming the template and budget
+        if self.router_probes > max(self.budgets):
+            raise ValueError(
+                f"router_probes: {self.router_probes} probes exceed the largest budget ({max(self.budgets)})"
+            )
         if self.baseline not in self.templates or self.templates[self.baseline].get("kind") != "best_of_n":
             raise ValueError(f"baseline: {self.baseline!r} must name a best_of_n template")
         return self

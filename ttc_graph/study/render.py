@@ -6,14 +6,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttc_graph.study.config import StudyConfig
-from ttc_graph.study.report import BASELINE_BUDGETS, N_BINS, StudyAnalysis
+from ttc_graph.study.report import BASELINE_BUDGETS, BIN_TABLES, N_BINS, StudyAnalysis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["render_markdown", "write_figures", "write_report"]
 
-METRICS = {"pass_rate": "oracle (pass@1 of 16 samples)", "verifier_score": "predicted (mean verifier score)"}
+TABLE_FILES = {"oracle": "table_oracle.json", "predicted": "table_predicted.json", "routed": "table_routed.json"}
+
+
+def labels(config: StudyConfig) -> dict[str, str]:
+    """How the report names each binning."""
+    return {
+        "oracle": "oracle (pass@1 of 16 samples)",
+        "predicted": "predicted (mean verifier score)",
+        "routed": f"routed ({config.router_probes} probes charged)",
+    }
 
 
 def _pct(value: float | None) -> str:
@@ -34,6 +43,7 @@ def _ratio(triple: tuple[float | None, float | None, float | None]) -> str:
 def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     """The report's tables (accuracy in %, 95% bootstrap intervals over questions)."""
     a, budgets = analysis, analysis.budgets
+    names = labels(config)
     out = [
         f"# Study {config.name}: {a.questions} questions complete",
         "",
@@ -53,7 +63,8 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         + ", ".join(f"{b}: {_ci(a.baseline[b])}" for b in BASELINE_BUDGETS),
         "",
     ]
-    for metric, label in METRICS.items():
+    for metric in BIN_TABLES:
+        label = names[metric]
         sizes = ", ".join(str(a.bin_sizes[metric][b]) for b in range(1, N_BINS + 1))
         out += [f"## Accuracy by {label} difficulty bin (1 = easiest; questions per bin: {sizes})", ""]
         out += ["| template | budget | " + " | ".join(f"bin {b}" for b in range(1, N_BINS + 1)) + " |"]
@@ -65,7 +76,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     out += ["## Compute-optimal against best-of-N weighted", ""]
     out += ["| bins | budget | compute-optimal (2-fold CV) | best-of-N weighted | efficiency ratio |"]
     out += ["|---|---|---|---|---|"]
-    for metric, label in METRICS.items():
+    for metric, label in names.items():
         for b in budgets:
             out.append(
                 f"| {label} | {b} | {_ci(a.optimal[metric][b])} | {_ci(a.accuracy[config.baseline][b])} | "
@@ -75,12 +86,16 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         "",
         "Efficiency ratio: the generations best-of-N weighted needs (log-linear interpolation on its pool curve "
         "at budgets 1-16) to match compute-optimal's accuracy, divided by compute-optimal's budget; `never`: not "
-        "matched within 16. As in the paper, estimating difficulty is not charged here.",
+        "matched within 16. Oracle and predicted bins, as in the paper, do not charge for estimating difficulty"
+        " (predicted: the mean verifier score of all 16 pool samples). Routed bins are what the router does"
+        f" with `table_routed.json`: difficulty from the mean verifier score of {config.router_probes} probe"
+        f" samples, charged to every budget; a best-of-N route reuses the probes as its first samples, any other"
+        f" route runs at the budget minus {config.router_probes}.",
         "",
         "Strategies chosen per bin (fit on every question):",
         "",
     ]
-    for metric, label in METRICS.items():
+    for metric, label in names.items():
         rows = "; ".join(
             f"bin {bn}: " + ", ".join(f"{b}→{a.chosen[metric][str(bn)][str(b)]}" for b in budgets)
             for bn in range(1, N_BINS + 1)
@@ -136,7 +151,7 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
     for ax, b in zip(axes, budgets, strict=True):
         for k, t in enumerate(templates):
             xs = [bn + (k - (len(templates) - 1) / 2) * width for bn in range(1, N_BINS + 1)]
-            ax.bar(xs, [a.bins["pass_rate"][t][bn][b] for bn in range(1, N_BINS + 1)], width, label=t)
+            ax.bar(xs, [a.bins["oracle"][t][bn][b] for bn in range(1, N_BINS + 1)], width, label=t)
         ax.set(xlabel="oracle difficulty bin (1 = easiest)", ylabel="accuracy", title=f"budget {b}")
     axes[0].legend(fontsize=7)
     paths.append(outdir / "bins.png")
@@ -144,9 +159,9 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
 
     fig, (ax,) = _canvas(6, 4)
     ax.plot(BASELINE_BUDGETS, [a.baseline[b][0] for b in BASELINE_BUDGETS], "k-o", label="best-of-N weighted")
-    for metric, style in (("pass_rate", "-s"), ("verifier_score", "--^")):
+    for metric, style in (("oracle", "-s"), ("predicted", "--^"), ("routed", ":v")):
         ys = [a.optimal[metric][b][0] for b in budgets]
-        ax.plot(budgets, ys, style, label=f"compute-optimal, {METRICS[metric].split(' (')[0]} bins")
+        ax.plot(budgets, ys, style, label=f"compute-optimal, {labels(config)[metric]} bins")
     ax.set(xscale="log", xlabel="generation budget", ylabel="accuracy", title="compute-optimal vs best-of-N")
     ax.set_xticks(list(BASELINE_BUDGETS), [str(b) for b in BASELINE_BUDGETS])
     ax.legend(fontsize=7)
@@ -156,11 +171,12 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
 
 
 def write_report(analysis: StudyAnalysis, config: StudyConfig, outdir: Path, *, figures: bool = True) -> list[Path]:
-    """report.md, the fitted tables (``table_oracle.json``, ``table_predicted.json``) and the figures."""
+    """report.md, the fitted tables (``table_oracle.json``, ``table_predicted.json``, ``table_routed.json``: the
+    one the router loads) and the figures."""
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [outdir / "report.md"]
     paths[0].write_text(render_markdown(analysis, config), encoding="utf-8")
-    for metric, name in (("pass_rate", "table_oracle.json"), ("verifier_score", "table_predicted.json")):
+    for metric, name in TABLE_FILES.items():
         paths.append(analysis.tables[metric].save(outdir / name))
     if figures:
         paths += write_figures(analysis, config, outdir)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ttc_graph.answers import extract_answer
 from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_ratio
-from ttc_graph.compute_optimal.difficulty import assign_bins
+from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
 from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
@@ -20,10 +20,42 @@ from ttc_graph.selection import select_answer
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.runner import sample_candidate
 
-__all__ = ["BASELINE_BUDGETS", "StudyAnalysis", "StudyData", "analyze", "load_study_data"]
+__all__ = [
+    "BASELINE_BUDGETS",
+    "BIN_TABLES",
+    "Binning",
+    "StudyAnalysis",
+    "StudyData",
+    "analyze",
+    "binnings",
+    "load_study_data",
+]
 
 BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
 N_BINS = 5
+BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by
+
+
+@dataclass(frozen=True, slots=True)
+class Binning:
+    """How a fit estimates each question's difficulty.
+
+    ``pass_rate``: pass@1 over the question's pool (oracle: needs the labels). ``verifier_score``: the mean
+    verifier score of its pool samples; of all of them, uncharged, as the paper does (``probes`` 0), or of the
+    first ``probes`` only, charged to every budget as the router charges them (a routable table).
+    """
+
+    metric: DifficultyMetric
+    probes: int = 0
+
+
+def binnings(config: StudyConfig) -> dict[str, Binning]:
+    """The report's three fits: oracle, predicted (offline, as the paper) and routed (probes charged)."""
+    return {
+        "oracle": Binning("pass_rate"),
+        "predicted": Binning("verifier_score"),
+        "routed": Binning("verifier_score", config.router_probes),
+    }
 
 
 @dataclass(slots=True)
@@ -61,9 +93,16 @@ def oracle_difficulty(data: StudyData, qids: Sequence[str]) -> dict[str, float]:
     return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q]) for q in qids}
 
 
-def predicted_difficulty(data: StudyData, qids: Sequence[str]) -> dict[str, float]:
-    """The mean verifier score of each question's pool samples (needs no labels; unscored count as 0)."""
-    return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q]) for q in qids}
+def predicted_difficulty(data: StudyData, qids: Sequence[str], probes: int = 0) -> dict[str, float]:
+    """The mean verifier score of each question's pool samples, or of its first ``probes`` (needs no labels;
+    unscored count as 0). The first samples are the router's probes: best-of-N at budget B reuses them."""
+    return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q][: probes or None]) for q in qids}
+
+
+def difficulty_of(data: StudyData, qids: Sequence[str], binning: Binning) -> dict[str, float]:
+    if binning.metric == "pass_rate":
+        return oracle_difficulty(data, qids)
+    return predicted_difficulty(data, qids, binning.probes)
 
 
 def baseline_correct(data: StudyData, qid: str, budget: int) -> float:
@@ -81,21 +120,21 @@ class StudyAnalysis:
     budgets: tuple[int, ...]
     accuracy: dict[str, dict[int, tuple[float, float, float]]]
     baseline: dict[int, tuple[float, float, float]]
-    bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # metric -> template -> bin -> budget -> accuracy
+    bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
     bin_sizes: dict[str, dict[int, int]]
-    optimal: dict[str, dict[int, tuple[float, float, float]]]  # metric -> budget -> (cv accuracy, low, high)
+    optimal: dict[str, dict[int, tuple[float, float, float]]]  # binning -> budget -> (cv accuracy, low, high)
     ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]]
-    chosen: dict[str, dict[str, dict[str, str]]]  # metric -> bin -> budget -> template (fit on every question)
+    chosen: dict[str, dict[str, dict[str, str]]]  # binning -> bin -> budget -> template (fit on every question)
     cost: dict[str, dict[int, dict[str, float | None]]]
     steps: dict[str, dict[int, float | None]]
     tables: dict[str, PolicyTable]
 
 
-def _fit(data: StudyData, qids: Sequence[str], metric: str, seed: int) -> PolicyTable:
-    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample), offline difficulty."""
+def _fit(data: StudyData, qids: Sequence[str], binning: Binning, seed: int) -> PolicyTable:
+    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample)."""
     renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
     rename = dict(zip(renamed, qids, strict=True))
-    values = oracle_difficulty(data, qids) if metric == "pass_rate" else predicted_difficulty(data, qids)
+    values = difficulty_of(data, qids, binning)
     difficulty = {r: values[rename[r]] for r in renamed}
     records = [
         Record(r, t, b, float(data.template_row(t, b, rename[r]).correct))
@@ -103,14 +142,19 @@ def _fit(data: StudyData, qids: Sequence[str], metric: str, seed: int) -> Policy
         for t in data.config.templates
         for b in data.config.budgets
     ]
-    return calibrate(
+    table = calibrate(
         records,
         difficulty,
         {name: data.config.template(name, data.config.budgets[0]) for name in data.config.templates},
-        metric=metric,  # type: ignore[arg-type]
+        metric=binning.metric,
         n_bins=N_BINS,
+        probes=binning.probes,
         seed=seed,
     )
+    if binning.probes:  # the router samples its probes as the pool's first samples were drawn
+        sampling = {"temperature": data.config.temperature, "max_tokens": data.config.max_tokens}
+        table.difficulty = table.difficulty.model_copy(update=sampling)
+    return table
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float]:
@@ -138,7 +182,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
-    fits = {m: _fit(data, qids, m, seed) for m in ("pass_rate", "verifier_score")}
+    kinds = binnings(cfg)
+    fits = {m: _fit(data, qids, kinds[m], seed) for m in kinds}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
     ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
 
@@ -157,7 +202,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in BASELINE_BUDGETS:
             boot_base[b].append(b_curve[b])
         for m in fits:
-            opt = {int(b): v for b, v in _fit(data, sample, m, seed + k + 1).report["compute_optimal_cv"].items()}
+            cv = _fit(data, sample, kinds[m], seed + k + 1).report["compute_optimal_cv"]
+            opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
                 r = efficiency_ratio(b_curve, {b: opt[b]})[b]
@@ -179,8 +225,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
     sizes: dict[str, dict[int, int]] = {}
-    for m in fits:
-        values = oracle_difficulty(data, qids) if m == "pass_rate" else predicted_difficulty(data, qids)
+    for m in BIN_TABLES:
+        values = difficulty_of(data, qids, kinds[m])
         bin_of = assign_bins(values, n_bins=N_BINS, seed=seed)
         sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
         bins[m] = {
