@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from ttc_graph.cli import app
 from ttc_graph.compute_optimal import create_compute_optimal, load_table
 from ttc_graph.eval.store import ResultStore
+from ttc_graph.specs import build_graph, load_spec
+from ttc_graph.specs.models import ComputeOptimalSpec
 from ttc_graph.study.config import load_study
 from ttc_graph.study.report import N_BINS, load_study_data
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -73,3 +75,11 @@ async def test_the_router_loads_the_committed_routable_table_and_follows_it(bin_
     assert (probe.params.temperature, probe.params.max_tokens) == (config.temperature, config.max_tokens)
     assert out["usage"]["generations"] <= budget
     assert out["answer"] == "4"
+
+
+def test_the_route_spec_builds_a_router_on_the_committed_table() -> None:
+    spec = load_spec(STUDY / "route.yaml")
+    assert isinstance(spec, ComputeOptimalSpec)
+    graph = build_graph(spec, policy=ScriptedEndpoint(_solve)).compile()
+    assert graph.name == "study-routed"
+    assert spec.generations in load_table(STUDY / spec.table).budgets
