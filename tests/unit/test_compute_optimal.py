@@ -18,6 +18,7 @@ import json
 import math
 import random
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from ttc_graph.compute_optimal import (
     spec_at_budget,
     strategy_cost,
 )
+from ttc_graph.compute_optimal.calibration import cv_folds
 from ttc_graph.compute_optimal.difficulty import assign_bins, small_bins
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs import build_graph, load_spec
@@ -245,14 +247,11 @@ def test_efficiency_ratio_against_a_strategy_used_uniformly(seed: int) -> None:
 
 
 def test_cross_validation_scores_each_fold_with_the_other_folds_choice() -> None:
-    # A wins on one half of the questions and B on the other: chosen in-sample, either looks good; scored on
-    # the held-out fold, each fold's choice is the wrong one. Reproduce calibrate's fold split to plant this.
+    # A wins on one fold and B on the other: chosen in-sample, either looks good; scored on the held-out fold,
+    # each fold's choice is the wrong one. Reproduce calibrate's (stratified) fold split to plant this.
     questions = [f"q{i:02d}" for i in range(20)]
-    order = sorted(questions)
-    random.Random(5).shuffle(order)
-    fold0 = set(order[0::2])
-    # each fold spans the same difficulties, so each of the 2 bins holds 5 questions of either fold
-    difficulty = {q: k / 10 + 0.05 for fold in (order[0::2], order[1::2]) for k, q in enumerate(sorted(fold))}
+    difficulty = {q: (i % 10) / 10 + 0.05 for i, q in enumerate(questions)}
+    fold0, _ = cv_folds(questions, assign_bins(difficulty, n_bins=2, seed=5), {}, seed=5)
     records = []
     for q in questions:
         a, b = (0.9, 0.1) if q in fold0 else (0.2, 0.8)
@@ -263,6 +262,46 @@ def test_cross_validation_scores_each_fold_with_the_other_folds_choice() -> None
     assert table.report["fixed"] == {"A": {"4": pytest.approx(0.55)}, "B": {"4": pytest.approx(0.45)}}
     # the final table is chosen on all the data
     assert table.table == {"1": {"4": "A"}, "2": {"4": "A"}}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_folds_are_stratified_by_bin_and_keep_groups_together(seed: int) -> None:
+    # a bootstrap resample: 30 draws of 20 questions, copies named "q07#3"; the copies of one question must
+    # share a fold, or a question is trained on and scored on at once
+    rng = random.Random(seed)
+    draws = [f"q{rng.randrange(20):02d}" for _ in range(30)]
+    copies = {f"{q}#{i}": q for i, q in enumerate(draws)}
+    difficulty = {c: int(q[1:]) / 20 for c, q in copies.items()}
+    bin_of = assign_bins(difficulty, n_bins=5, seed=seed)
+    folds = cv_folds(sorted(copies), bin_of, copies, seed=seed)
+    assert sorted(folds[0] + folds[1]) == sorted(copies)
+    assert not {copies[c] for c in folds[0]} & {copies[c] for c in folds[1]}
+    groups = {q: min(bin_of[c] for c in copies if copies[c] == q) for q in set(draws)}
+    for bin_ in range(1, 6):
+        per_fold = [len({copies[c] for c in fold if groups[copies[c]] == bin_}) for fold in folds]
+        assert abs(per_fold[0] - per_fold[1]) <= 1, (bin_, per_fold)
+
+
+def test_repeated_cross_validation_averages_the_splits() -> None:
+    records, rates = ab_records(0)
+    single = [
+        calibrate(records, rates, AB_STRATEGIES, metric="pass_rate", seed=s).report["compute_optimal_cv"]
+        for s in range(10)
+    ]
+    repeated = calibrate(records, rates, AB_STRATEGIES, metric="pass_rate", seed=0, cv_repeats=10)
+    for b, value in repeated.report["compute_optimal_cv"].items():
+        assert value == pytest.approx(statistics.fmean(s[b] for s in single))
+    with pytest.raises(ConfigurationError, match="cv_repeats"):
+        calibrate(records, rates, AB_STRATEGIES, metric="pass_rate", cv_repeats=0)
+
+
+def test_ties_go_to_the_baseline() -> None:
+    questions = [f"q{i:02d}" for i in range(10)]
+    difficulty = {q: i / 10 for i, q in enumerate(questions)}
+    records = [Record(q, name, 4, 0.5) for q in questions for name in ("A", "B")]
+    assert set(calibrate(records, difficulty, AB_STRATEGIES, metric="pass_rate").table["1"].values()) == {"A"}
+    table = calibrate(records, difficulty, AB_STRATEGIES, metric="pass_rate", baseline="B")
+    assert {name for row in table.table.values() for name in row.values()} == {"B"}
 
 
 def test_calibrate_on_predicted_difficulty_keeps_the_probe_count() -> None:

@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import StateGraph
 
 from ttc_graph import Budget, TTCContext, create_revisions
+from ttc_graph.compute_optimal import spec_at_budget
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.revise import REVISION_WINDOW, revision_messages
 from ttc_graph.selection import select_revisions
@@ -182,6 +183,19 @@ def test_sqrt_split_always_multiplies_back_to_n(n: int):
     assert chains * length == n
     if math.isqrt(n) ** 2 == n:
         assert chains == length == math.isqrt(n)
+
+
+@pytest.mark.parametrize("n", [1, 4, 7, 8])
+def test_a_full_chain_is_one_chain_of_n_at_any_budget(n: int):
+    assert split_budget(n, "full") == (1, n)
+
+
+def test_a_policy_table_keeps_a_full_chain_full_at_every_budget():
+    # a template that says "full" is one chain of the budget's generations, not of the first budget's
+    template = {"kind": "revisions", "chain_length": "full", "selection": "majority"}
+    for budget in (4, 8):
+        spec = spec_at_budget(template, budget)
+        assert split_budget(spec.n, spec.chain_length) == (1, budget)  # type: ignore[union-attr]
 
 
 # -- 3. selection --------------------------------------------------------------------------------------------------

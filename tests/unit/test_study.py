@@ -12,6 +12,7 @@ import yaml
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.store import ResultStore
+from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.study.config import StudyConfig, load_study
 from ttc_graph.study.runner import plan_units, run_study
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -145,7 +146,8 @@ def test_load_study_names_the_field(tmp_path: Path) -> None:
 def test_the_shipped_study_config_validates() -> None:
     cfg = load_study(Path(__file__).resolve().parents[2] / "docs" / "study" / "gsm8k-qwen-0.5b.yaml")
     assert cfg.reuses_pool()
-    assert cfg.spec_for("revisions_sequential", 8).chain_length == 8  # type: ignore[union-attr]
+    spec = cfg.spec_for("revisions_sequential", 8)
+    assert split_budget(spec.n, spec.chain_length) == (1, 8)  # type: ignore[union-attr]
 
 
 def many_problems(n: int = 12) -> list[Problem]:
@@ -188,3 +190,17 @@ async def test_the_report_refuses_too_few_complete_questions(tmp_path: Path) -> 
         await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS)
         with pytest.raises(ValueError, match="3 complete questions"):
             analyze(load_study_data(store, cfg))
+
+
+def test_the_baseline_curve_is_the_expectation_over_every_subset_of_the_pool(tmp_path: Path) -> None:
+    from ttc_graph.study.report import StudyData, baseline_expected
+
+    def sample(answer: int, score: float) -> dict[str, Any]:
+        return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
+
+    # weighted vote: 5 (0.9 + 0.9) against 7 (0.2 + 0.95); the reference is 5
+    pool = [sample(5, 0.9), sample(5, 0.9), sample(7, 0.2), sample(7, 0.95)]
+    data = StudyData(config(tmp_path), rows={}, pools={"q": pool}, references={"q": "5"})
+    # N=1: pass@1 = 2/4. N=2: of the 6 pairs, {5, 5}, {5, 7@0.2} twice pick 5; {5, 7@0.95} twice and {7, 7} pick
+    # 7. N=4: 5 wins 1.8 to 1.15. N=8 is beyond the pool and left out.
+    assert baseline_expected(data, "q", (1, 2, 4, 8)) == {1: 0.5, 2: 0.5, 4: 1.0}

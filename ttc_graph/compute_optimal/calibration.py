@@ -15,7 +15,7 @@ from ttc_graph.compute_optimal.difficulty import DifficultyBins, DifficultyMetri
 from ttc_graph.compute_optimal.table import PolicyTable, probe_share
 from ttc_graph.errors import ConfigurationError
 
-__all__ = ["Record", "calibrate", "efficiency_ratio", "matching_budget"]
+__all__ = ["Record", "calibrate", "cv_folds", "efficiency_ratio", "matching_budget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,9 @@ def _best(
     budget: int,
     share: Mapping[str, int],
 ) -> str:
+    """The strategy with the highest mean accuracy on ``questions``; ties go to the earliest of ``names``."""
     best_name, best_value = None, -1.0
-    for name in names:  # dict order breaks ties
+    for name in names:
         spend = budget - share[name]
         values = [acc[(q, name, spend)] for q in questions if (q, name, spend) in acc]
         if len(values) != len(questions) or not values:
@@ -78,6 +79,30 @@ def _best(
     return best_name
 
 
+def cv_folds(
+    questions: Sequence[str], bin_of: Mapping[str, int], groups: Mapping[str, str], seed: int
+) -> list[list[str]]:
+    """Two folds, stratified by bin: each bin's groups are shuffled and dealt to the folds in turn, the turn
+    carrying over from bin to bin so the folds differ in size by at most one group. Every question of a group
+    (the copies of one question in a bootstrap resample) lands in the same fold."""
+    members: dict[str, list[str]] = defaultdict(list)
+    for q in questions:
+        members[groups.get(q, q)].append(q)
+    by_bin: dict[int, list[str]] = defaultdict(list)
+    for group, qs in sorted(members.items()):
+        by_bin[min(bin_of[q] for q in qs)].append(group)
+    rng = random.Random(seed)
+    folds: list[list[str]] = [[], []]
+    turn = 0
+    for bin_ in sorted(by_bin):
+        dealt = by_bin[bin_]
+        rng.shuffle(dealt)
+        for group in dealt:
+            folds[turn].extend(members[group])
+            turn = 1 - turn
+    return folds
+
+
 def calibrate(
     records: Sequence[Record],
     difficulty: Mapping[str, float],
@@ -88,6 +113,8 @@ def calibrate(
     probes: int = 0,
     baseline: str | None = None,
     seed: int = 0,
+    cv_repeats: int = 1,
+    groups: Mapping[str, str] | None = None,
 ) -> PolicyTable:
     """The policy table, with its two-fold cross-validated report.
 
@@ -97,8 +124,17 @@ def calibrate(
 
     With ``probes`` > 0 (predicted bins, routed live) a budget is the router's total: a non-best-of-N strategy
     competes at budget B with its records at B - probes, since the probes take the rest (best-of-N reuses them).
+
+    The folds are stratified by bin; the cross-validated accuracy is the mean over ``cv_repeats`` random
+    splits (seeds ``seed``, ``seed + 1``, ...), so it does not hang on one split. ``groups`` maps a question to
+    its group (e.g. the copies of one question in a bootstrap resample): a group never straddles the folds.
+    Where strategies tie, the baseline wins, then the earlier in ``strategies``.
     """
+    if cv_repeats < 1:
+        raise ConfigurationError(f"cv_repeats: must be >= 1, got {cv_repeats}")
     names = list(strategies)
+    if baseline in strategies:
+        names = [baseline, *(n for n in names if n != baseline)]  # ties go to the baseline
     unknown = {r.strategy for r in records} - set(names)
     if unknown:
         raise ConfigurationError(f"records: unknown strategies {sorted(unknown)}")
@@ -120,19 +156,18 @@ def calibrate(
             table[b] = {budget: _best(acc, members, names, budget, share) for budget in budgets}
         return table
 
-    order = questions[:]
-    random.Random(seed).shuffle(order)
-    folds = [order[0::2], order[1::2]]
     cv_scores: dict[int, list[float]] = defaultdict(list)
     per_bin: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for k, test in enumerate(folds):
-        table = choose_table(folds[1 - k])
-        for q in test:
-            for budget in budgets:
-                name = table[bin_of[q]][budget]
-                value = acc[(q, name, budget - share[name])]
-                cv_scores[budget].append(value)
-                per_bin[bin_of[q]][budget].append(value)
+    for repeat in range(cv_repeats):
+        folds = cv_folds(questions, bin_of, groups or {}, seed + repeat)
+        for k, test in enumerate(folds):
+            table = choose_table(folds[1 - k])
+            for q in test:
+                for budget in budgets:
+                    name = table[bin_of[q]][budget]
+                    value = acc[(q, name, budget - share[name])]
+                    cv_scores[budget].append(value)
+                    per_bin[bin_of[q]][budget].append(value)
     optimal = {b: statistics.fmean(v) for b, v in cv_scores.items()}
     fixed = {
         name: {b: statistics.fmean(acc[(q, name, b)] for q in questions) for b in budgets}
@@ -154,7 +189,7 @@ def calibrate(
         "questions": len(questions),
         "bin_sizes": {str(b): sum(1 for q in questions if bin_of[q] == b) for b in range(1, bins.n_bins + 1)},
         "binning": "rank, ties broken by a seeded shuffle",
-        "warnings": warnings,
+        "warnings": list(dict.fromkeys(warnings)),  # once each, however many splits repeat it
         "compute_optimal_cv": {str(b): v for b, v in optimal.items()},
         "compute_optimal_cv_per_bin": {
             str(bin_): {str(b): statistics.fmean(v) for b, v in row.items()} for bin_, row in sorted(per_bin.items())

@@ -312,7 +312,7 @@ class RevisionsSpec(_StrategySpec):
 
     kind: Literal["revisions"] = "revisions"
     n: int = Field(ge=1)
-    chain_length: int | Literal["sqrt"]
+    chain_length: int | Literal["sqrt", "full"]
     selection: RevisionSelection = "hierarchical"
     verifier: VerifierSpec | None = None
     revision_policy: EndpointSpec | None = None

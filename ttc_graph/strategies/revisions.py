@@ -28,15 +28,18 @@ from ttc_graph.verifiers.function import VerifierLike, as_verifier
 __all__ = ["create_revisions", "split_budget"]
 
 
-def split_budget(n: int, chain_length: int | Literal["sqrt"]) -> tuple[int, int]:
-    """(parallel chains, attempts per chain) for ``n`` generations; ``chain_length`` must divide ``n``."""
+def split_budget(n: int, chain_length: int | Literal["sqrt", "full"]) -> tuple[int, int]:
+    """(parallel chains, attempts per chain) for ``n`` generations; ``chain_length`` must divide ``n``
+    (``"full"``: one chain of ``n``; ``"sqrt"``: the divisor of ``n`` nearest its square root)."""
     check_n(n)
+    if chain_length == "full":
+        return 1, n
     if chain_length == "sqrt":  # the divisor of n nearest sqrt(n), so that chains x length is exactly n
         divisors = [x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d)]
         length = min(divisors, key=lambda d: (abs(d - math.sqrt(n)), d))
         return n // length, length
     if not isinstance(chain_length, int) or chain_length < 1:
-        raise ConfigurationError(f"chain_length: must be an integer >= 1 or 'sqrt', got {chain_length!r}")
+        raise ConfigurationError(f"chain_length: must be an integer >= 1, 'sqrt' or 'full', got {chain_length!r}")
     if n % chain_length:
         raise ConfigurationError(f"chain_length: {chain_length} does not divide n={n}; pick a divisor or 'sqrt'")
     return n // chain_length, chain_length
@@ -47,7 +50,7 @@ def create_revisions(
     verifier: VerifierLike | None = None,
     *,
     n: int,
-    chain_length: int | Literal["sqrt"],
+    chain_length: int | Literal["sqrt", "full"],
     selection: RevisionSelection = "hierarchical",
     revision_policy: Endpoint | None = None,
     stop_score: float | None = None,
@@ -62,10 +65,10 @@ def create_revisions(
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """``n`` generations as ``n / chain_length`` parallel chains of ``chain_length`` attempts.
 
-    Each revision sees up to the 4 latest attempts of its own chain. ``chain_length=n`` is purely sequential,
-    ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n (the length is the divisor of ``n`` nearest √n). Chains run
-    to their full length by default, as in the paper, so a run at budget ``n`` spends ``n`` generations. Early
-    stopping is an option beyond the paper: a chain stops once the verifier's score reaches ``stop_score`` or
+    Each revision sees up to the 4 latest attempts of its own chain. ``chain_length="full"`` (or ``n``) is purely
+    sequential, ``1`` is plain best-of-N, ``"sqrt"`` is √n × √n (the length is the divisor of ``n`` nearest √n).
+    Chains run to their full length by default, as in the paper, so a run at budget ``n`` spends ``n`` generations.
+    Early stopping is an option beyond the paper: a chain stops once the verifier's score reaches ``stop_score`` or
     (``stop_on_repeat``) an attempt repeats the previous answer; the ledger then shows the smaller spend.
     ``revision_policy`` (e.g. a fine-tuned revision model, as the paper uses) draws the revisions; ``policy``
     draws the first attempts. Without it, revisions come from prompting the base model to revise. ``history`` and

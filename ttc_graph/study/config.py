@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ttc_graph.compute_optimal.table import spec_at_budget, strategy_cost
+from ttc_graph.compute_optimal.table import spec_at_budget
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.specs.io import SpecError
@@ -87,7 +87,7 @@ class StudyConfig(BaseModel):
             raise ValueError(f"baseline: {self.baseline!r} must name a best_of_n template")
         return self
 
-    def template(self, name: str, budget: int) -> dict[str, Any]:
+    def template(self, name: str) -> dict[str, Any]:
         """Template ``name`` with the study's verifier and sampling settings filled in (``n`` not yet)."""
         if name not in self.templates:
             raise ConfigurationError(f"templates: unknown template {name!r}; known: {sorted(self.templates)}")
@@ -104,15 +104,13 @@ class StudyConfig(BaseModel):
         out.setdefault("system_prompt", self.system_prompt)
         if kind not in _SEARCH:
             out.setdefault("max_tokens", self.max_tokens)
-        if out.get("chain_length") == "full":
-            out["chain_length"] = budget // strategy_cost(out)
         return out
 
     def spec_for(self, name: str, budget: int) -> StrategySpec:
         """The concrete spec template ``name`` runs at ``budget`` generations."""
         source = f"templates.{name} at budget {budget}"
         try:
-            return spec_at_budget(self.template(name, budget), budget, source=source)
+            return spec_at_budget(self.template(name), budget, source=source)
         except SpecError:
             raise
         except ConfigurationError as exc:

@@ -15,24 +15,27 @@ from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_
 from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
 from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.eval.grading import grade
+from ttc_graph.eval.replay import PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
-from ttc_graph.selection import select_answer
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.runner import sample_candidate
 
 __all__ = [
     "BASELINE_BUDGETS",
     "BIN_TABLES",
+    "CV_REPEATS",
     "Binning",
     "StudyAnalysis",
     "StudyData",
     "analyze",
+    "baseline_expected",
     "binnings",
     "load_study_data",
 ]
 
 BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
 N_BINS = 5
+CV_REPEATS = 10  # random two-fold splits averaged per fit
 BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by
 
 
@@ -105,11 +108,16 @@ def difficulty_of(data: StudyData, qids: Sequence[str], binning: Binning) -> dic
     return predicted_difficulty(data, qids, binning.probes)
 
 
-def baseline_correct(data: StudyData, qid: str, budget: int) -> float:
-    """Best-of-N weighted over the first ``budget`` pool samples of a question (as the runner selects)."""
-    prefix = data.pools[qid][:budget]
-    chosen = select_answer([sample_candidate(i, s) for i, s in enumerate(prefix)], "weighted")
-    return float(grade(data.config.dataset, chosen.answer, data.references[qid]))
+def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict[int, float]:
+    """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
+    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw)."""
+    cands = [sample_candidate(i, s) for i, s in enumerate(data.pools[qid])]
+    samples = tuple(
+        Sample(c["answer"], c["score"], grade(data.config.dataset, c["answer"], data.references[qid]), c["tokens"])
+        for c in cands
+    )
+    question = PoolQuestion(qid, samples)
+    return {b: exact_question(question, b, "weighted") for b in budgets if b <= question.n}
 
 
 @dataclass(slots=True)
@@ -145,11 +153,14 @@ def _fit(data: StudyData, qids: Sequence[str], binning: Binning, seed: int) -> P
     table = calibrate(
         records,
         difficulty,
-        {name: data.config.template(name, data.config.budgets[0]) for name in data.config.templates},
+        {name: data.config.template(name) for name in data.config.templates},
         metric=binning.metric,
         n_bins=N_BINS,
         probes=binning.probes,
+        baseline=data.config.baseline,
         seed=seed,
+        cv_repeats=CV_REPEATS,
+        groups=rename,  # the copies of a question in a bootstrap resample share a fold
     )
     if binning.probes:  # the router samples its probes as the pool's first samples were drawn
         sampling = {"temperature": data.config.temperature, "max_tokens": data.config.max_tokens}
@@ -158,10 +169,10 @@ def _fit(data: StudyData, qids: Sequence[str], binning: Binning, seed: int) -> P
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95% percentile interval: as many resamples cut off below as above."""
     ordered = sorted(values)
-    lo = ordered[int(0.025 * (len(ordered) - 1))]
-    hi = ordered[round(0.975 * (len(ordered) - 1))]
-    return lo, hi
+    cut = int(0.025 * len(ordered))
+    return ordered[cut], ordered[len(ordered) - 1 - cut]
 
 
 def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAnalysis:
@@ -177,8 +188,11 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
             for t in cfg.templates
         }
 
+    expected = {q: baseline_expected(data, q, BASELINE_BUDGETS) for q in qids}
+    curve = [b for b in BASELINE_BUDGETS if all(b in expected[q] for q in qids)]
+
     def baseline_of(sample: Sequence[str]) -> dict[int, float]:
-        return {b: statistics.fmean(baseline_correct(data, q, b) for q in sample) for b in BASELINE_BUDGETS}
+        return {b: statistics.fmean(expected[q][b] for q in sample) for b in curve}
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
@@ -189,7 +203,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     rng = random.Random(seed)
     boot_acc: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
-    boot_base: dict[int, list[float]] = {b: [] for b in BASELINE_BUDGETS}
+    boot_base: dict[int, list[float]] = {b: [] for b in curve}
     boot_opt: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
     boot_ratio: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
     for k in range(resamples):
@@ -199,7 +213,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for t in cfg.templates:
             for b in budgets:
                 boot_acc[t][b].append(acc[t][b])
-        for b in BASELINE_BUDGETS:
+        for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
             cv = _fit(data, sample, kinds[m], seed + k + 1).report["compute_optimal_cv"]
@@ -264,7 +278,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         questions=len(qids),
         budgets=budgets,
         accuracy={t: {b: with_ci(point[t][b], boot_acc[t][b]) for b in budgets} for t in cfg.templates},
-        baseline={b: with_ci(base[b], boot_base[b]) for b in BASELINE_BUDGETS},
+        baseline={b: with_ci(base[b], boot_base[b]) for b in curve},
         bins=bins,
         bin_sizes=sizes,
         optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
