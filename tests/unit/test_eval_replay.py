@@ -180,3 +180,17 @@ def test_paired_difference() -> None:
     assert paired_difference(pool, 1, "naive", "majority") == (0.0, 0.0, 0.0)  # one sample: every rule agrees
     with pytest.raises(ConfigurationError, match="methods"):
         paired_difference(pool, 2, "weighted", "best")  # type: ignore[arg-type]
+
+
+def test_exact_expectation_given_the_first_samples() -> None:
+    # weighted vote; 5 is right. Samples: 0: 5 @ 0.9, 1: 7 @ 0.95, 2: 5 @ 0.9, 3: 7 @ 0.2
+    samples = (Sample("5", 0.9, True), Sample("7", 0.95, False), Sample("5", 0.9, True), Sample("7", 0.2, False))
+    q = PoolQuestion("q", samples)
+    assert exact_question(q, 2, "weighted", given=2) == 0.0  # only {0, 1}: 7 wins 0.95 to 0.9
+    assert exact_question(q, 3, "weighted", given=2) == 0.5  # {0, 1, 2}: 5 wins 1.8; {0, 1, 3}: 7 wins 1.15
+    assert exact_question(q, 3, "weighted", given=1) == 2 / 3  # {0, 1, 2} and {0, 2, 3} pick 5; {0, 1, 3} 7
+    assert exact_question(q, 3, "weighted") == 0.5  # all four triples
+    assert exact_question(q, 2, "oracle", given=1) == 1.0  # sample 0 is right and every subset holds it
+    for given, budget in ((3, 2), (-1, 2), (0, 5)):
+        with pytest.raises(ConfigurationError, match="given"):
+            exact_question(q, budget, "weighted", given=given)

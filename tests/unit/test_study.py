@@ -204,3 +204,25 @@ def test_the_baseline_curve_is_the_expectation_over_every_subset_of_the_pool(tmp
     # N=1: pass@1 = 2/4. N=2: of the 6 pairs, {5, 5}, {5, 7@0.2} twice pick 5; {5, 7@0.95} twice and {7, 7} pick
     # 7. N=4: 5 wins 1.8 to 1.15. N=8 is beyond the pool and left out.
     assert baseline_expected(data, "q", (1, 2, 4, 8)) == {1: 0.5, 2: 0.5, 4: 1.0}
+
+
+async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_their_run(tmp_path: Path) -> None:
+    from ttc_graph.study.report import load_study_data, unit_values
+
+    cfg = config(tmp_path, pool=None)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS[:1])
+        data = load_study_data(store, cfg)
+
+    def sample(answer: int, score: float) -> dict[str, Any]:
+        return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
+
+    # question 0 (reference 0): right, wrong, right, wrong; weighted: 0 (0.9 + 0.9) against 1 (0.95 + 0.2)
+    data.pools["0"] = [sample(0, 0.9), sample(1, 0.95), sample(0, 0.9), sample(1, 0.2)]
+    plain, given = unit_values(data, ["0"]), unit_values(data, ["0"], given=2)
+    assert plain[("bon_weighted", 2, "0")] == pytest.approx(3 / 6)  # pairs {0, 2}, {0, 3}, {2, 3} pick 0
+    assert given[("bon_weighted", 2, "0")] == 0.0  # the probes {0, 1}: 1 wins 0.95 to 0.9
+    assert plain[("bon_weighted", 4, "0")] == given[("bon_weighted", 4, "0")] == 1.0
+    for t in ("beam", "seq"):  # live templates: their recorded run
+        for b in (2, 4):
+            assert plain[(t, b, "0")] == given[(t, b, "0")] == float(data.template_row(t, b, "0").correct) == 1.0

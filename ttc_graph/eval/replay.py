@@ -244,14 +244,18 @@ def subset_correct(q: PoolQuestion, subset: Sequence[int], how: Method) -> bool:
     return pick is not None and q.samples[pick].correct
 
 
-def exact_question(q: PoolQuestion, budget: int, how: Method) -> float:
-    """Exact expected correctness at ``budget``: the mean over all C(N, budget) subsets."""
-    if how == "oracle":
+def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0) -> float:
+    """Exact expected correctness at ``budget``: the mean over all C(N, budget) subsets, or over those holding
+    the first ``given`` samples (e.g. probes already drawn: the expectation given them)."""
+    if not 0 <= given <= budget <= q.n:
+        raise ConfigurationError(f"given: need 0 <= given ({given}) <= budget ({budget}) <= pool size ({q.n})")
+    if how == "oracle" and not given:
         c = sum(s.correct for s in q.samples)
         return 1.0 - math.comb(q.n - c, budget) / math.comb(q.n, budget)
+    head = tuple(range(given))
     hits = total = 0
-    for subset in itertools.combinations(range(q.n), budget):
-        hits += subset_correct(q, subset, how)
+    for rest in itertools.combinations(range(given, q.n), budget - given):
+        hits += subset_correct(q, head + rest, how)
         total += 1
     return hits / total
 

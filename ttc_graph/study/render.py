@@ -64,7 +64,12 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         "|---|" + "---|" * len(budgets),
     ]
     out += [f"| {t} | " + " | ".join(_ci(a.accuracy[t][b]) for b in budgets) + " |" for t in a.accuracy]
+    pooled = ", ".join(config.pool_templates())
     out += [
+        "",
+        f"Best-of-N templates ({pooled}): the expected accuracy over every subset of the budget's size of each"
+        " question's pool samples (the recorded run is one such subset); every other template: its one recorded"
+        " live run per question.",
         "",
         "Best-of-N weighted from the pools (the baseline's dense curve; the expected accuracy over every subset of"
         " N of each question's pool samples): " + ", ".join(f"{b}: {_ci(v)}" for b, v in a.baseline.items()),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_
 from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
 from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.eval.grading import grade
-from ttc_graph.eval.replay import PoolQuestion, Sample, exact_question
+from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.runner import sample_candidate
@@ -108,16 +108,45 @@ def difficulty_of(data: StudyData, qids: Sequence[str], binning: Binning) -> dic
     return predicted_difficulty(data, qids, binning.probes)
 
 
-def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict[int, float]:
-    """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
-    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw)."""
+def pool_question(data: StudyData, qid: str) -> PoolQuestion:
+    """A question's pool samples, answered and graded, for exact subset expectations."""
     cands = [sample_candidate(i, s) for i, s in enumerate(data.pools[qid])]
     samples = tuple(
         Sample(c["answer"], c["score"], grade(data.config.dataset, c["answer"], data.references[qid]), c["tokens"])
         for c in cands
     )
-    question = PoolQuestion(qid, samples)
-    return {b: exact_question(question, b, "weighted") for b in budgets if b <= question.n}
+    return PoolQuestion(qid, samples)
+
+
+def _selection(data: StudyData, template: str) -> Method | None:
+    """How a best-of-N template selects (None: not best-of-N, its live runs are its records)."""
+    spec = data.config.templates[template]
+    return spec.get("selection", "weighted") if spec.get("kind") == "best_of_n" else None
+
+
+def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict[int, float]:
+    """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
+    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw)."""
+    question = pool_question(data, qid)
+    how = _selection(data, data.config.baseline) or "weighted"
+    return {b: exact_question(question, b, how) for b in budgets if b <= question.n}
+
+
+def unit_values(data: StudyData, qids: Sequence[str], *, given: int = 0) -> dict[tuple[str, int, str], float]:
+    """Each (template, budget, question)'s correctness: a live template's recorded run; a best-of-N template's
+    expected correctness over the pool subsets of its budget that hold the first ``given`` samples (all subsets
+    at 0; the router's probes otherwise). Its recorded run is one such subset, a single draw of the same value."""
+    out: dict[tuple[str, int, str], float] = {}
+    pools = {q: pool_question(data, q) for q in set(qids)}
+    for t in data.config.templates:
+        how = _selection(data, t)
+        for b in data.config.budgets:
+            for q in set(qids):
+                if how is None or b > pools[q].n:
+                    out[(t, b, q)] = float(data.template_row(t, b, q).correct)
+                else:
+                    out[(t, b, q)] = exact_question(pools[q], b, how, given=min(given, b))
+    return out
 
 
 @dataclass(slots=True)
@@ -138,14 +167,20 @@ class StudyAnalysis:
     tables: dict[str, PolicyTable]
 
 
-def _fit(data: StudyData, qids: Sequence[str], binning: Binning, seed: int) -> PolicyTable:
-    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample)."""
+def _fit(
+    data: StudyData,
+    qids: Sequence[str],
+    binning: Binning,
+    seed: int,
+    values: Mapping[tuple[str, int, str], float],
+) -> PolicyTable:
+    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values``."""
     renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
     rename = dict(zip(renamed, qids, strict=True))
-    values = difficulty_of(data, qids, binning)
-    difficulty = {r: values[rename[r]] for r in renamed}
+    level = difficulty_of(data, qids, binning)
+    difficulty = {r: level[rename[r]] for r in renamed}
     records = [
-        Record(r, t, b, float(data.template_row(t, b, rename[r]).correct))
+        Record(r, t, b, values[(t, b, rename[r])])
         for r in renamed
         for t in data.config.templates
         for b in data.config.budgets
@@ -182,11 +217,12 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         raise ValueError(f"study: {len(qids)} complete questions; the analysis needs at least {2 * N_BINS}")
     budgets = cfg.budgets
 
+    kinds = binnings(cfg)
+    values = {probes: unit_values(data, qids, given=probes) for probes in {k.probes for k in kinds.values()}}
+    plain = values[0]
+
     def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
-        return {
-            t: {b: statistics.fmean(data.template_row(t, b, q).correct for q in sample) for b in budgets}
-            for t in cfg.templates
-        }
+        return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
 
     expected = {q: baseline_expected(data, q, BASELINE_BUDGETS) for q in qids}
     curve = [b for b in BASELINE_BUDGETS if all(b in expected[q] for q in qids)]
@@ -196,8 +232,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
-    kinds = binnings(cfg)
-    fits = {m: _fit(data, qids, kinds[m], seed) for m in kinds}
+    fits = {m: _fit(data, qids, kinds[m], seed, values[kinds[m].probes]) for m in kinds}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
     ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
 
@@ -216,7 +251,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
-            cv = _fit(data, sample, kinds[m], seed + k + 1).report["compute_optimal_cv"]
+            cv = _fit(data, sample, kinds[m], seed + k + 1, values[kinds[m].probes]).report["compute_optimal_cv"]
             opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
@@ -245,10 +280,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
         bins[m] = {
             t: {
-                bn: {
-                    b: statistics.fmean(data.template_row(t, b, q).correct for q in qids if bin_of[q] == bn)
-                    for b in budgets
-                }
+                bn: {b: statistics.fmean(plain[(t, b, q)] for q in qids if bin_of[q] == bn) for b in budgets}
                 for bn in range(1, N_BINS + 1)
             }
             for t in cfg.templates
