@@ -4,6 +4,7 @@ cost per question, and the fitted policy tables. No model call."""
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 from collections.abc import Mapping, Sequence
@@ -124,12 +125,18 @@ def _selection(data: StudyData, template: str) -> Method | None:
     return spec.get("selection", "weighted") if spec.get("kind") == "best_of_n" else None
 
 
+@functools.lru_cache(maxsize=4096)
+def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) -> float:
+    """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets."""
+    return exact_question(question, budget, how, given=given)
+
+
 def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict[int, float]:
     """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
     that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw)."""
     question = pool_question(data, qid)
     how = _selection(data, data.config.baseline) or "weighted"
-    return {b: exact_question(question, b, how) for b in budgets if b <= question.n}
+    return {b: _expected(question, b, how) for b in budgets if b <= question.n}
 
 
 def unit_values(data: StudyData, qids: Sequence[str], *, given: int = 0) -> dict[tuple[str, int, str], float]:
@@ -145,7 +152,7 @@ def unit_values(data: StudyData, qids: Sequence[str], *, given: int = 0) -> dict
                 if how is None or b > pools[q].n:
                     out[(t, b, q)] = float(data.template_row(t, b, q).correct)
                 else:
-                    out[(t, b, q)] = exact_question(pools[q], b, how, given=min(given, b))
+                    out[(t, b, q)] = _expected(pools[q], b, how, min(given, b))
     return out
 
 
