@@ -15,6 +15,7 @@ GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.ca
 while :; do
   out=$(nice -n 10 .venv/bin/ttc study run "$CONFIG" --gguf "$GGUF" --threads "$THREADS" --max-units "$CHUNK" 2>&1 | tee /dev/stderr)
   nice -n 10 .venv/bin/ttc study report "$CONFIG" >/dev/null 2>&1 || true  # needs 10 complete questions
+  .venv/bin/ttc study status "$CONFIG" || true
   if [ "${COMMIT:-1}" = 1 ]; then
     files=$(ls "$DIR"/study.sqlite "$DIR"/report.md "$DIR"/table_*.json "$DIR"/*.png 2>/dev/null)
     # shellcheck disable=SC2086

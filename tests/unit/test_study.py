@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from ttc_graph.cli import app
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.store import ResultStore
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.study.config import StudyConfig, load_study
 from ttc_graph.study.runner import plan_units, run_study
+from ttc_graph.study.status import _rate, study_status
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
 
 DELIM = "\n\n"
@@ -226,3 +230,49 @@ async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_the
     for t in ("beam", "seq"):  # live templates: their recorded run
         for b in (2, 4):
             assert plain[(t, b, "0")] == given[(t, b, "0")] == float(data.template_row(t, b, "0").correct) == 1.0
+
+
+# -- ttc study status ------------------------------------------------------------------------------------------
+
+
+async def test_status_counts_what_is_done_and_prices_the_rest(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        # questions 0 and 1 whole; of question 2 only its pool (drawn live: it is not in the stored pool)
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS[:2])
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=1)
+        status = study_status(cfg, store, PROBLEMS)
+        timeline = store.timeline(cfg.name)
+    # per question: one pool unit and 2 live templates x 2 budgets
+    assert (status.questions, status.complete, status.units, status.units_done) == (3, 2, 15, 11)
+    live = [(s, b, t) for _, s, b, t in timeline if s in ("beam", "seq")]
+    assert len(live) == 8
+    mean = {(s, b): sum(t for s2, b2, t in live if (s2, b2) == (s, b)) / 2 for s, b, _ in live}
+    assert status.remaining_tokens == pytest.approx(sum(mean.values()))  # question 2's four live units
+    assert status.tokens == sum(t for *_, t in timeline)
+
+
+def test_the_rate_leaves_out_a_pause_between_sessions() -> None:
+    # ten units a minute apart at 600 tokens each, then a night's pause, then five more
+    times = [60.0 * k for k in range(10)] + [60.0 * 9 + 36_000 + 60.0 * k for k in range(1, 6)]
+    timeline = [(t, "beam", 4, 600) for t in times]
+    assert _rate(timeline) == pytest.approx(10.0)  # 600 tokens a minute; the pause and its unit left out
+    assert _rate(timeline[:2]) is None  # too few units to tell
+
+
+def test_the_status_command_prints_progress(tmp_path: Path) -> None:
+    cfg = config(tmp_path, questions=3)  # the data set's first three questions: their ids are 0, 1 and 2
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    with ResultStore(tmp_path / "study.sqlite") as store:
+        asyncio.run(run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS))
+    result = CliRunner().invoke(app, ["study", "status", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 questions complete; 15 of 15 units" in " ".join(result.output.split())
+
+
+def test_the_status_command_names_a_missing_database(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config(tmp_path).model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["study", "status", str(path)])
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())

@@ -147,6 +147,13 @@ class ResultStore:
         cur = self._db.execute("SELECT question_id, samples FROM pools WHERE run = ? ORDER BY rowid", (run,))
         return {q: json.loads(s) for q, s in cur}
 
+    def timeline(self, run: str) -> list[tuple[float, str, int, int]]:
+        """``(finished at, strategy, budget, completion tokens)`` of each live (not reused) row, oldest first."""
+        cur = self._db.execute(
+            "SELECT created, strategy, budget, tokens FROM runs WHERE run = ? AND reused = 0 ORDER BY created", (run,)
+        )
+        return [(float(c), str(s), int(b), int(t)) for c, s, b, t in cur]
+
     # -- writes ---------------------------------------------------------------------------------------------
 
     def save(

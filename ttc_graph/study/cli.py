@@ -149,3 +149,37 @@ def report_command(
     except TTCError as exc:
         raise _fail(exc) from exc
     console.print(f"{analysis.questions} complete questions; wrote {', '.join(str(p) for p in paths)}")
+
+
+@study_app.command("status")
+def status_command(
+    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
+    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+) -> None:
+    """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
+    from ttc_graph.cli import _fail, console
+    from ttc_graph.errors import ConfigurationError
+    from ttc_graph.eval.store import ResultStore
+    from ttc_graph.study.config import load_study
+    from ttc_graph.study.runner import study_problems
+    from ttc_graph.study.status import study_status
+
+    try:
+        config = load_study(config_path)
+        path = _db_of(config_path, db)
+        if not path.is_file():
+            raise ConfigurationError(f"db: {path} does not exist; run `ttc study run {config_path}` first")
+        with ResultStore(path) as store:
+            status = study_status(config, store, study_problems(config))
+    except TTCError as exc:
+        raise _fail(exc) from exc
+    s = status
+    console.print(
+        f"study [bold]{config.name}[/]: {s.complete} of {s.questions} questions complete;"
+        f" {s.units_done} of {s.units} units; {s.tokens:,} completion tokens so far"
+    )
+    rate = "unknown" if s.rate is None else f"{s.rate:.1f} tokens/s"
+    rest = "unknown" if s.remaining_tokens is None else f"about {s.remaining_tokens:,.0f} tokens"
+    eta = s.eta_seconds
+    when = "" if eta is None else f", about {eta / 3600:.1f} h at that rate"
+    console.print(f"left: {rest}; recent rate {rate}{when}")

@@ -1,0 +1,84 @@
+"""Where a long study stands: questions and units done, tokens spent, and what the rest costs at the recent rate."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ttc_graph.eval.datasets import Problem
+from ttc_graph.eval.store import ResultStore
+from ttc_graph.study.config import StudyConfig
+from ttc_graph.study.runner import plan_units
+
+__all__ = ["PAUSE_FACTOR", "RATE_WINDOW", "StudyStatus", "study_status"]
+
+RATE_WINDOW = 30  # the latest live units the rate is measured over
+PAUSE_FACTOR = 10  # an interval between finished units this many times the median one is a pause, not work
+
+
+@dataclass(frozen=True, slots=True)
+class StudyStatus:
+    """A study's progress. ``rate`` is completion tokens per second over the latest units, pauses left out
+    (None: too few units to tell); ``remaining_tokens`` prices every live unit left at its (template, budget)'s mean so
+    far (None: one has no finished unit yet). Best-of-N pools are not priced: a reused stored pool is free."""
+
+    questions: int
+    complete: int
+    units: int
+    units_done: int
+    tokens: int
+    remaining_tokens: float | None
+    rate: float | None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.remaining_tokens is None or not self.rate:
+            return None
+        return self.remaining_tokens / self.rate
+
+
+def _rate(timeline: Sequence[tuple[float, str, int, int]]) -> float | None:
+    """Tokens per second over the latest units, leaving out pauses (the study stopped between sessions): an
+    interval between two finished units longer than ``PAUSE_FACTOR`` times the median one, with its unit."""
+    recent = list(timeline[-RATE_WINDOW:])
+    if len(recent) < 3:
+        return None
+    gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(recent)]
+    limit = PAUSE_FACTOR * statistics.median(gaps)
+    kept = [(gap, unit[3]) for gap, unit in zip(gaps, recent[1:], strict=True) if gap <= limit]
+    seconds = sum(gap for gap, _ in kept)
+    return sum(tokens for _, tokens in kept) / seconds if seconds > 0 else None
+
+
+def study_status(config: StudyConfig, store: ResultStore, problems: Sequence[Problem]) -> StudyStatus:
+    """Progress of ``config``'s study in ``store`` over ``problems`` (no model call)."""
+    done = store.done(config.name)
+    left = plan_units(problems, config, done)
+    total = len(plan_units(problems, config, set()))
+    timeline = store.timeline(config.name)
+    per_unit: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for _, strategy, budget, tokens in timeline:
+        per_unit[(strategy, budget)].append(tokens)
+    remaining: float | None = 0.0
+    for unit in left:
+        if unit.template is None:  # a best-of-N pool: drawn once per question (free when a stored pool is reused)
+            continue
+        seen = per_unit.get((unit.template, unit.budget))
+        if not seen:
+            remaining = None
+            break
+        remaining += statistics.fmean(seen)
+    keys = [(t, b) for t in config.templates for b in config.budgets]
+    complete = sum(1 for p in problems if all((t, b, p.id) in done for t, b in keys))
+    return StudyStatus(
+        questions=len(problems),
+        complete=complete,
+        units=total,
+        units_done=total - len(left),
+        tokens=sum(t for *_, t in timeline),
+        remaining_tokens=remaining,
+        rate=_rate(timeline),
+    )
