@@ -126,7 +126,8 @@ def calibrate(
     competes at budget B with its records at B - probes, since the probes take the rest (best-of-N reuses them).
 
     The folds are stratified by bin; the cross-validated accuracy is the mean over ``cv_repeats`` random
-    splits (seeds ``seed``, ``seed + 1``, ...), so it does not hang on one split. ``groups`` maps a question to
+    splits (seeds ``seed``, ``seed + 1``, ...; each also breaks ties between equal metrics afresh), so it does
+    not hang on one split. ``groups`` maps a question to
     its group (e.g. the copies of one question in a bootstrap resample): a group never straddles the folds.
     Where strategies tie, the baseline wins, then the earlier in ``strategies``.
     """
@@ -146,7 +147,7 @@ def calibrate(
     budgets = sorted({r.budget for r in records})
     share = {name: probe_share(strategies[name], probes) for name in names}
 
-    def choose_table(train: Sequence[str]) -> dict[int, dict[int, str]]:
+    def choose_table(train: Sequence[str], bin_of: Mapping[str, int]) -> dict[int, dict[int, str]]:
         table: dict[int, dict[int, str]] = {}
         for b in range(1, bins.n_bins + 1):
             members = [q for q in train if bin_of[q] == b]
@@ -159,15 +160,18 @@ def calibrate(
     cv_scores: dict[int, list[float]] = defaultdict(list)
     per_bin: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for repeat in range(cv_repeats):
-        folds = cv_folds(questions, bin_of, groups or {}, seed + repeat)
+        # each split draws its own tie-break too: with many tied metrics (pass@1 of few samples) the bins are
+        # otherwise one arbitrary draw
+        split_bins = bin_of if repeat == 0 else assign_bins(difficulty, n_bins=n_bins, seed=seed + repeat)
+        folds = cv_folds(questions, split_bins, groups or {}, seed + repeat)
         for k, test in enumerate(folds):
-            table = choose_table(folds[1 - k])
+            table = choose_table(folds[1 - k], split_bins)
             for q in test:
                 for budget in budgets:
-                    name = table[bin_of[q]][budget]
+                    name = table[split_bins[q]][budget]
                     value = acc[(q, name, budget - share[name])]
                     cv_scores[budget].append(value)
-                    per_bin[bin_of[q]][budget].append(value)
+                    per_bin[split_bins[q]][budget].append(value)
     optimal = {b: statistics.fmean(v) for b, v in cv_scores.items()}
     fixed = {
         name: {b: statistics.fmean(acc[(q, name, b)] for q in questions) for b in budgets}
@@ -184,7 +188,7 @@ def calibrate(
         }
         for name in fixed
     }
-    final = choose_table(questions)
+    final = choose_table(questions, bin_of)
     report: dict[str, Any] = {
         "questions": len(questions),
         "bin_sizes": {str(b): sum(1 for q in questions if bin_of[q] == b) for b in range(1, bins.n_bins + 1)},
