@@ -175,6 +175,9 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
             value, lo, hi = analysis.accuracy[t][b]
             assert value == 0.5 and lo <= value <= hi
     assert sorted(analysis.bin_sizes["oracle"].values()) == [2, 2, 2, 3, 3]  # by rank: sizes differ by <= 1
+    # paired against the baseline: every template ties it on every question, in every resample
+    assert set(analysis.difference) == set(cfg.templates) - {cfg.baseline}
+    assert all(analysis.difference[t][b] == (0.0, 0.0, 0.0) for t in analysis.difference for b in cfg.budgets)
     assert analysis.cost["seq"][4]["generations"] == 4
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text

@@ -34,6 +34,11 @@ def _ci(triple: tuple[float, float, float]) -> str:
     return f"{_pct(value)} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def _signed(triple: tuple[float, float, float]) -> str:
+    value, lo, hi = (100 * v for v in triple)
+    return f"{value:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
 def _ratio(triple: tuple[float | None, float | None, float | None], floor: float) -> str:
     """A ratio with its interval; at ``floor`` (compute-optimal at or below best-of-N's smallest budget) the
     baseline may match with even less, so it reads as an upper bound."""
@@ -70,6 +75,16 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         f"Best-of-N templates ({pooled}): the expected accuracy over every subset of the budget's size of each"
         " question's pool samples (the recorded run is one such subset); every other template: its one recorded"
         " live run per question.",
+        "",
+        f"Paired difference from {config.baseline} at the same budget, in points (each question against itself, so"
+        " the interval is narrower than the accuracies' and a difference whose interval excludes 0 is significant"
+        " at about 5%):",
+        "",
+        "| template | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    out += [f"| {t} | " + " | ".join(_signed(a.difference[t][b]) for b in budgets) + " |" for t in a.difference]
+    out += [
         "",
         "Best-of-N weighted from the pools (the baseline's dense curve; the expected accuracy over every subset of"
         " N of each question's pool samples): " + ", ".join(f"{b}: {_ci(v)}" for b, v in a.baseline.items()),

@@ -163,6 +163,7 @@ class StudyAnalysis:
     questions: int
     budgets: tuple[int, ...]
     accuracy: dict[str, dict[int, tuple[float, float, float]]]
+    difference: dict[str, dict[int, tuple[float, float, float]]]  # template - baseline, paired over questions
     baseline: dict[int, tuple[float, float, float]]
     bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
     bin_sizes: dict[str, dict[int, int]]
@@ -245,6 +246,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     rng = random.Random(seed)
     boot_acc: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
+    boot_diff: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
     boot_base: dict[int, list[float]] = {b: [] for b in curve}
     boot_opt: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
     boot_ratio: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
@@ -255,6 +257,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for t in cfg.templates:
             for b in budgets:
                 boot_acc[t][b].append(acc[t][b])
+                boot_diff[t][b].append(acc[t][b] - acc[cfg.baseline][b])
         for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
@@ -317,6 +320,11 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         questions=len(qids),
         budgets=budgets,
         accuracy={t: {b: with_ci(point[t][b], boot_acc[t][b]) for b in budgets} for t in cfg.templates},
+        difference={
+            t: {b: with_ci(point[t][b] - point[cfg.baseline][b], boot_diff[t][b]) for b in budgets}
+            for t in cfg.templates
+            if t != cfg.baseline
+        },
         baseline={b: with_ci(base[b], boot_base[b]) for b in curve},
         bins=bins,
         bin_sizes=sizes,
