@@ -178,7 +178,7 @@ async def test_a_runner_excludes_a_separate_judge() -> None:
 # -- the study through the hook ---------------------------------------------------------------------------------
 
 
-def study_config(tmp_path: Path) -> StudyConfig:
+def study_config(tmp_path: Path, nested: bool = False) -> StudyConfig:
     pool = tmp_path / "pool.jsonl"
     with pool.open("w") as fh:  # question 0 has stored samples the driver hands over; the others are drawn
         text = f"0 + 0 = 0.{DELIM}So \\boxed{{0}}."
@@ -186,6 +186,7 @@ def study_config(tmp_path: Path) -> StudyConfig:
     return StudyConfig.model_validate(
         {
             "name": "t", "model": "m", "budgets": [2, 4], "verifier": {"kind": "arithmetic"},
+            "nested_revisions": nested,
             "pool": {"path": str(pool), "model": "m", "temperature": 0.8, "max_tokens": 512},
             "templates": {
                 "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
@@ -196,8 +197,9 @@ def study_config(tmp_path: Path) -> StudyConfig:
     )  # fmt: skip
 
 
-async def test_a_study_run_elsewhere_writes_what_the_local_study_writes(tmp_path: Path) -> None:
-    config = study_config(tmp_path)
+@pytest.mark.parametrize("nested", [False, True])
+async def test_a_study_run_elsewhere_writes_what_the_local_study_writes(tmp_path: Path, nested: bool) -> None:
+    config = study_config(tmp_path, nested)  # nested: seq b=2 is replayed from seq b=4, wherever that ran
     with ResultStore(tmp_path / "local.sqlite") as local:
         here = await run_study(ScriptedEndpoint(Script()), config, local, problems=PROBLEMS)
         expected = normal(local, "t")
@@ -210,6 +212,7 @@ async def test_a_study_run_elsewhere_writes_what_the_local_study_writes(tmp_path
             here.finished, here.failed, here.generations, here.tokens,
         )  # fmt: skip
         again = await run_study(Never(), config, store, problems=PROBLEMS, runner=runner)
+        assert all(("seq", 2, p.id) in store.done("t") for p in PROBLEMS)
     assert again.units == 0
 
 

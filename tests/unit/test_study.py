@@ -15,6 +15,7 @@ from ttc_graph.cli import app
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.store import ResultStore
+from ttc_graph.selection import select_revisions
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.study.config import StudyConfig, load_study
 from ttc_graph.study.runner import plan_units, run_study
@@ -279,3 +280,66 @@ def test_the_status_command_names_a_missing_database(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config(tmp_path).model_dump(mode="json")))
     result = CliRunner().invoke(app, ["study", "status", str(path)])
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+# -- nested revisions: the smaller budgets replayed from the largest's chains -------------------------------------
+
+
+def revise_answers(call: FakeCall, index: int) -> str:
+    """The k-th sample drawn answers k + 1: a chain's attempts answer 1, 2, 3, ... (only one chain runs)."""
+    return f"So the answer is \\boxed{{{index + 1}}}."
+
+
+def test_only_revisions_nest_and_only_when_their_chains_fit(tmp_path: Path) -> None:
+    cfg = config(tmp_path, nested_revisions=True)
+    assert cfg.nested_in("seq", 2) == 4 and cfg.nested_in("seq", 4) is None
+    assert cfg.nested_in("beam", 2) is None and cfg.nested_in("bon_weighted", 2) is None
+    assert config(tmp_path).nested_in("seq", 2) is None  # off by default
+    # 2 chains of 1 at budget 2 do not fit in 1 chain of 4
+    wide = {"kind": "revisions", "chain_length": 1, "selection": "majority"}
+    assert config(tmp_path, nested_revisions=True, templates={"bon_weighted": {"kind": "best_of_n"}, "w": wide})
+    seq = {"kind": "revisions", "chain_length": "full"}
+    cfg = config(
+        tmp_path, nested_revisions=True, templates={"bon_weighted": {"kind": "best_of_n"}, "w": wide, "seq": seq}
+    )
+    assert cfg.nested_in("w", 2) == 4  # 2 chains of 1 fit in 4 chains of 1
+
+
+async def test_a_nested_budget_is_replayed_from_the_largest_run_without_a_model_call(tmp_path: Path) -> None:
+    cfg = config(tmp_path, nested_revisions=True, templates={
+        "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+        "seq": {"kind": "revisions", "chain_length": "full", "selection": "majority"}})  # fmt: skip
+    policy = ScriptedEndpoint(revise_answers)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        report = await run_study(policy, cfg, store, problems=PROBLEMS[:1])
+        rows = {(r.strategy, r.budget): r for r in store.rows("t")}
+    assert len([c for c in policy.calls if c.params is None or not c.params.stop]) == 4  # one chain of 4
+    assert report.finished == 2 and report.failed == 0  # the pool and seq b=4; seq b=2 came with it
+    full, half = rows[("seq", 4)], rows[("seq", 2)]
+    assert [c["answer"] for c in full.candidates] == ["1", "2", "3", "4"]
+    assert [c["id"] for c in half.candidates] == ["ch0-a0", "ch0-a1"]  # the chain's first two attempts
+    assert half.reused and half.details["derived_from"] == 4 and half.generations == 2
+    assert half.tokens == sum(c["tokens"] for c in full.candidates[:2])
+    attempts = [
+        {**c, "parsable": True, "scored": c["score"] is not None, "meta": {"chain": 0, "position": k}}
+        for k, c in enumerate(full.candidates[:2])
+    ]
+    assert half.answer == select_revisions(attempts, "majority").answer  # type: ignore[arg-type]
+    assert half.correct == (half.answer == "0")
+
+
+async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rerun(tmp_path: Path) -> None:
+    plain = config(tmp_path, templates={
+        "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+        "seq": {"kind": "revisions", "chain_length": "full", "selection": "majority"}})  # fmt: skip
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(revise_answers), plain, store, problems=PROBLEMS[:1])
+        store._db.execute("DELETE FROM runs WHERE strategy = 'seq' AND budget = 2")  # as if it had never run
+        store._db.commit()
+        nested = plain.model_copy(update={"nested_revisions": True})
+        units = plan_units(PROBLEMS[:1], nested, store.done("t"))
+        assert [(u.template, u.budget) for u in units] == [("seq", 2)]
+        policy = ScriptedEndpoint(revise_answers)
+        await run_study(policy, nested, store, problems=PROBLEMS[:1])
+        assert not policy.calls
+        assert ("seq", 2, "0") in store.done("t")

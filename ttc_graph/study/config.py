@@ -13,6 +13,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.specs.io import SpecError
 from ttc_graph.specs.models import StrategySpec
+from ttc_graph.strategies.revisions import split_budget
 
 __all__ = ["PoolSource", "StudyConfig", "load_study"]
 
@@ -60,6 +61,12 @@ class StudyConfig(BaseModel):
     concurrency: int = Field(2, ge=1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     pool: PoolSource | None = None
+    nested_revisions: bool = Field(
+        False,
+        description="Derive a revisions template's smaller budgets from the chains of its largest (the paper's"
+        " replay) wherever they nest: no more chains, each no longer. Saves their model time; their wall seconds"
+        " are then not measured.",
+    )
     router_probes: int = Field(
         4,
         ge=1,
@@ -125,6 +132,16 @@ class StudyConfig(BaseModel):
             self.max_tokens,
             self.system_prompt,
         )
+
+    def nested_in(self, name: str, budget: int) -> int | None:
+        """The budget whose run ``name`` at ``budget`` is derived from (its largest), or None: it runs live."""
+        largest = max(self.budgets)
+        if not self.nested_revisions or budget == largest or self.templates[name].get("kind") != "revisions":
+            return None
+        small, large = (self.spec_for(name, b) for b in (budget, largest))
+        chains, length = split_budget(small.n, small.chain_length)  # type: ignore[union-attr]
+        most, longest = split_budget(large.n, large.chain_length)  # type: ignore[union-attr]
+        return largest if chains <= most and length <= longest else None
 
     def live_templates(self) -> list[str]:
         return [n for n, t in self.templates.items() if t.get("kind") != "best_of_n"]

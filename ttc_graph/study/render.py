@@ -138,7 +138,12 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     for t, per_budget in a.cost.items():
         for b in budgets:
             c = per_budget[b]
-            seconds = "reused pool" if c["seconds"] is None else f"{c['seconds']:.1f}"
+            if c["seconds"] is None:
+                seconds = "not measured (reused)"
+            elif c["measured"] < a.questions:
+                seconds = f"{c['seconds']:.1f} (of {c['measured']:.0f} measured runs)"
+            else:
+                seconds = f"{c['seconds']:.1f}"
             step = a.steps[t][b]
             out.append(
                 f"| {t} | {b} | {c['generations']:.1f} | {c['tokens']:.0f} | {seconds} | "

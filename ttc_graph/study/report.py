@@ -303,10 +303,11 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in budgets:
             rows = [data.template_row(t, b, q) for q in qids]
             measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
-            cost[t][b] = {
+            cost[t][b] = {  # seconds: of the runs that measured them (a reused or replayed run did not)
                 "generations": statistics.fmean(r.generations for r in rows),
                 "tokens": statistics.fmean(r.tokens for r in rows),
-                "seconds": statistics.fmean(measured) if len(measured) == len(rows) else None,
+                "seconds": statistics.fmean(measured) if measured else None,
+                "measured": len(measured),
             }
             medians = [
                 r.details.get("diagnostics", {}).get("steps_per_candidate", {}).get("median")

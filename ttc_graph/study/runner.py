@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,16 +26,18 @@ from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
-from ttc_graph.selection import select_answer
+from ttc_graph.selection import select_answer, select_revisions
 from ttc_graph.specs.build import build_graph, build_verifier
 from ttc_graph.state import Candidate
 from ttc_graph.strategies import create_best_of_n
+from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.study.config import StudyConfig
 
 __all__ = [
     "StudyEvent",
     "StudyReport",
     "StudyUnit",
+    "derive_nested",
     "execute_unit",
     "plan_units",
     "run_study",
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 POOL = "__pool__"
+_ATTEMPT_ID = re.compile(r"ch(\d+)-a(\d+)")  # a revision attempt: chain, position
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +105,38 @@ def plan_units(problems: Sequence[Problem], config: StudyConfig, done: set[tuple
         if pooled and not all((t, b, p.id) in done for t in pooled for b in config.budgets):
             units.append(StudyUnit(p, i))
         for name in config.live_templates():
-            units.extend(StudyUnit(p, i, name, b) for b in config.budgets if (name, b, p.id) not in done)
+            for b in config.budgets:
+                source = config.nested_in(name, b)
+                if (name, b, p.id) in done or (source is not None and (name, source, p.id) not in done):
+                    continue  # done, or derived when its source runs
+                units.append(StudyUnit(p, i, name, b))
     return units
+
+
+def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> ResultRow:
+    """The row of ``source``'s template at a smaller ``budget``, replayed from ``source``'s chains: its first
+    chains, each cut to the smaller budget's length, selected as a run at that budget selects (no model call)."""
+    spec = config.spec_for(source.strategy, budget)
+    chains, length = split_budget(spec.n, spec.chain_length)  # type: ignore[union-attr]
+    kept: list[dict[str, Any]] = []
+    cands: list[Candidate] = []
+    for c in source.candidates:
+        match = _ATTEMPT_ID.fullmatch(str(c["id"]))
+        if match is None:
+            raise TTCError(f"{source.strategy} b={source.budget}: candidate id {c['id']!r} names no chain")
+        chain, position = int(match[1]), int(match[2])
+        if chain < chains and position < length:
+            kept.append(c)
+            cands.append({**c, "text": "", "parsable": c["answer"] is not None, "scored": c["score"] is not None,
+                          "meta": {"chain": chain, "position": position}})  # type: ignore[typeddict-item]  # fmt: skip
+    chosen = select_revisions(cands, spec.selection)  # type: ignore[union-attr]
+    return ResultRow(
+        source.run, source.strategy, budget, source.question_id, source.dataset, chosen.answer, source.reference,
+        grade(config.dataset, chosen.answer, source.reference), len(kept), sum(c.get("tokens") or 0 for c in kept),
+        0.0, "complete", kept, reused=True,
+        details={"derived_from": source.budget, "sources": ["replay"], "seconds_measured": False,
+                 "seed": source.details.get("seed")},
+    )  # fmt: skip
 
 
 def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
@@ -179,7 +213,7 @@ class _Study:
                                         "max_tokens": cfg.max_tokens, "seed": cfg.seed})  # fmt: skip
         done = self.store.done(cfg.name)
         units = plan_units(problems, cfg, done)[:limit]
-        total = len(problems) * (len(cfg.live_templates()) * len(cfg.budgets) + (1 if cfg.pool_templates() else 0))
+        total = len(plan_units(problems, cfg, set()))
         self.report.units, self.report.skipped = len(units), total - len(plan_units(problems, cfg, done))
         self.progress(StudyEvent("plan", total=len(units), skipped=self.report.skipped))
         queue = iter(units)
@@ -196,11 +230,17 @@ class _Study:
         return self.report
 
     async def run_unit(self, unit: StudyUnit, done: set[tuple[str, int, str]]) -> None:
-        if self.runner is not None:
+        derived = unit.template is not None and self.config.nested_in(unit.template, unit.budget) is not None
+        if self.runner is not None and not derived:  # a derived unit needs no model: it is replayed here
             await self.run_elsewhere(self.runner, unit, done)
             return
         try:
-            generations, tokens = await (self.run_pool(unit, done) if unit.template is None else self.run_live(unit))
+            if unit.template is None:
+                generations, tokens = await self.run_pool(unit, done)
+            elif self.config.nested_in(unit.template, unit.budget) is not None:
+                generations, tokens = self.derive(unit)
+            else:
+                generations, tokens = await self.run_live(unit, done)
         except TTCError as exc:
             self.report.failed += 1
             self.report.failures.append(f"{unit.label}: {exc}")
@@ -233,7 +273,23 @@ class _Study:
         self.report.tokens += outcome.tokens
         self.progress(StudyEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens))
 
-    async def run_live(self, unit: StudyUnit) -> tuple[int, int]:
+    def derive(self, unit: StudyUnit) -> tuple[int, int]:
+        """A nested unit whose source run is stored: replayed from it (no model call)."""
+        assert unit.template is not None
+        cfg, p = self.config, unit.problem
+        source = cfg.nested_in(unit.template, unit.budget)
+        rows = [
+            r
+            for r in self.store.rows(cfg.name)
+            if (r.strategy, r.budget, r.question_id) == (unit.template, source, p.id)
+        ]
+        if not rows:
+            raise TTCError(f"{unit.label}: its source run at budget {source} is not stored")
+        self.store.save([derive_nested(cfg, rows[0], unit.budget)])
+        return 0, 0
+
+    async def run_live(self, unit: StudyUnit, done: Collection[tuple[str, int, str]] = ()) -> tuple[int, int]:
+        """Run one (template, budget) live; store it, and the smaller budgets nested in it not yet ``done``."""
         assert unit.template is not None
         cfg, p = self.config, unit.problem
         spec = cfg.spec_for(unit.template, unit.budget).model_copy(update={"seed": self.seed(unit)})
@@ -258,7 +314,12 @@ class _Study:
             grade(cfg.dataset, answer, p.reference), policy_generations(usage), policy_tokens(usage),
             round(seconds, 3), out.get("stop_reason"), _candidates_json(cands), details=details,
         )  # fmt: skip
-        self.store.save([row])
+        nested = [
+            derive_nested(cfg, row, b)
+            for b in cfg.budgets
+            if cfg.nested_in(unit.template, b) == unit.budget and (unit.template, b, p.id) not in done
+        ]
+        self.store.save([row, *nested])
         return row.generations, row.tokens
 
     # -- best-of-N from one pool per question ----------------------------------------------------------------
@@ -342,7 +403,7 @@ async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     error = None
     try:
         generations, tokens = await (
-            study.run_pool(unit, set(request.done)) if unit.template is None else study.run_live(unit)
+            study.run_pool(unit, set(request.done)) if unit.template is None else study.run_live(unit, request.done)
         )
     except TTCError as exc:
         error = str(exc)
