@@ -343,3 +343,17 @@ async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rer
         await run_study(policy, nested, store, problems=PROBLEMS[:1])
         assert not policy.calls
         assert ("seq", 2, "0") in store.done("t")
+
+
+async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_path: Path) -> None:
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, load_study_data
+
+    cfg = config(tmp_path, pool=None, nested_revisions=True)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        analysis = analyze(load_study_data(store, cfg), resamples=5)
+    assert analysis.cost["seq"][2]["seconds"] is None and analysis.cost["seq"][2]["measured"] == 0  # replayed
+    assert analysis.cost["seq"][4]["measured"] == 12 and analysis.cost["seq"][2]["generations"] == 2
+    text = render_markdown(analysis, cfg)
+    assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
