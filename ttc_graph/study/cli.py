@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ttc_graph.errors import TTCError
+from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.scale.cli_support import RAY_HELP, REPLICAS_HELP
 
 __all__ = ["study_app"]
@@ -19,6 +19,14 @@ study_app = typer.Typer(help="The compute-optimal study: every (question, templa
 
 def _db_of(config_path: Path, db: Path | None) -> Path:
     return db if db is not None else config_path.with_name("study.sqlite")
+
+
+def _stored_db(config_path: Path, db: Path | None) -> Path:
+    """The study's database, which a report or status needs to exist already."""
+    path = _db_of(config_path, db)
+    if not path.is_file():
+        raise ConfigurationError(f"db: {path} does not exist; run `ttc study run {config_path}` first")
+    return path
 
 
 @study_app.command("run")
@@ -128,7 +136,6 @@ def report_command(
 ) -> None:
     """Tables, figures and fitted policy tables from the study's database alone (no model call)."""
     from ttc_graph.cli import _fail, console
-    from ttc_graph.errors import ConfigurationError
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
     from ttc_graph.study.render import write_report
@@ -136,10 +143,7 @@ def report_command(
 
     try:
         config = load_study(config_path)
-        path = _db_of(config_path, db)
-        if not path.is_file():
-            raise ConfigurationError(f"db: {path} does not exist; run `ttc study run {config_path}` first")
-        with ResultStore(path) as store:
+        with ResultStore(_stored_db(config_path, db)) as store:
             data = load_study_data(store, config)
         try:
             analysis = analyze(data, resamples=resamples)
@@ -158,7 +162,6 @@ def status_command(
 ) -> None:
     """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
     from ttc_graph.cli import _fail, console
-    from ttc_graph.errors import ConfigurationError
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
     from ttc_graph.study.runner import study_problems
@@ -166,10 +169,7 @@ def status_command(
 
     try:
         config = load_study(config_path)
-        path = _db_of(config_path, db)
-        if not path.is_file():
-            raise ConfigurationError(f"db: {path} does not exist; run `ttc study run {config_path}` first")
-        with ResultStore(path) as store:
+        with ResultStore(_stored_db(config_path, db)) as store:
             status = study_status(config, store, study_problems(config))
     except TTCError as exc:
         raise _fail(exc) from exc

@@ -285,8 +285,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
     sizes: dict[str, dict[int, int]] = {}
     for m in BIN_TABLES:
-        values = difficulty_of(data, qids, kinds[m])
-        bin_of = assign_bins(values, n_bins=N_BINS, seed=seed)
+        level = difficulty_of(data, qids, kinds[m])
+        bin_of = assign_bins(level, n_bins=N_BINS, seed=seed)
         sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
         bins[m] = {
             t: {

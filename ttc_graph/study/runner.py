@@ -237,7 +237,7 @@ class _Study:
         try:
             if unit.template is None:
                 generations, tokens = await self.run_pool(unit, done)
-            elif self.config.nested_in(unit.template, unit.budget) is not None:
+            elif derived:
                 generations, tokens = self.derive(unit)
             else:
                 generations, tokens = await self.run_live(unit, done)
