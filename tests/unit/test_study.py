@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -355,5 +357,15 @@ async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_p
         analysis = analyze(load_study_data(store, cfg), resamples=5)
     assert analysis.cost["seq"][2]["seconds"] is None and analysis.cost["seq"][2]["measured"] == 0  # replayed
     assert analysis.cost["seq"][4]["measured"] == 12 and analysis.cost["seq"][2]["generations"] == 2
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        live = [r for r in store.rows("t") if r.strategy == "seq" and r.budget == 4]
+    assert analysis.cost["seq"][4]["prompt_tokens"] == pytest.approx(
+        statistics.fmean(r.details["usage"]["prompt_tokens"] for r in live)
+    )
+    assert analysis.cost["seq"][4]["requests"] == 4  # a chain of 4: one request per attempt
+    assert analysis.cost["seq"][2]["prompt_tokens"] is None  # replayed: no request of its own
+    assert analysis.cost["bon_weighted"][2]["prompt_tokens"] is None  # the sample pool records no prompts
     text = render_markdown(analysis, cfg)
     assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
+    assert re.search(r"^\| seq \| 2 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
+    assert re.search(r"^\| seq \| 4 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)

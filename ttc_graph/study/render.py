@@ -133,8 +133,11 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         )
         out.append(f"- {label}: {rows}")
     out += ["", "## Cost per question", ""]
-    out += ["| template | budget | generations | completion tokens | wall seconds | median steps/candidate |"]
-    out += ["|---|---|---|---|---|---|"]
+    out += [
+        "| template | budget | generations | completion tokens | prompt tokens | requests | wall seconds"
+        " | median steps/candidate |"
+    ]
+    out += ["|---|---|---|---|---|---|---|---|"]
     for t, per_budget in a.cost.items():
         for b in budgets:
             c = per_budget[b]
@@ -145,10 +148,19 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
             else:
                 seconds = f"{c['seconds']:.1f}"
             step = a.steps[t][b]
+            prompt = "—" if c["prompt_tokens"] is None else f"{c['prompt_tokens']:.0f}"
+            requests = "—" if c["requests"] is None else f"{c['requests']:.1f}"
             out.append(
-                f"| {t} | {b} | {c['generations']:.1f} | {c['tokens']:.0f} | {seconds} | "
+                f"| {t} | {b} | {c['generations']:.1f} | {c['tokens']:.0f} | {prompt} | {requests} | {seconds} | "
                 f"{'—' if step is None else f'{step:g}'} |"
             )
+    out += [
+        "",
+        "Prompt tokens and requests: the policy model's, as the server counted them (a cached prefix counts in"
+        " full, as hosted APIs bill it), over the runs that recorded them; `—`: a best-of-N run, taken from the"
+        " question's sample pool, which records none (it costs N requests of the question's prompt), or a"
+        " replayed run. Step-level search re-sends the question and every step so far with each request.",
+    ]
     return "\n".join(out) + "\n"
 
 

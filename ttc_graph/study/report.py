@@ -303,11 +303,14 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in budgets:
             rows = [data.template_row(t, b, q) for q in qids]
             measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
-            cost[t][b] = {  # seconds: of the runs that measured them (a reused or replayed run did not)
+            usage = [u for r in rows if (u := r.details.get("usage", {})).get("prompt_tokens") is not None]
+            cost[t][b] = {  # seconds and usage: of the runs that measured them (a reused or replayed run did not)
                 "generations": statistics.fmean(r.generations for r in rows),
                 "tokens": statistics.fmean(r.tokens for r in rows),
                 "seconds": statistics.fmean(measured) if measured else None,
                 "measured": len(measured),
+                "prompt_tokens": statistics.fmean(u["prompt_tokens"] for u in usage) if usage else None,
+                "requests": statistics.fmean(u.get("requests", 0) for u in usage) if usage else None,
             }
             medians = [
                 r.details.get("diagnostics", {}).get("steps_per_candidate", {}).get("median")
