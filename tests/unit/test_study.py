@@ -369,3 +369,24 @@ async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_p
     assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
     assert re.search(r"^\| seq \| 2 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
     assert re.search(r"^\| seq \| 4 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)
+
+
+def test_a_chunk_starts_its_longest_units_first(tmp_path: Path) -> None:
+    from ttc_graph.eval.store import ResultRow
+    from ttc_graph.study.runner import StudyUnit, longest_first
+
+    cfg = config(tmp_path, nested_revisions=True)
+
+    def row(strategy: str, budget: int, qid: str, seconds: float, reused: bool = False) -> ResultRow:
+        return ResultRow("t", strategy, budget, qid, "gsm8k", "1", "1", True, budget, 10, seconds, "complete", [],
+                         reused=reused)  # fmt: skip
+
+    rows = [row("beam", 2, "0", 100.0), row("beam", 2, "1", 300.0), row("seq", 4, "0", 900.0),
+            row("seq", 2, "0", 5000.0),  # a live run from before nesting was on
+            row("bon_weighted", 4, "0", 0.0, reused=True)]  # fmt: skip
+    p = PROBLEMS[2]
+    units = [StudyUnit(p, 2), StudyUnit(p, 2, "beam", 2), StudyUnit(p, 2, "seq", 2), StudyUnit(p, 2, "seq", 4),
+             StudyUnit(p, 2, "beam", 4)]  # fmt: skip
+    ordered = [(u.template, u.budget) for u in longest_first(cfg, units, rows)]
+    # never measured first; then by mean seconds (beam b=2: 200 s); the pool draw and the replayed run last
+    assert ordered == [("beam", 4), ("seq", 4), ("beam", 2), (None, 0), ("seq", 2)]

@@ -39,6 +39,7 @@ __all__ = [
     "StudyUnit",
     "derive_nested",
     "execute_unit",
+    "longest_first",
     "plan_units",
     "run_study",
     "sample_candidate",
@@ -111,6 +112,24 @@ def plan_units(problems: Sequence[Problem], config: StudyConfig, done: set[tuple
                     continue  # done, or derived when its source runs
                 units.append(StudyUnit(p, i, name, b))
     return units
+
+
+def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequence[ResultRow]) -> list[StudyUnit]:
+    """``units`` with the longest expected first (mean measured wall seconds of the unit's template and budget;
+    one never measured counts as longest, a pool draw or a replayed run as shortest), so that a chunk does not end
+    waiting on one long unit while the server's other slots idle. Ties keep plan order."""
+    seconds: dict[tuple[str, int], list[float]] = {}
+    for r in rows:
+        if not r.reused:
+            seconds.setdefault((r.strategy, r.budget), []).append(r.seconds)
+
+    def expected(unit: StudyUnit) -> float:
+        if unit.template is None or config.nested_in(unit.template, unit.budget) is not None:
+            return 0.0
+        measured = seconds.get((unit.template, unit.budget))
+        return sum(measured) / len(measured) if measured else math.inf
+
+    return sorted(units, key=lambda u: -expected(u))
 
 
 def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> ResultRow:
@@ -212,7 +231,7 @@ class _Study:
         self.store.check_run(cfg.name, {"model": cfg.model, "dataset": cfg.dataset, "temperature": cfg.temperature,
                                         "max_tokens": cfg.max_tokens, "seed": cfg.seed})  # fmt: skip
         done = self.store.done(cfg.name)
-        units = plan_units(problems, cfg, done)[:limit]
+        units = longest_first(cfg, plan_units(problems, cfg, done)[:limit], self.store.rows(cfg.name))
         total = len(plan_units(problems, cfg, set()))
         self.report.units, self.report.skipped = len(units), total - len(plan_units(problems, cfg, done))
         self.progress(StudyEvent("plan", total=len(units), skipped=self.report.skipped))
