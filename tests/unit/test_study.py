@@ -238,6 +238,39 @@ async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_the
             assert plain[(t, b, "0")] == given[(t, b, "0")] == float(data.template_row(t, b, "0").correct) == 1.0
 
 
+async def test_oracle_and_predicted_bins_hold_best_of_ns_samples_out(tmp_path: Path) -> None:
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, binnings, difficulty_of, load_study_data, unit_values
+
+    cfg = config(tmp_path, pool=None)  # budgets 2 and 4: a pool drawn live holds 4 samples
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        data = load_study_data(store, cfg)
+    assert {k.split for k in binnings(data).values()} == {0}  # no sample beyond the largest budget: none held out
+
+    def sample(answer: int, score: float) -> dict[str, Any]:
+        return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
+
+    full = dict(data.pools)
+    data.pools["0"] = [sample(1, 0.2)] * 4 + [sample(0, 0.9)] * 4  # reference 0: samples 1-4 wrong, 5-8 right
+    for q in data.questions[1:]:
+        data.pools[q] = full[q] * 2
+    kinds = binnings(data)
+    assert kinds["oracle"].split == kinds["predicted"].split == 4 and kinds["routed"].split == 0
+    assert difficulty_of(data, ["0"], kinds["oracle"]) == {"0": 1.0}  # binned on samples 5-8 alone
+    assert difficulty_of(data, ["0"], kinds["predicted"]) == {"0": pytest.approx(0.9)}
+    assert unit_values(data, ["0"], first=4)[("bon_weighted", 4, "0")] == 0.0  # scored on samples 1-4 alone
+    assert unit_values(data, ["0"])[("bon_weighted", 4, "0")] == pytest.approx(69 / 70)  # all 8: 1 subset loses
+    analysis = analyze(data, resamples=5)
+    sizes, per_bin = analysis.bin_sizes["oracle"], analysis.bins["oracle"]["bon_weighted"]
+    binned = sum(sizes[bn] * per_bin[bn][4] for bn in sizes) / len(data.questions)
+    held = unit_values(data, data.questions, first=4)
+    assert binned == pytest.approx(statistics.fmean(held[("bon_weighted", 4, q)] for q in data.questions))
+    assert binned < analysis.accuracy["bon_weighted"][4][0]  # the overall figure scores question 0 on all 8
+    text = render_markdown(analysis, cfg)
+    assert "oracle (pass@1 of pool samples 5-8)" in text and "from samples 1-4 alone" in text
+
+
 # -- ttc study status ------------------------------------------------------------------------------------------
 
 
@@ -367,6 +400,7 @@ async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_p
     assert analysis.cost["bon_weighted"][2]["prompt_tokens"] is None  # the sample pool records no prompts
     text = render_markdown(analysis, cfg)
     assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
+    assert "oracle (pass@1 of 4 pool samples)" in text and "alone" not in text  # the pool is all in the fits
     assert re.search(r"^\| seq \| 2 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
     assert re.search(r"^\| seq \| 4 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)
 

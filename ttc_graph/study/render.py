@@ -16,11 +16,17 @@ __all__ = ["render_markdown", "write_figures", "write_report"]
 TABLE_FILES = {"oracle": "table_oracle.json", "predicted": "table_predicted.json", "routed": "table_routed.json"}
 
 
-def labels(config: StudyConfig) -> dict[str, str]:
+def _samples(analysis: StudyAnalysis, metric: str) -> str:
+    """The pool samples a binning estimates difficulty on, 1-based: "pool samples 9-16" or "16 pool samples"."""
+    split = analysis.binnings[metric].split
+    return f"pool samples {split + 1}-{analysis.pool_size}" if split else f"{analysis.pool_size} pool samples"
+
+
+def labels(analysis: StudyAnalysis, config: StudyConfig) -> dict[str, str]:
     """How the report names each binning."""
     return {
-        "oracle": "oracle (pass@1 of 16 samples)",
-        "predicted": "predicted (mean verifier score)",
+        "oracle": f"oracle (pass@1 of {_samples(analysis, 'oracle')})",
+        "predicted": f"predicted (mean verifier score of {_samples(analysis, 'predicted')})",
         "routed": f"routed ({config.router_probes} probes charged)",
     }
 
@@ -55,7 +61,7 @@ def _ratio(triple: tuple[float | None, float | None, float | None], floor: float
 def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     """The report's tables (accuracy in %, 95% bootstrap intervals over questions)."""
     a, budgets = analysis, analysis.budgets
-    names = labels(config)
+    names = labels(a, config)
     out = [
         f"# Study {config.name}: {a.questions} questions complete",
         "",
@@ -90,6 +96,16 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " N of each question's pool samples): " + ", ".join(f"{b}: {_ci(v)}" for b, v in a.baseline.items()),
         "",
     ]
+    split = a.binnings["oracle"].split
+    if split:
+        out += [
+            f"The oracle and predicted bins come from pool samples {split + 1}-{a.pool_size}, and best-of-N's values"
+            f" in their bin tables and fits from samples 1-{split} alone (every subset of the budget's size), so"
+            " that a question's bin and best-of-N's score on it are independent draws: binned and scored on the"
+            " same samples, best-of-N would score exactly 0 in a bin of pass@1 0 and too well in the easiest bins,"
+            " by construction. The overall accuracies above use every pool sample.",
+            "",
+        ]
     for metric in BIN_TABLES:
         label = names[metric]
         sizes = ", ".join(str(a.bin_sizes[metric][b]) for b in range(1, N_BINS + 1))
@@ -117,8 +133,8 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " first budget already, so the baseline may need even less. Compute-optimal is the mean of"
         f" {CV_REPEATS} random two-fold cross-validations stratified by bin (a bootstrap resample keeps the copies"
         " of a question in one fold); ties go to the baseline. Oracle and predicted bins, as in the paper, do not"
-        " charge for estimating difficulty"
-        " (predicted: the mean verifier score of all 16 pool samples). Routed bins are what the router does"
+        f" charge for estimating difficulty (predicted: the mean verifier score of {_samples(a, 'predicted')})."
+        " Routed bins are what the router does"
         f" with `table_routed.json`: difficulty from the mean verifier score of {config.router_probes} probe"
         f" samples, charged to every budget; a best-of-N route reuses the probes as its first samples, any other"
         f" route runs at the budget minus {config.router_probes}.",
@@ -175,7 +191,8 @@ def _canvas(width: float, height: float, cols: int = 1) -> tuple[Figure, list]:
 
 
 def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) -> list[Path]:
-    """accuracy.png (Figure 3/5 left), bins.png (Figure 3/5 right), compute_optimal.png (Figure 4/6)."""
+    """accuracy.png (as the paper's Figures 3 left and 6 right), bins.png (Figures 3 right and 7 right),
+    compute_optimal.png (Figures 4 and 8)."""
     a, budgets = analysis, analysis.budgets
     paths = []
     fig, (ax,) = _canvas(6, 4)
@@ -210,7 +227,7 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
     ax.plot(curve, [a.baseline[b][0] for b in curve], "k-o", label="best-of-N weighted (expected)")
     for metric, style in (("oracle", "-s"), ("predicted", "--^"), ("routed", ":v")):
         ys = [a.optimal[metric][b][0] for b in budgets]
-        ax.plot(budgets, ys, style, label=f"compute-optimal, {labels(config)[metric]} bins")
+        ax.plot(budgets, ys, style, label=f"compute-optimal, {labels(a, config)[metric]} bins")
     ax.set(xscale="log", xlabel="generation budget", ylabel="accuracy", title="compute-optimal vs best-of-N")
     ax.set_xticks(curve, [str(b) for b in curve])
     ax.legend(fontsize=7)

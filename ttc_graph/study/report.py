@@ -45,20 +45,31 @@ class Binning:
     """How a fit estimates each question's difficulty.
 
     ``pass_rate``: pass@1 over the question's pool (oracle: needs the labels). ``verifier_score``: the mean
-    verifier score of its pool samples; of all of them, uncharged, as the paper does (``probes`` 0), or of the
-    first ``probes`` only, charged to every budget as the router charges them (a routable table).
+    verifier score of its pool samples; uncharged, as the paper does (``probes`` 0), or of the first ``probes``
+    only, charged to every budget as the router charges them (a routable table).
+
+    ``split`` > 0 holds the first ``split`` pool samples out of the difficulty estimate and values best-of-N on
+    them alone, so that a question's bin and best-of-N's score on it are independent draws. Binned and scored on
+    the same 16 samples, best-of-N would score exactly 0 in a bin of pass@1 0 and too well in the easiest bin, by
+    construction (the paper's pools of 2,048 samples make that overlap negligible; 16 do not).
     """
 
     metric: DifficultyMetric
     probes: int = 0
+    split: int = 0
 
 
-def binnings(config: StudyConfig) -> dict[str, Binning]:
-    """The report's three fits: oracle, predicted (offline, as the paper) and routed (probes charged)."""
+def binnings(data: StudyData) -> dict[str, Binning]:
+    """The report's three fits: oracle, predicted (offline, as the paper; binned on the pool samples beyond the
+    largest budget when every pool has some) and routed (probes charged; best-of-N reuses them, as the router
+    does)."""
+    cfg = data.config
+    largest = max(cfg.budgets)
+    split = largest if all(len(data.pools[q]) > largest for q in data.questions) else 0
     return {
-        "oracle": Binning("pass_rate"),
-        "predicted": Binning("verifier_score"),
-        "routed": Binning("verifier_score", config.router_probes),
+        "oracle": Binning("pass_rate", split=split),
+        "predicted": Binning("verifier_score", split=split),
+        "routed": Binning("verifier_score", cfg.router_probes),
     }
 
 
@@ -92,26 +103,29 @@ def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
     return grade(data.config.dataset, extract_answer(sample["text"]), data.references[qid])
 
 
-def oracle_difficulty(data: StudyData, qids: Sequence[str]) -> dict[str, float]:
-    """pass@1 of each question over its pool samples (needs the labels)."""
-    return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q]) for q in qids}
+def oracle_difficulty(data: StudyData, qids: Sequence[str], start: int = 0) -> dict[str, float]:
+    """pass@1 of each question over its pool samples from ``start`` on (needs the labels)."""
+    return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q][start:]) for q in qids}
 
 
-def predicted_difficulty(data: StudyData, qids: Sequence[str], probes: int = 0) -> dict[str, float]:
-    """The mean verifier score of each question's pool samples, or of its first ``probes`` (needs no labels;
-    unscored count as 0). The first samples are the router's probes: best-of-N at budget B reuses them."""
-    return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q][: probes or None]) for q in qids}
+def predicted_difficulty(data: StudyData, qids: Sequence[str], probes: int = 0, start: int = 0) -> dict[str, float]:
+    """The mean verifier score of each question's pool samples from ``start`` on, or of its first ``probes``
+    (needs no labels; unscored count as 0). The first samples are the router's probes: best-of-N at budget B
+    reuses them."""
+    chosen = slice(0, probes) if probes else slice(start, None)
+    return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q][chosen]) for q in qids}
 
 
 def difficulty_of(data: StudyData, qids: Sequence[str], binning: Binning) -> dict[str, float]:
     if binning.metric == "pass_rate":
-        return oracle_difficulty(data, qids)
-    return predicted_difficulty(data, qids, binning.probes)
+        return oracle_difficulty(data, qids, binning.split)
+    return predicted_difficulty(data, qids, binning.probes, binning.split)
 
 
-def pool_question(data: StudyData, qid: str) -> PoolQuestion:
-    """A question's pool samples, answered and graded, for exact subset expectations."""
-    cands = [sample_candidate(i, s) for i, s in enumerate(data.pools[qid])]
+def pool_question(data: StudyData, qid: str, first: int | None = None) -> PoolQuestion:
+    """A question's pool samples (its ``first`` only, if given), answered and graded, for exact subset
+    expectations."""
+    cands = [sample_candidate(i, s) for i, s in enumerate(data.pools[qid][:first])]
     samples = tuple(
         Sample(c["answer"], c["score"], grade(data.config.dataset, c["answer"], data.references[qid]), c["tokens"])
         for c in cands
@@ -139,12 +153,15 @@ def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict
     return {b: _expected(question, b, how) for b in budgets if b <= question.n}
 
 
-def unit_values(data: StudyData, qids: Sequence[str], *, given: int = 0) -> dict[tuple[str, int, str], float]:
+def unit_values(
+    data: StudyData, qids: Sequence[str], *, given: int = 0, first: int | None = None
+) -> dict[tuple[str, int, str], float]:
     """Each (template, budget, question)'s correctness: a live template's recorded run; a best-of-N template's
-    expected correctness over the pool subsets of its budget that hold the first ``given`` samples (all subsets
-    at 0; the router's probes otherwise). Its recorded run is one such subset, a single draw of the same value."""
+    expected correctness over the subsets of its budget's size of the pool (of its ``first`` samples, if given)
+    that hold the first ``given`` samples (all subsets at 0; the router's probes otherwise). Its recorded run is
+    one such subset, a single draw of the same value."""
     out: dict[tuple[str, int, str], float] = {}
-    pools = {q: pool_question(data, q) for q in set(qids)}
+    pools = {q: pool_question(data, q, first) for q in set(qids)}
     for t in data.config.templates:
         how = _selection(data, t)
         for b in data.config.budgets:
@@ -173,6 +190,8 @@ class StudyAnalysis:
     cost: dict[str, dict[int, dict[str, float | None]]]
     steps: dict[str, dict[int, float | None]]
     tables: dict[str, PolicyTable]
+    binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
+    pool_size: int  # the smallest pool of a complete question
 
 
 def _fit(
@@ -225,9 +244,11 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         raise ValueError(f"study: {len(qids)} complete questions; the analysis needs at least {2 * N_BINS}")
     budgets = cfg.budgets
 
-    kinds = binnings(cfg)
-    values = {probes: unit_values(data, qids, given=probes) for probes in {k.probes for k in kinds.values()}}
-    plain = values[0]
+    kinds = binnings(data)
+    values = {
+        (k.probes, k.split): unit_values(data, qids, given=k.probes, first=k.split or None) for k in kinds.values()
+    }
+    plain = values[(0, 0)] if (0, 0) in values else unit_values(data, qids)
 
     def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
         return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
@@ -240,7 +261,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
-    fits = {m: _fit(data, qids, kinds[m], seed, values[kinds[m].probes]) for m in kinds}
+    fits = {m: _fit(data, qids, kinds[m], seed, values[(kinds[m].probes, kinds[m].split)]) for m in kinds}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
     ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
 
@@ -261,7 +282,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
-            cv = _fit(data, sample, kinds[m], seed + k + 1, values[kinds[m].probes]).report["compute_optimal_cv"]
+            fit = _fit(data, sample, kinds[m], seed + k + 1, values[(kinds[m].probes, kinds[m].split)])
+            cv = fit.report["compute_optimal_cv"]
             opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
@@ -288,9 +310,10 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         level = difficulty_of(data, qids, kinds[m])
         bin_of = assign_bins(level, n_bins=N_BINS, seed=seed)
         sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
+        binned = values[(kinds[m].probes, kinds[m].split)]  # best-of-N on the samples the bins did not use
         bins[m] = {
             t: {
-                bn: {b: statistics.fmean(plain[(t, b, q)] for q in qids if bin_of[q] == bn) for b in budgets}
+                bn: {b: statistics.fmean(binned[(t, b, q)] for q in qids if bin_of[q] == bn) for b in budgets}
                 for bn in range(1, N_BINS + 1)
             }
             for t in cfg.templates
@@ -338,4 +361,6 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         cost=cost,
         steps=steps,
         tables=fits,
+        binnings=kinds,
+        pool_size=min(len(data.pools[q]) for q in qids),
     )
