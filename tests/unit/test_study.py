@@ -271,6 +271,33 @@ async def test_oracle_and_predicted_bins_hold_best_of_ns_samples_out(tmp_path: P
     assert "oracle (pass@1 of pool samples 5-8)" in text and "from samples 1-4 alone" in text
 
 
+async def test_the_report_counts_long_search_paths_and_what_sampling_never_solved(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, load_study_data, long_paths, unsolved_by_sampling
+
+    cfg = config(tmp_path, pool=None)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        data = load_study_data(store, cfg)
+    assert long_paths(data)["long"] == 0
+    beam4, beam2 = data.rows[("beam", 4, "0")], data.rows[("beam", 2, "0")]
+    # every path of one run is too long, so its answer rests on them; another run has one long path, not chosen
+    data.rows[("beam", 4, "0")] = replace(beam4, candidates=[{**c, "tokens": 513} for c in beam4.candidates])
+    data.rows[("beam", 2, "0")] = replace(
+        beam2, candidates=[{**beam2.candidates[0], "answer": "7", "tokens": 600}, *beam2.candidates[1:]]
+    )
+    assert long_paths(data) == {"runs": 12 * 2 * 2, "long": 2, "resting": 1, "resting_correct": 1, "longest": 600}
+    # the scripted policy is wrong on odd questions, in every pool sample too
+    assert unsolved_by_sampling(data) == {"questions": 6, "runs": 6 * 2 * 2, "correct": 0}
+    data.rows[("seq", 4, "1")] = replace(data.rows[("seq", 4, "1")], correct=True)
+    assert unsolved_by_sampling(data)["correct"] == 1
+    text = render_markdown(analyze(data, resamples=5), cfg)
+    assert "2 of 48 live runs hold a candidate longer than 512 tokens (the longest: 600); in 1" in text
+    assert "pool samples is correct: 6; the other templates' runs on them are correct in 1 of 24." in text
+
+
 # -- ttc study status ------------------------------------------------------------------------------------------
 
 
@@ -400,7 +427,7 @@ async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_p
     assert analysis.cost["bon_weighted"][2]["prompt_tokens"] is None  # the sample pool records no prompts
     text = render_markdown(analysis, cfg)
     assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
-    assert "oracle (pass@1 of 4 pool samples)" in text and "alone" not in text  # the pool is all in the fits
+    assert "oracle (pass@1 of 4 pool samples)" in text and "from samples 1-" not in text  # all in the fits
     assert re.search(r"^\| seq \| 2 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
     assert re.search(r"^\| seq \| 4 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)
 

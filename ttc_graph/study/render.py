@@ -116,6 +116,12 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
             for b in budgets:
                 out.append(f"| {t} | {b} | " + " | ".join(_pct(per_bin[bn][b]) for bn in range(1, N_BINS + 1)) + " |")
         out.append("")
+    u = a.unsolved
+    out += [
+        f"Questions none of whose {a.pool_size} pool samples is correct: {u['questions']}; the other templates'"
+        f" runs on them are correct in {u['correct']} of {u['runs']}.",
+        "",
+    ]
     out += ["## Compute-optimal against best-of-N weighted", ""]
     out += ["| bins | budget | compute-optimal (2-fold CV) | best-of-N weighted (expected) | efficiency ratio |"]
     out += ["|---|---|---|---|---|"]
@@ -176,6 +182,12 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " full, as hosted APIs bill it), over the runs that recorded them; `—`: a best-of-N run, taken from the"
         " question's sample pool, which records none (it costs N requests of the question's prompt), or a"
         " replayed run. Step-level search re-sends the question and every step so far with each request.",
+        "",
+        f"A best-of-N sample stops at {config.max_tokens} tokens; a search path is capped per step, not in total:"
+        f" {a.long_paths['long']} of {a.long_paths['runs']} live runs hold a candidate longer than"
+        f" {config.max_tokens} tokens (the longest: {a.long_paths['longest']}); in {a.long_paths['resting']} the"
+        f" chosen answer rests on such candidates alone, and {a.long_paths['resting_correct']} of those are"
+        " correct.",
     ]
     return "\n".join(out) + "\n"
 

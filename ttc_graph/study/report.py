@@ -32,6 +32,8 @@ __all__ = [
     "baseline_expected",
     "binnings",
     "load_study_data",
+    "long_paths",
+    "unsolved_by_sampling",
 ]
 
 BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
@@ -192,6 +194,8 @@ class StudyAnalysis:
     tables: dict[str, PolicyTable]
     binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
     pool_size: int  # the smallest pool of a complete question
+    long_paths: dict[str, int]  # see long_paths
+    unsolved: dict[str, int]  # see unsolved_by_sampling
 
 
 def _fit(
@@ -235,6 +239,41 @@ def _interval(values: Sequence[float]) -> tuple[float, float]:
     ordered = sorted(values)
     cut = int(0.025 * len(ordered))
     return ordered[cut], ordered[len(ordered) - 1 - cut]
+
+
+def _tokens(candidate: Mapping[str, Any]) -> int:
+    return int(candidate.get("tokens") or 0)
+
+
+def long_paths(data: StudyData) -> dict[str, int]:
+    """Live runs holding a candidate longer than a best-of-N sample may be (``max_tokens``: search caps each step,
+    not the path): how many, how many chose an answer that rests on such candidates alone, and how many of those
+    are correct."""
+    cap, qids = data.config.max_tokens, data.questions
+    runs = [
+        r
+        for t in data.config.live_templates()
+        for b in data.config.budgets
+        for q in qids
+        if not (r := data.template_row(t, b, q)).reused
+    ]
+    long = [r for r in runs if any(_tokens(c) > cap for c in r.candidates)]
+    resting = [
+        r
+        for r in long
+        if (backing := [c for c in r.candidates if c.get("answer") == r.answer])
+        and all(_tokens(c) > cap for c in backing)
+    ]
+    longest = max((_tokens(c) for r in runs for c in r.candidates), default=0)
+    return {"runs": len(runs), "long": len(long), "resting": len(resting),
+            "resting_correct": sum(r.correct for r in resting), "longest": longest}  # fmt: skip
+
+
+def unsolved_by_sampling(data: StudyData) -> dict[str, int]:
+    """The questions none of whose pool samples is correct, and how many of their live runs are."""
+    qids = [q for q, v in oracle_difficulty(data, data.questions).items() if v == 0]
+    runs = [data.template_row(t, b, q) for t in data.config.live_templates() for b in data.config.budgets for q in qids]
+    return {"questions": len(qids), "runs": len(runs), "correct": sum(r.correct for r in runs)}
 
 
 def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAnalysis:
@@ -363,4 +402,6 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         tables=fits,
         binnings=kinds,
         pool_size=min(len(data.pools[q]) for q in qids),
+        long_paths=long_paths(data),
+        unsolved=unsolved_by_sampling(data),
     )
