@@ -204,11 +204,12 @@ def _fit(
     binning: Binning,
     seed: int,
     values: Mapping[tuple[str, int, str], float],
+    level: Mapping[str, float],
 ) -> PolicyTable:
-    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values``."""
+    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values`` and each
+    question's difficulty ``level`` under ``binning``."""
     renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
     rename = dict(zip(renamed, qids, strict=True))
-    level = difficulty_of(data, qids, binning)
     difficulty = {r: level[rename[r]] for r in renamed}
     records = [
         Record(r, t, b, values[(t, b, rename[r])])
@@ -284,10 +285,9 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     budgets = cfg.budgets
 
     kinds = binnings(data)
-    values = {
-        (k.probes, k.split): unit_values(data, qids, given=k.probes, first=k.split or None) for k in kinds.values()
-    }
-    plain = values[(0, 0)] if (0, 0) in values else unit_values(data, qids)
+    plain = unit_values(data, qids)
+    values = {m: unit_values(data, qids, given=k.probes, first=k.split or None) for m, k in kinds.items()}
+    levels = {m: difficulty_of(data, qids, k) for m, k in kinds.items()}  # once: every bootstrap fit reuses them
 
     def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
         return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
@@ -300,7 +300,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
-    fits = {m: _fit(data, qids, kinds[m], seed, values[(kinds[m].probes, kinds[m].split)]) for m in kinds}
+    fits = {m: _fit(data, qids, kinds[m], seed, values[m], levels[m]) for m in kinds}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
     ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
 
@@ -321,8 +321,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
-            fit = _fit(data, sample, kinds[m], seed + k + 1, values[(kinds[m].probes, kinds[m].split)])
-            cv = fit.report["compute_optimal_cv"]
+            cv = _fit(data, sample, kinds[m], seed + k + 1, values[m], levels[m]).report["compute_optimal_cv"]
             opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
@@ -346,10 +345,9 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
     sizes: dict[str, dict[int, int]] = {}
     for m in BIN_TABLES:
-        level = difficulty_of(data, qids, kinds[m])
-        bin_of = assign_bins(level, n_bins=N_BINS, seed=seed)
+        bin_of = assign_bins(levels[m], n_bins=N_BINS, seed=seed)
         sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
-        binned = values[(kinds[m].probes, kinds[m].split)]  # best-of-N on the samples the bins did not use
+        binned = values[m]  # best-of-N on the samples the bins did not use
         bins[m] = {
             t: {
                 bn: {b: statistics.fmean(binned[(t, b, q)] for q in qids if bin_of[q] == bn) for b in budgets}

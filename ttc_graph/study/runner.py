@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import re
+import statistics
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
@@ -127,7 +128,7 @@ def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequenc
         if unit.template is None or config.nested_in(unit.template, unit.budget) is not None:
             return 0.0
         measured = seconds.get((unit.template, unit.budget))
-        return sum(measured) / len(measured) if measured else math.inf
+        return statistics.fmean(measured) if measured else math.inf
 
     return sorted(units, key=lambda u: -expected(u))
 
@@ -231,9 +232,10 @@ class _Study:
         self.store.check_run(cfg.name, {"model": cfg.model, "dataset": cfg.dataset, "temperature": cfg.temperature,
                                         "max_tokens": cfg.max_tokens, "seed": cfg.seed})  # fmt: skip
         done = self.store.done(cfg.name)
-        units = longest_first(cfg, plan_units(problems, cfg, done)[:limit], self.store.rows(cfg.name))
+        pending = plan_units(problems, cfg, done)
+        units = longest_first(cfg, pending[:limit], self.store.rows(cfg.name))
         total = len(plan_units(problems, cfg, set()))
-        self.report.units, self.report.skipped = len(units), total - len(plan_units(problems, cfg, done))
+        self.report.units, self.report.skipped = len(units), total - len(pending)
         self.progress(StudyEvent("plan", total=len(units), skipped=self.report.skipped))
         queue = iter(units)
 
