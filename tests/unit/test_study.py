@@ -136,6 +136,8 @@ async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
         ({"budgets": [2, 2]}, "budgets"),
         ({"router_probes": 5}, "router_probes: 5 probes exceed the largest budget"),
         ({"router_probes": 0}, "router_probes"),
+        ({"families": {"s": ["bon_weighted", "nope"]}}, r"families.s: unknown templates \['nope'\]"),
+        ({"families": {"s": ["beam", "seq"]}}, "families.s: must hold the baseline 'bon_weighted'"),
     ],
 )
 def test_a_bad_grid_is_refused_before_any_call(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
@@ -296,6 +298,33 @@ async def test_the_report_counts_long_search_paths_and_what_sampling_never_solve
     text = render_markdown(analyze(data, resamples=5), cfg)
     assert "2 of 48 live runs hold a candidate longer than 512 tokens (the longest: 600); in 1" in text
     assert "pool samples is correct: 6; the other templates' runs on them are correct in 1 of 24." in text
+
+
+async def test_a_family_fit_chooses_among_its_own_templates_only(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, fit_plan, load_study_data
+
+    cfg = config(tmp_path, pool=None, families={"revisions": ["bon_weighted", "seq"]})
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        data = load_study_data(store, cfg)
+    for q in data.questions:  # beam search solves every question; the rest only the even ones
+        for b in cfg.budgets:
+            data.rows[("beam", b, q)] = replace(data.rows[("beam", b, q)], correct=True)
+    assert fit_plan(data)["predicted:revisions"] == ("predicted", ("bon_weighted", "seq"))
+    analysis = analyze(data, resamples=5)
+
+    def chosen(fit: str) -> set[str]:
+        return {t for per_budget in analysis.chosen[fit].values() for t in per_budget.values()}
+
+    assert "beam" in chosen("predicted") and analysis.optimal["predicted"][4][0] > 0.9  # ties: the baseline
+    for fit in ("oracle:revisions", "predicted:revisions"):
+        assert chosen(fit) <= {"bon_weighted", "seq"} and analysis.optimal[fit][4][0] == 0.5
+    text = render_markdown(analysis, cfg)
+    assert "## Compute-optimal within each family" in text
+    assert "Families: revisions: bon_weighted, seq." in text and "| revisions | predicted | 4 | 50.0" in text
 
 
 # -- ttc study status ------------------------------------------------------------------------------------------

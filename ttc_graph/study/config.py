@@ -42,7 +42,8 @@ class StudyConfig(BaseModel):
 
     ``templates`` are strategy specs without ``n`` (it comes from the budget, as in a policy table); a
     template may say ``chain_length: full`` for fully sequential revisions (one chain of ``budget`` attempts).
-    ``verifier`` is a verifier spec given to every template that takes one and names none itself.
+    ``verifier`` is a verifier spec given to every template that takes one and names none itself. ``families``
+    adds compute-optimal fits that choose only among a family's templates.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,6 +74,11 @@ class StudyConfig(BaseModel):
         description="Probe samples of the routable table (table_routed.json): difficulty from the mean verifier score"
         " of a question's first k samples, charged to the budget as the router charges them.",
     )
+    families: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Families of templates to fit compute-optimal within as well as across all templates, as the"
+        " paper analyses search (its Figure 4) and revisions (Figure 8) apart; each family holds the baseline.",
+    )
 
     @field_validator("budgets")
     @classmethod
@@ -92,6 +98,14 @@ class StudyConfig(BaseModel):
             )
         if self.baseline not in self.templates or self.templates[self.baseline].get("kind") != "best_of_n":
             raise ValueError(f"baseline: {self.baseline!r} must name a best_of_n template")
+        for family, members in self.families.items():
+            unknown = sorted(set(members) - set(self.templates))
+            if unknown:
+                raise ValueError(f"families.{family}: unknown templates {unknown}; known: {sorted(self.templates)}")
+            if self.baseline not in members or len(set(members)) < 2:
+                raise ValueError(
+                    f"families.{family}: must hold the baseline {self.baseline!r} and at least one other template"
+                )
         return self
 
     def template(self, name: str) -> dict[str, Any]:

@@ -148,12 +148,8 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         "Strategies chosen per bin (fit on every question):",
         "",
     ]
-    for metric, label in names.items():
-        rows = "; ".join(
-            f"bin {bn}: " + ", ".join(f"{b}→{a.chosen[metric][str(bn)][str(b)]}" for b in budgets)
-            for bn in range(1, N_BINS + 1)
-        )
-        out.append(f"- {label}: {rows}")
+    out += [f"- {label}: {_chosen(a, metric)}" for metric, label in names.items()]
+    out += _families(a, config)
     out += ["", "## Cost per question", ""]
     out += [
         "| template | budget | generations | completion tokens | prompt tokens | requests | wall seconds"
@@ -190,6 +186,43 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " correct.",
     ]
     return "\n".join(out) + "\n"
+
+
+def _chosen(a: StudyAnalysis, fit: str) -> str:
+    """The template a fit chooses per bin and budget, fit on every question."""
+    return "; ".join(
+        f"bin {bn}: " + ", ".join(f"{b}→{a.chosen[fit][str(bn)][str(b)]}" for b in a.budgets)
+        for bn in range(1, N_BINS + 1)
+    )
+
+
+def _families(a: StudyAnalysis, config: StudyConfig) -> list[str]:
+    """The fits within each family of templates (none without ``families``)."""
+    if not config.families:
+        return []
+    members = "; ".join(f"{f}: {', '.join(ts)}" for f, ts in config.families.items())
+    out = [
+        "",
+        "## Compute-optimal within each family",
+        "",
+        "The paper fits compute-optimal search (its Figure 4) and compute-optimal revisions (Figure 8) apart. These"
+        " fits choose per bin and budget among one family's templates only, cross-validated and bootstrapped as"
+        f" above, on the same oracle and predicted bins; a fit over every template has more to choose from, and more"
+        f" chances to choose noise. Families: {members}.",
+        "",
+        "| family | bins | budget | compute-optimal (2-fold CV) | best-of-N weighted (expected) | efficiency ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {f} | {m} | {b} | {_ci(a.optimal[f'{m}:{f}'][b])} | {_ci(a.baseline[b])} | "
+        f"{_ratio(a.ratio[f'{m}:{f}'][b], min(a.baseline) / b)} |"
+        for f in config.families
+        for m in BIN_TABLES
+        for b in a.budgets
+    ]
+    out += ["", "Chosen per bin (fit on every question):", ""]
+    out += [f"- {f}, {m}: {_chosen(a, f'{m}:{f}')}" for f in config.families for m in BIN_TABLES]
+    return out
 
 
 def _canvas(width: float, height: float, cols: int = 1) -> tuple[Figure, list]:
@@ -235,14 +268,18 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
     paths.append(outdir / "bins.png")
     fig.savefig(paths[-1])
 
-    fig, (ax,) = _canvas(6, 4)
-    ax.plot(curve, [a.baseline[b][0] for b in curve], "k-o", label="best-of-N weighted (expected)")
-    for metric, style in (("oracle", "-s"), ("predicted", "--^"), ("routed", ":v")):
-        ys = [a.optimal[metric][b][0] for b in budgets]
-        ax.plot(budgets, ys, style, label=f"compute-optimal, {labels(a, config)[metric]} bins")
-    ax.set(xscale="log", xlabel="generation budget", ylabel="accuracy", title="compute-optimal vs best-of-N")
-    ax.set_xticks(curve, [str(b) for b in curve])
-    ax.legend(fontsize=7)
+    panels = {"every template": [(m, f"{labels(a, config)[m]} bins") for m in TABLE_FILES]}
+    if config.families:  # the paper's separate fits: search (Figure 4), revisions (Figure 8)
+        panels["within each family"] = [(f"{m}:{f}", f"{f}, {m} bins") for f in config.families for m in BIN_TABLES]
+    fig, axes = _canvas(6 * len(panels), 4, cols=len(panels))
+    for ax, (title, fits) in zip(axes, panels.items(), strict=True):
+        ax.plot(curve, [a.baseline[b][0] for b in curve], "k-o", label="best-of-N weighted (expected)")
+        for fit, label in fits:
+            style = {"oracle": "-s", "predicted": "--^", "routed": ":v"}[fit.split(":")[0]]
+            ax.plot(budgets, [a.optimal[fit][b][0] for b in budgets], style, label=label)
+        ax.set(xscale="log", xlabel="generation budget", ylabel="accuracy", title=f"compute-optimal, {title}")
+        ax.set_xticks(curve, [str(b) for b in curve])
+        ax.legend(fontsize=7)
     paths.append(outdir / "compute_optimal.png")
     fig.savefig(paths[-1])
     return paths

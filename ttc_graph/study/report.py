@@ -31,6 +31,7 @@ __all__ = [
     "analyze",
     "baseline_expected",
     "binnings",
+    "fit_plan",
     "load_study_data",
     "long_paths",
     "unsolved_by_sampling",
@@ -39,7 +40,7 @@ __all__ = [
 BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
 N_BINS = 5
 CV_REPEATS = 10  # random two-fold splits averaged per fit
-BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by
+BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by, and fits families on
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,17 @@ def binnings(data: StudyData) -> dict[str, Binning]:
         "predicted": Binning("verifier_score", split=split),
         "routed": Binning("verifier_score", cfg.router_probes),
     }
+
+
+def fit_plan(data: StudyData) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every compute-optimal fit of the report: its name, binning and the templates it chooses among. One fit
+    per binning over every template (named as the binning), and one per family and bin table
+    (``"predicted:search"``), as the paper fits search and revisions apart."""
+    every = tuple(data.config.templates)
+    plan = {m: (m, every) for m in binnings(data)}
+    for family, members in data.config.families.items():
+        plan |= {f"{m}:{family}": (m, members) for m in BIN_TABLES}
+    return plan
 
 
 @dataclass(slots=True)
@@ -186,12 +198,12 @@ class StudyAnalysis:
     baseline: dict[int, tuple[float, float, float]]
     bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
     bin_sizes: dict[str, dict[int, int]]
-    optimal: dict[str, dict[int, tuple[float, float, float]]]  # binning -> budget -> (cv accuracy, low, high)
+    optimal: dict[str, dict[int, tuple[float, float, float]]]  # fit (fit_plan) -> budget -> (cv accuracy, low, high)
     ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]]
-    chosen: dict[str, dict[str, dict[str, str]]]  # binning -> bin -> budget -> template (fit on every question)
+    chosen: dict[str, dict[str, dict[str, str]]]  # fit -> bin -> budget -> template (fit on every question)
     cost: dict[str, dict[int, dict[str, float | None]]]
     steps: dict[str, dict[int, float | None]]
-    tables: dict[str, PolicyTable]
+    tables: dict[str, PolicyTable]  # by fit
     binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
     pool_size: int  # the smallest pool of a complete question
     long_paths: dict[str, int]  # see long_paths
@@ -205,22 +217,20 @@ def _fit(
     seed: int,
     values: Mapping[tuple[str, int, str], float],
     level: Mapping[str, float],
+    templates: Sequence[str],
 ) -> PolicyTable:
     """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values`` and each
-    question's difficulty ``level`` under ``binning``."""
+    question's difficulty ``level`` under ``binning``, choosing among ``templates``."""
     renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
     rename = dict(zip(renamed, qids, strict=True))
     difficulty = {r: level[rename[r]] for r in renamed}
     records = [
-        Record(r, t, b, values[(t, b, rename[r])])
-        for r in renamed
-        for t in data.config.templates
-        for b in data.config.budgets
+        Record(r, t, b, values[(t, b, rename[r])]) for r in renamed for t in templates for b in data.config.budgets
     ]
     table = calibrate(
         records,
         difficulty,
-        {name: data.config.template(name) for name in data.config.templates},
+        {name: data.config.template(name) for name in templates},
         metric=binning.metric,
         n_bins=N_BINS,
         probes=binning.probes,
@@ -300,7 +310,13 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     point = accuracy_of(qids)
     base = baseline_of(qids)
-    fits = {m: _fit(data, qids, kinds[m], seed, values[m], levels[m]) for m in kinds}
+    plan = fit_plan(data)
+
+    def fit(name: str, sample: Sequence[str], fit_seed: int) -> PolicyTable:
+        m, templates = plan[name]
+        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates)
+
+    fits = {name: fit(name, qids, seed) for name in plan}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
     ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
 
@@ -321,7 +337,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         for b in curve:
             boot_base[b].append(b_curve[b])
         for m in fits:
-            cv = _fit(data, sample, kinds[m], seed + k + 1, values[m], levels[m]).report["compute_optimal_cv"]
+            cv = fit(m, sample, seed + k + 1).report["compute_optimal_cv"]
             opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
