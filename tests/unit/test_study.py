@@ -303,7 +303,7 @@ async def test_the_report_counts_long_search_paths_and_what_sampling_never_solve
 async def test_a_family_fit_chooses_among_its_own_templates_only(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.render import render_markdown, write_report
     from ttc_graph.study.report import analyze, fit_plan, load_study_data
 
     cfg = config(tmp_path, pool=None, families={"revisions": ["bon_weighted", "seq"]})
@@ -325,6 +325,12 @@ async def test_a_family_fit_chooses_among_its_own_templates_only(tmp_path: Path)
     text = render_markdown(analysis, cfg)
     assert "## Compute-optimal within each family" in text
     assert "Families: revisions: bon_weighted, seq." in text and "| revisions | predicted | 4 | 50.0" in text
+    # the figures: a row of bins per binning and a column per budget; a panel of the family fits beside the others
+    from matplotlib.image import imread
+
+    write_report(analysis, cfg, tmp_path / "out")
+    assert imread(tmp_path / "out" / "bins.png").shape[:2] == (2 * 400, 2 * 500)
+    assert imread(tmp_path / "out" / "compute_optimal.png").shape[:2] == (400, 2 * 600)
 
 
 # -- ttc study status ------------------------------------------------------------------------------------------

@@ -225,19 +225,19 @@ def _families(a: StudyAnalysis, config: StudyConfig) -> list[str]:
     return out
 
 
-def _canvas(width: float, height: float, cols: int = 1) -> tuple[Figure, list]:
+def _canvas(width: float, height: float, cols: int = 1, rows: int = 1) -> tuple[Figure, list]:
+    """A figure of ``rows`` x ``cols`` axes, listed row by row."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, cols)
-    return fig, list(axes) if cols > 1 else [axes]
+    return fig, list(fig.subplots(rows, cols, squeeze=False).flat)
 
 
 def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) -> list[Path]:
-    """accuracy.png (as the paper's Figures 3 left and 6 right), bins.png (Figures 3 right and 7 right),
-    compute_optimal.png (Figures 4 and 8)."""
+    """accuracy.png (as the paper's Figures 3 left and 6 right), bins.png (Figures 3 right and 7 right; a row of
+    oracle bins, one of predicted), compute_optimal.png (Figures 4 and 8)."""
     a, budgets = analysis, analysis.budgets
     paths = []
     fig, (ax,) = _canvas(6, 4)
@@ -256,14 +256,15 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
     paths.append(outdir / "accuracy.png")
     fig.savefig(paths[-1])
 
-    fig, axes = _canvas(5 * len(budgets), 4, cols=len(budgets))
+    fig, axes = _canvas(5 * len(budgets), 4 * len(BIN_TABLES), cols=len(budgets), rows=len(BIN_TABLES))
     templates = list(a.accuracy)
     width = 0.8 / len(templates)
-    for ax, b in zip(axes, budgets, strict=True):
+    panels = [(m, b) for m in BIN_TABLES for b in budgets]  # a row per binning, a column per budget
+    for ax, (metric, b) in zip(axes, panels, strict=True):
         for k, t in enumerate(templates):
             xs = [bn + (k - (len(templates) - 1) / 2) * width for bn in range(1, N_BINS + 1)]
-            ax.bar(xs, [a.bins["oracle"][t][bn][b] for bn in range(1, N_BINS + 1)], width, label=t)
-        ax.set(xlabel="oracle difficulty bin (1 = easiest)", ylabel="accuracy", title=f"budget {b}")
+            ax.bar(xs, [a.bins[metric][t][bn][b] for bn in range(1, N_BINS + 1)], width, label=t)
+        ax.set(xlabel=f"{metric} difficulty bin (1 = easiest)", ylabel="accuracy", title=f"{metric} bins, budget {b}")
     axes[0].legend(fontsize=7)
     paths.append(outdir / "bins.png")
     fig.savefig(paths[-1])
