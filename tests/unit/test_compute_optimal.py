@@ -260,8 +260,9 @@ def test_cross_validation_scores_each_fold_with_the_other_folds_choice() -> None
     # trained on fold 1 (B) and scored on fold 0 (0.1); trained on fold 0 (A) and scored on fold 1 (0.2)
     assert table.report["compute_optimal_cv"]["4"] == pytest.approx(0.15)
     assert table.report["fixed"] == {"A": {"4": pytest.approx(0.55)}, "B": {"4": pytest.approx(0.45)}}
-    # the final table is chosen on all the data
+    # the final table is chosen on all the data, and scored on it, looks better than any held-out fold saw
     assert table.table == {"1": {"4": "A"}, "2": {"4": "A"}}
+    assert table.report["compute_optimal_in_sample"] == {"4": pytest.approx(0.55)}
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -300,11 +300,11 @@ async def test_the_report_counts_long_search_paths_and_what_sampling_never_solve
     assert "pool samples is correct: 6; the other templates' runs on them are correct in 1 of 24." in text
 
 
-async def test_a_family_fit_chooses_among_its_own_templates_only(tmp_path: Path) -> None:
+async def test_family_fits_and_fits_with_fewer_bins(tmp_path: Path) -> None:
     from dataclasses import replace
 
     from ttc_graph.study.render import render_markdown, write_report
-    from ttc_graph.study.report import analyze, fit_plan, load_study_data
+    from ttc_graph.study.report import Fit, analyze, fit_plan, load_study_data
 
     cfg = config(tmp_path, pool=None, families={"revisions": ["bon_weighted", "seq"]})
     with ResultStore(tmp_path / "s.sqlite") as store:
@@ -313,18 +313,23 @@ async def test_a_family_fit_chooses_among_its_own_templates_only(tmp_path: Path)
     for q in data.questions:  # beam search solves every question; the rest only the even ones
         for b in cfg.budgets:
             data.rows[("beam", b, q)] = replace(data.rows[("beam", b, q)], correct=True)
-    assert fit_plan(data)["predicted:revisions"] == ("predicted", ("bon_weighted", "seq"))
+    plan = fit_plan(data)
+    assert plan["predicted:revisions"] == Fit("predicted", ("bon_weighted", "seq"))
+    assert plan["oracle:2 bins"] == Fit("oracle", ("bon_weighted", "beam", "seq"), n_bins=2)
     analysis = analyze(data, resamples=5)
 
     def chosen(fit: str) -> set[str]:
         return {t for per_budget in analysis.chosen[fit].values() for t in per_budget.values()}
 
     assert "beam" in chosen("predicted") and analysis.optimal["predicted"][4][0] > 0.9  # ties: the baseline
+    assert analysis.in_sample["predicted"][4] == 1.0  # chosen and scored on every question
+    assert set(analysis.chosen["predicted:2 bins"]) == {"1", "2"} and "beam" in chosen("predicted:2 bins")
     for fit in ("oracle:revisions", "predicted:revisions"):
         assert chosen(fit) <= {"bon_weighted", "seq"} and analysis.optimal[fit][4][0] == 0.5
     text = render_markdown(analysis, cfg)
     assert "## Compute-optimal within each family" in text
     assert "Families: revisions: bon_weighted, seq." in text and "| revisions | predicted | 4 | 50.0" in text
+    assert "## Fewer difficulty bins" in text and "| predicted | 2 | 4 |" in text and "- oracle, 3 bins: bin 1:" in text
     # the figures: a row of bins per binning and a column per budget; a panel of the family fits beside the others
     from matplotlib.image import imread
 

@@ -189,12 +189,19 @@ def calibrate(
         for name in fixed
     }
     final = choose_table(questions, bin_of)
+    in_sample = {  # the final table scored on the questions it was chosen on: CV's gap to it is selection noise
+        budget: statistics.fmean(
+            acc[(q, name, budget - share[name])] for q in questions for name in [final[bin_of[q]][budget]]
+        )
+        for budget in budgets
+    }
     report: dict[str, Any] = {
         "questions": len(questions),
         "bin_sizes": {str(b): sum(1 for q in questions if bin_of[q] == b) for b in range(1, bins.n_bins + 1)},
         "binning": "rank, ties broken by a seeded shuffle",
         "warnings": list(dict.fromkeys(warnings)),  # once each, however many splits repeat it
         "compute_optimal_cv": {str(b): v for b, v in optimal.items()},
+        "compute_optimal_in_sample": {str(b): v for b, v in in_sample.items()},
         "compute_optimal_cv_per_bin": {
             str(bin_): {str(b): statistics.fmean(v) for b, v in row.items()} for bin_, row in sorted(per_bin.items())
         },

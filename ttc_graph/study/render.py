@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttc_graph.study.config import StudyConfig
-from ttc_graph.study.report import BIN_TABLES, CV_REPEATS, N_BINS, StudyAnalysis
+from ttc_graph.study.report import BIN_TABLES, CV_REPEATS, FEWER_BINS, N_BINS, StudyAnalysis
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -123,20 +123,24 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         "",
     ]
     out += ["## Compute-optimal against best-of-N weighted", ""]
-    out += ["| bins | budget | compute-optimal (2-fold CV) | best-of-N weighted (expected) | efficiency ratio |"]
-    out += ["|---|---|---|---|---|"]
+    out += [
+        "| bins | budget | compute-optimal (2-fold CV) | in-sample | best-of-N weighted (expected) | efficiency ratio |"
+    ]
+    out += ["|---|---|---|---|---|---|"]
     for metric, label in names.items():
         for b in budgets:
             out.append(
-                f"| {label} | {b} | {_ci(a.optimal[metric][b])} | {_ci(a.baseline[b])} | "
-                f"{_ratio(a.ratio[metric][b], min(a.baseline) / b)} |"
+                f"| {label} | {b} | {_ci(a.optimal[metric][b])} | {_pct(a.in_sample[metric][b])} | "
+                f"{_ci(a.baseline[b])} | {_ratio(a.ratio[metric][b], min(a.baseline) / b)} |"
             )
     out += [
         "",
         "Efficiency ratio: the generations best-of-N weighted needs (log-linear interpolation on its expected pool"
         f" curve at budgets {min(a.baseline)}-{max(a.baseline)}) to match compute-optimal's accuracy, divided by"
         f" compute-optimal's budget; `never`: not matched within {max(a.baseline)}; `≤`: matched at the curve's"
-        " first budget already, so the baseline may need even less. Compute-optimal is the mean of"
+        " first budget already, so the baseline may need even less. In-sample: the choices fit on every question,"
+        " scored on the same questions; its gap to the cross-validated figure is what choosing on few questions"
+        " costs. Compute-optimal is the mean of"
         f" {CV_REPEATS} random two-fold cross-validations stratified by bin (a bootstrap resample keeps the copies"
         " of a question in one fold); ties go to the baseline. Oracle and predicted bins, as in the paper, do not"
         f" charge for estimating difficulty (predicted: the mean verifier score of {_samples(a, 'predicted')})."
@@ -150,6 +154,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     ]
     out += [f"- {label}: {_chosen(a, metric)}" for metric, label in names.items()]
     out += _families(a, config)
+    out += _fewer_bins(a)
     out += ["", "## Cost per question", ""]
     out += [
         "| template | budget | generations | completion tokens | prompt tokens | requests | wall seconds"
@@ -191,9 +196,34 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
 def _chosen(a: StudyAnalysis, fit: str) -> str:
     """The template a fit chooses per bin and budget, fit on every question."""
     return "; ".join(
-        f"bin {bn}: " + ", ".join(f"{b}→{a.chosen[fit][str(bn)][str(b)]}" for b in a.budgets)
-        for bn in range(1, N_BINS + 1)
+        f"bin {bn}: " + ", ".join(f"{b}→{row[str(b)]}" for b in a.budgets)
+        for bn, row in sorted(a.chosen[fit].items(), key=lambda item: int(item[0]))
     )
+
+
+def _fewer_bins(a: StudyAnalysis) -> list[str]:
+    """Compute-optimal over every template with fewer difficulty bins than the paper's five."""
+    out = [
+        "",
+        "## Fewer difficulty bins",
+        "",
+        f"The fits above choose per bin from about {a.questions // (2 * N_BINS)} questions of a fold. With"
+        f" {', '.join(map(str, FEWER_BINS))} bins a choice rests on more questions but follows difficulty less"
+        " closely (every template, cross-validated and bootstrapped as above):",
+        "",
+        "| bins | number | budget | compute-optimal (2-fold CV) | in-sample | efficiency ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in BIN_TABLES:
+        for k, fit in [*((k, f"{m}:{k} bins") for k in FEWER_BINS), (N_BINS, m)]:
+            out += [
+                f"| {m} | {k} | {b} | {_ci(a.optimal[fit][b])} | {_pct(a.in_sample[fit][b])} | "
+                f"{_ratio(a.ratio[fit][b], min(a.baseline) / b)} |"
+                for b in a.budgets
+            ]
+    out += ["", "Chosen per bin (fit on every question):", ""]
+    out += [f"- {m}, {k} bins: {_chosen(a, f'{m}:{k} bins')}" for m in BIN_TABLES for k in FEWER_BINS]
+    return out
 
 
 def _families(a: StudyAnalysis, config: StudyConfig) -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
     "BIN_TABLES",
     "CV_REPEATS",
     "Binning",
+    "Fit",
     "StudyAnalysis",
     "StudyData",
     "analyze",
@@ -39,6 +40,7 @@ __all__ = [
 
 BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
 N_BINS = 5
+FEWER_BINS = (2, 3)  # the report's fits with fewer bins
 CV_REPEATS = 10  # random two-fold splits averaged per fit
 BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by, and fits families on
 
@@ -76,14 +78,26 @@ def binnings(data: StudyData) -> dict[str, Binning]:
     }
 
 
-def fit_plan(data: StudyData) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Every compute-optimal fit of the report: its name, binning and the templates it chooses among. One fit
-    per binning over every template (named as the binning), and one per family and bin table
-    (``"predicted:search"``), as the paper fits search and revisions apart."""
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """One compute-optimal fit: the binning (a key of :func:`binnings`), the templates it chooses among and the
+    number of difficulty bins."""
+
+    binning: str
+    templates: tuple[str, ...]
+    n_bins: int = N_BINS
+
+
+def fit_plan(data: StudyData) -> dict[str, Fit]:
+    """Every compute-optimal fit of the report, by name. One per binning over every template (named as the
+    binning); one per family and bin table (``"predicted:search"``), as the paper fits search and revisions
+    apart; and one per bin table with fewer bins (``"predicted:2 bins"``): with few questions a bin's choice
+    rests on few of them, and fewer bins trade resolution in difficulty for less noise in the choice."""
     every = tuple(data.config.templates)
-    plan = {m: (m, every) for m in binnings(data)}
+    plan = {m: Fit(m, every) for m in binnings(data)}
     for family, members in data.config.families.items():
-        plan |= {f"{m}:{family}": (m, members) for m in BIN_TABLES}
+        plan |= {f"{m}:{family}": Fit(m, members) for m in BIN_TABLES}
+    plan |= {f"{m}:{k} bins": Fit(m, every, k) for k in FEWER_BINS for m in BIN_TABLES}
     return plan
 
 
@@ -199,6 +213,7 @@ class StudyAnalysis:
     bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
     bin_sizes: dict[str, dict[int, int]]
     optimal: dict[str, dict[int, tuple[float, float, float]]]  # fit (fit_plan) -> budget -> (cv accuracy, low, high)
+    in_sample: dict[str, dict[int, float]]  # fit -> budget -> accuracy of its choices on the questions it chose on
     ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]]
     chosen: dict[str, dict[str, dict[str, str]]]  # fit -> bin -> budget -> template (fit on every question)
     cost: dict[str, dict[int, dict[str, float | None]]]
@@ -218,9 +233,10 @@ def _fit(
     values: Mapping[tuple[str, int, str], float],
     level: Mapping[str, float],
     templates: Sequence[str],
+    n_bins: int = N_BINS,
 ) -> PolicyTable:
     """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values`` and each
-    question's difficulty ``level`` under ``binning``, choosing among ``templates``."""
+    question's difficulty ``level`` under ``binning`` in ``n_bins`` bins, choosing among ``templates``."""
     renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
     rename = dict(zip(renamed, qids, strict=True))
     difficulty = {r: level[rename[r]] for r in renamed}
@@ -232,7 +248,7 @@ def _fit(
         difficulty,
         {name: data.config.template(name) for name in templates},
         metric=binning.metric,
-        n_bins=N_BINS,
+        n_bins=n_bins,
         probes=binning.probes,
         baseline=data.config.baseline,
         seed=seed,
@@ -313,8 +329,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     plan = fit_plan(data)
 
     def fit(name: str, sample: Sequence[str], fit_seed: int) -> PolicyTable:
-        m, templates = plan[name]
-        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates)
+        m, templates, n_bins = plan[name].binning, plan[name].templates, plan[name].n_bins
+        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates, n_bins)
 
     fits = {name: fit(name, qids, seed) for name in plan}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
@@ -409,6 +425,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         bins=bins,
         bin_sizes=sizes,
         optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
+        in_sample={m: {int(b): v for b, v in fits[m].report["compute_optimal_in_sample"].items()} for m in fits},
         ratio=ratio,
         chosen={m: fits[m].table for m in fits},
         cost=cost,
