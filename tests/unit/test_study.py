@@ -216,6 +216,32 @@ def test_the_baseline_curve_is_the_expectation_over_every_subset_of_the_pool(tmp
     # N=1: pass@1 = 2/4. N=2: of the 6 pairs, {5, 5}, {5, 7@0.2} twice pick 5; {5, 7@0.95} twice and {7, 7} pick
     # 7. N=4: 5 wins 1.8 to 1.15. N=8 is beyond the pool and left out.
     assert baseline_expected(data, "q", (1, 2, 4, 8)) == {1: 0.5, 2: 0.5, 4: 1.0}
+    # given the first 3 samples (probes 5@0.9, 5@0.9, 7@0.2): subsets of them below 3, subsets holding them above
+    assert baseline_expected(data, "q", (1, 2, 4), given=3) == {1: pytest.approx(2 / 3), 2: 1.0, 4: 1.0}
+
+
+async def test_the_routed_fit_is_compared_with_best_of_n_given_the_same_probes(tmp_path: Path) -> None:
+    from ttc_graph.compute_optimal.calibration import efficiency_ratio
+    from ttc_graph.study.report import analyze, load_study_data
+
+    cfg = config(tmp_path, pool=None)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        data = load_study_data(store, cfg)
+
+    def sample(answer: int, score: float) -> dict[str, Any]:
+        return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
+
+    for q in data.questions:  # lucky probes: the first 4 samples are right, the other 4 wrong
+        right = int(data.references[q])
+        data.pools[q] = [sample(right, 0.9)] * 4 + [sample(right + 1, 0.95)] * 4
+    analysis = analyze(data, resamples=5)
+    # at budget 4 the router can only run best-of-N on its probes: right everywhere
+    assert analysis.optimal["routed"][4][0] == 1.0 and analysis.compared["routed"][4] == 1.0
+    unconditioned = {b: v[0] for b, v in analysis.baseline.items()}
+    assert unconditioned[4] < 0.3 and efficiency_ratio(unconditioned, {4: 1.0})[4] is None  # "never": the luck
+    assert analysis.ratio["routed"][4][0] == pytest.approx(0.25)  # given the probes, best-of-1 on them matches
+    assert analysis.compared["oracle"] == unconditioned
 
 
 async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_their_run(tmp_path: Path) -> None:

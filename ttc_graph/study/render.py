@@ -129,9 +129,11 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     out += ["|---|---|---|---|---|---|"]
     for metric, label in names.items():
         for b in budgets:
+            probes = a.binnings[metric].probes
+            base = f"{_pct(a.compared[metric][b])} (given its {probes} probes)" if probes else _ci(a.baseline[b])
             out.append(
                 f"| {label} | {b} | {_ci(a.optimal[metric][b])} | {_pct(a.in_sample[metric][b])} | "
-                f"{_ci(a.baseline[b])} | {_ratio(a.ratio[metric][b], min(a.baseline) / b)} |"
+                f"{base} | {_ratio(a.ratio[metric][b], min(a.baseline) / b)} |"
             )
     out += [
         "",
@@ -147,7 +149,9 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " Routed bins are what the router does"
         f" with `table_routed.json`: difficulty from the mean verifier score of {config.router_probes} probe"
         f" samples, charged to every budget; a best-of-N route reuses the probes as its first samples, any other"
-        f" route runs at the budget minus {config.router_probes}.",
+        f" route runs at the budget minus {config.router_probes}. Its efficiency ratio is measured on best-of-N"
+        " weighted given the same probes (the expectation over the subsets of them, or that hold them), since"
+        " best-of-N would draw the same first samples: their luck cancels.",
         "",
         "Strategies chosen per bin (fit on every question):",
         "",
@@ -305,6 +309,9 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
     fig, axes = _canvas(6 * len(panels), 4, cols=len(panels))
     for ax, (title, fits) in zip(axes, panels.items(), strict=True):
         ax.plot(curve, [a.baseline[b][0] for b in curve], "k-o", label="best-of-N weighted (expected)")
+        if any(fit == "routed" for fit, _ in fits):  # the curve the routed fit's ratio is measured on
+            given = [a.compared["routed"][b] for b in curve]
+            ax.plot(curve, given, "k:", label=f"best-of-N weighted given the {config.router_probes} probes (routed)")
         for fit, label in fits:
             style = {"oracle": "-s", "predicted": "--^", "routed": ":v"}[fit.split(":")[0]]
             ax.plot(budgets, [a.optimal[fit][b][0] for b in budgets], style, label=label)

@@ -173,12 +173,21 @@ def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) 
     return exact_question(question, budget, how, given=given)
 
 
-def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int]) -> dict[int, float]:
+def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int], given: int = 0) -> dict[int, float]:
     """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
-    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw)."""
+    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw).
+
+    With ``given`` > 0, the expectation given the first ``given`` samples (the router's probes): over the subsets
+    of them below ``given``, over the subsets that hold them from ``given`` on. It is the baseline a routed fit
+    is compared with, since the router draws the same first samples: the luck of the probes then cancels."""
     question = pool_question(data, qid)
     how = _selection(data, data.config.baseline) or "weighted"
-    return {b: _expected(question, b, how) for b in budgets if b <= question.n}
+    probes = pool_question(data, qid, given) if given else question
+    return {
+        b: _expected(probes, b, how) if b < given else _expected(question, b, how, given)
+        for b in budgets
+        if b <= question.n
+    }
 
 
 def unit_values(
@@ -210,6 +219,7 @@ class StudyAnalysis:
     accuracy: dict[str, dict[int, tuple[float, float, float]]]
     difference: dict[str, dict[int, tuple[float, float, float]]]  # template - baseline, paired over questions
     baseline: dict[int, tuple[float, float, float]]
+    compared: dict[str, dict[int, float]]  # fit -> the baseline curve its ratio is measured on (routed: given probes)
     bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
     bin_sizes: dict[str, dict[int, int]]
     optimal: dict[str, dict[int, tuple[float, float, float]]]  # fit (fit_plan) -> budget -> (cv accuracy, low, high)
@@ -318,15 +328,17 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
         return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
 
-    expected = {q: baseline_expected(data, q, BASELINE_BUDGETS) for q in qids}
-    curve = [b for b in BASELINE_BUDGETS if all(b in expected[q] for q in qids)]
+    plan = fit_plan(data)
+    given = {name: kinds[f.binning].probes for name, f in plan.items()}  # a routed fit's baseline sees its probes
+    expected = {g: {q: baseline_expected(data, q, BASELINE_BUDGETS, g) for q in qids} for g in {0, *given.values()}}
+    curve = [b for b in BASELINE_BUDGETS if all(b in expected[0][q] for q in qids)]
 
-    def baseline_of(sample: Sequence[str]) -> dict[int, float]:
-        return {b: statistics.fmean(expected[q][b] for q in sample) for b in curve}
+    def baselines_of(sample: Sequence[str]) -> dict[int, dict[int, float]]:
+        return {g: {b: statistics.fmean(per_q[q][b] for q in sample) for b in curve} for g, per_q in expected.items()}
 
     point = accuracy_of(qids)
-    base = baseline_of(qids)
-    plan = fit_plan(data)
+    bases = baselines_of(qids)
+    base = bases[0]
 
     def fit(name: str, sample: Sequence[str], fit_seed: int) -> PolicyTable:
         m, templates, n_bins = plan[name].binning, plan[name].templates, plan[name].n_bins
@@ -334,7 +346,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     fits = {name: fit(name, qids, seed) for name in plan}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
-    ratio_point = {m: efficiency_ratio(base, optimal_point[m]) for m in fits}
+    ratio_point = {m: efficiency_ratio(bases[given[m]], optimal_point[m]) for m in fits}
 
     rng = random.Random(seed)
     boot_acc: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
@@ -345,7 +357,8 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
     for k in range(resamples):
         sample = [rng.choice(qids) for _ in qids]
         acc = accuracy_of(sample)
-        b_curve = baseline_of(sample)
+        b_curves = baselines_of(sample)
+        b_curve = b_curves[0]
         for t in cfg.templates:
             for b in budgets:
                 boot_acc[t][b].append(acc[t][b])
@@ -357,7 +370,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
             opt = {int(b): v for b, v in cv.items()}
             for b in budgets:
                 boot_opt[m][b].append(opt[b])
-                r = efficiency_ratio(b_curve, {b: opt[b]})[b]
+                r = efficiency_ratio(b_curves[given[m]], {b: opt[b]})[b]
                 boot_ratio[m][b].append(float("inf") if r is None else r)
 
     def with_ci(value: float, values: Sequence[float]) -> tuple[float, float, float]:
@@ -422,6 +435,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
             if t != cfg.baseline
         },
         baseline={b: with_ci(base[b], boot_base[b]) for b in curve},
+        compared={m: bases[given[m]] for m in fits},
         bins=bins,
         bin_sizes=sizes,
         optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
