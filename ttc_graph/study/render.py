@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ttc_graph.study.config import StudyConfig
-from ttc_graph.study.report import BIN_TABLES, CV_REPEATS, FEWER_BINS, N_BINS, StudyAnalysis
+from ttc_graph.study.report import BIN_TABLES, CV_REPEATS, FEWER_BINS, N_BINS, StudyAnalysis, bins_fit, family_fit
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,6 +56,11 @@ def _ratio(triple: tuple[float | None, float | None, float | None], floor: float
         return f"≤{v:.2f}x" if v <= floor + 1e-9 else f"{v:.2f}x"
 
     return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def _fit_ratio(a: StudyAnalysis, fit: str, budget: int) -> str:
+    """A fit's efficiency ratio at ``budget``, read against the baseline curve's first budget."""
+    return _ratio(a.ratio[fit][budget], min(a.baseline) / budget)
 
 
 def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
@@ -133,7 +138,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
             base = f"{_pct(a.compared[metric][b])} (given its {probes} probes)" if probes else _ci(a.baseline[b])
             out.append(
                 f"| {label} | {b} | {_ci(a.optimal[metric][b])} | {_pct(a.in_sample[metric][b])} | "
-                f"{base} | {_ratio(a.ratio[metric][b], min(a.baseline) / b)} |"
+                f"{base} | {_fit_ratio(a, metric, b)} |"
             )
     out += [
         "",
@@ -219,14 +224,14 @@ def _fewer_bins(a: StudyAnalysis) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for m in BIN_TABLES:
-        for k, fit in [*((k, f"{m}:{k} bins") for k in FEWER_BINS), (N_BINS, m)]:
+        for k, fit in [*((k, bins_fit(m, k)) for k in FEWER_BINS), (N_BINS, m)]:
             out += [
                 f"| {m} | {k} | {b} | {_ci(a.optimal[fit][b])} | {_pct(a.in_sample[fit][b])} | "
-                f"{_ratio(a.ratio[fit][b], min(a.baseline) / b)} |"
+                f"{_fit_ratio(a, fit, b)} |"
                 for b in a.budgets
             ]
     out += ["", "Chosen per bin (fit on every question):", ""]
-    out += [f"- {m}, {k} bins: {_chosen(a, f'{m}:{k} bins')}" for m in BIN_TABLES for k in FEWER_BINS]
+    out += [f"- {m}, {k} bins: {_chosen(a, bins_fit(m, k))}" for m in BIN_TABLES for k in FEWER_BINS]
     return out
 
 
@@ -248,14 +253,14 @@ def _families(a: StudyAnalysis, config: StudyConfig) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     out += [
-        f"| {f} | {m} | {b} | {_ci(a.optimal[f'{m}:{f}'][b])} | {_ci(a.baseline[b])} | "
-        f"{_ratio(a.ratio[f'{m}:{f}'][b], min(a.baseline) / b)} |"
+        f"| {f} | {m} | {b} | {_ci(a.optimal[family_fit(m, f)][b])} | {_ci(a.baseline[b])} | "
+        f"{_fit_ratio(a, family_fit(m, f), b)} |"
         for f in config.families
         for m in BIN_TABLES
         for b in a.budgets
     ]
     out += ["", "Chosen per bin (fit on every question):", ""]
-    out += [f"- {f}, {m}: {_chosen(a, f'{m}:{f}')}" for f in config.families for m in BIN_TABLES]
+    out += [f"- {f}, {m}: {_chosen(a, family_fit(m, f))}" for f in config.families for m in BIN_TABLES]
     return out
 
 
@@ -305,7 +310,8 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
 
     panels = {"every template": [(m, f"{labels(a, config)[m]} bins") for m in TABLE_FILES]}
     if config.families:  # the paper's separate fits: search (Figure 4), revisions (Figure 8)
-        panels["within each family"] = [(f"{m}:{f}", f"{f}, {m} bins") for f in config.families for m in BIN_TABLES]
+        within = [(family_fit(m, f), f"{f}, {m} bins") for f in config.families for m in BIN_TABLES]
+        panels["within each family"] = within
     fig, axes = _canvas(6 * len(panels), 4, cols=len(panels))
     for ax, (title, fits) in zip(axes, panels.items(), strict=True):
         ax.plot(curve, [a.baseline[b][0] for b in curve], "k-o", label="best-of-N weighted (expected)")

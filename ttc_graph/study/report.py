@@ -32,6 +32,8 @@ __all__ = [
     "analyze",
     "baseline_expected",
     "binnings",
+    "bins_fit",
+    "family_fit",
     "fit_plan",
     "load_study_data",
     "long_paths",
@@ -88,6 +90,16 @@ class Fit:
     n_bins: int = N_BINS
 
 
+def family_fit(binning: str, family: str) -> str:
+    """The name of the fit within ``family`` on ``binning``."""
+    return f"{binning}:{family}"
+
+
+def bins_fit(binning: str, n_bins: int) -> str:
+    """The name of the fit over every template on ``binning`` with ``n_bins`` bins (one of FEWER_BINS)."""
+    return f"{binning}:{n_bins} bins"
+
+
 def fit_plan(data: StudyData) -> dict[str, Fit]:
     """Every compute-optimal fit of the report, by name. One per binning over every template (named as the
     binning); one per family and bin table (``"predicted:search"``), as the paper fits search and revisions
@@ -96,8 +108,8 @@ def fit_plan(data: StudyData) -> dict[str, Fit]:
     every = tuple(data.config.templates)
     plan = {m: Fit(m, every) for m in binnings(data)}
     for family, members in data.config.families.items():
-        plan |= {f"{m}:{family}": Fit(m, members) for m in BIN_TABLES}
-    plan |= {f"{m}:{k} bins": Fit(m, every, k) for k in FEWER_BINS for m in BIN_TABLES}
+        plan |= {family_fit(m, family): Fit(m, members) for m in BIN_TABLES}
+    plan |= {bins_fit(m, k): Fit(m, every, k) for k in FEWER_BINS for m in BIN_TABLES}
     return plan
 
 
