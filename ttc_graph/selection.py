@@ -16,8 +16,10 @@ __all__ = [
     "Selected",
     "Selection",
     "answer_groups",
+    "finalists",
     "leader_probability",
     "select_answer",
+    "select_pooled",
     "select_revisions",
 ]
 
@@ -118,6 +120,22 @@ def _chains(candidates: Sequence[Candidate]) -> dict[int, list[Candidate]]:
     return dict(sorted(chains.items()))
 
 
+def _chain_pick(attempts: Sequence[Candidate]) -> Candidate | None:
+    inner = select_answer(attempts, "weighted")
+    return next((c for c in attempts if c["id"] == inner.candidate_id), None)
+
+
+def finalists(candidates: Sequence[Candidate], revisions: RevisionSelection | None = None) -> list[Candidate]:
+    """The candidates a strategy's final vote ranges over: all of them, or for revision chains (``revisions``
+    names their selection) each chain's pick (``hierarchical``), last attempt (``last``) or every attempt."""
+    if revisions is None or revisions == "majority":
+        return list(candidates)
+    chains = _chains(candidates).values()
+    if revisions == "last":
+        return [attempts[-1] for attempts in chains]
+    return [pick for attempts in chains if (pick := _chain_pick(attempts)) is not None]
+
+
 def select_revisions(candidates: Sequence[Candidate], how: RevisionSelection) -> Selected:
     """Selection over revision chains.
 
@@ -127,13 +145,15 @@ def select_revisions(candidates: Sequence[Candidate], how: RevisionSelection) ->
     """
     if how == "majority":
         return select_answer(candidates, "majority")
-    chains = _chains(candidates)
+    chosen = select_answer(finalists(candidates, how), "weighted")
     if how == "last":
-        return select_answer([attempts[-1] for attempts in chains.values()], "weighted")
-    picks: list[Candidate] = []
-    for attempts in chains.values():
-        inner = select_answer(attempts, "weighted")
-        if inner.candidate_id is not None:
-            picks.append(next(c for c in attempts if c["id"] == inner.candidate_id))
-    chosen = select_answer(picks, "weighted")
+        return chosen
     return Selected(chosen.answer, chosen.candidate_id, chosen.groups, f"hierarchical/{chosen.rule}")
+
+
+def select_pooled(
+    probes: Sequence[Candidate], candidates: Sequence[Candidate], revisions: RevisionSelection | None = None
+) -> Selected:
+    """Best-of-N weighted over ``probes`` and the :func:`finalists` of a strategy's ``candidates``: how a router
+    keeps the probe samples it paid for when it routes to a strategy other than best-of-N."""
+    return select_answer([*probes, *finalists(candidates, revisions)], "weighted")

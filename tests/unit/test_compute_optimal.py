@@ -46,6 +46,7 @@ from ttc_graph.compute_optimal import (
 )
 from ttc_graph.compute_optimal.calibration import cv_folds
 from ttc_graph.compute_optimal.difficulty import assign_bins, small_bins
+from ttc_graph.compute_optimal.router import PROBE_ID
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs import build_graph, load_spec
 from ttc_graph.specs.models import BeamSearchSpec, BestOfNSpec, ComputeOptimalSpec, RevisionsSpec
@@ -891,3 +892,22 @@ async def test_probes_are_sampled_as_the_table_was_fitted(
     await graph.compile().ainvoke({"question": QUESTION})
     probe = policy.calls[0].params
     assert probe is not None and (probe.temperature, probe.max_tokens) == expected
+
+
+def probes_agree(call: FakeCall, index: int) -> str:
+    """The probes (the first samples drawn) all answer 7; every later sample its own index."""
+    return "So the answer is \\boxed{7}" if index < PROBES else numbered(call, index)
+
+
+@pytest.mark.parametrize("fail_every", [None, 2])
+async def test_a_route_other_than_best_of_n_votes_with_the_probes(fail_every: int | None) -> None:
+    policy = ScriptedEndpoint(probes_agree, fail_every=fail_every)
+    graph = create_compute_optimal(policy, constant(LEVEL[3]), router_table(), budget=4).compile()
+    out = await graph.ainvoke({"question": QUESTION})
+    assert out["route"] == "revisions"
+    ran = [c for c in out["candidates"] if not c["id"].startswith(PROBE_ID)]
+    if fail_every is None:  # one chain of 2 whose answers differ: its pick weighs one score, the probes two
+        assert [c["answer"] for c in ran] == ["2", "3"]
+    else:  # the route's first request failed: the probes paid for still answer
+        assert out["errors"] and len(ran) < 2
+    assert out["answer"] == "7"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ttc_graph.selection import answer_groups, leader_probability, select_answer
+from ttc_graph.selection import answer_groups, finalists, leader_probability, select_answer, select_pooled
 from ttc_graph.state import Candidate
 
 
@@ -131,3 +131,28 @@ def test_answer_groups_merge_equivalent_answers():
     assert half.candidate_ids == ("a", "b")
     assert half.votes == 2
     assert half.weight == pytest.approx(0.75)
+
+
+def attempt(chain: int, position: int, answer: str, score: float) -> Candidate:
+    return {**cand(f"ch{chain}-a{position}", answer, score), "meta": {"chain": chain, "position": position}}
+
+
+# two chains: chain 0 settles on 5 (0.4, then 0.9), chain 1 on 6 (0.8, then 0.1)
+CHAINS = [attempt(0, 0, "5", 0.4), attempt(1, 0, "6", 0.8), attempt(0, 1, "5", 0.9), attempt(1, 1, "6", 0.1)]
+
+
+def test_finalists_are_what_each_strategy_votes_over():
+    assert finalists(CHAINS) == CHAINS == finalists(CHAINS, "majority")  # search: every candidate
+    assert [c["id"] for c in finalists(CHAINS, "hierarchical")] == ["ch0-a1", "ch1-a0"]  # each chain's best
+    assert [c["id"] for c in finalists(CHAINS, "last")] == ["ch0-a1", "ch1-a1"]
+
+
+def test_pooled_selection_weighs_the_probes_with_the_finalists():
+    probes = [cand("probe-0", "6", 0.7), cand("probe-1", "7", 0.3)]
+    # hierarchical finalists 5 (0.9) and 6 (0.8): the probe for 6 tips it, 1.5 against 0.9
+    assert select_pooled(probes, CHAINS, "hierarchical").answer == "6"
+    # every candidate votes: 5 has 1.3, 6 has 0.9 + 0.7 = 1.6
+    assert select_pooled(probes, CHAINS).answer == "6"
+    # last attempts 5 (0.9) and 6 (0.1): 6 has 0.8 with the probe, 5 keeps 0.9
+    assert select_pooled(probes, CHAINS, "last").answer == "5"
+    assert select_pooled(probes, []).answer == "6"  # nothing routed: the probes alone

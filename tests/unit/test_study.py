@@ -263,7 +263,25 @@ async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_the
     assert plain[("bon_weighted", 4, "0")] == given[("bon_weighted", 4, "0")] == 1.0
     for t in ("beam", "seq"):  # live templates: their recorded run
         for b in (2, 4):
-            assert plain[(t, b, "0")] == given[(t, b, "0")] == float(data.template_row(t, b, "0").correct) == 1.0
+            assert plain[(t, b, "0")] == float(data.template_row(t, b, "0").correct) == 1.0
+
+
+async def test_a_routed_live_unit_votes_with_the_probes_as_the_router_does(tmp_path: Path) -> None:
+    from ttc_graph.study.report import load_study_data, unit_values
+
+    cfg = config(tmp_path, pool=None)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS[:1])
+        data = load_study_data(store, cfg)
+    # every live candidate is right (answer 0) and scored 0.75; the two probes are wrong, 1.9 in all
+    assert {c["score"] for r in data.rows.values() for c in r.candidates} == {0.75}
+    data.pools["0"] = [{"text": "So the answer is \\boxed{1}.", "score": 0.95, "tokens": 9}] * 4
+    plain, given = unit_values(data, ["0"]), unit_values(data, ["0"], given=2)
+    assert all(plain[(t, b, "0")] == 1.0 for t in ("beam", "seq") for b in (2, 4))
+    # search: every final beam votes; 2 x 0.75 loses to the probes, 4 x 0.75 beats them
+    assert (given[("beam", 2, "0")], given[("beam", 4, "0")]) == (0.0, 1.0)
+    # hierarchical revisions: one chain, one pick of 0.75, however long the chain
+    assert (given[("seq", 2, "0")], given[("seq", 4, "0")]) == (0.0, 0.0)
 
 
 async def test_oracle_and_predicted_bins_hold_best_of_ns_samples_out(tmp_path: Path) -> None:

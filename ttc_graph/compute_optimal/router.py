@@ -19,14 +19,17 @@ from ttc_graph.nodes.propose import make_candidate
 from ttc_graph.nodes.select import answer_message
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT, solve_messages
-from ttc_graph.selection import select_answer
+from ttc_graph.selection import select_answer, select_pooled
 from ttc_graph.specs.build import build_graph
-from ttc_graph.specs.models import BestOfNSpec, StrategySpec
+from ttc_graph.specs.models import BestOfNSpec, RevisionsSpec, StrategySpec
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
-__all__ = ["RouterOutput", "RouterState", "create_compute_optimal"]
+__all__ = ["PROBE_ID", "RouterOutput", "RouterState", "create_compute_optimal"]
+
+PROBE_ID = "probe-"
+"""The prefix of a probe sample's candidate id."""
 
 
 class RouterState(TTCState, total=False):
@@ -61,9 +64,10 @@ def create_compute_optimal(
     records none) unless ``probe_temperature`` or ``probe_max_tokens`` say otherwise. The probes are charged to the
     ledger and count towards ``budget``: a best-of-N route reuses them as candidates (it draws only the rest of
     its ``n``), any other route runs at ``budget - probes`` generations, as the table was calibrated
-    (:meth:`PolicyTable.spend`). The run never spends more than ``budget`` generations in total. ``history`` and
-    ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n` (the probes and the routed strategy both see the
-    conversation).
+    (:meth:`PolicyTable.spend`), and its final answer is best-of-N weighted over the probes and the route's
+    finalists (:func:`~ttc_graph.selection.select_pooled`), so no sample paid for is thrown away. The run never
+    spends more than ``budget`` generations in total. ``history`` and ``name``: as in
+    :func:`~ttc_graph.strategies.create_best_of_n` (the probes and the routed strategy both see the conversation).
     """
     check_policy(policy)
     scorer = as_verifier(verifier)
@@ -112,7 +116,7 @@ def create_compute_optimal(
                 "difficulty_bin": table.difficulty.n_bins,
                 "difficulty_score": 0.0,
             }
-        cands = [make_candidate(f"probe-{i}", g, 0) for i, g in enumerate(result.generations)]
+        cands = [make_candidate(f"{PROBE_ID}{i}", g, 0) for i, g in enumerate(result.generations)]
         scored = await verify_candidates(scorer, state["question"], cands)
         scored_cands = scored.get("candidates", cands)
         value = probe_score([c["score"] for c in scored_cands])
@@ -152,12 +156,13 @@ def create_compute_optimal(
         route_name = state.get("route")
         spec = dict(routes.values()).get(route_name) if route_name else None
         candidates = state.get("candidates", [])
-        answer = state.get("answer")
-        chosen_id = None
         if spec is None or isinstance(spec, BestOfNSpec):
-            rule = spec.selection if isinstance(spec, BestOfNSpec) else "weighted"
-            chosen = select_answer(candidates, rule)
-            answer, chosen_id = chosen.answer, chosen.candidate_id
+            chosen = select_answer(candidates, spec.selection if isinstance(spec, BestOfNSpec) else "weighted")
+        else:  # the probes join the route's final vote: samples paid for are not thrown away
+            probes = [c for c in candidates if c["id"].startswith(PROBE_ID)]
+            ran = [c for c in candidates if not c["id"].startswith(PROBE_ID)]
+            chosen = select_pooled(probes, ran, spec.selection if isinstance(spec, RevisionsSpec) else None)
+        answer, chosen_id = chosen.answer, chosen.candidate_id
         update: dict[str, Any] = {
             "answer": answer,
             "usage": {"seconds": time.time() - state.get("started_at", time.time())},

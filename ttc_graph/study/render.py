@@ -154,7 +154,9 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " Routed bins are what the router does"
         f" with `table_routed.json`: difficulty from the mean verifier score of {config.router_probes} probe"
         f" samples, charged to every budget; a best-of-N route reuses the probes as its first samples, any other"
-        f" route runs at the budget minus {config.router_probes}. Its efficiency ratio is measured on best-of-N"
+        f" route runs at the budget minus {config.router_probes} and its answer is best-of-N weighted over the"
+        " probes and the route's finalists (its final paths; a revision chain's pick), as the router answers."
+        " Its efficiency ratio is measured on best-of-N"
         " weighted given the same probes (the expectation over the subsets of them, or that hold them), since"
         " best-of-N would draw the same first samples: their luck cancels.",
         "",

@@ -18,8 +18,10 @@ from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.selection import select_pooled
+from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
-from ttc_graph.study.runner import sample_candidate
+from ttc_graph.study.runner import sample_candidate, stored_candidate
 
 __all__ = [
     "BASELINE_BUDGETS",
@@ -208,18 +210,33 @@ def unit_values(
     """Each (template, budget, question)'s correctness: a live template's recorded run; a best-of-N template's
     expected correctness over the subsets of its budget's size of the pool (of its ``first`` samples, if given)
     that hold the first ``given`` samples (all subsets at 0; the router's probes otherwise). Its recorded run is
-    one such subset, a single draw of the same value."""
+    one such subset, a single draw of the same value. With ``given`` > 0 a live run's answer is the router's:
+    best-of-N weighted over the probes and the run's finalists (``select_pooled``)."""
     out: dict[tuple[str, int, str], float] = {}
     pools = {q: pool_question(data, q, first) for q in set(qids)}
     for t in data.config.templates:
         how = _selection(data, t)
         for b in data.config.budgets:
             for q in set(qids):
-                if how is None or b > pools[q].n:
-                    out[(t, b, q)] = float(data.template_row(t, b, q).correct)
-                else:
+                if how is not None and b <= pools[q].n:
                     out[(t, b, q)] = _expected(pools[q], b, how, min(given, b))
+                elif given:
+                    out[(t, b, q)] = float(_pooled_correct(data, data.template_row(t, b, q), given))
+                else:
+                    out[(t, b, q)] = float(data.template_row(t, b, q).correct)
     return out
+
+
+def _pooled_correct(data: StudyData, row: ResultRow, probes: int) -> bool:
+    """Whether the router's answer is right when it routes to ``row``'s run after its first ``probes`` pool
+    samples."""
+    spec = data.config.spec_for(row.strategy, row.budget)
+    chosen = select_pooled(
+        [sample_candidate(i, s) for i, s in enumerate(data.pools[row.question_id][:probes])],
+        [stored_candidate(c) for c in row.candidates],
+        spec.selection if isinstance(spec, RevisionsSpec) else None,
+    )
+    return grade(data.config.dataset, chosen.answer, data.references[row.question_id])
 
 
 @dataclass(slots=True)

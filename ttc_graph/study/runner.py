@@ -13,7 +13,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,7 @@ __all__ = [
     "plan_units",
     "run_study",
     "sample_candidate",
+    "stored_candidate",
     "study_problems",
 ]
 
@@ -141,14 +142,12 @@ def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> Result
     kept: list[dict[str, Any]] = []
     cands: list[Candidate] = []
     for c in source.candidates:
-        match = _ATTEMPT_ID.fullmatch(str(c["id"]))
-        if match is None:
+        cand = stored_candidate(c)
+        if "chain" not in cand["meta"]:
             raise TTCError(f"{source.strategy} b={source.budget}: candidate id {c['id']!r} names no chain")
-        chain, position = int(match[1]), int(match[2])
-        if chain < chains and position < length:
+        if cand["meta"]["chain"] < chains and cand["meta"]["position"] < length:
             kept.append(c)
-            cands.append({**c, "text": "", "parsable": c["answer"] is not None, "scored": c["score"] is not None,
-                          "meta": {"chain": chain, "position": position}})  # type: ignore[typeddict-item]  # fmt: skip
+            cands.append(cand)
     chosen = select_revisions(cands, spec.selection)  # type: ignore[union-attr]
     return ResultRow(
         source.run, source.strategy, budget, source.question_id, source.dataset, chosen.answer, source.reference,
@@ -162,6 +161,15 @@ def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> Result
 def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     keep = ("id", "answer", "score", "tokens", "finish_reason")
     return [{**{k: c.get(k) for k in keep}, "steps": c.get("meta", {}).get("steps")} for c in cands]
+
+
+def stored_candidate(stored: Mapping[str, Any]) -> Candidate:
+    """A run's stored candidate as a candidate again (no text), with its chain and position when its id is a
+    revision attempt's, so that the selections replay on it."""
+    match = _ATTEMPT_ID.fullmatch(str(stored["id"]))
+    meta = {"chain": int(match[1]), "position": int(match[2])} if match else {}
+    return {**stored, "text": "", "parsable": stored["answer"] is not None, "scored": stored["score"] is not None,
+            "meta": meta}  # type: ignore[typeddict-item]  # fmt: skip
 
 
 def sample_candidate(i: int, sample: dict[str, Any]) -> Candidate:
