@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import comb
 from typing import Literal
@@ -18,6 +18,7 @@ __all__ = [
     "answer_groups",
     "finalists",
     "leader_probability",
+    "revision_chains",
     "select_answer",
     "select_pooled",
     "select_revisions",
@@ -111,7 +112,8 @@ def leader_probability(votes: Sequence[int]) -> float:
     return 1.0 - tail
 
 
-def _chains(candidates: Sequence[Candidate]) -> dict[int, list[Candidate]]:
+def revision_chains(candidates: Iterable[Candidate]) -> dict[int, list[Candidate]]:
+    """Revision attempts by chain (``meta.chain``, 0 without), each chain in attempt order, chains in order."""
     chains: dict[int, list[Candidate]] = {}
     for c in candidates:
         chains.setdefault(int(c.get("meta", {}).get("chain", 0)), []).append(c)
@@ -130,7 +132,7 @@ def finalists(candidates: Sequence[Candidate], revisions: RevisionSelection | No
     names their selection) each chain's pick (``hierarchical``), last attempt (``last``) or every attempt."""
     if revisions is None or revisions == "majority":
         return list(candidates)
-    chains = _chains(candidates).values()
+    chains = revision_chains(candidates).values()
     if revisions == "last":
         return [attempts[-1] for attempts in chains]
     return [pick for attempts in chains if (pick := _chain_pick(attempts)) is not None]

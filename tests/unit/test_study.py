@@ -20,6 +20,7 @@ from ttc_graph.eval.store import ResultStore
 from ttc_graph.selection import select_revisions
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.study.config import StudyConfig, load_study
+from ttc_graph.study.report import ChainSteps
 from ttc_graph.study.runner import plan_units, run_study
 from ttc_graph.study.status import _rate, study_status
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -184,8 +185,11 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     assert set(analysis.difference) == set(cfg.templates) - {cfg.baseline}
     assert all(analysis.difference[t][b] == (0.0, 0.0, 0.0) for t in analysis.difference for b in cfg.budgets)
     assert analysis.cost["seq"][4]["generations"] == 4
+    # each chain repeats its answer: right on the 6 even questions at every attempt, never changed
+    assert analysis.revision_steps == {"seq": ChainSteps([6] * 4, [12] * 4, 0, 0, 0, 36)}
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
+    assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 |" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
     assert {p.name for p in paths} == {"report.md", "table_oracle.json", "table_predicted.json", "table_routed.json"}
@@ -380,6 +384,7 @@ async def test_family_fits_and_fits_with_fewer_bins(tmp_path: Path) -> None:
     write_report(analysis, cfg, tmp_path / "out")
     assert imread(tmp_path / "out" / "bins.png").shape[:2] == (2 * 400, 2 * 500)
     assert imread(tmp_path / "out" / "compute_optimal.png").shape[:2] == (400, 2 * 600)
+    assert imread(tmp_path / "out" / "revisions.png").shape[:2] == (400, 600)
 
 
 # -- ttc study status ------------------------------------------------------------------------------------------
@@ -472,6 +477,20 @@ async def test_a_nested_budget_is_replayed_from_the_largest_run_without_a_model_
     ]
     assert half.answer == select_revisions(attempts, "majority").answer  # type: ignore[arg-type]
     assert half.correct == (half.answer == "0")
+
+
+async def test_revision_steps_count_each_attempt_and_what_each_revision_did(tmp_path: Path) -> None:
+    from ttc_graph.study.report import load_study_data, revision_steps
+
+    cfg = config(tmp_path, nested_revisions=True, templates={
+        "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+        "seq": {"kind": "revisions", "chain_length": "full", "selection": "hierarchical"}})  # fmt: skip
+    with ResultStore(tmp_path / "s.sqlite") as store:  # question 1 (reference 2): the chain answers 1, 2, 3, 4
+        await run_study(ScriptedEndpoint(revise_answers), cfg, store, problems=PROBLEMS[1:2])
+        data = load_study_data(store, cfg)
+    assert [c["answer"] for c in data.template_row("seq", 4, "1").candidates] == ["1", "2", "3", "4"]
+    # wrong, right, wrong, wrong: one revision fixed the answer, one broke it, all three changed it
+    assert revision_steps(data) == {"seq": ChainSteps([0, 1, 0, 0], [1, 1, 1, 1], 1, 1, 3, 3)}
 
 
 async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rerun(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def test_the_committed_report_is_rebuilt_from_the_committed_database(tmp_path: P
     assert f"{complete} questions complete" in (STUDY / "report.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["accuracy.png", "bins.png", "compute_optimal.png"])
+@pytest.mark.parametrize("name", ["accuracy.png", "bins.png", "compute_optimal.png", "revisions.png"])
 def test_the_figures_come_with_the_report(name: str) -> None:
     assert (STUDY / name).exists() == (STUDY / "report.md").exists()
 

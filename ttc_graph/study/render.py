@@ -127,6 +127,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         f" runs on them are correct in {u['correct']} of {u['runs']}.",
         "",
     ]
+    out += _revision_steps(a)
     out += ["## Compute-optimal against best-of-N weighted", ""]
     out += [
         "| bins | budget | compute-optimal (2-fold CV) | in-sample | best-of-N weighted (expected) | efficiency ratio |"
@@ -204,6 +205,32 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     return "\n".join(out) + "\n"
 
 
+def _revision_steps(a: StudyAnalysis) -> list[str]:
+    """Pass@1 at each attempt of the revision chains, and what the revisions changed (none without chains)."""
+    if not a.revision_steps:
+        return []
+    longest = max(len(s.chains) for s in a.revision_steps.values())
+    out = [
+        f"## Revision chains attempt by attempt (budget {max(a.budgets)})",
+        "",
+        "Pass@1 of each attempt over the chains that reached it (the paper's Figure 6, left: its fine-tuned revision"
+        " model improves with each attempt), and what the revisions did:",
+        "",
+        "| template | chains | "
+        + " | ".join(f"attempt {k + 1}" for k in range(longest))
+        + " | revisions | answer changed | right to wrong | wrong to right |",
+        "|---|---|" + "---|" * (longest + 4),
+    ]
+    for t, s in a.revision_steps.items():
+        cells = [_pct(c / n) for c, n in zip(s.correct, s.chains, strict=True)] + [""] * (longest - len(s.chains))
+        out.append(
+            f"| {t} | {s.chains[0] if s.chains else 0} | "
+            + " | ".join(cells)
+            + f" | {s.revisions} | {s.changed} | {s.right_to_wrong} | {s.wrong_to_right} |"
+        )
+    return [*out, ""]
+
+
 def _chosen(a: StudyAnalysis, fit: str) -> str:
     """The template a fit chooses per bin and budget, fit on every question."""
     return "; ".join(
@@ -278,7 +305,7 @@ def _canvas(width: float, height: float, cols: int = 1, rows: int = 1) -> tuple[
 
 def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) -> list[Path]:
     """accuracy.png (as the paper's Figures 3 left and 6 right), bins.png (Figures 3 right and 7 right; a row of
-    oracle bins, one of predicted), compute_optimal.png (Figures 4 and 8)."""
+    oracle bins, one of predicted), compute_optimal.png (Figures 4 and 8), revisions.png (Figure 6 left)."""
     a, budgets = analysis, analysis.budgets
     paths = []
     fig, (ax,) = _canvas(6, 4)
@@ -328,6 +355,18 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
         ax.legend(fontsize=7)
     paths.append(outdir / "compute_optimal.png")
     fig.savefig(paths[-1])
+
+    if a.revision_steps:  # as the paper's Figure 6 (left): pass@1 at each revision attempt
+        fig, (ax,) = _canvas(6, 4)
+        for t, s in a.revision_steps.items():
+            attempts = range(1, len(s.chains) + 1)
+            ax.plot(attempts, [c / n for c, n in zip(s.correct, s.chains, strict=True)], "-o", label=t)
+        if 1 in a.baseline:
+            ax.axhline(a.baseline[1][0], color="k", linestyle=":", label="pass@1 of the pool samples")
+        ax.set(xlabel="attempt in the chain", ylabel="pass@1", title=f"revision chains, budget {max(budgets)}")
+        ax.legend(fontsize=7)
+        paths.append(outdir / "revisions.png")
+        fig.savefig(paths[-1])
     return paths
 
 

@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttc_graph.answers import extract_answer
+from ttc_graph.answers import answers_equal, extract_answer
 from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_ratio
 from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
 from ttc_graph.compute_optimal.table import PolicyTable
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
-from ttc_graph.selection import select_pooled
+from ttc_graph.selection import revision_chains, select_pooled
 from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.runner import sample_candidate, stored_candidate
@@ -262,6 +262,7 @@ class StudyAnalysis:
     pool_size: int  # the smallest pool of a complete question
     long_paths: dict[str, int]  # see long_paths
     unsolved: dict[str, int]  # see unsolved_by_sampling
+    revision_steps: dict[str, ChainSteps]  # see revision_steps
 
 
 def _fit(
@@ -340,6 +341,44 @@ def unsolved_by_sampling(data: StudyData) -> dict[str, int]:
     qids = [q for q, v in oracle_difficulty(data, data.questions).items() if v == 0]
     runs = [data.template_row(t, b, q) for t in data.config.live_templates() for b in data.config.budgets for q in qids]
     return {"questions": len(qids), "runs": len(runs), "correct": sum(r.correct for r in runs)}
+
+
+@dataclass(slots=True)
+class ChainSteps:
+    """A revisions template's chains at the study's largest budget, attempt by attempt."""
+
+    correct: list[int]  # per attempt position: the chains whose attempt there is correct
+    chains: list[int]  # per attempt position: the chains that reached it
+    right_to_wrong: int  # revisions that turned a correct attempt into a wrong one
+    wrong_to_right: int
+    changed: int  # revisions whose answer differs from the attempt before
+    revisions: int  # attempts after the first
+
+
+def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
+    """Whether revising helps, measured as the paper's Figure 6 (left) does: pass@1 at each attempt of the chains
+    of every revisions template's runs at the largest budget, and how often a revision changes the answer."""
+    budget, out = max(data.config.budgets), {}
+    for t in data.config.live_templates():
+        if not isinstance(data.config.spec_for(t, budget), RevisionsSpec):
+            continue
+        steps = ChainSteps([], [], 0, 0, 0, 0)
+        for q in data.questions:
+            for attempts in revision_chains(map(stored_candidate, data.template_row(t, budget, q).candidates)).values():
+                right = [grade(data.config.dataset, c["answer"], data.references[q]) for c in attempts]
+                for k, ok in enumerate(right):
+                    if k == len(steps.chains):
+                        steps.correct.append(0)
+                        steps.chains.append(0)
+                    steps.correct[k] += ok
+                    steps.chains[k] += 1
+                for before, after, was, now in zip(attempts, attempts[1:], right, right[1:], strict=False):
+                    steps.revisions += 1
+                    steps.right_to_wrong += was and not now
+                    steps.wrong_to_right += now and not was
+                    steps.changed += not answers_equal(before["answer"], after["answer"])
+        out[t] = steps
+    return out
 
 
 def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAnalysis:
@@ -478,4 +517,5 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         pool_size=min(len(data.pools[q]) for q in qids),
         long_paths=long_paths(data),
         unsolved=unsolved_by_sampling(data),
+        revision_steps=revision_steps(data),
     )
