@@ -190,6 +190,7 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
     assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 |" in text
+    assert analysis.distinct["seq"] == {2: 1.0, 4: 1.0} and "| seq | 1.00 | 1.00 |" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
     assert {p.name for p in paths} == {"report.md", "table_oracle.json", "table_predicted.json", "table_routed.json"}

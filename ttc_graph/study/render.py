@@ -127,7 +127,18 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         f" runs on them are correct in {u['correct']} of {u['runs']}.",
         "",
     ]
-    out += _revision_steps(a)
+    out += [
+        "## Distinct final answers per run",
+        "",
+        "How many different answers a run's final candidates hold (unparsable ones left out), on average: what"
+        " a final vote chooses among. Search that shares its prefixes, or a chain that repeats itself, offers"
+        " fewer than independent samples do.",
+        "",
+        "| template | " + " | ".join(f"budget {b}" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    out += [f"| {t} | " + " | ".join(f"{a.distinct[t][b]:.2f}" for b in budgets) + " |" for t in a.distinct]
+    out += ["", *_revision_steps(a)]
     out += ["## Compute-optimal against best-of-N weighted", ""]
     out += [
         "| bins | budget | compute-optimal (2-fold CV) | in-sample | best-of-N weighted (expected) | efficiency ratio |"

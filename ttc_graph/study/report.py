@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttc_graph.answers import answers_equal, extract_answer
+from ttc_graph.answers import answers_equal, extract_answer, group_answers
 from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_ratio
 from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
 from ttc_graph.compute_optimal.table import PolicyTable
@@ -257,6 +257,7 @@ class StudyAnalysis:
     chosen: dict[str, dict[str, dict[str, str]]]  # fit -> bin -> budget -> template (fit on every question)
     cost: dict[str, dict[int, dict[str, float | None]]]
     steps: dict[str, dict[int, float | None]]
+    distinct: dict[str, dict[int, float]]  # template -> budget -> mean distinct final answers per run
     tables: dict[str, PolicyTable]  # by fit
     binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
     pool_size: int  # the smallest pool of a complete question
@@ -471,10 +472,12 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     cost: dict[str, dict[int, dict[str, float | None]]] = {}
     steps: dict[str, dict[int, float | None]] = {}
+    distinct: dict[str, dict[int, float]] = {}
     for t in cfg.templates:
-        cost[t], steps[t] = {}, {}
+        cost[t], steps[t], distinct[t] = {}, {}, {}
         for b in budgets:
             rows = [data.template_row(t, b, q) for q in qids]
+            distinct[t][b] = statistics.fmean(len(group_answers([c["answer"] for c in r.candidates])) for r in rows)
             measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
             usage = [u for r in rows if (u := r.details.get("usage", {})).get("prompt_tokens") is not None]
             cost[t][b] = {  # seconds and usage: of the runs that measured them (a reused or replayed run did not)
@@ -512,6 +515,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         chosen={m: fits[m].table for m in fits},
         cost=cost,
         steps=steps,
+        distinct=distinct,
         tables=fits,
         binnings=kinds,
         pool_size=min(len(data.pools[q]) for q in qids),
