@@ -186,10 +186,10 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     assert all(analysis.difference[t][b] == (0.0, 0.0, 0.0) for t in analysis.difference for b in cfg.budgets)
     assert analysis.cost["seq"][4]["generations"] == 4
     # each chain repeats its answer: right on the 6 even questions at every attempt, never changed
-    assert analysis.revision_steps == {"seq": ChainSteps([6] * 4, [12] * 4, 0, 0, 0, 36)}
+    assert analysis.revision_steps == {"seq": ChainSteps([6] * 4, [12] * 4, 0, 0, 0, 36, lost=0, gained=0)}
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
-    assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 |" in text
+    assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 | 0, 0 (1.00) |" in text
     assert analysis.distinct["seq"] == {2: 1.0, 4: 1.0} and "| seq | 1.00 | 1.00 |" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
@@ -480,18 +480,35 @@ async def test_a_nested_budget_is_replayed_from_the_largest_run_without_a_model_
     assert half.correct == (half.answer == "0")
 
 
+def answer_by_attempt(call: FakeCall, index: int) -> str:
+    """A chain's k-th attempt answers k (it sees k - 1 earlier answers); every other sample answers 1."""
+    earlier = sum(len(re.findall(r"\\boxed\{\d+\}", m["content"])) for m in call.messages if m["role"] != "system")
+    return f"So the answer is \\boxed{{{earlier + 1}}}."
+
+
 async def test_revision_steps_count_each_attempt_and_what_each_revision_did(tmp_path: Path) -> None:
     from ttc_graph.study.report import load_study_data, revision_steps
 
-    cfg = config(tmp_path, nested_revisions=True, templates={
+    cfg = config(tmp_path, pool=None, templates={
         "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
         "seq": {"kind": "revisions", "chain_length": "full", "selection": "hierarchical"}})  # fmt: skip
-    with ResultStore(tmp_path / "s.sqlite") as store:  # question 1 (reference 2): the chain answers 1, 2, 3, 4
-        await run_study(ScriptedEndpoint(revise_answers), cfg, store, problems=PROBLEMS[1:2])
+    problems = [PROBLEMS[1], Problem("5", "What is 0.5 + 0.5?", "1")]  # references 2 and 1
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(answer_by_attempt), cfg, store, problems=problems)
         data = load_study_data(store, cfg)
     assert [c["answer"] for c in data.template_row("seq", 4, "1").candidates] == ["1", "2", "3", "4"]
-    # wrong, right, wrong, wrong: one revision fixed the answer, one broke it, all three changed it
-    assert revision_steps(data) == {"seq": ChainSteps([0, 1, 0, 0], [1, 1, 1, 1], 1, 1, 3, 3)}
+    # reference 2: wrong, right, wrong, wrong; reference 1: right, wrong, wrong, wrong. Every revision changes
+    # the answer; two break a right one, one fixes a wrong one; one chain starts right and ends wrong
+    expected = ChainSteps([1, 1, 0, 0], [2, 2, 2, 2], right_to_wrong=2, wrong_to_right=1, changed=6, revisions=6,
+                          lost=1, gained=0)  # fmt: skip
+    assert revision_steps(data) == {"seq": expected}
+
+
+def test_the_sign_test_of_first_against_last_attempt() -> None:
+    assert ChainSteps([], [], 0, 0, 0, 0, lost=5, gained=1).p_value == pytest.approx(14 / 64)  # 2 * 7 / 2**6
+    assert ChainSteps([], [], 0, 0, 0, 0, lost=6, gained=0).p_value == pytest.approx(2 / 64)
+    assert ChainSteps([], [], 0, 0, 0, 0, lost=3, gained=3).p_value == 1.0
+    assert ChainSteps([], [], 0, 0, 0, 0).p_value == 1.0  # no discordant chain: no evidence either way
 
 
 async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rerun(tmp_path: Path) -> None:

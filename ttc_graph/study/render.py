@@ -225,12 +225,13 @@ def _revision_steps(a: StudyAnalysis) -> list[str]:
         f"## Revision chains attempt by attempt (budget {max(a.budgets)})",
         "",
         "Pass@1 of each attempt over the chains that reached it (the paper's Figure 6, left: its fine-tuned revision"
-        " model improves with each attempt), and what the revisions did:",
+        " model improves with each attempt), and what the revisions did. Lost and gained: the chains whose first"
+        " attempt is right and last wrong, and the other way round; p: the exact two-sided sign test of the two.",
         "",
         "| template | chains | "
         + " | ".join(f"attempt {k + 1}" for k in range(longest))
-        + " | revisions | answer changed | right to wrong | wrong to right |",
-        "|---|---|" + "---|" * (longest + 4),
+        + " | revisions | answer changed | right to wrong | wrong to right | first → last: lost, gained (p) |",
+        "|---|---|" + "---|" * (longest + 5),
     ]
     for t, s in a.revision_steps.items():
         cells = [_pct(c / n) for c, n in zip(s.correct, s.chains, strict=True)] + [""] * (longest - len(s.chains))
@@ -238,6 +239,7 @@ def _revision_steps(a: StudyAnalysis) -> list[str]:
             f"| {t} | {s.chains[0] if s.chains else 0} | "
             + " | ".join(cells)
             + f" | {s.revisions} | {s.changed} | {s.right_to_wrong} | {s.wrong_to_right} |"
+            + f" {s.lost}, {s.gained} ({s.p_value:.2f}) |"
         )
     return [*out, ""]
 

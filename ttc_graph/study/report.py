@@ -5,6 +5,7 @@ cost per question, and the fitted policy tables. No model call."""
 from __future__ import annotations
 
 import functools
+import math
 import random
 import statistics
 from collections.abc import Mapping, Sequence
@@ -354,6 +355,14 @@ class ChainSteps:
     wrong_to_right: int
     changed: int  # revisions whose answer differs from the attempt before
     revisions: int  # attempts after the first
+    lost: int = 0  # chains right at their first attempt and wrong at their last
+    gained: int = 0  # chains wrong at their first attempt and right at their last
+
+    @property
+    def p_value(self) -> float:
+        """The exact two-sided sign test (McNemar's) of first against last attempt on the same chains."""
+        n, k = self.lost + self.gained, min(self.lost, self.gained)
+        return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
@@ -373,6 +382,8 @@ def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
                         steps.chains.append(0)
                     steps.correct[k] += ok
                     steps.chains[k] += 1
+                steps.lost += right[0] and not right[-1]
+                steps.gained += right[-1] and not right[0]
                 for before, after, was, now in zip(attempts, attempts[1:], right, right[1:], strict=False):
                     steps.revisions += 1
                     steps.right_to_wrong += was and not now
