@@ -508,7 +508,7 @@ def test_the_sign_test_of_first_against_last_attempt() -> None:
     assert ChainSteps([], [], 0, 0, 0, 0, lost=5, gained=1).p_value == pytest.approx(14 / 64)  # 2 * 7 / 2**6
     assert ChainSteps([], [], 0, 0, 0, 0, lost=6, gained=0).p_value == pytest.approx(2 / 64)
     assert ChainSteps([], [], 0, 0, 0, 0, lost=3, gained=3).p_value == 1.0
-    assert ChainSteps([], [], 0, 0, 0, 0).p_value == 1.0  # no discordant chain: no evidence either way
+    assert ChainSteps([], [], 0, 0, 0, 0, 0, 0).p_value == 1.0  # no discordant chain: no evidence either way
 
 
 async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rerun(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "BIN_TABLES",
     "CV_REPEATS",
     "Binning",
+    "ChainSteps",
     "Fit",
     "StudyAnalysis",
     "StudyData",
@@ -40,6 +41,8 @@ __all__ = [
     "fit_plan",
     "load_study_data",
     "long_paths",
+    "revision_steps",
+    "unit_values",
     "unsolved_by_sampling",
 ]
 
@@ -355,8 +358,8 @@ class ChainSteps:
     wrong_to_right: int
     changed: int  # revisions whose answer differs from the attempt before
     revisions: int  # attempts after the first
-    lost: int = 0  # chains right at their first attempt and wrong at their last
-    gained: int = 0  # chains wrong at their first attempt and right at their last
+    lost: int  # chains right at their first attempt and wrong at their last
+    gained: int  # chains wrong at their first attempt and right at their last
 
     @property
     def p_value(self) -> float:
@@ -372,7 +375,7 @@ def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
     for t in data.config.live_templates():
         if not isinstance(data.config.spec_for(t, budget), RevisionsSpec):
             continue
-        steps = ChainSteps([], [], 0, 0, 0, 0)
+        steps = ChainSteps([], [], 0, 0, 0, 0, 0, 0)
         for q in data.questions:
             for attempts in revision_chains(map(stored_candidate, data.template_row(t, budget, q).candidates)).values():
                 right = [grade(data.config.dataset, c["answer"], data.references[q]) for c in attempts]
