@@ -184,12 +184,17 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     # paired against the baseline: every template ties it on every question, in every resample
     assert set(analysis.difference) == set(cfg.templates) - {cfg.baseline}
     assert all(analysis.difference[t][b] == (0.0, 0.0, 0.0) for t in analysis.difference for b in cfg.budgets)
+    by_bin = analysis.bin_difference["predicted"]
+    assert set(by_bin) == set(analysis.difference)  # every template but the baseline, in every bin, at every budget
+    cells = [v for per_bin in by_bin.values() for per_b in per_bin.values() for v in per_b.values()]
+    assert cells and all(v == (0.0, 0.0, 0.0) for v in cells)
     assert analysis.cost["seq"][4]["generations"] == 4
     # each chain repeats its answer: right on the 6 even questions at every attempt, never changed
     assert analysis.revision_steps == {"seq": ChainSteps([6] * 4, [12] * 4, 0, 0, 0, 36, lost=0, gained=0)}
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
     assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 | 0, 0 (1.00) |" in text
+    assert "Paired difference from bon_weighted within each bin" in text and "| beam | 4 | +0.0 [+0.0, +0.0] |" in text
     assert analysis.distinct["seq"] == {2: 1.0, 4: 1.0} and "| seq | 1.00 | 1.00 |" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
@@ -371,6 +376,10 @@ async def test_family_fits_and_fits_with_fewer_bins(tmp_path: Path) -> None:
         return {t for per_budget in analysis.chosen[fit].values() for t in per_budget.values()}
 
     assert "beam" in chosen("predicted") and analysis.optimal["predicted"][4][0] > 0.9  # ties: the baseline
+    # within a bin, paired against the baseline: the easiest bin holds solved questions only (beam ties best-of-N),
+    # the hardest unsolved ones only (beam is right where best-of-N never is)
+    beam_by_bin = analysis.bin_difference["oracle"]["beam"]
+    assert all(beam_by_bin[1][b] == (0.0, 0.0, 0.0) and beam_by_bin[5][b] == (1.0, 1.0, 1.0) for b in (2, 4))
     assert analysis.in_sample["predicted"][4] == 1.0  # chosen and scored on every question
     assert set(analysis.chosen["predicted:2 bins"]) == {"1", "2"} and "beam" in chosen("predicted:2 bins")
     for fit in ("oracle:revisions", "predicted:revisions"):

@@ -120,6 +120,19 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         for t, per_bin in a.bins[metric].items():
             for b in budgets:
                 out.append(f"| {t} | {b} | " + " | ".join(_pct(per_bin[bn][b]) for bn in range(1, N_BINS + 1)) + " |")
+        out += [
+            "",
+            f"Paired difference from {config.baseline} within each bin, in points [95% bootstrap interval over the"
+            " bin's questions]:",
+            "",
+            "| template | budget | " + " | ".join(f"bin {b}" for b in range(1, N_BINS + 1)) + " |",
+            "|---|---|" + "---|" * N_BINS,
+        ]
+        for t, per_bin in a.bin_difference[metric].items():
+            for b in budgets:
+                out.append(
+                    f"| {t} | {b} | " + " | ".join(_signed(per_bin[bn][b]) for bn in range(1, N_BINS + 1)) + " |"
+                )
         out.append("")
     u = a.unsolved
     out += [

@@ -254,6 +254,7 @@ class StudyAnalysis:
     baseline: dict[int, tuple[float, float, float]]
     compared: dict[str, dict[int, float]]  # fit -> the baseline curve its ratio is measured on (routed: given probes)
     bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
+    bin_difference: dict[str, dict[str, dict[int, dict[int, tuple[float, float, float]]]]]  # as bins, minus baseline
     bin_sizes: dict[str, dict[int, int]]
     optimal: dict[str, dict[int, tuple[float, float, float]]]  # fit (fit_plan) -> budget -> (cv accuracy, low, high)
     in_sample: dict[str, dict[int, float]]  # fit -> budget -> accuracy of its choices on the questions it chose on
@@ -311,6 +312,12 @@ def _interval(values: Sequence[float]) -> tuple[float, float]:
     ordered = sorted(values)
     cut = int(0.025 * len(ordered))
     return ordered[cut], ordered[len(ordered) - 1 - cut]
+
+
+def _paired(differences: Sequence[float], resamples: int, rng: random.Random) -> tuple[float, float, float]:
+    """The mean of per-question differences with its 95% bootstrap interval over those questions."""
+    means = [statistics.fmean(rng.choices(differences, k=len(differences))) for _ in range(resamples)]
+    return (statistics.fmean(differences), *_interval(means))
 
 
 def _tokens(candidate: Mapping[str, Any]) -> int:
@@ -471,17 +478,29 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
             )
 
     bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
+    bin_difference: dict[str, dict[str, dict[int, dict[int, tuple[float, float, float]]]]] = {}
     sizes: dict[str, dict[int, int]] = {}
     for m in BIN_TABLES:
         bin_of = assign_bins(levels[m], n_bins=N_BINS, seed=seed)
-        sizes[m] = {b: sum(1 for v in bin_of.values() if v == b) for b in range(1, N_BINS + 1)}
+        members = {bn: [q for q in qids if bin_of[q] == bn] for bn in range(1, N_BINS + 1)}
+        sizes[m] = {bn: len(qs) for bn, qs in members.items()}
         binned = values[m]  # best-of-N on the samples the bins did not use
         bins[m] = {
+            t: {bn: {b: statistics.fmean(binned[(t, b, q)] for q in qs) for b in budgets} for bn, qs in members.items()}
+            for t in cfg.templates
+        }
+        bin_difference[m] = {
             t: {
-                bn: {b: statistics.fmean(binned[(t, b, q)] for q in qids if bin_of[q] == bn) for b in budgets}
-                for bn in range(1, N_BINS + 1)
+                bn: {
+                    b: _paired(
+                        [binned[(t, b, q)] - binned[(cfg.baseline, b, q)] for q in qs], resamples, random.Random(seed)
+                    )
+                    for b in budgets
+                }
+                for bn, qs in members.items()
             }
             for t in cfg.templates
+            if t != cfg.baseline
         }
 
     cost: dict[str, dict[int, dict[str, float | None]]] = {}
@@ -522,6 +541,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         baseline={b: with_ci(base[b], boot_base[b]) for b in curve},
         compared={m: bases[given[m]] for m in fits},
         bins=bins,
+        bin_difference=bin_difference,
         bin_sizes=sizes,
         optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
         in_sample={m: {int(b): v for b, v in fits[m].report["compute_optimal_in_sample"].items()} for m in fits},
