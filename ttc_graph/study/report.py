@@ -218,29 +218,22 @@ def unit_values(
     best-of-N weighted over the probes and the run's finalists (``select_pooled``)."""
     out: dict[tuple[str, int, str], float] = {}
     pools = {q: pool_question(data, q, first) for q in set(qids)}
+    probes = {q: [sample_candidate(i, s) for i, s in enumerate(data.pools[q][:given])] for q in set(qids)}
     for t in data.config.templates:
         how = _selection(data, t)
         for b in data.config.budgets:
+            spec = data.config.spec_for(t, b) if given else None
+            chains = spec.selection if isinstance(spec, RevisionsSpec) else None
             for q in set(qids):
+                row = data.template_row(t, b, q)
                 if how is not None and b <= pools[q].n:
                     out[(t, b, q)] = _expected(pools[q], b, how, min(given, b))
-                elif given:
-                    out[(t, b, q)] = float(_pooled_correct(data, data.template_row(t, b, q), given))
+                elif given:  # the router's answer: best-of-N weighted over its probes and the run's finalists
+                    chosen = select_pooled(probes[q], [stored_candidate(c) for c in row.candidates], chains)
+                    out[(t, b, q)] = float(grade(data.config.dataset, chosen.answer, data.references[q]))
                 else:
-                    out[(t, b, q)] = float(data.template_row(t, b, q).correct)
+                    out[(t, b, q)] = float(row.correct)
     return out
-
-
-def _pooled_correct(data: StudyData, row: ResultRow, probes: int) -> bool:
-    """Whether the router's answer is right when it routes to ``row``'s run after its first ``probes`` pool
-    samples."""
-    spec = data.config.spec_for(row.strategy, row.budget)
-    chosen = select_pooled(
-        [sample_candidate(i, s) for i, s in enumerate(data.pools[row.question_id][:probes])],
-        [stored_candidate(c) for c in row.candidates],
-        spec.selection if isinstance(spec, RevisionsSpec) else None,
-    )
-    return grade(data.config.dataset, chosen.answer, data.references[row.question_id])
 
 
 @dataclass(slots=True)
