@@ -230,8 +230,10 @@ def test_the_baseline_curve_is_the_expectation_over_every_subset_of_the_pool(tmp
     assert baseline_expected(data, "q", (1, 2, 4), given=3) == {1: pytest.approx(2 / 3), 2: 1.0, 4: 1.0}
 
 
-async def test_the_routed_fit_is_compared_with_best_of_n_given_the_same_probes(tmp_path: Path) -> None:
-    from ttc_graph.compute_optimal.calibration import efficiency_ratio
+async def test_the_routed_fit_averages_every_disjoint_set_of_probes_and_its_baseline_sees_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ttc_graph.study.report as report
     from ttc_graph.study.report import analyze, load_study_data
 
     cfg = config(tmp_path, pool=None)
@@ -242,16 +244,36 @@ async def test_the_routed_fit_is_compared_with_best_of_n_given_the_same_probes(t
     def sample(answer: int, score: float) -> dict[str, Any]:
         return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
 
-    for q in data.questions:  # lucky probes: the first 4 samples are right, the other 4 wrong
+    for q in data.questions:  # two sets of 4 probes: lucky (samples 1-4 right), unlucky (samples 5-8 wrong)
         right = int(data.references[q])
         data.pools[q] = [sample(right, 0.9)] * 4 + [sample(right + 1, 0.95)] * 4
+    fitted: list[dict[str, str]] = []
+    calibrate = report.calibrate
+    monkeypatch.setattr(report, "calibrate", lambda *a, **k: fitted.append(k["groups"]) or calibrate(*a, **k))
     analysis = analyze(data, resamples=5)
-    # at budget 4 the router can only run best-of-N on its probes: right everywhere
-    assert analysis.optimal["routed"][4][0] == 1.0 and analysis.compared["routed"][4] == 1.0
-    unconditioned = {b: v[0] for b, v in analysis.baseline.items()}
-    assert unconditioned[4] < 0.3 and efficiency_ratio(unconditioned, {4: 1.0})[4] is None  # "never": the luck
+    assert analysis.probe_draws == {"oracle": 1, "predicted": 1, "routed": 2}
+    # at budget 4 the router can only run best-of-N on its probes: right with the first set, wrong with the
+    # second; with the first set alone it would read 1.0
+    assert analysis.optimal["routed"][4][0] == 0.5 and analysis.compared["routed"][4] == 0.5
+    assert analysis.compared["routed"][1] == 0.5  # given the probes: pass@1 of each set, averaged
     assert analysis.ratio["routed"][4][0] == pytest.approx(0.25)  # given the probes, best-of-1 on them matches
+    unconditioned = {b: v[0] for b, v in analysis.baseline.items()}
+    assert unconditioned[4] == pytest.approx(17 / 70)  # subsets of 4 with 3 or 4 right samples win the vote
     assert analysis.compared["oracle"] == unconditioned
+    routed = [g for g in fitted if any("|probes 2" in r for r in g)]  # a record per question and set
+    assert routed and all(len(g) == 2 * len(data.questions) for g in routed)
+    assert all(q == r.split("|")[0] for g in routed for r, q in g.items())  # a question's sets share its fold
+
+
+def test_probe_views_rotate_each_disjoint_set_of_probes_to_the_front(tmp_path: Path) -> None:
+    from ttc_graph.study.report import StudyData, probe_views
+
+    pool = [{"text": str(i)} for i in range(10)]
+    data = StudyData(config(tmp_path), rows={}, pools={"q": pool}, references={"q": "1"}, questions=["q"])
+    assert probe_views(data, 0) == [data]
+    views = probe_views(data, 4)  # 10 samples hold two disjoint sets of 4
+    assert [[s["text"] for s in v.pools["q"][:4]] for v in views] == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
+    assert all(sorted(s["text"] for s in v.pools["q"]) == sorted(s["text"] for s in pool) for v in views)
 
 
 async def test_best_of_n_units_are_expectations_over_the_pool_and_live_units_their_run(tmp_path: Path) -> None:

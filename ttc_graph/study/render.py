@@ -183,7 +183,10 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " probes and the route's finalists (its final paths; a revision chain's pick), as the router answers."
         " Its efficiency ratio is measured on best-of-N"
         " weighted given the same probes (the expectation over the subsets of them, or that hold them), since"
-        " best-of-N would draw the same first samples: their luck cancels.",
+        " best-of-N would draw the same first samples: their luck cancels. The routed fit, its table and that"
+        f" baseline average over the pool's {a.probe_draws['routed']} disjoint sets of {config.router_probes}"
+        f" probes (samples 1-{config.router_probes}, {config.router_probes + 1}-{2 * config.router_probes}, ...):"
+        " each question is one record per set, and a question's records share a fold.",
         "",
         "Strategies chosen per bin (fit on every question):",
         "",

@@ -41,6 +41,7 @@ __all__ = [
     "fit_plan",
     "load_study_data",
     "long_paths",
+    "probe_views",
     "revision_steps",
     "unit_values",
     "unsolved_by_sampling",
@@ -132,6 +133,23 @@ class StudyData:
     def template_row(self, name: str, budget: int, qid: str) -> ResultRow:
         return self.rows[(name, budget, qid)]
 
+    def rotated(self, offset: int) -> StudyData:
+        """The same study with every pool rotated to start at its sample ``offset``: the first samples, which a
+        routed fit takes for the router's probes, are then another set of the pool's samples."""
+        pools = {q: samples[offset:] + samples[:offset] for q, samples in self.pools.items()}
+        return StudyData(self.config, self.rows, pools, self.references, self.questions)
+
+
+def probe_views(data: StudyData, probes: int) -> list[StudyData]:
+    """The views a fit with ``probes`` router probes averages over: the data itself when it takes none, else one
+    per disjoint set of ``probes`` pool samples (samples 1-4, 5-8, ... of every complete question's pool), each
+    rotated to come first. Any such set is as likely a draw of the router's probes; one alone would let its luck
+    set the routed figures."""
+    if not probes:
+        return [data]
+    draws = min(len(data.pools[q]) for q in data.questions) // probes if data.questions else 1
+    return [data.rotated(d * probes) for d in range(max(draws, 1))]
+
 
 def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
     rows = {(r.strategy, r.budget, r.question_id): r for r in store.rows(config.name)}
@@ -185,7 +203,7 @@ def _selection(data: StudyData, template: str) -> Method | None:
     return spec.get("selection", "weighted") if spec.get("kind") == "best_of_n" else None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=16384)
 def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) -> float:
     """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets."""
     return exact_question(question, budget, how, given=given)
@@ -258,6 +276,7 @@ class StudyAnalysis:
     distinct: dict[str, dict[int, float]]  # template -> budget -> mean distinct final answers per run
     tables: dict[str, PolicyTable]  # by fit
     binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
+    probe_draws: dict[str, int]  # by binning: the disjoint probe sets of the pool a fit averages over (1: none)
     pool_size: int  # the smallest pool of a complete question
     long_paths: dict[str, int]  # see long_paths
     unsolved: dict[str, int]  # see unsolved_by_sampling
@@ -273,15 +292,16 @@ def _fit(
     level: Mapping[str, float],
     templates: Sequence[str],
     n_bins: int = N_BINS,
+    draws: Mapping[str, Sequence[str]] | None = None,
 ) -> PolicyTable:
     """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values`` and each
-    question's difficulty ``level`` under ``binning`` in ``n_bins`` bins, choosing among ``templates``."""
-    renamed = [f"{q}#{i}" for i, q in enumerate(qids)]
-    rename = dict(zip(renamed, qids, strict=True))
-    difficulty = {r: level[rename[r]] for r in renamed}
-    records = [
-        Record(r, t, b, values[(t, b, rename[r])]) for r in renamed for t in templates for b in data.config.budgets
-    ]
+    question's difficulty ``level`` under ``binning`` in ``n_bins`` bins, choosing among ``templates``.
+    ``draws`` maps a question to the keys of ``values`` and ``level`` it stands for (itself by default; one per
+    probe set for a routed fit): each is a record, and a question's records share a fold."""
+    keys = {f"{key}#{i}": (key, q) for i, q in enumerate(qids) for key in (draws[q] if draws else (q,))}
+    difficulty = {r: level[key] for r, (key, _) in keys.items()}
+    budgets = data.config.budgets
+    records = [Record(r, t, b, values[(t, b, key)]) for r, (key, _) in keys.items() for t in templates for b in budgets]
     table = calibrate(
         records,
         difficulty,
@@ -292,12 +312,21 @@ def _fit(
         baseline=data.config.baseline,
         seed=seed,
         cv_repeats=CV_REPEATS,
-        groups=rename,  # the copies of a question in a bootstrap resample share a fold
+        groups={r: q for r, (_, q) in keys.items()},  # a question's copies in a resample and probe draws share a fold
     )
     if binning.probes:  # the router samples its probes as the pool's first samples were drawn
         sampling = {"temperature": data.config.temperature, "max_tokens": data.config.max_tokens}
         table.difficulty = table.difficulty.model_copy(update=sampling)
     return table
+
+
+def _draw_key(qid: str, draw: int, draws: int) -> str:
+    """A question's key in the ``draw``-th of ``draws`` probe views (the question itself when there is one)."""
+    return qid if draws == 1 else f"{qid}|probes {draw + 1}"
+
+
+def _mean_curve(curves: Sequence[Mapping[int, float]]) -> dict[int, float]:
+    return {b: statistics.fmean(c[b] for c in curves) for b in curves[0]}
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float]:
@@ -405,15 +434,26 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     kinds = binnings(data)
     plain = unit_values(data, qids)
-    values = {m: unit_values(data, qids, given=k.probes, first=k.split or None) for m, k in kinds.items()}
-    levels = {m: difficulty_of(data, qids, k) for m, k in kinds.items()}  # once: every bootstrap fit reuses them
+    views = {m: probe_views(data, k.probes) for m, k in kinds.items()}  # a routed fit: one per set of probes
+    draws = {m: {q: [_draw_key(q, d, len(v)) for d in range(len(v))] for q in qids} for m, v in views.items()}
+    values: dict[str, dict[tuple[str, int, str], float]] = {}
+    levels: dict[str, dict[str, float]] = {}  # once: every bootstrap fit reuses them and the values
+    for m, k in kinds.items():
+        values[m], levels[m] = {}, {}
+        for d, view in enumerate(views[m]):
+            units = unit_values(view, qids, given=k.probes, first=k.split or None)
+            values[m] |= {(t, b, _draw_key(q, d, len(views[m]))): v for (t, b, q), v in units.items()}
+            levels[m] |= {_draw_key(q, d, len(views[m])): v for q, v in difficulty_of(view, qids, k).items()}
 
     def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
         return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
 
     plan = fit_plan(data)
     given = {name: kinds[f.binning].probes for name, f in plan.items()}  # a routed fit's baseline sees its probes
-    expected = {g: {q: baseline_expected(data, q, BASELINE_BUDGETS, g) for q in qids} for g in {0, *given.values()}}
+    expected = {  # given probes: the mean over the probe sets the routed fit averages over
+        g: {q: _mean_curve([baseline_expected(v, q, BASELINE_BUDGETS, g) for v in probe_views(data, g)]) for q in qids}
+        for g in {0, *given.values()}
+    }
     curve = [b for b in BASELINE_BUDGETS if all(b in expected[0][q] for q in qids)]
 
     def baselines_of(sample: Sequence[str]) -> dict[int, dict[int, float]]:
@@ -425,7 +465,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
 
     def fit(name: str, sample: Sequence[str], fit_seed: int) -> PolicyTable:
         m, templates, n_bins = plan[name].binning, plan[name].templates, plan[name].n_bins
-        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates, n_bins)
+        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates, n_bins, draws[m])
 
     fits = {name: fit(name, qids, seed) for name in plan}
     optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
@@ -545,6 +585,7 @@ def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAna
         distinct=distinct,
         tables=fits,
         binnings=kinds,
+        probe_draws={m: len(v) for m, v in views.items()},
         pool_size=min(len(data.pools[q]) for q in qids),
         long_paths=long_paths(data),
         unsolved=unsolved_by_sampling(data),
