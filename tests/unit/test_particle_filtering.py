@@ -208,14 +208,38 @@ WEIGHTS = [0.45, 0.3, 0.15, 0.1]
 
 
 def test_softmax_weights():
-    w = softmax_weights([0.9, 0.6, None, 0.1], 0.5)
+    w = softmax_weights([0.9, 0.6, None, 0.1], 0.5, "score")
     raw = [math.exp(0.9 / 0.5), math.exp(0.6 / 0.5), 0.0, math.exp(0.1 / 0.5)]
     assert w == pytest.approx([r / sum(raw) for r in raw])
-    assert softmax_weights([None, None], 1.0) == [0.5, 0.5]  # all unscored: uniform
-    assert softmax_weights([0.2, 0.8], 1e-3) == pytest.approx([0.0, 1.0])  # a cold softmax is an argmax
-    assert softmax_weights([0.2, 0.8], 1e6) == pytest.approx([0.5, 0.5])  # a hot one is uniform
+    for weighting in ("logit", "score"):
+        assert softmax_weights([None, None], 1.0, weighting) == [0.5, 0.5]  # all unscored: uniform
+        assert softmax_weights([0.2, 0.8], 1e-3, weighting) == pytest.approx([0.0, 1.0])  # a cold softmax: argmax
+        assert softmax_weights([0.2, 0.8], 1e6, weighting) == pytest.approx([0.5, 0.5], abs=1e-5)  # a hot one: uniform
     assert effective_sample_size([0.25] * 4) == pytest.approx(4.0)
     assert effective_sample_size([1.0, 0.0]) == pytest.approx(1.0)
+
+
+def test_logit_weights_are_the_odds_at_temperature_one_and_sharper_than_the_scores():
+    scores = [0.9, 0.6, None, 0.1]
+    odds = [0.9 / 0.1, 0.6 / 0.4, 0.0, 0.1 / 0.9]  # Puri et al. and its_hub: softmax of the logit
+    assert softmax_weights(scores, 1.0) == pytest.approx([o / sum(odds) for o in odds])  # "logit" is the default
+    squared = [o * o for o in odds]  # temperature 0.5 squares the odds
+    assert softmax_weights(scores, 0.5, "logit") == pytest.approx([q / sum(squared) for q in squared])
+    # Scores of one question's prefixes sit close together (here 0.40-0.48): the scores' own softmax is nearly
+    # uniform, the odds' less so.
+    close = [0.40, 0.44, 0.48]
+    assert effective_sample_size(softmax_weights(close, 1.0, "score")) > 2.99
+    assert effective_sample_size(softmax_weights(close, 1.0, "logit")) < 2.98
+    edge = softmax_weights([0.0, 1.0], 1.0)  # 0 and 1 are clipped, not infinite logits
+    assert edge == pytest.approx([0.0, 1.0], abs=1e-9) and edge[0] > 0
+
+
+def test_logit_weights_refuse_scores_outside_the_unit_interval():
+    with pytest.raises(ConfigurationError, match=r"^weighting: 'logit' needs verifier scores in \[0, 1\], got 3.5"):
+        softmax_weights([0.5, 3.5], 1.0)
+    assert softmax_weights([0.5, 3.5], 1.0, "score") == pytest.approx([1 / (1 + math.e**3), 1 / (1 + math.e**-3)])
+    with pytest.raises(ConfigurationError, match=r"^weighting: unknown 'odds'"):
+        softmax_weights([0.5], 1.0, "odds")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("scheme", ["multinomial", "systematic"])
@@ -564,6 +588,7 @@ class PrefixAware(OutcomeOnly):
         ({"softmax_temperature": math.nan}, "softmax_temperature"),
         ({"softmax_temperature": math.inf}, "softmax_temperature"),
         ({"resampling": "stratified"}, "resampling"),
+        ({"weighting": "odds"}, "weighting"),
         ({"max_steps": 0}, "max_steps"),
         ({"aggregation": "median"}, "aggregation"),
         ({"selection": "majority"}, "selection"),
@@ -623,13 +648,20 @@ async def test_name_history_and_messages():
     assert all(len(c.messages) == 2 for c in tree.calls)  # history="last": system prompt and the question only
 
 
-async def test_a_spec_builds_the_same_filter():
+@pytest.mark.parametrize("weighting", ["logit", "score"])
+async def test_a_spec_builds_the_same_filter(weighting: str):
     spec = parse_spec({"kind": "particle_filtering", "n": 4, "resampling": "systematic", "softmax_temperature": 0.5,
-                       "seed": 3, "verifier": {"kind": "python", "target": "math:fabs"}})  # fmt: skip
+                       "weighting": weighting, "seed": 3,
+                       "verifier": {"kind": "python", "target": "math:fabs"}})  # fmt: skip
     assert spec.kind == "particle_filtering"
     tree = StepTree()
     direct = StepTree()
-    out = await run(build_graph(spec, policy=tree.endpoint, verifier=FunctionVerifier(prm_of(hashed))))
+    out, events = await run_with_events(
+        build_graph(spec, policy=tree.endpoint, verifier=FunctionVerifier(prm_of(hashed))).compile()
+    )
     ref = await run(create_particle_filtering(direct.endpoint, prm_of(hashed), n=4, resampling="systematic",
-                                              softmax_temperature=0.5, seed=3))  # fmt: skip
+                                              softmax_temperature=0.5, weighting=weighting, seed=3))  # fmt: skip
     assert summary(out) == summary(ref)
+    live = events[1]["particles"]  # round 1: the weights follow the spec's weighting
+    expected = softmax_weights([p["score"] for p in live], 0.5, weighting)  # type: ignore[arg-type]
+    assert [p["weight"] for p in live] == pytest.approx(expected)

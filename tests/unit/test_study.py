@@ -158,6 +158,11 @@ def test_the_shipped_study_config_validates() -> None:
     assert cfg.reuses_pool()
     spec = cfg.spec_for("revisions_sequential", 8)
     assert split_budget(spec.n, spec.chain_length) == (1, 8)  # type: ignore[union-attr]
+    assert cfg.spec_for("particle_filtering", 8).weighting == "score"  # type: ignore[union-attr]  # as it ran
+    follow_up = load_study(Path(__file__).resolve().parents[2] / "docs" / "study" / "particle-weights" / "study.yaml")
+    assert follow_up.name == cfg.name and follow_up.budgets == cfg.budgets  # it shares the study's rows
+    assert follow_up.templates["particle_filtering"] == cfg.templates["particle_filtering"]
+    assert follow_up.spec_for("particle_filtering_logit", 4).weighting == "logit"  # type: ignore[union-attr]
 
 
 def many_problems(n: int = 12) -> list[Problem]:
@@ -202,6 +207,30 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     # the same database gives the same report
     with ResultStore(tmp_path / "s.sqlite") as store:
         assert render_markdown(analyze(load_study_data(store, cfg), resamples=20), cfg) == text
+
+
+async def test_a_follow_up_config_adds_templates_to_the_database_without_changing_the_study(tmp_path: Path) -> None:
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, load_study_data
+
+    problems = many_problems()
+    cfg = config(tmp_path, pool=None)
+    templates = {"bon_weighted": cfg.templates["bon_weighted"], "beam": cfg.templates["beam"],
+                 "beam_wide": {"kind": "beam_search", "beam_width": 1}}  # fmt: skip
+    follow_up = config(tmp_path, pool=None, templates=templates)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=problems)
+        before = (render_markdown(analyze(load_study_data(store, cfg), resamples=5), cfg),
+                  study_status(cfg, store, problems))  # fmt: skip
+        report = await run_study(ScriptedEndpoint(solve), follow_up, store, problems=problems)
+        assert report.finished == len(problems) * 2  # only the new template's units: the rest are shared rows
+        assert {r.strategy for r in store.rows("t")} == {"bon_weighted", "beam", "seq", "beam_wide"}
+        after = (render_markdown(analyze(load_study_data(store, cfg), resamples=5), cfg),
+                 study_status(cfg, store, problems))  # fmt: skip
+        data = load_study_data(store, follow_up)
+    assert after == before  # the study reads only its own templates
+    assert {t for t, _, _ in data.rows} == {"bon_weighted", "beam", "beam_wide"}
+    assert data.questions == [p.id for p in problems]
 
 
 async def test_the_report_refuses_too_few_complete_questions(tmp_path: Path) -> None:

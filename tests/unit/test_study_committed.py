@@ -25,24 +25,34 @@ CONFIG = STUDY / "gsm8k-qwen-0.5b.yaml"
 OUTPUTS = ("report.md", "table_oracle.json", "table_predicted.json", "table_routed.json")
 
 
-def test_the_committed_report_is_rebuilt_from_the_committed_database(tmp_path: Path) -> None:
-    config = load_study(CONFIG)
+FOLLOW_UP = STUDY / "particle-weights" / "study.yaml"  # more templates in the study's database, reported apart
+
+
+@pytest.mark.parametrize("config_path", [CONFIG, FOLLOW_UP], ids=["study", "particle-weights"])
+def test_the_committed_report_is_rebuilt_from_the_committed_database(config_path: Path, tmp_path: Path) -> None:
+    config, folder = load_study(config_path), config_path.parent
     with ResultStore(STUDY / "study.sqlite") as store:
         complete = len(load_study_data(store, config).questions)
     if complete < 2 * N_BINS:
-        assert not any((STUDY / name).exists() for name in OUTPUTS), "a report without the questions it needs"
+        assert not any((folder / name).exists() for name in OUTPUTS), "a report without the questions it needs"
         return
-    args = ["study", "report", str(CONFIG), "--out", str(tmp_path), "--no-figures"]
+    db = STUDY / "study.sqlite"
+    args = ["study", "report", str(config_path), "--db", str(db), "--out", str(tmp_path), "--no-figures"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in OUTPUTS:
-        assert (tmp_path / name).read_text() == (STUDY / name).read_text(), f"{name} differs from the database"
-    assert f"{complete} questions complete" in (STUDY / "report.md").read_text()
+        assert (tmp_path / name).read_text() == (folder / name).read_text(), f"{name} differs from the database"
+    assert f"{complete} questions complete" in (folder / "report.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["accuracy.png", "bins.png", "compute_optimal.png", "revisions.png"])
-def test_the_figures_come_with_the_report(name: str) -> None:
-    assert (STUDY / name).exists() == (STUDY / "report.md").exists()
+@pytest.mark.parametrize("folder", [STUDY, FOLLOW_UP.parent], ids=["study", "particle-weights"])
+@pytest.mark.parametrize("name", ["accuracy.png", "bins.png", "compute_optimal.png"])
+def test_the_figures_come_with_the_report(folder: Path, name: str) -> None:
+    assert (folder / name).exists() == (folder / "report.md").exists()
+
+
+def test_the_revision_figure_comes_with_the_study_report() -> None:
+    assert (STUDY / "revisions.png").exists() == (STUDY / "report.md").exists()
 
 
 def _score_in_bin(edges: list[float], bin_: int) -> float:

@@ -2,10 +2,13 @@
 
 Choices (Puri et al., 2025; its_hub's ``ParticleFiltering`` differs where noted):
 
-- A particle's weight is the softmax, at ``softmax_temperature``, of the verifier's score of its latest prefix (the
-  aggregated score, ``last`` step by default): the PRM score is the likelihood of the whole prefix. Weights are not
-  multiplied across steps: every round resamples, which resets the weights to uniform, so the new weight is the
-  latest likelihood alone (its_hub also uses the latest score only, but softmaxes its logit, i.e. weights the odds).
+- A particle's weight is the softmax, at ``softmax_temperature``, of the logit of the verifier's score of its latest
+  prefix (the aggregated score, ``last`` step by default), as Puri et al. and its_hub weigh a PRM's score: at
+  temperature 1 a weight is proportional to the odds ``s / (1 - s)``. ``weighting="score"`` softmaxes the score
+  itself, which for scores in [0, 1] spreads weights at most e-fold at temperature 1 (nearly uniform: resampling
+  then drops particles at random instead of selecting them; it was the default before). Weights are not multiplied
+  across steps: every round resamples, which resets the weights to uniform, so the new weight is the latest
+  likelihood alone (its_hub also uses the latest score only).
 - Only unfinished particles are resampled, into the ``n - finished`` slots left. A finished particle keeps the score
   it finished with as its weight and its slot: it is never extended, copied or dropped (its_hub keeps finished
   particles in the softmax, where they can be copied or lost). Every round thus spends its samples on live paths.
@@ -49,8 +52,10 @@ from ttc_graph.state import Candidate, TTCState
 
 __all__ = [
     "RESAMPLING",
+    "WEIGHTINGS",
     "ParticlePlan",
     "Resampling",
+    "Weighting",
     "effective_sample_size",
     "make_particle_controller",
     "resample",
@@ -59,6 +64,9 @@ __all__ = [
 
 Resampling = Literal["multinomial", "systematic"]
 RESAMPLING: tuple[Resampling, ...] = ("multinomial", "systematic")
+Weighting = Literal["logit", "score"]
+WEIGHTINGS: tuple[Weighting, ...] = ("logit", "score")
+LOGIT_CLIP = 1e-6  # a score of exactly 0 or 1 has an infinite logit: clipped, as its_hub does
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +77,33 @@ class ParticlePlan:
     max_steps: int
     softmax_temperature: float = 1.0
     resampling: Resampling = "multinomial"
+    weighting: Weighting = "logit"
 
     @property
     def generations(self) -> int:
         return self.n
 
 
-def softmax_weights(scores: Sequence[float | None], temperature: float) -> list[float]:
-    """Normalised ``exp(score / temperature)``; an unscored particle weighs 0 (all unscored: uniform)."""
+def _logit(score: float) -> float:
+    clipped = min(max(score, LOGIT_CLIP), 1.0 - LOGIT_CLIP)
+    return math.log(clipped / (1.0 - clipped))
+
+
+def softmax_weights(scores: Sequence[float | None], temperature: float, weighting: Weighting = "logit") -> list[float]:
+    """Normalised ``exp(x / temperature)``, ``x`` the logit of each score (``"logit"``; scores must lie in [0, 1])
+    or the score itself (``"score"``); an unscored particle weighs 0 (all unscored: uniform)."""
     known = [s for s in scores if s is not None]
     if not known:
         return [1.0 / len(scores)] * len(scores) if scores else []
+    if weighting == "logit":
+        if bad := [s for s in known if not 0.0 <= s <= 1.0]:
+            raise ConfigurationError(
+                f"weighting: 'logit' needs verifier scores in [0, 1], got {bad[0]!r}; use weighting='score'"
+            )
+        scores = [None if s is None else _logit(s) for s in scores]
+        known = [s for s in scores if s is not None]
+    elif weighting != "score":
+        raise ConfigurationError(f"weighting: unknown {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
     top = max(known)
     raw = [0.0 if s is None else math.exp((s - top) / temperature) for s in scores]
     total = math.fsum(raw)
@@ -144,7 +168,7 @@ def make_particle_controller(
         finished = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
         pool = [*previous, *finished]
         slots = plan.n - len(pool) if round_ > 0 else plan.n
-        weights = softmax_weights([b["score"] for b in live], plan.softmax_temperature)
+        weights = softmax_weights([b["score"] for b in live], plan.softmax_temperature, plan.weighting)
         stop: str | None = None
         if at_limit:
             stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"

@@ -30,7 +30,7 @@ OVERRIDABLE = frozenset(
         "n", "budget", "selection", "verifier", "adaptive", "temperature", "max_tokens", "seed", "beam_width",
         "chain_length", "lookahead", "max_steps", "step_max_tokens", "step_delimiter", "aggregation", "stop_score",
         "stop_on_repeat", "generations", "probe_max_tokens", "expansions", "exploration", "max_depth", "rollout",
-        "softmax_temperature", "resampling",
+        "softmax_temperature", "resampling", "weighting",
     }
 )  # fmt: skip
 """Spec fields a request may override through ``extra_body={"ttc": {...}}``.

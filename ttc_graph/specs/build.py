@@ -181,7 +181,7 @@ def build_graph(
         if isinstance(spec, ParticleFilteringSpec):
             return create_particle_filtering(
                 pol, scorer, max_steps=spec.max_steps, softmax_temperature=spec.softmax_temperature,
-                resampling=spec.resampling, **shared,
+                resampling=spec.resampling, weighting=spec.weighting, **shared,
             )  # fmt: skip
         return create_mcts(
             pol, scorer, expansions=spec.expansions, exploration=spec.exploration, max_depth=spec.max_depth,

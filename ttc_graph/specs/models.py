@@ -263,20 +263,22 @@ class _StepSamplingSpec(_StrategySpec):
 
 
 class ParticleFilteringSpec(_StepSamplingSpec):
-    """Particle filtering (Puri et al., 2025): ``n`` particles resampled by softmax weights every step."""
+    """Particle filtering (Puri et al., 2025): ``n`` particles resampled every step by the softmax of their scores'
+    logits (``weighting: score``: of the scores)."""
 
     kind: Literal["particle_filtering"] = "particle_filtering"
     max_steps: int = Field(40, ge=1)
     softmax_temperature: float = Field(1.0, gt=0)
     resampling: Literal["multinomial", "systematic"] = "multinomial"
+    weighting: Literal["logit", "score"] = "logit"
 
     @model_validator(mode="after")
     def _check_plan(self) -> ParticleFilteringSpec:
         try:
             check_particle_filtering(
                 self.n, max_steps=self.max_steps, softmax_temperature=self.softmax_temperature,
-                resampling=self.resampling, aggregation=self.aggregation, selection=self.selection,
-                step_delimiter=self.step_delimiter,
+                resampling=self.resampling, weighting=self.weighting, aggregation=self.aggregation,
+                selection=self.selection, step_delimiter=self.step_delimiter,
             )  # fmt: skip
         except ConfigurationError as exc:
             raise ValueError(str(exc)) from exc

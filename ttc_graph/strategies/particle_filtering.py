@@ -9,7 +9,14 @@ from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.particle_controller import RESAMPLING, ParticlePlan, Resampling, make_particle_controller
+from ttc_graph.nodes.particle_controller import (
+    RESAMPLING,
+    WEIGHTINGS,
+    ParticlePlan,
+    Resampling,
+    Weighting,
+    make_particle_controller,
+)
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import FinalSelection, build_step_graph, check_common, check_stepwise
@@ -25,6 +32,7 @@ def check_particle_filtering(
     max_steps: object = 40,
     softmax_temperature: object = 1.0,
     resampling: object = "multinomial",
+    weighting: object = "logit",
     aggregation: str = "last",
     selection: str = "naive",
     step_delimiter: str = "\n\n",
@@ -40,7 +48,9 @@ def check_particle_filtering(
         raise ConfigurationError(f"softmax_temperature: must be a finite number > 0, got {softmax_temperature!r}")
     if resampling not in RESAMPLING:
         raise ConfigurationError(f"resampling: unknown {resampling!r}; use one of {', '.join(RESAMPLING)}")
-    return ParticlePlan(n, max_steps, float(softmax_temperature), resampling)  # type: ignore[arg-type]
+    if weighting not in WEIGHTINGS:
+        raise ConfigurationError(f"weighting: unknown {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
+    return ParticlePlan(n, max_steps, float(softmax_temperature), resampling, weighting)  # type: ignore[arg-type]
 
 
 def create_particle_filtering(
@@ -51,6 +61,7 @@ def create_particle_filtering(
     max_steps: int = 40,
     softmax_temperature: float = 1.0,
     resampling: Resampling = "multinomial",
+    weighting: Weighting = "logit",
     selection: FinalSelection = "naive",
     aggregation: Aggregation = "last",
     budget: Budget | None = None,
@@ -65,7 +76,9 @@ def create_particle_filtering(
     """Particle filtering: ``n`` particles, each extended by one step per round.
 
     After each round the verifier scores every particle's latest prefix; a particle's weight is the softmax of
-    those scores at ``softmax_temperature``; the unfinished particles are resampled (``multinomial`` or
+    those scores' logits at ``softmax_temperature`` (at 1: proportional to the odds ``s / (1 - s)``, as Puri et
+    al. weigh a PRM's score; ``weighting="score"`` softmaxes the scores themselves, nearly uniform for scores in
+    [0, 1]); the unfinished particles are resampled (``multinomial`` or
     ``systematic``) in proportion to their weights into the slots finished particles have not taken, and finished
     particles are kept with the score they finished with. The search stops when every particle has finished, after
     ``max_steps`` rounds, or at a budget limit. ``selection="naive"`` answers with the highest-weight (top-scored)
@@ -76,7 +89,7 @@ def create_particle_filtering(
     """
     plan = check_particle_filtering(
         n, max_steps=max_steps, softmax_temperature=softmax_temperature, resampling=resampling,
-        aggregation=aggregation, selection=selection, step_delimiter=step_delimiter,
+        weighting=weighting, aggregation=aggregation, selection=selection, step_delimiter=step_delimiter,
     )  # fmt: skip
     check_n(n, budget)
     scorer = check_stepwise(verifier, "particle filtering")

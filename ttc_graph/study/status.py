@@ -58,7 +58,7 @@ def study_status(config: StudyConfig, store: ResultStore, problems: Sequence[Pro
     done = store.done(config.name)
     left = plan_units(problems, config, done)
     total = len(plan_units(problems, config, set()))
-    timeline = store.timeline(config.name)
+    timeline = [e for e in store.timeline(config.name) if e[1] in config.templates and e[2] in config.budgets]
     per_unit: dict[tuple[str, int], list[int]] = defaultdict(list)
     for _, strategy, budget, tokens in timeline:
         per_unit[(strategy, budget)].append(tokens)
