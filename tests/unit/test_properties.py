@@ -100,7 +100,7 @@ FIELDS = [
     "n", "selection", "adaptive", "budget", "seed", "temperature", "max_tokens", "beam_width", "max_steps",
     "lookahead", "aggregation", "step_delimiter", "step_max_tokens", "chain_length", "stop_score", "stop_on_repeat",
     "policy", "verifier", "name", "description", "system_prompt", "expansions", "exploration", "max_depth",
-    "rollout", "softmax_temperature", "resampling", "table", "generations", "history",
+    "rollout", "softmax_temperature", "resampling", "weighting", "table", "generations", "history",
 ]  # fmt: skip
 GOOD = {
     "n": st.sampled_from([1, 2, 4, 8]),
