@@ -107,6 +107,7 @@ GOOD = {
     "selection": st.sampled_from(["majority", "weighted", "naive", "hierarchical", "last"]),
     "beam_width": st.sampled_from([1, 2, "sqrt"]),
     "chain_length": st.sampled_from([1, 2, "sqrt"]),
+    "weighting": st.sampled_from(["logit", "score", "odds"]),
     "budget": st.fixed_dictionaries({}, optional={"generations": st.integers(-2, 10), "tokens": st.integers(-2, 99)}),
     "verifier": st.fixed_dictionaries(
         {"kind": st.sampled_from(["confidence", "llm_judge", "arithmetic", "reward_model", "combined", "bogus"])},
