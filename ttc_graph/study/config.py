@@ -157,6 +157,11 @@ class StudyConfig(BaseModel):
         most, longest = split_budget(large.n, large.chain_length)  # type: ignore[union-attr]
         return largest if chains <= most and length <= longest else None
 
+    def covers(self, template: str, budget: int) -> bool:
+        """Whether a ``(template, budget)`` row is this config's: a database may also hold a follow-up config's
+        templates, run under the same name and settings."""
+        return template in self.templates and budget in self.budgets
+
     def live_templates(self) -> list[str]:
         return [n for n, t in self.templates.items() if t.get("kind") != "best_of_n"]
 

@@ -154,11 +154,8 @@ def probe_views(data: StudyData, probes: int) -> list[StudyData]:
 def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
     """The rows of ``config``'s templates and budgets (a database may hold other templates run under the same
     name and settings, for another config's view) and the pools."""
-    rows = {
-        (r.strategy, r.budget, r.question_id): r
-        for r in store.rows(config.name)
-        if r.strategy in config.templates and r.budget in config.budgets
-    }
+    kept = [r for r in store.rows(config.name) if config.covers(r.strategy, r.budget)]
+    rows = {(r.strategy, r.budget, r.question_id): r for r in kept}
     pools = store.pools(config.name)
     references = {r.question_id: str(r.reference) for r in rows.values()}
     complete = [

@@ -58,7 +58,7 @@ def study_status(config: StudyConfig, store: ResultStore, problems: Sequence[Pro
     done = store.done(config.name)
     left = plan_units(problems, config, done)
     total = len(plan_units(problems, config, set()))
-    timeline = [e for e in store.timeline(config.name) if e[1] in config.templates and e[2] in config.budgets]
+    timeline = [e for e in store.timeline(config.name) if config.covers(e[1], e[2])]
     per_unit: dict[tuple[str, int], list[int]] = defaultdict(list)
     for _, strategy, budget, tokens in timeline:
         per_unit[(strategy, budget)].append(tokens)
