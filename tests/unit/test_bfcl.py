@@ -414,6 +414,14 @@ def test_booleans_are_not_numbers() -> None:
     assert not check_ast(item, [call("geo_distance", city="LA", km=10.0, count=1, exact=1)]).valid
 
 
+def test_untyped_dict_values_compare_by_kind() -> None:
+    fn = {"name": "avg", "parameters": {"type": "dict", "properties": {"grades": {"type": "dict"}}}}
+    item = make_item("simple", [fn], [{"avg": {"grades": [{"math": [1], "art": ["A+"], "pass": [True]}]}}])
+    assert check_ast(item, [call("avg", grades={"math": 1.0, "art": "a+", "pass": True})]).valid
+    for grades in ({"math": 1, "art": "A+", "pass": 1}, {"math": True, "art": "A+", "pass": True}):
+        assert not check_ast(item, [call("avg", grades=grades)]).valid, grades
+
+
 def test_optional_parameters() -> None:
     item = float_item(count=[3, ""])
     assert check_ast(item, [call("geo_distance", city="LA", km=10.0)]).valid  # unit and count may be omitted
