@@ -61,6 +61,8 @@ class _SearchRound(StepRound):
         self.plan, self.delimiter = plan, delimiter
         self.frontier_: list[Beam] = list(state.get("frontier", []))  # type: ignore[arg-type]
         at_limit = round_ >= plan.max_steps
+        self.ending: list[Beam]
+        self.live: list[Beam]
         if round_ == 0:
             self.ending, self.chosen, self.live = [], _roots(plan), []
         elif plan.diverse:

@@ -51,14 +51,8 @@ def check_particle_filtering(
         raise ConfigurationError(f"resampling: unknown {resampling!r}; use one of {', '.join(RESAMPLING)}")
     if weighting not in WEIGHTINGS:
         raise ConfigurationError(f"weighting: unknown {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
-    return ParticlePlan(
-        n,
-        max_steps,
-        float(softmax_temperature),
-        resampling,
-        weighting,
-        lookahead,  # type: ignore[arg-type]
-    )
+    temperature = float(softmax_temperature)
+    return ParticlePlan(n, max_steps, temperature, resampling, weighting, lookahead)  # type: ignore[arg-type]
 
 
 def create_particle_filtering(

@@ -103,6 +103,8 @@ class StepSearchOptions:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigurationError(f"budget: expected a Budget, got {type(self.budget).__name__} {self.budget!r}")
         check_n(self.n, self.budget)
         check_count(self.max_steps, "max_steps", 1)
         check_count(self.lookahead, "lookahead", 0)
