@@ -29,19 +29,12 @@ from ttc_graph.nodes.expand import Beam, ExpandTask
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = [
-    "RoundLimits",
     "StepRound",
     "StepSelection",
     "beam_to_candidate",
     "by_score",
-    "charge",
-    "check_cost",
-    "expand_tasks",
-    "final_update",
     "id_key",
     "make_step_controller",
-    "round_limits",
-    "step_warnings",
     "steps_distribution",
 ]
 
@@ -100,7 +93,7 @@ class StepSelection(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RoundLimits:
+class _RoundLimits:
     """What the budget allows for the next round: a stop reason, or a per-request token cap and timeout."""
 
     stop: str | None
@@ -109,15 +102,9 @@ class RoundLimits:
     hold_tokens: bool = False  # a token budget is set: lost answers are charged and re-planned, not retried
 
 
-def check_cost(limit: Budget | None, cost: int, what: str) -> None:
-    """Refuse a run whose budget cannot pay for the search (before any request)."""
-    if limit and limit.generations is not None and limit.generations < cost:
-        raise BudgetError(f"budget: this {what} costs {cost} generations but the budget allows {limit.generations}")
-
-
-def round_limits(
+def _round_limits(
     limit: Budget | None, state: TTCState, round_: int, samples: int, max_tokens: int | None
-) -> RoundLimits:
+) -> _RoundLimits:
     """The budget of one round of at most ``samples`` step samples (rollout steps included).
 
     Generations are charged up front (round 0), so later rounds see only tokens and seconds run out; each request's
@@ -126,25 +113,20 @@ def round_limits(
     rem = remaining(limit, state.get("usage"), state.get("started_at"))
     stop = stop_reason_for(rem if round_ == 0 else replace(rem, generations=math.inf))
     if stop:
-        return RoundLimits(stop, None, None)
+        return _RoundLimits(stop, None, None)
     cap = rem.max_tokens_each(samples, max_tokens)
     if cap is not None and cap < 1:
-        return RoundLimits("budget:tokens", None, None)
+        return _RoundLimits("budget:tokens", None, None)
     timeout = None if math.isinf(rem.seconds) else rem.seconds
-    return RoundLimits(None, cap, timeout, holds_tokens(limit))
+    return _RoundLimits(None, cap, timeout, holds_tokens(limit))
 
 
-def charge(generations: int) -> dict[str, Any]:
-    """The ledger entry of a search's generations, charged when it starts."""
-    return usage_delta("propose", generations=generations)
-
-
-def expand_tasks(
+def _expand_tasks(
     question: str,
     expansions: Sequence[tuple[Beam, int]],
     round_: int,
     temperature: float,
-    limits: RoundLimits,
+    limits: _RoundLimits,
     seed: int | None,
 ) -> list[ExpandTask]:
     """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), so endpoints that fan a request
@@ -205,7 +187,7 @@ def steps_distribution(candidates: Sequence[Candidate]) -> dict[str, Any]:
     return {"histogram": histogram, "min": counts[0], "median": statistics.median(counts), "max": counts[-1]}
 
 
-def step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
+def _step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
     """A warning when the median candidate has a single step: the model never wrote the step delimiter."""
     if distribution["median"] is not None and distribution["median"] <= 1:
         return [
@@ -215,13 +197,13 @@ def step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
     return []
 
 
-def final_update(pool: list[Candidate], delimiter: str, **diagnostics: Any) -> dict[str, Any]:
+def _final_update(pool: list[Candidate], delimiter: str, **diagnostics: Any) -> dict[str, Any]:
     """The state update of a finished search: its candidates, steps per candidate and the single-step warning.
 
     ``diagnostics`` adds to (or overrides) ``finished``, the number of candidates that finished their solution.
     """
     distribution = steps_distribution(pool)
-    warnings = step_warnings(distribution, delimiter)
+    warnings = _step_warnings(distribution, delimiter)
     for warning in warnings:
         logger.warning(warning)
     return {
@@ -249,26 +231,29 @@ def make_step_controller(
     async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
         round_ = state.get("round", 0)
-        if round_ == 0:
-            check_cost(limit, keep.generations, keep.describe())
+        if round_ == 0 and limit and limit.generations is not None and limit.generations < keep.generations:
+            raise BudgetError(
+                f"budget: this {keep.describe()} costs {keep.generations} generations but the budget allows"
+                f" {limit.generations}"
+            )
         step = keep.begin(state, round_, seed, delimiter)
-        limits = round_limits(limit, state, round_, keep.generations, max_tokens)
+        limits = _round_limits(limit, state, round_, keep.generations, max_tokens)
         stop = step.stop or limits.stop
         tasks: list[ExpandTask] = []
         if stop is None:
             expansions = step.expansions()
             if expansions:
-                tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
+                tasks = _expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
             else:
                 stop = step.exhausted()
         update: dict[str, Any] = {}
         if stop:
             pool, diagnostics = step.final(stop)
-            update.update(final_update(pool, delimiter, **diagnostics))
+            update.update(_final_update(pool, delimiter, **diagnostics))
         elif step.retired:
             update["candidates"] = step.retired
         if round_ == 0 and tasks:
-            update["usage"] = charge(keep.generations)
+            update["usage"] = usage_delta("propose", generations=keep.generations)  # charged up front
         runtime.stream_writer(
             {
                 "event": "ttc.round",
