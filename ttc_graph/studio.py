@@ -25,5 +25,5 @@ majority_vote = _graph({"kind": "best_of_n", "n": 8, "selection": "majority", "a
 beam_search = _graph({"kind": "beam_search", "n": 4, "beam_width": 2, "max_steps": 8, "verifier": _JUDGE})
 dvts = _graph({"kind": "dvts", "n": 4, "beam_width": 2, "max_steps": 8, "verifier": _JUDGE})
 particle_filtering = _graph({"kind": "particle_filtering", "n": 4, "max_steps": 8, "verifier": _JUDGE})
-mcts = _graph({"kind": "mcts", "n": 4, "expansions": 2, "max_depth": 8, "verifier": _JUDGE})
+mcts = _graph({"kind": "mcts", "n": 4, "expansions": 2, "max_steps": 8, "verifier": _JUDGE})
 revisions = _graph({"kind": "revisions", "n": 4, "chain_length": 2, "selection": "majority", "max_tokens": 256})

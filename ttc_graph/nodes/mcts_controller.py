@@ -1,5 +1,5 @@
-"""The controller of Monte Carlo tree search over steps: back up the new nodes' values, select leaves by UCT, plan
-their expansion or stop.
+"""The selection of Monte Carlo tree search over steps: back up the new nodes' values and select leaves by UCT (the
+round engine plans their expansion or stops).
 
 The tree lives in the state's ``frontier`` (one entry per node, ids ``r``, ``r.0``, ``r.0.2``, ...: a node's parent
 and depth are read from its id) and is rewritten whole by the controller each round, so a checkpoint holds it.
@@ -9,15 +9,15 @@ and depth are read from its id) and is rewritten whole by the controller each ro
   child, ``c`` = ``exploration``; ties go to the lower id), until a leaf. A round runs ``n // expansions`` such
   selections (at least one) with a virtual loss (a visit of value 0 along each chosen path), so they differ.
 - **Expand.** A chosen leaf gets ``expansions`` next steps in one request (fewer if its depth's layer has less room).
-- **Evaluate.** The verifier scores each child's prefix (with ``rollout=k``, after a greedy rollout of up to ``k``
+- **Evaluate.** The verifier scores each child's prefix (with ``lookahead=k``, after a greedy rollout of up to ``k``
   more steps, as lookahead search does); an unscored child is never selected nor backed up.
 - **Back up.** Each child's value counts one visit for itself and for every ancestor.
 - **Compute.** The budget is beam search's: ``n`` generations mean at most ``n`` sampled steps at every depth of
-  the tree (beam search with ``n`` beams samples exactly ``n`` steps per depth), ``n * (rollout + 1)`` generations
+  the tree (beam search with ``n`` beams samples exactly ``n`` steps per depth), ``n * (lookahead + 1)`` generations
   charged when the search starts, and at most ``n`` steps (plus their rollouts) per round. MCTS chooses which
   nodes of each depth to expand, in any order, where beam search expands the top ones of the newest depth.
 - **Stop** once ``n`` paths have finished (as beam search), when no leaf can be expanded (finished, unscored, at
-  ``max_depth`` or its layer full), or at a budget limit. The pool is the top ``n`` finished paths by score; a
+  ``max_steps`` or its layer full), or at a budget limit. The pool is the top ``n`` finished paths by score; a
   search that stops short adds its best open leaves.
 """
 
@@ -25,21 +25,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NotRequired
 
-from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
-
-from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam
-from ttc_graph.nodes.search_controller import beam_to_candidate, steps_distribution
-from ttc_graph.nodes.step_rounds import charge, check_cost, expand_tasks, final_update, id_key, round_limits
+from ttc_graph.nodes.step_rounds import (
+    StepRound,
+    beam_to_candidate,
+    id_key,
+    steps_distribution,
+)
 from ttc_graph.state import Candidate, TTCState
 
-__all__ = ["ROOT", "MCTSPlan", "TreeNode", "make_mcts_controller", "select_leaves", "uct"]
+__all__ = ["ROOT", "MCTSPlan", "TreeNode", "select_leaves", "uct"]
 
 ROOT = "r"
 
@@ -54,22 +52,29 @@ class TreeNode(Beam):
 
 @dataclass(frozen=True, slots=True)
 class MCTSPlan:
-    """``n`` generations (sampled steps per depth), ``expansions`` children per expanded leaf."""
+    """The selection of MCTS: ``n`` generations (sampled steps per depth), ``expansions`` children per expanded
+    leaf, UCT's ``exploration`` constant, a tree at most ``max_steps`` deep, rollouts of ``lookahead`` steps."""
 
     n: int
     expansions: int
     exploration: float
-    max_depth: int
-    rollout: int = 0
+    max_steps: int
+    lookahead: int = 0
 
     @property
     def generations(self) -> int:
-        return self.n * (self.rollout + 1)
+        return self.n * (self.lookahead + 1)
 
     @property
     def parallel(self) -> int:
         """Selections per round, so that a round samples at most ``n`` steps."""
         return max(1, self.n // self.expansions)
+
+    def describe(self) -> str:
+        return f"MCTS (n={self.n}, lookahead={self.lookahead})"
+
+    def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
+        return _MCTSRound(self, state, round_, delimiter)
 
 
 def uct(value: float, visits: int, parent_visits: int, exploration: float) -> float:
@@ -122,7 +127,7 @@ class _Tree:
         alive = node_id == ROOT or (node["score"] is not None and not node["finished"])
         return (
             alive
-            and depth < self.plan.max_depth
+            and depth < self.plan.max_steps
             and not self.children[node_id]
             and node_id not in self.taken
             and self.room(depth + 1) > 0
@@ -204,85 +209,65 @@ def _candidate(node: TreeNode, delimiter: str, reason: str | None = None) -> Can
     return cand
 
 
-def make_mcts_controller(
-    plan: MCTSPlan, defaults: SamplingDefaults, delimiter: str
-) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """Budget controller of MCTS (see the module docstring)."""
+class _MCTSRound(StepRound):
+    """Back up the new nodes, then select the leaves to expand by UCT."""
 
-    async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
-        temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
-        round_ = state.get("round", 0)
+    def __init__(self, plan: MCTSPlan, state: TTCState, round_: int, delimiter: str) -> None:
+        self.plan, self.delimiter = plan, delimiter
         if round_ == 0:
-            check_cost(limit, plan.generations, f"MCTS (n={plan.n}, rollout={plan.rollout})")
-            nodes: dict[str, TreeNode] = {ROOT: _root()}
+            self.nodes: dict[str, TreeNode] = {ROOT: _root()}
         else:
-            nodes = {b["id"]: dict(b) for b in state.get("frontier", [])}  # type: ignore[misc]
-        fresh = _backup(nodes)
-        finished = _by_score([b for b in nodes.values() if b["finished"]])
-        tree = _Tree(plan, nodes)
-        stop: str | None = None
-        if len(finished) >= plan.n:
-            stop = "complete"
+            self.nodes = {b["id"]: dict(b) for b in state.get("frontier", [])}  # type: ignore[misc]
+        fresh = _backup(self.nodes)
+        self.finished = _by_score([b for b in self.nodes.values() if b["finished"]])
+        self.tree = _Tree(plan, self.nodes)
+        self.selected: list[tuple[TreeNode, int]] = []
+        self.retired = [_candidate(b, delimiter) for b in fresh if b["finished"]]
+        if len(self.finished) >= plan.n:
+            self.stop = "complete"
         elif round_ > 0 and state.get("plan") and not fresh:  # every expansion of the last round failed
-            stop = "complete" if finished else "error"
-        limits = round_limits(limit, state, round_, plan.generations, max_tokens)
-        selected: list[tuple[TreeNode, int]] = []
-        if stop is None and limits.stop is None:
-            selected = tree.select_round()
-            if not selected:
-                stop = "complete" if finished else "max_steps"
-        stop = stop or limits.stop
-        tasks = [] if stop else expand_tasks(state["question"], selected, round_, temperature, limits, seed)
-        update: dict[str, Any] = {}
-        if stop:
-            pool = [_candidate(b, delimiter) for b in finished[: plan.n]]
-            if stop != "complete":  # stopped short: the best open leaves are candidates too
-                leaves = [
-                    b
-                    for i, b in nodes.items()
-                    if i != ROOT and not b["finished"] and b["score"] is not None and not tree.children[i]
-                ]
-                pool += [_candidate(b, delimiter, stop) for b in _by_score(leaves)[: plan.n - len(pool)]]
-            update.update(final_update(pool, delimiter, finished=len(finished), nodes=len(nodes) - 1))
-        else:
-            new_finished = [_candidate(b, delimiter) for b in fresh if b["finished"]]
-            if new_finished:
-                update["candidates"] = new_finished
-        if round_ == 0 and tasks:
-            update["usage"] = charge(plan.generations)
-        runtime.stream_writer(
-            {
-                "event": "ttc.round",
-                "round": round_,
-                "beams": [
-                    {
-                        "id": b["id"],
-                        "score": b["score"],
-                        "value": b.get("value", 0.0) / b["visits"] if b.get("visits") else None,
-                        "visits": b.get("visits", 0),
-                        "children": k,
-                        "steps": len(b["steps"]),
-                        "last": b["steps"][-1][:80] if b["steps"] else "",
-                    }
-                    for b, k in selected
-                ],
-                "nodes": len(nodes) - 1,
-                "layers": {str(d): c for d, c in sorted(tree.layers.items())},
-                "steps_per_beam": steps_distribution(
-                    [beam_to_candidate(b, delimiter) for b, _ in selected if b["id"] != ROOT]
-                    or [beam_to_candidate(b, delimiter) for b in finished]
-                ),
-                "finished": len(finished),
-                "planned": sum(t["k"] for t in tasks),
-                "stop": stop,
-                "usage": state.get("usage") or {},
-            }
-        )
-        update["frontier"] = Overwrite([nodes[i] for i in sorted(nodes, key=id_key)])
-        update["plan"] = tasks
-        update["round"] = round_ + 1 if tasks else round_
-        if stop:
-            update["stop_reason"] = stop
-        return update
+            self.stop = "complete" if self.finished else "error"
 
-    return control
+    def expansions(self) -> list[tuple[Beam, int]]:
+        self.selected = self.tree.select_round()
+        return list(self.selected)
+
+    def exhausted(self) -> str:
+        return "complete" if self.finished else "max_steps"
+
+    def final(self, stop: str) -> tuple[list[Candidate], dict[str, Any]]:
+        pool = [_candidate(b, self.delimiter) for b in self.finished[: self.plan.n]]
+        if stop != "complete":  # stopped short: the best open leaves are candidates too
+            leaves = [
+                b
+                for i, b in self.nodes.items()
+                if i != ROOT and not b["finished"] and b["score"] is not None and not self.tree.children[i]
+            ]
+            pool += [_candidate(b, self.delimiter, stop) for b in _by_score(leaves)[: self.plan.n - len(pool)]]
+        return pool, {"finished": len(self.finished), "nodes": len(self.nodes) - 1}
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "beams": [
+                {
+                    "id": b["id"],
+                    "score": b["score"],
+                    "value": b.get("value", 0.0) / b["visits"] if b.get("visits") else None,
+                    "visits": b.get("visits", 0),
+                    "children": k,
+                    "steps": len(b["steps"]),
+                    "last": b["steps"][-1][:80] if b["steps"] else "",
+                }
+                for b, k in self.selected
+            ],
+            "nodes": len(self.nodes) - 1,
+            "layers": {str(d): c for d, c in sorted(self.tree.layers.items())},
+            "steps_per_beam": steps_distribution(
+                [beam_to_candidate(b, self.delimiter) for b, _ in self.selected if b["id"] != ROOT]
+                or [beam_to_candidate(b, self.delimiter) for b in self.finished]
+            ),
+            "finished": len(self.finished),
+        }
+
+    def frontier(self) -> list[Beam]:
+        return [self.nodes[i] for i in sorted(self.nodes, key=id_key)]

@@ -1,4 +1,4 @@
-"""The controller of particle filtering: weigh the live particles, resample them, plan their next steps or stop.
+"""The selection of particle filtering: weigh the live particles and resample them (the round engine plans and stops).
 
 Choices (Puri et al., 2025; its_hub's ``ParticleFiltering`` differs where noted):
 
@@ -18,7 +18,8 @@ Choices (Puri et al., 2025; its_hub's ``ParticleFiltering`` differs where noted)
 - The random stream of a round is seeded by (seed, round, the particles and their scores): the controller is
   deterministic given the state and the seed, so a resumed run resamples exactly as the uninterrupted one.
 - Cost: ``n`` generations, charged when the search starts, as beam search with ``n`` beams (every round samples at
-  most ``n`` steps).
+  most ``n`` steps); with ``lookahead=k`` a particle is weighed by its score after a greedy rollout of up to ``k``
+  more steps (as lookahead search scores a step) and the search costs ``n * (k + 1)``.
 """
 
 from __future__ import annotations
@@ -28,25 +29,17 @@ import hashlib
 import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
-
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.context import run_context
-from ttc_graph.nodes.expand import Beam, ExpandTask
-from ttc_graph.nodes.search_controller import beam_to_candidate, steps_distribution
+from ttc_graph.nodes.expand import Beam
 from ttc_graph.nodes.step_rounds import (
-    charge,
-    check_cost,
-    expand_tasks,
-    final_update,
+    StepRound,
+    beam_to_candidate,
     id_key,
-    round_limits,
+    steps_distribution,
 )
 from ttc_graph.state import Candidate, TTCState
 
@@ -57,7 +50,6 @@ __all__ = [
     "Resampling",
     "Weighting",
     "effective_sample_size",
-    "make_particle_controller",
     "resample",
     "softmax_weights",
 ]
@@ -71,17 +63,25 @@ LOGIT_CLIP = 1e-6  # a score of exactly 0 or 1 has an infinite logit: clipped, a
 
 @dataclass(frozen=True, slots=True)
 class ParticlePlan:
-    """``n`` particles extended by one step per round for at most ``max_steps`` rounds."""
+    """The selection of particle filtering: ``n`` particles extended by one step per round for at most
+    ``max_steps`` rounds, resampled by their weights (each scored after a greedy rollout of ``lookahead`` steps)."""
 
     n: int
     max_steps: int
     softmax_temperature: float = 1.0
     resampling: Resampling = "multinomial"
     weighting: Weighting = "logit"
+    lookahead: int = 0
 
     @property
     def generations(self) -> int:
-        return self.n
+        return self.n * (self.lookahead + 1)
+
+    def describe(self) -> str:
+        return f"particle filtering (n={self.n}, lookahead={self.lookahead})"
+
+    def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
+        return _ParticleRound(self, state, round_, seed, delimiter)
 
 
 def _logit(score: float) -> float:
@@ -150,78 +150,53 @@ def _root() -> Beam:
     )  # fmt: skip
 
 
-def make_particle_controller(
-    plan: ParticlePlan, defaults: SamplingDefaults, delimiter: str
-) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """Budget controller of particle filtering (see the module docstring for the choices)."""
+class _ParticleRound(StepRound):
+    """Retire the finished particles, weigh the live ones and resample them into the slots left."""
 
-    async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
-        temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
-        round_ = state.get("round", 0)
-        if round_ == 0:
-            check_cost(limit, plan.generations, f"particle filtering (n={plan.n})")
+    def __init__(self, plan: ParticlePlan, state: TTCState, round_: int, seed: int | None, delimiter: str) -> None:
+        self.plan, self.round, self.seed, self.delimiter = plan, round_, seed, delimiter
         frontier = sorted(state.get("frontier", []), key=lambda b: id_key(b["id"]))
-        previous: list[Candidate] = list(state.get("candidates", []))
         at_limit = round_ >= plan.max_steps
         ending = [b for b in frontier if b["finished"] or at_limit]
-        live: list[Beam] = [b for b in frontier if not (b["finished"] or at_limit)]
-        finished = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
-        pool = [*previous, *finished]
-        slots = plan.n - len(pool) if round_ > 0 else plan.n
-        weights = softmax_weights([b["score"] for b in live], plan.softmax_temperature, plan.weighting)
-        stop: str | None = None
+        self.live: list[Beam] = [b for b in frontier if not (b["finished"] or at_limit)]
+        self.retired = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
+        self.pool: list[Candidate] = [*state.get("candidates", []), *self.retired]
+        self.slots = plan.n - len(self.pool) if round_ > 0 else plan.n
+        self.weights = softmax_weights([b["score"] for b in self.live], plan.softmax_temperature, plan.weighting)
+        self.counts: list[int] = []
         if at_limit:
-            stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"
-        elif round_ > 0 and (slots <= 0 or not live):
-            stop = "complete" if pool else "error"
-        limits = round_limits(limit, state, round_, plan.n, max_tokens)
-        stop = stop or limits.stop
-        counts: list[int] = []
-        tasks: list[ExpandTask] = []
-        if stop is None:
-            if round_ == 0:
-                expansions = [(_root(), plan.n)]
-            else:
-                counts = resample(weights, slots, plan.resampling, _rng(seed, round_, live))
-                expansions = [(b, c) for b, c in zip(live, counts, strict=True) if c]
-            tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
-        if stop and stop.startswith("budget:"):  # cut short by the budget: the live particles are candidates too
-            pool += [beam_to_candidate(b, delimiter, stop) for b in live]
-        update: dict[str, Any] = {}
-        if stop:
-            update.update(final_update(pool, delimiter))
-        elif finished:
-            update["candidates"] = finished
-        if round_ == 0 and tasks:
-            update["usage"] = charge(plan.generations)
-        runtime.stream_writer(
-            {
-                "event": "ttc.round",
-                "round": round_,
-                "particles": [
-                    {
-                        "id": b["id"],
-                        "score": b["score"],
-                        "weight": w,
-                        "copies": counts[i] if counts else 0,
-                        "steps": len(b["steps"]),
-                        "last": b["steps"][-1][:80],
-                    }
-                    for i, (b, w) in enumerate(zip(live, weights, strict=True))
-                ],
-                "ess": effective_sample_size(weights),
-                "steps_per_beam": steps_distribution([beam_to_candidate(b, delimiter) for b in live] or finished),
-                "finished": len(pool),
-                "planned": sum(t["k"] for t in tasks),
-                "stop": stop,
-                "usage": state.get("usage") or {},
-            }
-        )
-        update["frontier"] = Overwrite([])
-        update["plan"] = tasks
-        update["round"] = round_ + 1 if tasks else round_
-        if stop:
-            update["stop_reason"] = stop
-        return update
+            self.stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"
+        elif round_ > 0 and (self.slots <= 0 or not self.live):
+            self.stop = "complete" if self.pool else "error"
 
-    return control
+    def expansions(self) -> list[tuple[Beam, int]]:
+        if self.round == 0:
+            return [(_root(), self.plan.n)]
+        rng = _rng(self.seed, self.round, self.live)
+        self.counts = resample(self.weights, self.slots, self.plan.resampling, rng)
+        return [(b, c) for b, c in zip(self.live, self.counts, strict=True) if c]
+
+    def final(self, stop: str) -> tuple[list[Candidate], dict[str, Any]]:
+        if stop.startswith("budget:"):  # cut short by the budget: the live particles are candidates too
+            self.pool += [beam_to_candidate(b, self.delimiter, stop) for b in self.live]
+        return self.pool, {}
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "particles": [
+                {
+                    "id": b["id"],
+                    "score": b["score"],
+                    "weight": w,
+                    "copies": self.counts[i] if self.counts else 0,
+                    "steps": len(b["steps"]),
+                    "last": b["steps"][-1][:80],
+                }
+                for i, (b, w) in enumerate(zip(self.live, self.weights, strict=True))
+            ],
+            "ess": effective_sample_size(self.weights),
+            "steps_per_beam": steps_distribution(
+                [beam_to_candidate(b, self.delimiter) for b in self.live] or self.retired
+            ),
+            "finished": len(self.pool),
+        }

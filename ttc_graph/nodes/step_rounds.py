@@ -1,30 +1,99 @@
-"""What the controllers of step-wise sampling searches share (particle filtering, MCTS): the budget of a round,
-its expand tasks, and the final candidates with their diagnostics."""
+"""The round engine of every step-wise search (beam search, lookahead, DVTS, particle filtering, MCTS).
+
+One controller runs all of them: before each round it checks the cost (round 0), lets the search's
+:class:`StepSelection` look at the scored frontier (which beams retire, which to keep, whether it is done), applies the
+budget's limits, plans the expand tasks of the beams the selection chose, and on the last round writes the final
+candidates with their diagnostics. Every round emits one ``ttc.round`` progress event. The searches differ only in
+their selection (``search_controller``, ``particle_controller``, ``mcts_controller``).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
+from ttc_graph.answers import extract_answer
 from ttc_graph.budget import Budget, remaining, usage_delta
 from ttc_graph.errors import BudgetError
-from ttc_graph.nodes.budget_controller import stop_reason_for
+from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
+from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam, ExpandTask
-from ttc_graph.nodes.search_controller import step_warnings, steps_distribution
 from ttc_graph.state import Candidate, TTCState
 
-__all__ = ["RoundLimits", "charge", "check_cost", "expand_tasks", "final_update", "id_key", "round_limits"]
+__all__ = [
+    "StepRound",
+    "StepSelection",
+    "beam_to_candidate",
+    "by_score",
+    "id_key",
+    "make_step_controller",
+    "steps_distribution",
+]
 
 logger = logging.getLogger("ttc_graph.search")
 
+Ranked = TypeVar("Ranked", Beam, Candidate)
+
+
+class StepRound(ABC):
+    """One round of a step-wise search as its selection sees it (built from the state before the round).
+
+    ``stop`` is the selection's own verdict, checked before the budget's (``complete``, ``max_steps``, ``error``);
+    ``retired`` the beams that finished this round, as candidates (recorded if the search goes on).
+    """
+
+    stop: str | None = None
+    retired: list[Candidate]
+
+    @abstractmethod
+    def expansions(self) -> list[tuple[Beam, int]]:
+        """The beams to expand and their numbers of children; asked only when neither the selection nor the
+        budget stops the round. None left ends the search with :meth:`exhausted`."""
+
+    def exhausted(self) -> str:
+        """The stop reason when :meth:`expansions` finds nothing to expand."""
+        return "complete"
+
+    @abstractmethod
+    def final(self, stop: str) -> tuple[list[Candidate], dict[str, Any]]:
+        """The final candidates of a search stopping with ``stop``, and its diagnostics (at least ``finished``)."""
+
+    @abstractmethod
+    def event(self) -> dict[str, Any]:
+        """The selection's fields of the round's progress event (asked last, after :meth:`final` if it stops)."""
+
+    def frontier(self) -> list[Beam]:
+        """The frontier the next round starts from (the children its expansions add come on top)."""
+        return []
+
+
+class StepSelection(Protocol):
+    """What makes a step-wise search what it is: which beams it keeps and expands each round."""
+
+    @property
+    def generations(self) -> int:
+        """Generations the search costs (charged when it starts): ``n * (lookahead + 1)``."""
+        ...
+
+    def describe(self) -> str:
+        """The search in a few words, for a budget error (``beam search (n=4, lookahead=1)``)."""
+        ...
+
+    def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
+        """The round about to be planned, from the state the last round left."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
-class RoundLimits:
+class _RoundLimits:
     """What the budget allows for the next round: a stop reason, or a per-request token cap and timeout."""
 
     stop: str | None
@@ -33,16 +102,10 @@ class RoundLimits:
     hold_tokens: bool = False  # a token budget is set: lost answers are charged and re-planned, not retried
 
 
-def check_cost(limit: Budget | None, cost: int, what: str) -> None:
-    """Refuse a run whose budget cannot pay for the search (before any request)."""
-    if limit and limit.generations is not None and limit.generations < cost:
-        raise BudgetError(f"budget: this {what} costs {cost} generations but the budget allows {limit.generations}")
-
-
-def round_limits(
+def _round_limits(
     limit: Budget | None, state: TTCState, round_: int, samples: int, max_tokens: int | None
-) -> RoundLimits:
-    """The budget of one round of at most ``samples`` step samples.
+) -> _RoundLimits:
+    """The budget of one round of at most ``samples`` step samples (rollout steps included).
 
     Generations are charged up front (round 0), so later rounds see only tokens and seconds run out; each request's
     ``max_tokens`` is capped at its share of the tokens left and its timeout at the seconds left.
@@ -50,28 +113,24 @@ def round_limits(
     rem = remaining(limit, state.get("usage"), state.get("started_at"))
     stop = stop_reason_for(rem if round_ == 0 else replace(rem, generations=math.inf))
     if stop:
-        return RoundLimits(stop, None, None)
+        return _RoundLimits(stop, None, None)
     cap = rem.max_tokens_each(samples, max_tokens)
     if cap is not None and cap < 1:
-        return RoundLimits("budget:tokens", None, None)
+        return _RoundLimits("budget:tokens", None, None)
     timeout = None if math.isinf(rem.seconds) else rem.seconds
-    return RoundLimits(None, cap, timeout, limit is not None and limit.tokens is not None)
+    return _RoundLimits(None, cap, timeout, holds_tokens(limit))
 
 
-def charge(generations: int) -> dict[str, Any]:
-    """The ledger entry of a search's generations, charged when it starts (as beam search charges them)."""
-    return usage_delta("propose", generations=generations)
-
-
-def expand_tasks(
+def _expand_tasks(
     question: str,
     expansions: Sequence[tuple[Beam, int]],
     round_: int,
     temperature: float,
-    limits: RoundLimits,
+    limits: _RoundLimits,
     seed: int | None,
 ) -> list[ExpandTask]:
-    """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), as in beam search."""
+    """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), so endpoints that fan a request
+    out into k single ones never repeat a seed within a round."""
     tasks: list[ExpandTask] = []
     offset = 0
     for beam, k in expansions:
@@ -92,10 +151,59 @@ def expand_tasks(
     return tasks
 
 
-def final_update(pool: list[Candidate], delimiter: str, **diagnostics: Any) -> dict[str, Any]:
-    """The state update of a finished search: its candidates, steps per candidate and the single-step warning."""
+def beam_to_candidate(beam: Beam, delimiter: str, finish_reason: str | None = None) -> Candidate:
+    """A finished (or, at a limit, live) beam as a candidate; ``meta.steps`` is its number of steps."""
+    reason = finish_reason or ("stop" if beam["finished"] else "truncated")
+    text = delimiter.join(beam["steps"])
+    answer = beam["answer"] if beam["finished"] else extract_answer(text, strict=True)
+    return Candidate(
+        id=beam["id"],
+        text=text,
+        answer=answer,
+        parsable=answer is not None,
+        score=beam["score"],
+        step_scores=beam["step_scores"],
+        scored=beam["scored"],
+        tokens=beam["tokens"],
+        round=beam["round"],
+        finish_reason=reason,
+        meta={"steps": len(beam["steps"]), "group": beam["group"], "partial": bool(beam.get("partial"))},
+    )
+
+
+def by_score(items: Sequence[Ranked]) -> list[Ranked]:
+    """Highest score first; unscored last; ties keep their order (the sort is stable)."""
+    return sorted(items, key=lambda b: -(b["score"] if b["score"] is not None else -math.inf))
+
+
+def steps_distribution(candidates: Sequence[Candidate]) -> dict[str, Any]:
+    """How many steps the candidates have: a histogram, min, median and max."""
+    counts = sorted(int(c.get("meta", {}).get("steps", 0)) for c in candidates)
+    if not counts:
+        return {"histogram": {}, "min": None, "median": None, "max": None}
+    histogram: dict[str, int] = {}
+    for k in counts:
+        histogram[str(k)] = histogram.get(str(k), 0) + 1
+    return {"histogram": histogram, "min": counts[0], "median": statistics.median(counts), "max": counts[-1]}
+
+
+def _step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
+    """A warning when the median candidate has a single step: the model never wrote the step delimiter."""
+    if distribution["median"] is not None and distribution["median"] <= 1:
+        return [
+            f"search: the median candidate has {distribution['median']:g} step(s); the model rarely writes the step"
+            f" delimiter {delimiter!r}, so this search behaves like best-of-N over whole solutions"
+        ]
+    return []
+
+
+def _final_update(pool: list[Candidate], delimiter: str, **diagnostics: Any) -> dict[str, Any]:
+    """The state update of a finished search: its candidates, steps per candidate and the single-step warning.
+
+    ``diagnostics`` adds to (or overrides) ``finished``, the number of candidates that finished their solution.
+    """
     distribution = steps_distribution(pool)
-    warnings = step_warnings(distribution, delimiter)
+    warnings = _step_warnings(distribution, delimiter)
     for warning in warnings:
         logger.warning(warning)
     return {
@@ -112,3 +220,55 @@ def final_update(pool: list[Candidate], delimiter: str, **diagnostics: Any) -> d
 def id_key(node_id: str) -> tuple[Any, ...]:
     """A sort key for dotted ids (``p.10.2`` after ``p.9.0``), so every ordering is reproducible."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in node_id.split("."))
+
+
+def make_step_controller(
+    keep: StepSelection, defaults: SamplingDefaults, delimiter: str
+) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
+    """The budget controller of a step-wise search: ``keep`` decides what to keep and expand, this decides
+    whether the budget allows it, plans it, and records the outcome (see the module docstring)."""
+
+    async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
+        temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
+        round_ = state.get("round", 0)
+        if round_ == 0 and limit and limit.generations is not None and limit.generations < keep.generations:
+            raise BudgetError(
+                f"budget: this {keep.describe()} costs {keep.generations} generations but the budget allows"
+                f" {limit.generations}"
+            )
+        step = keep.begin(state, round_, seed, delimiter)
+        limits = _round_limits(limit, state, round_, keep.generations, max_tokens)
+        stop = step.stop or limits.stop
+        tasks: list[ExpandTask] = []
+        if stop is None:
+            expansions = step.expansions()
+            if expansions:
+                tasks = _expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
+            else:
+                stop = step.exhausted()
+        update: dict[str, Any] = {}
+        if stop:
+            pool, diagnostics = step.final(stop)
+            update.update(_final_update(pool, delimiter, **diagnostics))
+        elif step.retired:
+            update["candidates"] = step.retired
+        if round_ == 0 and tasks:
+            update["usage"] = usage_delta("propose", generations=keep.generations)  # charged up front
+        runtime.stream_writer(
+            {
+                "event": "ttc.round",
+                "round": round_,
+                **step.event(),
+                "planned": sum(t["k"] for t in tasks),
+                "stop": stop,
+                "usage": state.get("usage") or {},
+            }
+        )
+        update["frontier"] = Overwrite(step.frontier())
+        update["plan"] = tasks
+        update["round"] = round_ + 1 if tasks else round_
+        if stop:
+            update["stop_reason"] = stop
+        return update
+
+    return control

@@ -153,40 +153,23 @@ def build_graph(
             max_tokens=spec.max_tokens,
             **common,
         )
-    if isinstance(spec, BeamSearchSpec | DVTSSpec):
-        factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
+    if isinstance(spec, BeamSearchSpec | DVTSSpec | ParticleFilteringSpec | MCTSSpec):
         scorer = build_verifier_of(spec.verifier, pol)
         assert scorer is not None
-        return factory(
-            pol,
-            scorer,
-            n=spec.n,
-            beam_width=spec.beam_width,
-            max_steps=spec.max_steps,
-            lookahead=spec.lookahead,
-            aggregation=spec.aggregation,
-            temperature=spec.temperature,
-            step_max_tokens=spec.step_max_tokens,
-            step_delimiter=spec.step_delimiter,
-            **common,
-        )
-    if isinstance(spec, ParticleFilteringSpec | MCTSSpec):
-        scorer = build_verifier_of(spec.verifier, pol)
-        assert scorer is not None
-        shared: dict[str, Any] = {
-            "n": spec.n, "selection": spec.selection, "aggregation": spec.aggregation,
-            "temperature": spec.temperature, "step_max_tokens": spec.step_max_tokens,
+        step: dict[str, Any] = {
+            "n": spec.n, "max_steps": spec.max_steps, "lookahead": spec.lookahead, "selection": spec.selection,
+            "aggregation": spec.aggregation, "temperature": spec.temperature, "step_max_tokens": spec.step_max_tokens,
             "step_delimiter": spec.step_delimiter, **common,
         }  # fmt: skip
+        if isinstance(spec, BeamSearchSpec | DVTSSpec):
+            factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
+            return factory(pol, scorer, beam_width=spec.beam_width, **step)
         if isinstance(spec, ParticleFilteringSpec):
             return create_particle_filtering(
-                pol, scorer, max_steps=spec.max_steps, softmax_temperature=spec.softmax_temperature,
-                resampling=spec.resampling, weighting=spec.weighting, **shared,
+                pol, scorer, softmax_temperature=spec.softmax_temperature, resampling=spec.resampling,
+                weighting=spec.weighting, **step,
             )  # fmt: skip
-        return create_mcts(
-            pol, scorer, expansions=spec.expansions, exploration=spec.exploration, max_depth=spec.max_depth,
-            rollout=spec.rollout, **shared,
-        )  # fmt: skip
+        return create_mcts(pol, scorer, expansions=spec.expansions, exploration=spec.exploration, **step)
     if isinstance(spec, RevisionsSpec):
         return create_revisions(
             pol,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,6 +15,14 @@ from ttc_graph.strategies.mcts import check_mcts
 from ttc_graph.strategies.particle_filtering import check_particle_filtering
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.strategies.search import resolve_width
+from ttc_graph.strategies.stepwise import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+    FinalSelection,
+)
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION
 from ttc_graph.verifiers.base import Aggregation
 from ttc_graph.verifiers.combined import check_weights
 
@@ -202,24 +211,52 @@ class BestOfNSpec(_StrategySpec):
         return self
 
 
-class _SearchSpec(_StrategySpec):
+def _scores_prefixes(spec: VerifierSpec) -> bool:
+    """Whether a verifier spec builds a step-wise verifier (see ``ttc_graph.strategies.stepwise``)."""
+    if isinstance(spec, LLMJudgeVerifierSpec):
+        return spec.mode == "process"
+    if isinstance(spec, CombinedVerifierSpec):
+        return all(_scores_prefixes(part) for part in spec.parts)
+    return True
+
+
+def _checked(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """``check(...)``, its :class:`ConfigurationError` as the ``ValueError`` pydantic reports."""
+    try:
+        return check(*args, **kwargs)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class _StepSpec(_StrategySpec):
+    """What every step-wise search takes (``StepSearchOptions``); its verifier must score partial solutions."""
+
     n: int = Field(ge=1)
     verifier: VerifierSpec
-    beam_width: int | Literal["sqrt"] = 4
-    max_steps: int = Field(40, ge=1)
+    max_steps: int = Field(DEFAULT_MAX_STEPS, ge=1)
     lookahead: int = Field(0, ge=0)
-    aggregation: Aggregation = "last"
-    temperature: float = Field(0.8, ge=0)
-    step_max_tokens: int = Field(256, ge=1)
-    step_delimiter: str = Field("\n\n", min_length=1)
+    aggregation: Aggregation = DEFAULT_AGGREGATION
+    temperature: float = Field(DEFAULT_STEP_TEMPERATURE, ge=0)
+    step_max_tokens: int = Field(DEFAULT_STEP_MAX_TOKENS, ge=1)
+    step_delimiter: str = Field(DEFAULT_STEP_DELIMITER, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_step(self) -> _StepSpec:
+        if not _scores_prefixes(self.verifier):
+            raise ValueError(
+                "verifier: not step-wise (an outcome judge scores whole solutions only); use a process verifier"
+            )
+        self.check_generations(self.n * (self.lookahead + 1))
+        return self
+
+
+class _SearchSpec(_StepSpec):
+    beam_width: int | Literal["sqrt"] = 4
+    selection: FinalSelection = "weighted"
 
     @model_validator(mode="after")
     def _check(self) -> _SearchSpec:
-        try:
-            resolve_width(self.n, self.beam_width)
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from exc
-        self.check_generations(self.n * (self.lookahead + 1))
+        _checked(resolve_width, self.n, self.beam_width)
         return self
 
 
@@ -235,77 +272,57 @@ class DVTSSpec(_SearchSpec):
     kind: Literal["dvts"] = "dvts"
 
 
-def _scores_prefixes(spec: VerifierSpec) -> bool:
-    """Whether a verifier spec builds a step-wise verifier (see ``ttc_graph.strategies.stepwise``)."""
-    if isinstance(spec, LLMJudgeVerifierSpec):
-        return spec.mode == "process"
-    if isinstance(spec, CombinedVerifierSpec):
-        return all(_scores_prefixes(part) for part in spec.parts)
-    return True
-
-
-class _StepSamplingSpec(_StrategySpec):
-    n: int = Field(ge=1)
-    verifier: VerifierSpec
-    selection: Literal["naive", "weighted"] = "naive"
-    aggregation: Aggregation = "last"
-    temperature: float = Field(0.8, ge=0)
-    step_max_tokens: int = Field(256, ge=1)
-    step_delimiter: str = Field("\n\n", min_length=1)
-
-    @model_validator(mode="after")
-    def _check_verifier(self) -> _StepSamplingSpec:
-        if not _scores_prefixes(self.verifier):
-            raise ValueError(
-                "verifier: not step-wise (an outcome judge scores whole solutions only); use a process verifier"
-            )
-        return self
-
-
-class ParticleFilteringSpec(_StepSamplingSpec):
+class ParticleFilteringSpec(_StepSpec):
     """Particle filtering (Puri et al., 2025): ``n`` particles resampled every step by the softmax of their scores'
     logits (``weighting: score``: of the scores)."""
 
     kind: Literal["particle_filtering"] = "particle_filtering"
-    max_steps: int = Field(40, ge=1)
+    selection: FinalSelection = "naive"
     softmax_temperature: float = Field(1.0, gt=0)
     resampling: Literal["multinomial", "systematic"] = "multinomial"
     weighting: Literal["logit", "score"] = "logit"
 
     @model_validator(mode="after")
     def _check_plan(self) -> ParticleFilteringSpec:
-        try:
-            check_particle_filtering(
-                self.n, max_steps=self.max_steps, softmax_temperature=self.softmax_temperature,
-                resampling=self.resampling, weighting=self.weighting, aggregation=self.aggregation,
-                selection=self.selection, step_delimiter=self.step_delimiter,
-            )  # fmt: skip
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from exc
-        self.check_generations(self.n)
+        _checked(
+            check_particle_filtering, self.n, max_steps=self.max_steps, lookahead=self.lookahead,
+            softmax_temperature=self.softmax_temperature, resampling=self.resampling, weighting=self.weighting,
+        )  # fmt: skip
         return self
 
 
-class MCTSSpec(_StepSamplingSpec):
-    """Monte Carlo tree search over steps; ``n`` sampled steps per depth, as beam search with ``n`` beams."""
+class MCTSSpec(_StepSpec):
+    """Monte Carlo tree search over steps; ``n`` sampled steps per depth, as beam search with ``n`` beams.
+
+    ``max_depth`` and ``rollout`` still load as deprecated aliases of ``max_steps`` and ``lookahead`` (they warn);
+    an alias replaces the field it names, so a request's override of ``max_depth`` applies to a dumped spec.
+    """
 
     kind: Literal["mcts"] = "mcts"
+    selection: FinalSelection = "naive"
     expansions: int = Field(4, ge=1)
     exploration: float = Field(1.0, ge=0)
-    max_depth: int = Field(40, ge=1)
-    rollout: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not ({"max_depth", "rollout"} & data.keys()):
+            return data
+        data = dict(data)
+        for old, new in (("max_depth", "max_steps"), ("rollout", "lookahead")):
+            if old in data:
+                if isinstance(data[old], bool):
+                    raise ValueError(f"{old}: expected a number, got {data[old]!r}")
+                warnings.warn(f"mcts: {old} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+                data[new] = data.pop(old)
+        return data
 
     @model_validator(mode="after")
     def _check_plan(self) -> MCTSSpec:
-        try:
-            check_mcts(
-                self.n, expansions=self.expansions, exploration=self.exploration, max_depth=self.max_depth,
-                rollout=self.rollout, aggregation=self.aggregation, selection=self.selection,
-                step_delimiter=self.step_delimiter,
-            )  # fmt: skip
-        except ConfigurationError as exc:
-            raise ValueError(str(exc)) from exc
-        self.check_generations(self.n * (self.rollout + 1))
+        _checked(
+            check_mcts, self.n, expansions=self.expansions, exploration=self.exploration, max_steps=self.max_steps,
+            lookahead=self.lookahead,
+        )  # fmt: skip
         return self
 
 

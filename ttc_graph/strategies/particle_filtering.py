@@ -1,26 +1,27 @@
-"""Particle filtering against a process verifier (Puri et al., 2025), on beam search's nodes and budget rules."""
+"""Particle filtering against a process verifier (Puri et al., 2025), a configuration of the step-search core."""
 
 from __future__ import annotations
 
 import math
 
-from ttc_graph.budget import Budget, check_n
+from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
-from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.particle_controller import (
-    RESAMPLING,
-    WEIGHTINGS,
-    ParticlePlan,
-    Resampling,
-    Weighting,
-    make_particle_controller,
-)
+from ttc_graph.nodes.particle_controller import RESAMPLING, WEIGHTINGS, ParticlePlan, Resampling, Weighting
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies.stepwise import FinalSelection, build_step_graph, check_common, check_stepwise
-from ttc_graph.verifiers.base import Aggregation
+from ttc_graph.strategies.stepwise import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+    FinalSelection,
+    StepSearchOptions,
+    build_step_graph,
+    check_count,
+)
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation
 from ttc_graph.verifiers.function import VerifierLike
 
 __all__ = ["check_particle_filtering", "create_particle_filtering"]
@@ -29,16 +30,16 @@ __all__ = ["check_particle_filtering", "create_particle_filtering"]
 def check_particle_filtering(
     n: object,
     *,
-    max_steps: object = 40,
-    softmax_temperature: object = 1.0,
-    resampling: object = "multinomial",
-    weighting: object = "logit",
-    aggregation: str = "last",
-    selection: str = "naive",
-    step_delimiter: str = "\n\n",
+    max_steps: object,
+    lookahead: object,
+    softmax_temperature: object,
+    resampling: object,
+    weighting: object,
 ) -> ParticlePlan:
-    """The plan of a particle filter, or a :class:`ConfigurationError` naming the bad argument."""
-    check_common(n=n, max_steps=max_steps, aggregation=aggregation, selection=selection, delimiter=step_delimiter)
+    """The selection of a particle filter, or a :class:`ConfigurationError` naming the bad argument."""
+    check_count(n, "n", 1)
+    check_count(max_steps, "max_steps", 1)
+    check_count(lookahead, "lookahead", 0)
     if (
         isinstance(softmax_temperature, bool)
         or not isinstance(softmax_temperature, int | float)
@@ -50,7 +51,8 @@ def check_particle_filtering(
         raise ConfigurationError(f"resampling: unknown {resampling!r}; use one of {', '.join(RESAMPLING)}")
     if weighting not in WEIGHTINGS:
         raise ConfigurationError(f"weighting: unknown {weighting!r}; use one of {', '.join(WEIGHTINGS)}")
-    return ParticlePlan(n, max_steps, float(softmax_temperature), resampling, weighting)  # type: ignore[arg-type]
+    temperature = float(softmax_temperature)
+    return ParticlePlan(n, max_steps, temperature, resampling, weighting, lookahead)  # type: ignore[arg-type]
 
 
 def create_particle_filtering(
@@ -58,17 +60,18 @@ def create_particle_filtering(
     verifier: VerifierLike,
     *,
     n: int,
-    max_steps: int = 40,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    lookahead: int = 0,
     softmax_temperature: float = 1.0,
     resampling: Resampling = "multinomial",
     weighting: Weighting = "logit",
     selection: FinalSelection = "naive",
-    aggregation: Aggregation = "last",
+    aggregation: Aggregation = DEFAULT_AGGREGATION,
     budget: Budget | None = None,
-    temperature: float = 0.8,
-    step_max_tokens: int = 256,
+    temperature: float = DEFAULT_STEP_TEMPERATURE,
+    step_max_tokens: int = DEFAULT_STEP_MAX_TOKENS,
     seed: int | None = None,
-    step_delimiter: str = "\n\n",
+    step_delimiter: str = DEFAULT_STEP_DELIMITER,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
@@ -83,19 +86,18 @@ def create_particle_filtering(
     particles are kept with the score they finished with. The search stops when every particle has finished, after
     ``max_steps`` rounds, or at a budget limit. ``selection="naive"`` answers with the highest-weight (top-scored)
     finished particle, ``"weighted"`` with best-of-N weighted over them. It costs ``n`` generations, as beam search
-    with ``n`` beams does; ``seed`` makes resampling (and the policy's sampling, where it honours seeds)
+    with ``n`` beams does (``lookahead=k``: each particle is weighed after a greedy rollout of up to ``k`` steps,
+    for ``n * (k + 1)``); ``seed`` makes resampling (and the policy's sampling, where it honours seeds)
     reproducible. ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. The choices
     are documented in :mod:`ttc_graph.nodes.particle_controller`.
     """
+    options = StepSearchOptions(
+        n=n, max_steps=max_steps, lookahead=lookahead, aggregation=aggregation, selection=selection,
+        temperature=temperature, step_max_tokens=step_max_tokens, step_delimiter=step_delimiter, seed=seed,
+        budget=budget, system_prompt=system_prompt, history=history, name=name,
+    )  # fmt: skip
     plan = check_particle_filtering(
-        n, max_steps=max_steps, softmax_temperature=softmax_temperature, resampling=resampling,
-        weighting=weighting, aggregation=aggregation, selection=selection, step_delimiter=step_delimiter,
+        n, max_steps=max_steps, lookahead=lookahead, softmax_temperature=softmax_temperature, resampling=resampling,
+        weighting=weighting,
     )  # fmt: skip
-    check_n(n, budget)
-    scorer = check_stepwise(verifier, "particle filtering")
-    defaults = SamplingDefaults(temperature, step_max_tokens, seed, budget)
-    return build_step_graph(
-        f"particle filtering with n={n}", policy, scorer, make_particle_controller(plan, defaults, step_delimiter),
-        generations=plan.generations, lookahead=0, aggregation=aggregation, selection=selection, budget=budget,
-        delimiter=step_delimiter, system_prompt=system_prompt, history=history, name=name or "particle_filtering",
-    )  # fmt: skip
+    return build_step_graph("particle filtering", policy, verifier, plan, options, "particle_filtering")

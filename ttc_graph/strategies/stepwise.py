@@ -1,58 +1,139 @@
-"""What the step-wise sampling searches (particle filtering, MCTS) share: their checks and their graph.
+"""The core every step-wise search is a configuration of: its options, its verifier rule and its graph.
 
-Their graph is beam search's: ``prepare → budget ⇄ expand → verify``, then ``select``; only the controller differs.
-Expansion reuses :func:`~ttc_graph.nodes.expand.make_expand_node` (same delimiter, same truncation rules: a step
-cut off by the token limit is partial and is continued), scoring reuses beam search's verify node.
+Beam search, lookahead search (beam search with ``lookahead``), DVTS, particle filtering and MCTS share one graph,
+``prepare → budget ⇄ expand → verify``, then ``select``: ``expand`` samples next steps
+(:func:`~ttc_graph.nodes.expand.make_expand_node`: a step cut off by the token limit is partial and is continued,
+a ``lookahead`` rollout follows each new step), ``verify`` scores the new prefixes, and ``budget`` is one round
+engine (:mod:`ttc_graph.nodes.step_rounds`) run with the strategy's own *selection* of which beams to keep and
+expand. The options every step search takes are one :class:`StepSearchOptions`, with their defaults defined here.
 
-**Step-wise verifiers.** These searches weigh *partial* solutions, so their verifier must score a prefix. A verifier
-does when it declares ``scores_prefixes = True``, when its ``granularity`` is ``"process"`` (PRMs, the process LLM
-judge, :class:`~ttc_graph.verifiers.ArithmeticVerifier`), when it is a plain callable
-(:class:`~ttc_graph.verifiers.FunctionVerifier`: it is given every prefix as text, as beam search gives it) or a
+**Step-wise verifiers.** Every step-wise search ranks or weighs *partial* solutions, so its verifier must score a
+prefix. A verifier does when it declares ``scores_prefixes = True``, when its ``granularity`` is ``"process"``
+(PRMs, the process LLM judge, :class:`~ttc_graph.verifiers.ArithmeticVerifier`), when it is a plain callable
+(:class:`~ttc_graph.verifiers.FunctionVerifier`: it is given every prefix as text) or a
 :class:`~ttc_graph.verifiers.ConfidenceVerifier` (it scores whatever tokens it is given), and a
 :class:`~ttc_graph.verifiers.CombinedVerifier` does when all its parts do. Any other verifier of granularity
-``"outcome"`` (the outcome LLM judge, a custom outcome verifier) judges whole solutions only, is not step-wise,
-and is refused with a :class:`~ttc_graph.errors.ConfigurationError` before any request.
+``"outcome"`` (the outcome LLM judge, a custom outcome verifier) judges whole solutions only and is refused by all
+five searches with a :class:`~ttc_graph.errors.ConfigurationError` before any request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+import warnings
+from dataclasses import dataclass
+from typing import Literal
 
 from langgraph.graph import END, START
-from langgraph.runtime import Runtime
 
-from ttc_graph.budget import Budget
-from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.budget import Budget, check_n
+from ttc_graph.endpoints.base import Endpoint, check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
-from ttc_graph.nodes.budget_controller import route_plan
+from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node
-from ttc_graph.nodes.search_controller import make_search_verify_node
 from ttc_graph.nodes.select import make_select_node
+from ttc_graph.nodes.step_rounds import StepSelection, make_step_controller
+from ttc_graph.nodes.step_verify import make_step_verify_node
+from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
-from ttc_graph.verifiers.base import Aggregation, Verifier
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, check_aggregation
+from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.combined import CombinedVerifier
 from ttc_graph.verifiers.confidence import ConfidenceVerifier
 from ttc_graph.verifiers.function import FunctionVerifier, VerifierLike, as_verifier
 
 __all__ = [
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_STEP_DELIMITER",
+    "DEFAULT_STEP_MAX_TOKENS",
+    "DEFAULT_STEP_TEMPERATURE",
     "FINAL_SELECTIONS",
     "FinalSelection",
+    "StepSearchOptions",
     "build_step_graph",
-    "check_common",
     "check_count",
     "check_stepwise",
+    "deprecated_alias",
     "scores_prefixes",
 ]
 
 FinalSelection = Literal["naive", "weighted"]
+"""The answer of a step-wise search: its top-scored candidate (``naive``) or best-of-N ``weighted`` over them."""
 FINAL_SELECTIONS: tuple[FinalSelection, ...] = ("naive", "weighted")
-_AGGREGATIONS = ("last", "min", "prod", "mean")
-Controller = Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]
+DEFAULT_MAX_STEPS = 40
+DEFAULT_STEP_TEMPERATURE = 0.8
+DEFAULT_STEP_MAX_TOKENS = 256
+DEFAULT_STEP_DELIMITER = "\n\n"
+
+
+def check_count(value: object, field: str, minimum: int) -> int:
+    """``value`` as an integer >= ``minimum`` (bools refused), or a :class:`ConfigurationError` naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StepSearchOptions:
+    """What every step-wise search is configured with, its selection's own knobs aside; checked when made.
+
+    ``n``: the compute, in generations of whole solutions (``n`` sampled steps per depth); ``max_steps``: the most
+    steps a solution gets; ``lookahead``: greedy rollout steps after each sampled step before it is scored (the
+    search then costs ``n * (lookahead + 1)`` generations); ``aggregation``: step scores to a prefix's score;
+    ``selection``: the final answer over the candidates; ``temperature``, ``step_max_tokens``, ``seed``: each step
+    request's sampling; ``step_delimiter``: what ends a step; ``budget``, ``system_prompt``, ``history``, ``name``:
+    as in :func:`~ttc_graph.strategies.create_best_of_n`.
+    """
+
+    n: int
+    max_steps: int = DEFAULT_MAX_STEPS
+    lookahead: int = 0
+    aggregation: Aggregation = DEFAULT_AGGREGATION
+    selection: FinalSelection = "weighted"
+    temperature: float = DEFAULT_STEP_TEMPERATURE
+    step_max_tokens: int = DEFAULT_STEP_MAX_TOKENS
+    step_delimiter: str = DEFAULT_STEP_DELIMITER
+    seed: int | None = None
+    budget: Budget | None = None
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    history: History = "all"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and not isinstance(self.budget, Budget):
+            raise ConfigurationError(f"budget: expected a Budget, got {type(self.budget).__name__} {self.budget!r}")
+        check_n(self.n, self.budget)
+        check_count(self.max_steps, "max_steps", 1)
+        check_count(self.lookahead, "lookahead", 0)
+        check_aggregation(self.aggregation)
+        if self.selection not in FINAL_SELECTIONS:
+            raise ConfigurationError(f"selection: unknown {self.selection!r}; use one of {', '.join(FINAL_SELECTIONS)}")
+        if not isinstance(self.step_delimiter, str) or not self.step_delimiter:
+            raise ConfigurationError("step_delimiter: must be a non-empty string")
+        check_number("step_max_tokens", self.step_max_tokens, integer=True, minimum=1)
+        self.sampling()  # temperature, seed and budget
+
+    @property
+    def generations(self) -> int:
+        """What the search costs, as the paper counts it: ``n * (lookahead + 1)``."""
+        return self.n * (self.lookahead + 1)
+
+    def sampling(self) -> SamplingDefaults:
+        """The step requests' sampling settings (a run's context may override them)."""
+        return SamplingDefaults(self.temperature, self.step_max_tokens, self.seed, self.budget)
+
+
+def deprecated_alias(old: str, value: object, new: str, current: object, default: object, minimum: int) -> int:
+    """The value of ``new`` when the deprecated ``old`` was given as ``value`` (checked under its own name); it
+    warns, and refuses a ``current`` value of ``new`` set to something else."""
+    given = check_count(value, old, minimum)
+    warnings.warn(f"{old} is deprecated; use {new} (the same setting)", DeprecationWarning, stacklevel=3)
+    if current != default and current != given:
+        raise ConfigurationError(f"{old}: a deprecated alias of {new}, given {given!r} with {new}={current!r}")
+    return given
 
 
 def scores_prefixes(verifier: Verifier) -> bool:
@@ -81,65 +162,36 @@ def check_stepwise(verifier: VerifierLike | None, kind: str) -> Verifier:
     return scorer
 
 
-def check_count(value: object, field: str, minimum: int) -> int:
-    """``value`` as an integer >= ``minimum`` (bools refused), or a :class:`ConfigurationError` naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{field}: must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_common(
-    *, n: object, max_steps: object, aggregation: str, selection: str, delimiter: str, steps_field: str = "max_steps"
-) -> None:
-    """The checks every step-wise search shares (``n``, step limit, aggregation, final selection, delimiter)."""
-    check_count(n, "n", 1)
-    check_count(max_steps, steps_field, 1)
-    if aggregation not in _AGGREGATIONS:
-        raise ConfigurationError(f"aggregation: unknown {aggregation!r}; use one of {', '.join(_AGGREGATIONS)}")
-    if selection not in FINAL_SELECTIONS:
-        raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(FINAL_SELECTIONS)}")
-    if not isinstance(delimiter, str) or not delimiter:
-        raise ConfigurationError("step_delimiter: must be a non-empty string")
-
-
 def build_step_graph(
-    kind: str,
-    policy: Endpoint,
-    scorer: Verifier,
-    controller: Controller,
-    *,
-    generations: int,
-    lookahead: int,
-    aggregation: Aggregation,
-    selection: FinalSelection,
-    budget: Budget | None,
-    delimiter: str,
-    system_prompt: str | None,
-    history: History,
-    name: str,
+    kind: str, policy: Endpoint, verifier: VerifierLike, keep: StepSelection, options: StepSearchOptions, name: str
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
-    """The graph of a step-wise search run by ``controller``; the policy must be able to continue a prefix."""
+    """The graph of the step-wise search ``kind`` (named ``options.name`` or ``name``): ``keep`` selects the beams
+    it keeps and expands; the policy must be able to continue a prefix and the verifier must score one."""
     check_policy(policy)
-    if budget is not None and budget.generations is not None and budget.generations < generations:
+    scorer = check_stepwise(verifier, kind)
+    budget = options.budget
+    if budget is not None and budget.generations is not None and budget.generations < keep.generations:
         raise ConfigurationError(
-            f"budget: {kind} costs {generations} generations; the budget allows {budget.generations}"
+            f"budget: {kind} with n={options.n}, lookahead={options.lookahead} costs {keep.generations}"
+            f" generations; the budget allows {budget.generations}"
         )
     check_can_continue(policy)
     graph = StrategyGraph(
-        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name
+        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=options.name or name
     )
     expand = make_expand_node(
         policy,
-        system_prompt=system_prompt,
-        delimiter=delimiter,
-        lookahead=lookahead,
+        system_prompt=options.system_prompt,
+        delimiter=options.step_delimiter,
+        lookahead=options.lookahead,
         logprobs=bool(getattr(scorer, "needs_logprobs", False)),
     )
-    graph.add_node("prepare", make_prepare_node(history))
+    controller = make_step_controller(keep, options.sampling(), options.step_delimiter)
+    graph.add_node("prepare", make_prepare_node(options.history))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
-    graph.add_node("verify", dual(make_search_verify_node(scorer, aggregation)))
-    graph.add_node("select", make_select_node(selection, name=graph.strategy_name))
+    graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation)))
+    graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", route_plan("expand", "select"), ["expand", "select"])

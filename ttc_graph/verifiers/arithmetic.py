@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.verifiers.base import Aggregation, Score, VerificationResult, Verifier, VerifyItem, aggregate
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, aggregate, check_aggregation
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 
 __all__ = ["ArithmeticVerifier", "Claim", "evaluate", "find_claims", "normalize"]
 
-_AGGREGATIONS = ("last", "min", "prod", "mean")
 _MAX_DEPTH = 40  # nesting of parentheses / LaTeX groups
 _MAX_TOKENS = 400  # tokens in one side of a claim
 _MAX_ABS = 1e18  # larger intermediate values are not checked
@@ -512,7 +512,7 @@ class ArithmeticVerifier(Verifier):
         prior: float = 0.5,
         prior_weight: float = 1.0,
         rel_tol: float = 1e-9,
-        aggregation: Aggregation = "last",
+        aggregation: Aggregation = DEFAULT_AGGREGATION,
     ) -> None:
         if not _is_number(prior) or not 0.0 <= prior <= 1.0:
             raise ConfigurationError(f"prior: must be a number in [0, 1], got {prior!r}")
@@ -520,8 +520,7 @@ class ArithmeticVerifier(Verifier):
             raise ConfigurationError(f"prior_weight: must be a number >= 0, got {prior_weight!r}")
         if not _is_number(rel_tol) or not 0.0 <= rel_tol < 1.0:
             raise ConfigurationError(f"rel_tol: must be a number in [0, 1), got {rel_tol!r}")
-        if aggregation not in _AGGREGATIONS:
-            raise ConfigurationError(f"aggregation: unknown {aggregation!r}; use one of {', '.join(_AGGREGATIONS)}")
+        check_aggregation(aggregation)
         self.prior = float(prior)
         self.prior_weight = float(prior_weight)
         self.rel_tol = float(rel_tol)

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 from ttc_graph.endpoints.base import RequestUsage
 from ttc_graph.errors import VerifierError
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, aggregate
 
 __all__ = [
     "Aggregation",
@@ -20,8 +21,6 @@ __all__ = [
     "aggregate",
     "check_unit_interval",
 ]
-
-Aggregation = Literal["last", "min", "prod", "mean"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,26 +66,11 @@ def check_unit_interval(value: float, what: str) -> float:
     return v
 
 
-def aggregate(step_scores: Sequence[float], how: Aggregation = "last") -> float:
-    """One solution score from per-step scores; ``last`` is the paper's choice."""
-    if not step_scores:
-        raise VerifierError("aggregate: no step scores to aggregate")
-    if how == "last":
-        return float(step_scores[-1])
-    if how == "min":
-        return float(min(step_scores))
-    if how == "prod":
-        return float(math.prod(step_scores))
-    if how == "mean":
-        return float(sum(step_scores) / len(step_scores))
-    raise VerifierError(f"aggregation: unknown {how!r}; use one of last, min, prod, mean")
-
-
 class Verifier(ABC):
     """Scores a batch of solutions. ``granularity`` says whether it judges every step or whole solutions."""
 
     granularity: ClassVar[Literal["process", "outcome"]] = "outcome"
-    aggregation: Aggregation = "last"
+    aggregation: Aggregation = DEFAULT_AGGREGATION
 
     @abstractmethod
     async def verify(self, items: Sequence[VerifyItem]) -> VerificationResult:

@@ -9,7 +9,8 @@ from typing import Literal
 
 from ttc_graph.endpoints.base import RequestUsage
 from ttc_graph.errors import ConfigurationError, VerifierError
-from ttc_graph.verifiers.base import Aggregation, Score, VerificationResult, Verifier, VerifyItem, aggregate
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, aggregate, check_aggregation
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
 __all__ = ["COMBINATIONS", "Combination", "CombinedVerifier", "check_weights", "combine_scores"]
@@ -17,7 +18,6 @@ __all__ = ["COMBINATIONS", "Combination", "CombinedVerifier", "check_weights", "
 Combination = Literal["product", "geometric"]
 COMBINATIONS: tuple[Combination, ...] = ("product", "geometric")
 Granularity = Literal["auto", "process", "outcome"]
-_AGGREGATIONS = ("last", "min", "prod", "mean")
 
 
 def check_weights(n_parts: int, weights: Sequence[float] | None) -> tuple[float, ...]:
@@ -77,7 +77,7 @@ class CombinedVerifier(Verifier):
         how: Combination = "product",
         *,
         granularity: Granularity = "auto",
-        aggregation: Aggregation = "last",
+        aggregation: Aggregation = DEFAULT_AGGREGATION,
     ) -> None:
         if isinstance(parts, Verifier) or callable(parts) or not isinstance(parts, Sequence) or not parts:
             raise ConfigurationError("parts: a combined verifier needs a non-empty list of verifiers")
@@ -95,8 +95,7 @@ class CombinedVerifier(Verifier):
         self.weights = check_weights(len(resolved), weights)
         if how not in COMBINATIONS:
             raise ConfigurationError(f"how: unknown {how!r}; use one of {', '.join(COMBINATIONS)}")
-        if aggregation not in _AGGREGATIONS:
-            raise ConfigurationError(f"aggregation: unknown {aggregation!r}; use one of {', '.join(_AGGREGATIONS)}")
+        check_aggregation(aggregation)
         if granularity not in ("auto", "process", "outcome"):
             raise ConfigurationError(f"granularity: unknown {granularity!r}; use 'auto', 'process' or 'outcome'")
         if granularity == "process":

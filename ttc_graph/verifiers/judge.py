@@ -12,7 +12,8 @@ from typing import Literal
 
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.verifiers.base import Aggregation, Score, VerificationResult, Verifier, VerifyItem, aggregate
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, aggregate, check_aggregation
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 from ttc_graph.verifiers.cache import CacheKey, ScoreCache, resolve_cache
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
 ]
 
 JudgeMode = Literal["process", "outcome"]
-_AGGREGATIONS = ("last", "min", "prod", "mean")
 
 DEFAULT_JUDGE_SYSTEM_PROMPT = "You check math solutions. Reply with one word: Yes or No."
 DEFAULT_PROCESS_PROMPT = (
@@ -126,7 +126,7 @@ class LLMJudgeVerifier(Verifier):
         endpoint: Endpoint,
         *,
         mode: JudgeMode = "process",
-        aggregation: Aggregation = "last",
+        aggregation: Aggregation = DEFAULT_AGGREGATION,
         samples: int = 5,
         cache: ScoreCache | bool = True,
         temperature: float = 1.0,
@@ -143,8 +143,7 @@ class LLMJudgeVerifier(Verifier):
             )
         if mode not in ("process", "outcome"):
             raise ConfigurationError(f"mode: unknown {mode!r}; use 'process' or 'outcome'")
-        if aggregation not in _AGGREGATIONS:
-            raise ConfigurationError(f"aggregation: unknown {aggregation!r}; use one of {', '.join(_AGGREGATIONS)}")
+        check_aggregation(aggregation)
         if not isinstance(samples, int) or samples < 1:
             raise ConfigurationError(f"samples: must be an integer >= 1, got {samples!r}")
         if not 1 <= top_logprobs <= 20:

@@ -34,13 +34,13 @@ import httpx
 from ttc_graph.endpoints.base import RequestUsage
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError, VerifierError
-from ttc_graph.verifiers.base import Aggregation, Score, VerificationResult, Verifier, VerifyItem, aggregate
+from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, aggregate, check_aggregation
+from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 from ttc_graph.verifiers.cache import CacheKey, ScoreCache, resolve_cache
 
 __all__ = ["QWEN_PRM_SYSTEM_PROMPT", "RewardModelVerifier", "parse_step_rows"]
 
 QWEN_PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-_AGGREGATIONS = ("last", "min", "prod", "mean")
 _PAIR_SUM_TOLERANCE = 0.02  # softmax rows in bf16 still sum to 1 within this
 
 
@@ -97,7 +97,7 @@ class RewardModelVerifier(Verifier):
         step_separator: str = "<extra_0>",
         api_key: str | None = None,
         system_prompt: str | None = QWEN_PRM_SYSTEM_PROMPT,
-        aggregation: Aggregation = "last",
+        aggregation: Aggregation = DEFAULT_AGGREGATION,
         task: str | None = "token_classify",
         positive_index: int = 1,
         timeout: float = 120.0,
@@ -112,8 +112,7 @@ class RewardModelVerifier(Verifier):
             raise ConfigurationError("model: the served reward model name is required")
         if not step_separator:
             raise ConfigurationError("step_separator: must be a non-empty string")
-        if aggregation not in _AGGREGATIONS:
-            raise ConfigurationError(f"aggregation: unknown {aggregation!r}; use one of {', '.join(_AGGREGATIONS)}")
+        check_aggregation(aggregation)
         if positive_index not in (0, 1):
             raise ConfigurationError(f"positive_index: must be 0 or 1, got {positive_index!r}")
         if max_concurrency < 1:
