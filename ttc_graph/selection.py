@@ -1,14 +1,24 @@
-"""Final-answer selection over candidates: naive best-of-N, best-of-N weighted, majority vote."""
+"""Selection over candidates: naive best-of-N, best-of-N weighted, majority vote, for final answers and actions.
+
+A candidate with tool calls is an *action*: actions vote by :func:`~ttc_graph.tool_calls.action_key` (exact
+equality of the multiset of calls), final answers by equivalent answer; an action group and an answer group never
+merge. A candidate is *invalid* when ``meta["invalid"]`` records problems or its calls fail
+:func:`~ttc_graph.tool_calls.validate_tool_calls` against the request's ``tools`` (only the arguments' JSON is
+checked without ``tools``). Invalid candidates never win while a valid candidate has an answer or an action; when
+none has, selection runs over the invalid ones as if they were valid and :attr:`Selected.invalid` carries the
+winner's problems, so a tool node can return them to the agent as an error to recover from.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import comb
 from typing import Literal
 
 from ttc_graph.answers import group_answers
 from ttc_graph.state import Candidate
+from ttc_graph.tool_calls import ToolsLike, action_key, candidate_problems, is_action, tool_specs
 
 __all__ = [
     "AnswerGroup",
@@ -32,30 +42,91 @@ SELECTIONS: tuple[Selection, ...] = ("weighted", "naive", "majority")
 
 @dataclass(frozen=True, slots=True)
 class AnswerGroup:
-    """Candidates that share a final answer."""
+    """Candidates that share a final answer, or (``action``) the same tool calls, ``answer`` then being their
+    action key. ``valid`` is False for a group of invalid candidates."""
 
     answer: str
     candidate_ids: tuple[str, ...]
     votes: int
     weight: float
+    action: bool = False
+    valid: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Selected:
+    """The pick: ``candidate_id`` names the winning candidate.
+
+    For an action, ``answer`` is None and ``action`` the winner's action key. ``invalid`` holds the winner's
+    problems when every candidate with an answer or action was invalid (empty otherwise).
+    """
+
     answer: str | None
     candidate_id: str | None
     groups: tuple[AnswerGroup, ...]
     rule: str
+    action: str | None = None
+    invalid: tuple[str, ...] = ()
+
+    @property
+    def is_action(self) -> bool:
+        """Whether the winner is a tool-call candidate."""
+        return self.action is not None
+
+    @property
+    def valid(self) -> bool:
+        """False when the winner was picked among invalid candidates only."""
+        return not self.invalid
 
 
-def answer_groups(candidates: Sequence[Candidate]) -> list[AnswerGroup]:
-    """Parsable candidates grouped by equivalent final answer, heaviest first (ties: first seen)."""
-    groups = []
-    for idx in group_answers([c["answer"] for c in candidates]):
+def _grouped(candidates: Sequence[Candidate], valid: bool = True) -> list[AnswerGroup]:
+    """Answer groups and action groups, by first appearance."""
+    firsts: list[tuple[int, AnswerGroup]] = []
+    answers = [None if is_action(c) else c["answer"] for c in candidates]
+    for idx in group_answers(answers):
         members = [candidates[i] for i in idx]
         weight = sum(c["score"] for c in members if c["score"] is not None)
-        groups.append(AnswerGroup(str(members[0]["answer"]), tuple(c["id"] for c in members), len(members), weight))
-    return groups
+        group = AnswerGroup(str(members[0]["answer"]), tuple(c["id"] for c in members), len(members), weight)
+        firsts.append((idx[0], group if valid else _invalid(group)))
+    actions: dict[str, list[int]] = {}
+    for i, c in enumerate(candidates):
+        if is_action(c):
+            actions.setdefault(action_key(c.get("tool_calls") or []), []).append(i)
+    for key, idx in actions.items():
+        members = [candidates[i] for i in idx]
+        weight = sum(c["score"] for c in members if c["score"] is not None)
+        firsts.append((idx[0], AnswerGroup(key, tuple(c["id"] for c in members), len(members), weight, True, valid)))
+    firsts.sort(key=lambda fg: fg[0])
+    return [g for _, g in firsts]
+
+
+def _invalid(g: AnswerGroup) -> AnswerGroup:
+    return AnswerGroup(g.answer, g.candidate_ids, g.votes, g.weight, g.action, False)
+
+
+def _split(
+    candidates: Sequence[Candidate], tools: ToolsLike | None
+) -> tuple[list[Candidate], list[Candidate], dict[int, list[str]]]:
+    """Valid candidates, invalid candidates, and each invalid one's problems (keyed by the candidate's ``id()``)."""
+    specs = None if tools is None else tool_specs(tools)
+    valid: list[Candidate] = []
+    invalid: list[Candidate] = []
+    problems: dict[int, list[str]] = {}
+    for c in candidates:
+        found = candidate_problems(c, specs)
+        if found:
+            problems[id(c)] = found
+            invalid.append(c)
+        else:
+            valid.append(c)
+    return valid, invalid, problems
+
+
+def answer_groups(candidates: Sequence[Candidate], tools: ToolsLike | None = None) -> list[AnswerGroup]:
+    """Parsable candidates grouped by equivalent final answer, and actions by action key, in order of first
+    appearance; the groups of invalid candidates (see the module docstring) follow, marked ``valid=False``."""
+    valid, invalid, _ = _split(candidates, tools)
+    return _grouped(valid) + _grouped(invalid, valid=False)
 
 
 def _best(groups: list[AnswerGroup], key: str) -> AnswerGroup | None:
@@ -66,20 +137,33 @@ def _best(groups: list[AnswerGroup], key: str) -> AnswerGroup | None:
     return best
 
 
-def select_answer(candidates: Sequence[Candidate], how: Selection = "weighted") -> Selected:
-    """Pick the final answer the paper's way.
+def select_answer(
+    candidates: Sequence[Candidate], how: Selection = "weighted", *, tools: ToolsLike | None = None
+) -> Selected:
+    """Pick the final answer, or the action, the paper's way.
 
-    ``naive``: the top-scored candidate with a final answer. ``weighted``: the answer with the largest sum of
-    scores (best-of-N weighted). ``majority``: the most frequent answer. Unscored candidates carry no weight;
-    with no scored candidate at all, ``naive`` and ``weighted`` fall back to a majority vote.
+    ``naive``: the top-scored candidate with a final answer or tool calls. ``weighted``: the answer or action with
+    the largest sum of scores (best-of-N weighted). ``majority``: the most frequent answer or action. Unscored
+    candidates carry no weight; with no scored candidate at all, ``naive`` and ``weighted`` fall back to a
+    majority vote. Ties go to the first seen. ``tools`` (the request's tools) enables the schema check of actions;
+    invalid candidates lose to any valid one (see the module docstring).
     """
-    groups = answer_groups(candidates)
+    valid, invalid, problems = _split(candidates, tools)
+    pool, groups, others, flagged = valid, _grouped(valid), _grouped(invalid, valid=False), False
+    if not groups and others:
+        pool, groups, others, flagged = invalid, others, [], True
     if not groups:
         return Selected(None, None, (), "none")
-    scored = [c for c in candidates if c["parsable"] and c["score"] is not None]
+    scored = [c for c in pool if (is_action(c) or c["parsable"]) and c["score"] is not None]
+
+    def problems_of(cand: Candidate) -> tuple[str, ...]:
+        return tuple(problems[id(cand)]) if flagged else ()
+
     if how == "naive" and scored:
         top = max(scored, key=lambda c: c["score"] or 0.0)  # max() keeps the first of equal scores
-        return Selected(top["answer"], top["id"], tuple(groups), "naive")
+        act = action_key(top.get("tool_calls") or []) if is_action(top) else None
+        answer = None if act is not None else top["answer"]
+        return Selected(answer, top["id"], tuple(groups + others), "naive", act, problems_of(top))
     if how == "weighted" and scored:
         g = _best(groups, "weight")
         rule = "weighted"
@@ -87,10 +171,18 @@ def select_answer(candidates: Sequence[Candidate], how: Selection = "weighted") 
         g = _best(groups, "votes")
         rule = "majority"
     assert g is not None
-    by_id = {c["id"]: c for c in candidates}
+    by_id = {c["id"]: c for c in pool}
     members = [by_id[i] for i in g.candidate_ids]
     rep = max(members, key=lambda c: c["score"] if c["score"] is not None else -1.0)
-    return Selected(g.answer, rep["id"], tuple(sorted(groups, key=lambda x: -getattr(x, _key(rule)))), rule)
+    ranked = [*sorted(groups, key=lambda x: -getattr(x, _key(rule))), *sorted(others, key=lambda x: -x.votes)]
+    return Selected(
+        None if g.action else g.answer,
+        rep["id"],
+        tuple(ranked),
+        rule,
+        g.answer if g.action else None,
+        problems_of(rep),
+    )
 
 
 def _key(rule: str) -> str:
@@ -122,12 +214,14 @@ def revision_chains(candidates: Iterable[Candidate]) -> dict[int, list[Candidate
     return dict(sorted(chains.items()))
 
 
-def _chain_pick(attempts: Sequence[Candidate]) -> Candidate | None:
-    inner = select_answer(attempts, "weighted")
+def _chain_pick(attempts: Sequence[Candidate], tools: ToolsLike | None = None) -> Candidate | None:
+    inner = select_answer(attempts, "weighted", tools=tools)
     return next((c for c in attempts if c["id"] == inner.candidate_id), None)
 
 
-def finalists(candidates: Sequence[Candidate], revisions: RevisionSelection | None = None) -> list[Candidate]:
+def finalists(
+    candidates: Sequence[Candidate], revisions: RevisionSelection | None = None, *, tools: ToolsLike | None = None
+) -> list[Candidate]:
     """The candidates a strategy's final vote ranges over: all of them, or for revision chains (``revisions``
     names their selection) each chain's pick (``hierarchical``), last attempt (``last``) or every attempt."""
     if revisions is None or revisions == "majority":
@@ -135,10 +229,12 @@ def finalists(candidates: Sequence[Candidate], revisions: RevisionSelection | No
     chains = revision_chains(candidates).values()
     if revisions == "last":
         return [attempts[-1] for attempts in chains]
-    return [pick for attempts in chains if (pick := _chain_pick(attempts)) is not None]
+    return [pick for attempts in chains if (pick := _chain_pick(attempts, tools)) is not None]
 
 
-def select_revisions(candidates: Sequence[Candidate], how: RevisionSelection) -> Selected:
+def select_revisions(
+    candidates: Sequence[Candidate], how: RevisionSelection, *, tools: ToolsLike | None = None
+) -> Selected:
     """Selection over revision chains.
 
     ``hierarchical``: best-of-N weighted within each chain, then best-of-N weighted across the chains' picks
@@ -146,16 +242,20 @@ def select_revisions(candidates: Sequence[Candidate], how: RevisionSelection) ->
     ``last``: each chain's final attempt, combined by best-of-N weighted (majority when unscored).
     """
     if how == "majority":
-        return select_answer(candidates, "majority")
-    chosen = select_answer(finalists(candidates, how), "weighted")
+        return select_answer(candidates, "majority", tools=tools)
+    chosen = select_answer(finalists(candidates, how, tools=tools), "weighted", tools=tools)
     if how == "last":
         return chosen
-    return Selected(chosen.answer, chosen.candidate_id, chosen.groups, f"hierarchical/{chosen.rule}")
+    return replace(chosen, rule=f"hierarchical/{chosen.rule}")
 
 
 def select_pooled(
-    probes: Sequence[Candidate], candidates: Sequence[Candidate], revisions: RevisionSelection | None = None
+    probes: Sequence[Candidate],
+    candidates: Sequence[Candidate],
+    revisions: RevisionSelection | None = None,
+    *,
+    tools: ToolsLike | None = None,
 ) -> Selected:
     """Best-of-N weighted over ``probes`` and the :func:`finalists` of a strategy's ``candidates``: how a router
     keeps the probe samples it paid for when it routes to a strategy other than best-of-N."""
-    return select_answer([*probes, *finalists(candidates, revisions)], "weighted")
+    return select_answer([*probes, *finalists(candidates, revisions, tools=tools)], "weighted", tools=tools)

@@ -6,7 +6,7 @@ import operator
 from dataclasses import dataclass, fields
 from typing import Annotated, Any, Literal, NotRequired
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, ToolCall
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
@@ -33,7 +33,8 @@ class Candidate(TypedDict):
     """One sampled solution and what is known about it.
 
     ``tokens`` is the completion tokens of this candidate's own text (for a search beam: of all its steps), never
-    prompt or verifier tokens; the run's totals are in ``usage``.
+    prompt or verifier tokens; the run's totals are in ``usage``. A candidate with a non-empty ``tool_calls`` is an
+    action (see :mod:`ttc_graph.tool_calls`); without, a final answer (``answer``).
     """
 
     id: str
@@ -48,6 +49,7 @@ class Candidate(TypedDict):
     finish_reason: str | None
     token_logprobs: NotRequired[list[float] | None]
     meta: NotRequired[dict[str, Any]]
+    tool_calls: NotRequired[list[ToolCall]]
 
 
 def upsert_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
