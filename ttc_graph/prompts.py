@@ -4,45 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 
-from ttc_graph.endpoints.base import ChatMessage
+from ttc_graph.messages import ChatMessage, message_text, to_wire_message
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "chat_history", "message_text", "solve_messages"]
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def message_text(message: BaseMessage) -> str:
-    """The text of a LangChain message (text blocks of a multi-part content joined)."""
-    text = message.text
-    return str(text) if isinstance(text, str) else str(message.content)
-
-
 def chat_history(messages: Iterable[BaseMessage]) -> list[ChatMessage]:
-    """Human and AI turns as the endpoint's chat messages (``user`` / ``assistant``).
-
-    System, tool and other messages, and turns without text (an AI message that only calls tools), are left out:
-    the strategy sends its own system prompt.
-    """
-    out: list[ChatMessage] = []
-    for message in messages:
-        role = "user" if isinstance(message, HumanMessage) else "assistant" if isinstance(message, AIMessage) else None
-        text = message_text(message).strip() if role else ""
-        if role and text:
-            out.append({"role": role, "content": text})
-    return out
+    """A conversation as the endpoint's chat messages: system, human and AI turns, an AI turn's tool calls and the
+    tool results that answer them (OpenAI's wire format). A turn with nothing to send (an empty AI message) is left
+    out."""
+    return [wire for message in messages if (wire := to_wire_message(message)) is not None]
 
 
 def solve_messages(
     question: str,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: Sequence[ChatMessage] = (),
+    followup: Sequence[ChatMessage] = (),
 ) -> list[ChatMessage]:
-    """The chat messages that ask the policy to solve ``question``: system prompt, prior turns, the question."""
-    messages: list[ChatMessage] = []
+    """The chat messages that ask the policy to solve ``question``: one system message, the prior turns, the
+    question, then ``followup`` (what came after the question: an agent's tool calls and their results).
+
+    The conversation's own system messages and ``system_prompt`` are joined into one system message at the start
+    (the conversation's first), since many chat templates take a single leading system message.
+    """
+    turns = [dict(m) for m in (*history, {"role": "user", "content": question}, *followup)]
+    systems = [m["content"] for m in turns if m["role"] == "system" and m["content"].strip()]
     if system_prompt:
-        messages.append({"role": "system", "content": system_prompt})
-    messages.extend({"role": m["role"], "content": m["content"]} for m in history)
-    messages.append({"role": "user", "content": question})
+        systems.append(system_prompt)
+    messages: list[ChatMessage] = [{"role": "system", "content": "\n\n".join(systems)}] if systems else []
+    messages.extend(m for m in turns if m["role"] != "system")  # type: ignore[misc]
     return messages

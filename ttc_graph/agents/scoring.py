@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -13,11 +12,11 @@ from numbers import Real
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AnyMessage
 
 from ttc_graph.endpoints.langchain import LangChainEndpoint
 from ttc_graph.errors import ConfigurationError, VerifierError
-from ttc_graph.prompts import message_text
+from ttc_graph.messages import render_transcript
 from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Score, Verifier, VerifyItem
 from ttc_graph.verifiers.judge import LLMJudgeVerifier
@@ -47,8 +46,6 @@ AGENT_JUDGE_PROMPT = (
 )
 """The judge's prompt for a chat-model verifier. Placeholders: ``{question}``, ``{solution}`` (the transcript)."""
 
-_MAX_TOOL_OUTPUT = 2000  # characters of one tool result shown to a judge
-
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
@@ -59,29 +56,6 @@ class RunOutcome:
     state: Mapping[str, Any]
     messages: Sequence[AnyMessage]
     new_messages: Sequence[AnyMessage]
-
-
-def render_transcript(messages: Sequence[BaseMessage]) -> str:
-    """A run's messages as plain text for a judge: each turn by role, tool calls with their arguments, tool results
-    (each cut at 2000 characters)."""
-    lines: list[str] = []
-    for m in messages:
-        text = message_text(m).strip()
-        if isinstance(m, AIMessage):
-            if text:
-                lines.append(f"Assistant: {text}")
-            for call in m.tool_calls:
-                lines.append(f"Assistant calls {call['name']}({json.dumps(call['args'], ensure_ascii=False)})")
-        elif isinstance(m, ToolMessage):
-            shown = text if len(text) <= _MAX_TOOL_OUTPUT else text[:_MAX_TOOL_OUTPUT] + " [...]"
-            lines.append(f"Tool {m.name or ''} returned: {shown}".replace("Tool  ", "Tool "))
-        elif isinstance(m, HumanMessage):
-            lines.append(f"User: {text}")
-        elif isinstance(m, SystemMessage):
-            lines.append(f"System: {text}")
-        else:
-            lines.append(f"{m.type}: {text}")
-    return "\n".join(lines)
 
 
 def check_run_score(value: object, where: str) -> float:

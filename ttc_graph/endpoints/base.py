@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.usage import RequestUsage  # re-exported: the usage types live in ttc_graph.usage
+from ttc_graph.messages import ChatMessage  # re-exported: the message types live in ttc_graph.messages
+from ttc_graph.usage import RequestUsage
+
+if TYPE_CHECKING:
+    from langchain_core.messages import ToolCall  # re-exported: the usage types live in ttc_graph.usage
 
 __all__ = [
     "ChatMessage",
@@ -33,18 +37,14 @@ the partial solution and asks for the next step.
 """
 
 
-class ChatMessage(TypedDict):
-    role: str
-    content: str
-
-
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Per-request sampling knobs.
 
     ``retry_lost=False`` gives up on an attempt whose answer was lost after it was sent (a timeout, a dropped
     connection, an unreadable body) instead of retrying it: under a token budget the controller re-plans that sample
-    from what is left, since the lost attempt may have been generated.
+    from what is left, since the lost attempt may have been generated. ``tools`` (OpenAI-format tool specs) and
+    ``tool_choice`` go to the model as the chat API takes them; a generation then may carry ``tool_calls``.
     """
 
     temperature: float | None = None
@@ -56,6 +56,8 @@ class SamplingParams:
     top_logprobs: int = 0
     timeout: float | None = None
     retry_lost: bool = True
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 def check_number(name: str, value: object, *, integer: bool, minimum: float, strict: bool = False) -> None:
@@ -91,13 +93,15 @@ def check_request(n: object, params: SamplingParams | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """One sampled completion."""
+    """One sampled completion; ``tool_calls`` (LangChain's shape: ``name``, ``args``, ``id``) when the model called
+    tools through the API."""
 
     text: str
     finish_reason: str | None = None
     completion_tokens: int | None = None
     token_logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[dict[str, float], ...] | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
 
     @property
     def tokens(self) -> int | None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import ensure_config
 
 from ttc_graph._loop import PerLoop, serving_sync_call
@@ -23,21 +23,15 @@ from ttc_graph.endpoints.base import (
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.messages import message_text, to_langchain_messages
 from ttc_graph.usage import RequestUsage
 
 __all__ = ["LangChainEndpoint"]
 
-_ROLES = {"system": SystemMessage, "user": HumanMessage, "human": HumanMessage, "assistant": AIMessage}
-
 
 def to_langchain(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
-    out: list[BaseMessage] = []
-    for m in messages:
-        cls = _ROLES.get(m["role"])
-        if cls is None:
-            raise ConfigurationError(f"messages: unknown role {m['role']!r}")
-        out.append(cls(content=m["content"]))
-    return out
+    """Request messages as LangChain messages (tool calls and tool results included)."""
+    return to_langchain_messages(messages)
 
 
 def _token_usage(message: Any, llm_output: dict[str, Any] | None) -> tuple[int, int] | None:
@@ -119,6 +113,10 @@ class LangChainEndpoint:
             msgs.append({"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)})
         lc_messages = to_langchain(msgs)
         kwargs = self._kwargs(params)
+        model = self.chat_model
+        if params is not None and params.tools:
+            bound = {} if params.tool_choice is None else {"tool_choice": params.tool_choice}
+            model = self.chat_model.bind_tools(list(params.tools), **bound)  # type: ignore[assignment]
         stop = kwargs.pop("stop", None)
         config = ensure_config()  # the run this call belongs to (LangChain's context variable), if any
         run: dict[str, Any] = {key: config.get(key) for key in ("callbacks", "tags", "metadata", "run_name")}
@@ -137,6 +135,12 @@ class LangChainEndpoint:
                 nonlocal lost
                 try:
                     async with asyncio.timeout(timeout):
+                        if model is not self.chat_model:  # tools bound: a Runnable, one message per call
+                            invoke = model.invoke if sync else model.ainvoke
+                            cfg = {k: v for k, v in run.items() if v is not None}
+                            call = (asyncio.to_thread(invoke, lc_messages, cfg, stop=stop, **kwargs) if sync
+                                    else invoke(lc_messages, cfg, stop=stop, **kwargs))  # fmt: skip
+                            return await call
                         if sync:
                             return await asyncio.to_thread(
                                 self.chat_model.generate, [lc_messages], stop=stop, **run, **kwargs
@@ -166,9 +170,22 @@ class LangChainEndpoint:
             ) from exc
 
 
+def _message_result(message: AIMessage) -> GenerationResult:
+    """A bound model's reply (one message, one request) with its tool calls."""
+    tokens = _token_usage(message, None)
+    prompt_toks, completion = tokens or (0, 0)
+    meta = message.response_metadata or {}
+    calls = tuple(message.tool_calls) or None
+    text = message_text(message)
+    gen = Generation(text, meta.get("finish_reason"), tokens[1] if tokens else None, tool_calls=calls)
+    return GenerationResult([gen], RequestUsage(1, prompt_toks, completion))
+
+
 def _result_of(out: Any) -> GenerationResult:
     """One agenerate call is one request: its usage is the messages' usage_metadata summed, or else the call's
     llm_output token_usage counted once (never once per generation)."""
+    if isinstance(out, AIMessage):
+        return _message_result(out)
     gens = [g for batch in out.generations for g in batch]
     per_gen = [_token_usage(getattr(g, "message", None), None) for g in gens]
     if all(t is not None for t in per_gen):
@@ -179,5 +196,8 @@ def _result_of(out: Any) -> GenerationResult:
     result = GenerationResult(usage=RequestUsage(1, prompt_toks, completion_total))
     for g, tokens in zip(gens, per_gen, strict=True):
         info = getattr(g, "generation_info", None) or {}
-        result.generations.append(Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None))
+        calls = tuple(getattr(getattr(g, "message", None), "tool_calls", None) or ()) or None
+        result.generations.append(
+            Generation(g.text, info.get("finish_reason"), tokens[1] if tokens else None, tool_calls=calls)
+        )
     return result

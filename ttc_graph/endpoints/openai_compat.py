@@ -35,6 +35,7 @@ from ttc_graph.endpoints.n_usage import (
 from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retries
 from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.messages import from_wire_tool_calls
 from ttc_graph.usage import RequestUsage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
@@ -244,6 +245,10 @@ class OpenAIEndpoint:
                 kwargs[key] = value
         if p.stop:
             kwargs["stop"] = list(p.stop)
+        if p.tools:
+            kwargs["tools"] = [dict(t) for t in p.tools]
+            if p.tool_choice is not None:
+                kwargs["tool_choice"] = p.tool_choice
         if p.timeout is not None:
             kwargs["timeout"] = p.timeout
         if self.extra_body:
@@ -434,7 +439,7 @@ class OpenAIEndpoint:
     ) -> GenerationResult:
         client = self._clients.get().api
         kwargs = self._request_kwargs(n, params)
-        msgs: list[dict[str, str]] = [dict(m) for m in messages]
+        msgs: list[dict[str, Any]] = [dict(m) for m in messages]
         if prefix:
             msgs.append({"role": "assistant", "content": prefix})
             body = kwargs.setdefault("extra_body", {})
@@ -455,7 +460,9 @@ class OpenAIEndpoint:
                 if prefix:
                     text = _strip_prefix(text, prefix)
                 lps, tops = _parse_chat_logprobs(choice)
-                generations.append(Generation(text, choice.finish_reason, None, lps, tops))
+                calls = getattr(choice.message, "tool_calls", None) if choice.message else None
+                tool_calls = tuple(from_wire_tool_calls(calls)) if calls else None
+                generations.append(Generation(text, choice.finish_reason, None, lps, tops, tool_calls))
             return generations
 
         what = f"chat completion on {self.name}"
