@@ -11,8 +11,8 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from ttc_graph.budget import Budget, merge_usage
-from ttc_graph.endpoints.base import ChatMessage
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.messages import ChatMessage
 
 __all__ = [
     "Candidate",
@@ -97,6 +97,9 @@ class TTCState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     from_messages: bool
     history: list[ChatMessage]
+    followup: list[ChatMessage]
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
     asked: dict[str, str | None]
     candidates: Annotated[list[Candidate], upsert_candidates]
     frontier: Annotated[list[Any], upsert_candidates]
@@ -126,6 +129,8 @@ class TTCContext:
     max_tokens: int | None
     seed: int | None
     history: History | None
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
     extra: dict[str, Any]
 
     def __init__(
@@ -135,6 +140,8 @@ class TTCContext:
         max_tokens: int | None = None,
         seed: int | None = None,
         history: History | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         **unknown: Any,
     ) -> None:
@@ -149,4 +156,6 @@ class TTCContext:
         self.max_tokens = max_tokens
         self.seed = seed
         self.history = history
+        self.tools = tools
+        self.tool_choice = tool_choice
         self.extra = {} if extra is None else extra

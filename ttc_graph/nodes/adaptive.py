@@ -27,8 +27,7 @@ from ttc_graph.answers import group_answers
 from ttc_graph.budget import usage_delta
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.nodes.propose import failure, make_candidate
-from ttc_graph.prompts import solve_messages
+from ttc_graph.nodes.propose import failure, make_candidate, task_messages, task_tools
 from ttc_graph.selection import leader_probability
 from ttc_graph.state import Candidate
 from ttc_graph.usage import RequestUsage
@@ -139,6 +138,9 @@ class SampleTask(TypedDict):
     deadline: float | None
     hold_tokens: bool
     history: NotRequired[list[ChatMessage]]
+    followup: NotRequired[list[ChatMessage]]
+    tools: NotRequired[list[dict[str, Any]]]
+    tool_choice: NotRequired[str | dict[str, Any] | None]
 
 
 @task(name="ttc_sample_log")
@@ -207,7 +209,8 @@ class _Window:
         self.in_flight: dict[asyncio.Future[GenerationResult], tuple[int, RequestUsage]] = {}
         self.fired = False
         self.durable = _durable()
-        self.streams = stop is not None and isinstance(policy, StreamingEndpoint)  # only a stopping rule cancels
+        # only a stopping rule cancels; a request with tools is not streamed (its calls arrive whole)
+        self.streams = stop is not None and isinstance(policy, StreamingEndpoint) and not task_.get("tools")
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
 
@@ -251,6 +254,7 @@ class _Window:
             logprobs=self.logprobs,
             timeout=timeout,
             retry_lost=not t["hold_tokens"],
+            **task_tools(t),
         )
 
     def start(self) -> None:
@@ -278,7 +282,8 @@ class _Window:
             spent = _usage(_raw(result.usage))
             spent.failed_requests = spent.failed_requests or 1
             return {"kind": "failed", "i": index, "usage": _raw(spent), "errors": [f"{where}: no generation"]}
-        cand = make_candidate(f"r{self.task['round']}-s{index}", result.generations[0], self.task["round"])
+        gen, round_ = result.generations[0], self.task["round"]
+        cand = make_candidate(f"r{round_}-s{index}", gen, round_, self.task.get("tools"))
         return {"kind": "done", "i": index, "cand": cand, "usage": _raw(result.usage)}
 
     async def cancel_all(self) -> list[dict[str, Any]]:
@@ -377,7 +382,7 @@ def make_sample_node(
     """
 
     async def sample(task_: SampleTask, runtime: Runtime[Any]) -> dict[str, Any]:
-        messages = solve_messages(task_["question"], system_prompt, task_.get("history") or ())
+        messages = task_messages(task_, system_prompt)
         window = _Window(task_, policy, messages, logprobs, stop, runtime.stream_writer)
         for entry in await _replay() if window.durable else []:
             window.apply(entry)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ROUND_SAMPLES",
     "AdaptiveStop",
     "SamplingDefaults",
+    "conversation_of",
     "holds_tokens",
     "make_best_of_n_controller",
     "route_plan",
@@ -184,15 +185,29 @@ def make_best_of_n_controller(
     return budget
 
 
+def conversation_of(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What every sampling task of a run sends besides its question: the turns around it and the run's tools."""
+    talk: dict[str, Any] = {"history": state.get("history") or []}
+    if state.get("followup"):
+        talk["followup"] = state["followup"]
+    if state.get("tools"):
+        talk["tools"] = state["tools"]
+        talk["tool_choice"] = state.get("tool_choice")
+    return talk
+
+
 def route_plan(target: str, done: str) -> Callable[[TTCState], Sequence[Send] | str]:
     """Conditional edge: one ``Send`` per planned task (to the node it names, else ``target``), or on to ``done``.
 
-    Each task carries the conversation before the question (``history``), which the sampling nodes send along.
+    Each task carries the conversation (``history`` before the question, ``followup`` after it) and the run's
+    ``tools`` / ``tool_choice``, which the sampling nodes send along.
     """
 
     def route(state: TTCState) -> Sequence[Send] | str:
         plan = state.get("plan") or []
-        history = state.get("history") or []
-        return [Send(task.get("target", target), {**task, "history": history}) for task in plan] if plan else done
+        if not plan:
+            return done
+        talk = conversation_of(state)
+        return [Send(task.get("target", target), {**task, **talk}) for task in plan]
 
     return route

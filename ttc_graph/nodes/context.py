@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, get_args
 
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
@@ -53,6 +54,22 @@ def _history(value: Any) -> History:
     return value  # type: ignore[no-any-return]
 
 
+def _tools(value: Any) -> list[dict[str, Any]]:
+    """OpenAI-format tool specs; LangChain tools, pydantic models and functions are converted."""
+    if not isinstance(value, list | tuple):
+        raise ConfigurationError(f"context.tools: expected a list of tools, got {type(value).__name__}")
+    try:
+        return [dict(t) if isinstance(t, Mapping) and "function" in t else convert_to_openai_tool(t) for t in value]
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"context.tools: {exc}") from exc
+
+
+def _tool_choice(value: Any) -> str | dict[str, Any]:
+    if (isinstance(value, str) and value) or isinstance(value, Mapping):
+        return value if isinstance(value, str) else dict(value)
+    raise ConfigurationError(f"context.tool_choice: expected a string or a dict, got {type(value).__name__} {value!r}")
+
+
 def _extra(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"context.extra: expected a dict, got {type(value).__name__} {value!r}")
@@ -65,6 +82,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_tokens": _number("max_tokens", integer=True, minimum=1),
     "seed": _number("seed", integer=True, minimum=-(2**63)),
     "history": _history,
+    "tools": _tools,
+    "tool_choice": _tool_choice,
     "extra": _extra,
 }
 

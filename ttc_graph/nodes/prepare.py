@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
 
 from langchain_core.messages import AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from ttc_graph.endpoints.base import ChatMessage
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.messages import ChatMessage
 from ttc_graph.nodes.context import run_context
 from ttc_graph.prompts import chat_history, message_text
 from ttc_graph.state import History, TTCState
@@ -31,6 +31,7 @@ class Asked:
     from_messages: bool
     history: list[ChatMessage]
     last_human_id: str | None
+    followup: list[ChatMessage] = field(default_factory=list)
 
 
 class PrepareNode(Protocol):
@@ -75,7 +76,8 @@ def resolve_question(state: TTCState, history: History = "all") -> Asked:
         raise ConfigurationError("question: give a non-empty 'question' or a 'messages' list ending in a human message")
     index, message = human
     turns = chat_history(messages[:index]) if history == "all" else []
-    return Asked(message_text(message).strip(), True, turns, human_id)
+    # what came after the question (an agent's tool calls and their results) is part of the turn being answered
+    return Asked(message_text(message).strip(), True, turns, human_id, chat_history(messages[index + 1 :]))
 
 
 def question_of(state: TTCState) -> tuple[str, bool]:
@@ -84,11 +86,13 @@ def question_of(state: TTCState) -> tuple[str, bool]:
     return asked.question, asked.from_messages
 
 
-def make_prepare_node(history: History = "all", reset: Iterable[str] = ()) -> PrepareNode:
+def make_prepare_node(history: History = "all", reset: Iterable[str] = (), *, takes_tools: bool = True) -> PrepareNode:
     """The entry node. It resets every per-run field, so each run on a thread starts fresh, and finds the question.
 
     ``history`` (the run's context may override it): ``all`` sends the prior human and AI turns of ``messages`` to
     the model, ``last`` only the question. ``reset`` names extra per-run fields to clear (a router's route).
+    ``takes_tools=False`` (step-wise search, which samples reasoning steps, not actions) refuses a run whose context
+    offers tools, with a :class:`ConfigurationError`.
     """
     if history not in get_args(History):
         raise ConfigurationError(f"history: expected 'all' or 'last', got {history!r}")
@@ -96,11 +100,19 @@ def make_prepare_node(history: History = "all", reset: Iterable[str] = ()) -> Pr
 
     def prepare(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         ctx = run_context(runtime)
+        if ctx.tools and not takes_tools:
+            raise ConfigurationError(
+                "tools: step-wise search samples reasoning steps, not actions; use best-of-N or revisions for a"
+                " turn that may call tools"
+            )
         asked = resolve_question(state, ctx.history or history)
         update: dict[str, Any] = {
             "question": asked.question,
             "from_messages": asked.from_messages,
             "history": asked.history,
+            "followup": asked.followup,
+            "tools": ctx.tools,
+            "tool_choice": ctx.tool_choice,
             "asked": {"question": asked.question, "message_id": asked.last_human_id},
             "candidates": Overwrite([]),
             "frontier": Overwrite([]),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
@@ -14,8 +15,19 @@ from ttc_graph.endpoints.base import ChatMessage, Endpoint, Generation, RequestU
 from ttc_graph.errors import EndpointError
 from ttc_graph.prompts import solve_messages
 from ttc_graph.state import Candidate
+from ttc_graph.tool_calls import parse_text_tool_calls, validate_tool_calls
 
-__all__ = ["ProposeTask", "failure", "make_candidate", "make_propose_node"]
+__all__ = [
+    "NO_TOOL_CALL",
+    "ProposeTask",
+    "attempt_text",
+    "describe_calls",
+    "failure",
+    "make_candidate",
+    "make_propose_node",
+    "task_messages",
+    "task_tools",
+]
 
 
 class ProposeTask(TypedDict):
@@ -30,6 +42,9 @@ class ProposeTask(TypedDict):
     seed: int | None
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
+    followup: NotRequired[list[ChatMessage]]  # the turns after it: an agent's tool calls and results
+    tools: NotRequired[list[dict[str, Any]]]  # the run's tools (OpenAI format) and tool_choice
+    tool_choice: NotRequired[str | dict[str, Any] | None]
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
 
 
@@ -48,9 +63,51 @@ def failure(exc: Exception, k: int, max_tokens: int | None, where: str) -> tuple
     return usage, [f"{where}: {m or type(exc).__name__}" for m in messages]
 
 
-def make_candidate(cid: str, gen: Generation, round_: int) -> Candidate:
-    """A candidate from one generation, its final answer extracted (None marks it unparsable)."""
-    answer = extract_answer(gen.text)
+NO_TOOL_CALL = "(no tool call)"
+"""The answer of a reply without tool calls and without an extractable answer when the run offered tools: such
+replies vote together, as the action of calling nothing (BFCL's irrelevance category, a chat turn)."""
+
+
+def describe_calls(calls: Sequence[Mapping[str, Any]]) -> str:
+    """Tool calls written out as an action's answer: ``name(arg=value, ...)``, parallel calls joined by ``; ``."""
+    return "; ".join(
+        f"{c['name']}("
+        + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (c.get("args") or {}).items())
+        + ")"
+        for c in calls
+    )
+
+
+def task_messages(task: Mapping[str, Any], system_prompt: str | None) -> list[ChatMessage]:
+    """The messages a sampling task sends: system prompt, prior turns, the question and what followed it."""
+    return solve_messages(task["question"], system_prompt, task.get("history") or (), task.get("followup") or ())
+
+
+def task_tools(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``tools`` / ``tool_choice`` as :class:`SamplingParams` fields (empty without tools)."""
+    tools = task.get("tools")
+    return {"tools": tuple(tools), "tool_choice": task.get("tool_choice")} if tools else {}
+
+
+def make_candidate(
+    cid: str, gen: Generation, round_: int, tools: Sequence[Mapping[str, Any]] | None = None
+) -> Candidate:
+    """A candidate from one generation, its final answer extracted (None marks it unparsable).
+
+    Under ``tools`` the candidate is an action when the model called tools: through the API (``gen.tool_calls``)
+    or, for a model that writes its calls as text (fenced JSON, ``<tool_call>`` tags), as parsed from its text.
+    An action's ``answer`` is its calls written out (``name(arg=value)``); selection groups actions by their calls.
+    A reply in words with no extractable answer is :data:`NO_TOOL_CALL`; calls that fail their tool's schema are
+    recorded in ``meta["invalid"]``.
+    """
+    calls = list(gen.tool_calls or ())
+    from_text = False
+    if tools and not calls:
+        calls = parse_text_tool_calls(gen.text, tools)
+        from_text = bool(calls)
+    answer = describe_calls(calls) if calls else extract_answer(gen.text)
+    if tools and answer is None and gen.text.strip():
+        answer = NO_TOOL_CALL  # offered tools, the model replied in words: "call nothing" is an action too
     cand: Candidate = {
         "id": cid,
         "text": gen.text,
@@ -65,7 +122,29 @@ def make_candidate(cid: str, gen: Generation, round_: int) -> Candidate:
     }
     if gen.token_logprobs is not None:
         cand["token_logprobs"] = list(gen.token_logprobs)
+    meta: dict[str, Any] = {}
+    if calls:
+        cand["tool_calls"] = calls
+        problems = validate_tool_calls(calls, tools) if tools else []
+        if problems:  # a schema-invalid action never wins against a valid candidate
+            meta["invalid"] = problems
+    if from_text:
+        meta["calls_from_text"] = True
+    if meta:
+        cand["meta"] = meta
     return cand
+
+
+def attempt_text(cand: Candidate) -> str:
+    """A candidate as a later prompt shows it: its text, and its tool calls as fenced JSON when it called tools."""
+    calls = cand.get("tool_calls") or []
+    if not calls:
+        return cand["text"]
+    shown = "\n".join(
+        "```json\n" + json.dumps({"name": c["name"], "arguments": c["args"]}, ensure_ascii=False) + "\n```"
+        for c in calls
+    )
+    return f"{cand['text'].strip()}\n{shown}".strip()
 
 
 def make_propose_node(
@@ -81,8 +160,9 @@ def make_propose_node(
             logprobs=logprobs,
             timeout=task["timeout"],
             retry_lost=not task.get("hold_tokens", False),
+            **task_tools(task),
         )
-        messages = solve_messages(task["question"], system_prompt, task.get("history") or ())
+        messages = task_messages(task, system_prompt)
         try:
             coro = policy.generate(messages, n=task["k"], params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)
@@ -91,7 +171,10 @@ def make_propose_node(
             failed, reasons = failure(exc, task["k"], task["max_tokens"], where)
             return {"usage": usage_delta("propose", failed), "errors": reasons}
         prefix = f"r{task['round']}-c{task['chunk']}"
-        candidates = [make_candidate(f"{prefix}-{i}", g, task["round"]) for i, g in enumerate(result.generations)]
+        tools = task.get("tools")
+        candidates = [
+            make_candidate(f"{prefix}-{i}", g, task["round"], tools) for i, g in enumerate(result.generations)
+        ]
         update: dict[str, Any] = {
             "candidates": candidates,
             "usage": usage_delta("propose", result.usage, generations=len(candidates)),

@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 from ttc_graph.budget import NodeKind, usage_delta
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, SamplingParams
 from ttc_graph.errors import EndpointError
-from ttc_graph.nodes.propose import failure, make_candidate
+from ttc_graph.nodes.propose import failure, make_candidate, task_tools
 from ttc_graph.prompts import solve_messages
 
 __all__ = ["REVISION_WINDOW", "RevisionTask", "make_attempt_node", "revision_messages"]
@@ -37,20 +37,29 @@ class RevisionTask(TypedDict):
     seed: int | None
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
+    followup: NotRequired[list[ChatMessage]]  # the turns after it: an agent's tool calls and results
+    tools: NotRequired[list[dict[str, Any]]]
+    tool_choice: NotRequired[str | dict[str, Any] | None]
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
 
 
 def revision_messages(
-    question: str, previous: list[str], system_prompt: str | None, history: Sequence[ChatMessage] = ()
+    question: str,
+    previous: list[str],
+    system_prompt: str | None,
+    history: Sequence[ChatMessage] = (),
+    followup: Sequence[ChatMessage] = (),
 ) -> list[ChatMessage]:
-    """The prompt of a revision: prior turns, the question, then at most the 4 latest previous attempts, in order."""
-    messages = solve_messages(question, system_prompt, history)
+    """The prompt of a revision: prior turns, the question, what followed it, then at most the 4 latest previous
+    attempts, in order (an attempt that called tools is shown with its calls)."""
     window = previous[-REVISION_WINDOW:]
     if not window:
-        return messages
+        return solve_messages(question, system_prompt, history, followup)
     shown = "\n\n".join(f"Attempt {i + 1}:\n{text.strip()}" for i, text in enumerate(window))
-    messages[-1] = {"role": "user", "content": f"{question}\n\n" + REVISE_PROMPT.format(attempts=shown)}
-    return messages
+    request = REVISE_PROMPT.format(attempts=shown)
+    if followup:  # the question is answered further on: ask for the revision after the last turn
+        return solve_messages(question, system_prompt, history, [*followup, {"role": "user", "content": request}])
+    return solve_messages(f"{question}\n\n{request}", system_prompt, history)
 
 
 def make_attempt_node(
@@ -66,8 +75,11 @@ def make_attempt_node(
             timeout=task["timeout"],
             logprobs=logprobs,
             retry_lost=not task.get("hold_tokens", False),
+            **task_tools(task),
         )
-        messages = revision_messages(task["question"], task["previous"], system_prompt, task.get("history") or ())
+        messages = revision_messages(
+            task["question"], task["previous"], system_prompt, task.get("history") or (), task.get("followup") or ()
+        )
         try:
             coro = policy.generate(messages, n=1, params=params)
             result = await (asyncio.wait_for(coro, task["timeout"]) if task["timeout"] else coro)
@@ -75,8 +87,9 @@ def make_attempt_node(
             where = f"{kind} chain {task['chain']} attempt {task['position']}"
             failed, reasons = failure(exc, 1, task["max_tokens"], where)
             return {"usage": usage_delta(kind, failed), "errors": reasons}
-        cand = make_candidate(f"ch{task['chain']}-a{task['position']}", result.generations[0], task["position"])
-        cand["meta"] = {"chain": task["chain"], "position": task["position"]}
+        gen = result.generations[0]
+        cand = make_candidate(f"ch{task['chain']}-a{task['position']}", gen, task["position"], task.get("tools"))
+        cand["meta"] = {**cand.get("meta", {}), "chain": task["chain"], "position": task["position"]}
         return {"candidates": [cand], "usage": usage_delta(kind, result.usage, generations=1)}
 
     return attempt

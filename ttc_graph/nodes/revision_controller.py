@@ -13,6 +13,7 @@ from ttc_graph.answers import answers_equal
 from ttc_graph.budget import remaining
 from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
+from ttc_graph.nodes.propose import attempt_text
 from ttc_graph.nodes.revise import RevisionTask
 from ttc_graph.state import Candidate, TTCState
 
@@ -89,7 +90,7 @@ def make_revision_controller(
                             target="propose" if position == 0 else "revise",
                             chain=c,
                             position=position,
-                            previous=[a["text"] for a in by_chain[c]],
+                            previous=[attempt_text(a) for a in by_chain[c]],
                             temperature=temperature,
                             max_tokens=cap,
                             seed=None if seed is None else seed + 1009 * c + position,

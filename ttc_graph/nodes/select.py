@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, ToolCall
 from langchain_core.messages.ai import UsageMetadata
 
 from ttc_graph.selection import Selected, Selection, select_answer
@@ -31,12 +31,19 @@ def usage_metadata(usage: Mapping[str, Any] | None) -> UsageMetadata:
 
 
 def answer_message(
-    text: str | None, answer: str | None, usage: Mapping[str, Any] | None, name: str | None, **metadata: Any
+    text: str | None,
+    answer: str | None,
+    usage: Mapping[str, Any] | None,
+    name: str | None,
+    tool_calls: Sequence[ToolCall] = (),
+    **metadata: Any,
 ) -> AIMessage:
-    """The reply a strategy appends to ``messages``: the chosen solution, its answer, the run's token usage."""
+    """The reply a strategy appends to ``messages``: the chosen solution (with its tool calls when it is an
+    action), its answer, the run's token usage."""
     return AIMessage(
-        content=text if text is not None else NO_ANSWER,
+        content=text if text is not None else ("" if tool_calls else NO_ANSWER),
         name=name,
+        tool_calls=list(tool_calls),
         usage_metadata=usage_metadata(usage),
         response_metadata={"ttc_answer": answer, **metadata},
     )
@@ -56,10 +63,16 @@ def make_select_node(
         candidates = state.get("candidates", [])
         chosen = selection(candidates) if callable(selection) else select_answer(candidates, selection)
         elapsed = time.time() - state.get("started_at", time.time())
-        update: dict[str, Any] = {"answer": chosen.answer, "usage": {"seconds": elapsed}}
+        cand = next((c for c in candidates if c["id"] == chosen.candidate_id), None)
+        answer = cand["answer"] if chosen.is_action and cand is not None else chosen.answer  # calls written out
+        update: dict[str, Any] = {"answer": answer, "usage": {"seconds": elapsed}}
         if state.get("from_messages"):
-            text = next((c["text"] for c in candidates if c["id"] == chosen.candidate_id), None)
-            update["messages"] = [answer_message(text, chosen.answer, state.get("usage"), name)]
+            text = cand["text"] if cand is not None else None
+            calls = (cand.get("tool_calls") or []) if cand is not None else []
+            if calls and cand is not None and cand.get("meta", {}).get("calls_from_text"):
+                text = ""  # calls parsed from the text: the reply carries them as calls, not twice
+            metadata = {"ttc_invalid": list(chosen.invalid)} if chosen.invalid else {}
+            update["messages"] = [answer_message(text, answer, state.get("usage"), name, calls, **metadata)]
         return update
 
     return select

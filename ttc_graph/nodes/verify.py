@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ttc_graph.answers import split_steps
 from ttc_graph.budget import usage_delta
 from ttc_graph.errors import EndpointError, VerifierError
+from ttc_graph.nodes.propose import attempt_text
 from ttc_graph.state import Candidate, TTCState
 from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 
@@ -23,16 +24,29 @@ async def verify_or_unscored(verifier: Verifier, items: list[VerifyItem]) -> Ver
 
 
 async def verify_candidates(
-    verifier: Verifier, question: str, candidates: list[Candidate], step_delimiter: str = "\n\n"
+    verifier: Verifier,
+    question: str,
+    candidates: list[Candidate],
+    step_delimiter: str = "\n\n",
+    talk: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Scores for ``candidates`` as a state update (candidates upserted, usage charged to ``verify``)."""
+    """Scores for ``candidates`` as a state update (candidates upserted, usage charged to ``verify``).
+
+    ``talk`` (the run's ``history``, ``followup`` and ``tools``) goes to the verifier with each item, so a verifier
+    can judge an agent's proposed action in its conversation."""
     if not candidates:
         return {}
+    talk = talk or {}
+    asked = ({"role": "user", "content": question},)
+    conversation = (*tuple(talk.get("history") or ()), *asked, *tuple(talk.get("followup") or ()))
+    tools = tuple(talk.get("tools") or ())
     items = []
     for c in candidates:
-        steps = tuple(split_steps(c["text"], step_delimiter)) or (c["text"],)
+        text = attempt_text(c)
+        steps = tuple(split_steps(text, step_delimiter)) or (text,)
         lps = c.get("token_logprobs")
-        items.append(VerifyItem(question, steps, tuple(lps) if lps else None))
+        calls = tuple(dict(call) for call in c.get("tool_calls") or ())
+        items.append(VerifyItem(question, steps, tuple(lps) if lps else None, conversation, tools, calls))
     result = await verify_or_unscored(verifier, items)
     updated: list[Candidate] = []
     errors: list[str] = []
@@ -62,6 +76,6 @@ def make_verify_node(
         pending = [
             c for c in state.get("candidates", []) if not c["scored"] and "verify_error" not in c.get("meta", {})
         ]
-        return await verify_candidates(verifier, state["question"], pending, step_delimiter)
+        return await verify_candidates(verifier, state["question"], pending, step_delimiter, state)
 
     return verify

@@ -187,7 +187,7 @@ def build_step_graph(
         logprobs=bool(getattr(scorer, "needs_logprobs", False)),
     )
     controller = make_step_controller(keep, options.sampling(), options.step_delimiter)
-    graph.add_node("prepare", make_prepare_node(options.history))
+    graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
     graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation)))

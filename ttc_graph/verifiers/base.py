@@ -6,7 +6,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ttc_graph.endpoints.base import RequestUsage
 from ttc_graph.errors import VerifierError
@@ -25,11 +25,20 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class VerifyItem:
-    """A solution (or a partial one) to score."""
+    """A solution (or a partial one) to score.
+
+    ``conversation`` holds the whole conversation the model answered, the question's turn included (OpenAI's wire
+    format: an agent's tool calls and results too), ``tools`` the tools the model was offered and ``tool_calls``
+    the calls the candidate proposes (LangChain's shape); the text then shows the calls too, so a text-only verifier
+    sees them.
+    """
 
     question: str
     steps: tuple[str, ...]
     token_logprobs: tuple[float, ...] | None = None
+    conversation: tuple[dict[str, Any], ...] = ()
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
     @property
     def text(self) -> str:

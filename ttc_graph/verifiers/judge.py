@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_OUTCOME_PROMPT",
     "DEFAULT_PROCESS_PROMPT",
     "LLMJudgeVerifier",
+    "check_template",
     "verdict_of",
     "yes_probability",
 ]
@@ -87,7 +88,7 @@ class _Judgement:
     error: str | None = None
 
 
-def _check_template(template: str, names: Sequence[str], what: str) -> str:
+def check_template(template: str, names: Sequence[str], what: str) -> str:
     if not isinstance(template, str) or not template.strip():
         raise ConfigurationError(f"{what}: expected a non-empty template string")
     try:
@@ -167,7 +168,7 @@ class LLMJudgeVerifier(Verifier):
             default = DEFAULT_PROCESS_PROMPT
         else:
             names, default = ("question", "solution"), DEFAULT_OUTCOME_PROMPT
-        self.prompt_template = _check_template(prompt_template or default, names, "prompt_template")
+        self.prompt_template = check_template(prompt_template or default, names, "prompt_template")
         self.system_prompt = system_prompt
         # None: not known yet; False: the endpoint returned no top logprobs, so sample instead.
         self._logprobs: bool | None = None if use_logprobs else False
@@ -213,7 +214,10 @@ class LLMJudgeVerifier(Verifier):
             return await self._judge_unbounded(question, steps)
 
     async def _judge_unbounded(self, question: str, steps: tuple[str, ...]) -> _Judgement:
-        messages = self.messages_for(question, steps)
+        return await self._judge_chat(self.messages_for(question, steps))
+
+    async def _judge_chat(self, messages: list[ChatMessage]) -> _Judgement:
+        """One judgement of a built judge chat: P(Yes) from the logprobs, else by sampling."""
         usage = RequestUsage()
         if self._logprobs is not False:
             params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
