@@ -1,6 +1,8 @@
-"""Test-time compute for agents: best-of-N over whole LangGraph agent runs, their usage, a safe calculator tool."""
+"""Test-time compute for agents: a drop-in chat model that votes over actions, best-of-N over whole LangGraph agent
+runs, their usage, a safe calculator tool."""
 
 from ttc_graph.agents.calculator import CalculatorError, calculate, calculator, evaluate
+from ttc_graph.agents.chat_model import TestTimeChatModel
 from ttc_graph.agents.runs import (
     AgentFactory,
     AgentRunCandidate,
@@ -24,6 +26,7 @@ __all__ = [
     "CalculatorError",
     "RunOutcome",
     "RunVerifier",
+    "TestTimeChatModel",
     "UsageCallbackHandler",
     "calculate",
     "calculator",
