@@ -240,8 +240,20 @@ BIG = "x" * 2_000
         (chat(ttc={"budget": {"seconds": 10**6}}), 400, "ttc.budget.seconds", "cap"),
         (chat(ttc={"n": 1000}), 400, "ttc.n", "cap"),
         (chat(max_tokens=100_000), 400, "max_tokens", "cap"),
-        (chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "tools", "tools"),
-        (chat(tool_choice="auto"), 400, "tool_choice", "tool_choice"),
+        (chat(tools=[{"type": "function"}]), 400, "tools", "tools"),
+        (chat(tool_choice="auto"), 400, "tool_choice", "only allowed when tools"),
+        (
+            chat(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="often"),
+            400,
+            "tool_choice",
+            "often",
+        ),
+        (
+            chat(messages=[{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}]),
+            400,
+            "messages.1.tool_call_id",
+            "name its call",
+        ),
         (chat(n=2), 400, "n", "one choice"),
         (chat(logprobs=True), 400, "logprobs", "logprobs"),
         (chat(temperature="hot"), 400, "temperature", "number"),
@@ -435,3 +447,66 @@ async def test_a_client_that_goes_away_cancels_the_run() -> None:
     assert time.monotonic() - started < 3.0
     assert len(slow.calls) == 4 and finished == []  # every request started, none was allowed to finish
     assert app.state.ttc.active == 0
+
+
+# -- tools on a preset: the voted action, whole or streamed -----------------------------------------------------
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+PARIS = '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'
+LONDON = '```json\n{"name": "get_weather", "arguments": {"city": "London"}}\n```'
+
+
+def tool_chat(**extra: Any) -> dict[str, Any]:
+    return chat(messages=[{"role": "user", "content": "Weather in Paris?"}], tools=WEATHER, **extra)
+
+
+async def test_a_preset_with_tools_answers_with_the_voted_tool_calls() -> None:
+    h = make(ScriptedEndpoint([PARIS, LONDON, PARIS, PARIS], native_n=False))
+    resp = await h.client.post("/v1/chat/completions", json=tool_chat(tool_choice="auto"))
+    assert resp.status_code == 200, resp.text
+    choice = resp.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    calls = choice["message"]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert choice["message"]["content"] is None
+    sent = h.policy.calls[0].params
+    assert sent.tools and sent.tools[0]["function"]["name"] == "get_weather" and sent.tool_choice == "auto"
+
+
+async def test_a_preset_streams_the_voted_tool_calls_as_the_openai_api_does() -> None:
+    h = make(ScriptedEndpoint([PARIS, PARIS, LONDON, PARIS], native_n=False))
+    resp = await h.client.post("/v1/chat/completions", json=tool_chat(stream=True))
+    chunks = [c for c in sse_data(resp.text) if c != "[DONE]"]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    parts = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert parts[0]["function"]["name"] == "get_weather" and parts[0]["id"]
+    assert json.loads("".join(p["function"].get("arguments", "") for p in parts)) == {"city": "Paris"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_tool_calls_and_results_of_the_conversation_reach_the_model() -> None:
+    h = make(ScriptedEndpoint(["It is sunny in Paris, 21 degrees."], native_n=False))
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21"},
+    ]  # fmt: skip
+    resp = await h.client.post("/v1/chat/completions", json=chat(messages=messages, tools=WEATHER))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == "It is sunny in Paris, 21 degrees."
+    sent = h.policy.calls[0].messages
+    assert [m["role"] for m in sent[-3:]] == ["user", "assistant", "tool"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert sent[-1] == {"role": "tool", "content": "sunny, 21", "tool_call_id": "c1"}

@@ -178,7 +178,10 @@ class _Server:
             return Response(status_code=_CLIENT_GONE)
         self.log(rid, model, 200, started, outcome.usage)
         usage = openai_usage(outcome.usage, outcome.chosen_tokens)
-        body = completion(rid, model, outcome.content, outcome.finish_reason, usage, {**meta, **outcome_meta(outcome)})
+        body = completion(
+            rid, model, outcome.content, outcome.finish_reason, usage, {**meta, **outcome_meta(outcome)},
+            outcome.tool_calls,
+        )  # fmt: skip
         return JSONResponse(body, headers={"x-request-id": rid})
 
     def resolve(self, req: ChatRequest, known: tuple[str, ...] | None) -> RunPlan | None:

@@ -11,7 +11,7 @@ from ttc_graph.endpoints.openai_compat import DEFAULT_MAX_TOKENS
 from ttc_graph.server.config import Limits
 from ttc_graph.server.errors import APIError
 from ttc_graph.server.presets import Preset, apply_overrides
-from ttc_graph.server.protocol import ChatRequest, strategy_input, unsupported_by_strategies
+from ttc_graph.server.protocol import ChatRequest, request_tools, strategy_input, unsupported_by_strategies
 from ttc_graph.specs import ComputeOptimalSpec, StrategySpec
 from ttc_graph.state import TTCContext
 
@@ -120,5 +120,9 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
             code="unsupported_parameter",
         )
     budget = _capped_budget(spec, length, limits)
-    context = TTCContext(budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed)
+    tools, tool_choice = request_tools(request)
+    context = TTCContext(
+        budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed, tools=tools,
+        tool_choice=tool_choice,
+    )  # fmt: skip
     return RunPlan(preset, spec, model, messages, context)

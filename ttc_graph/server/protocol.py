@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ttc_graph.messages import from_wire_tool_calls
 from ttc_graph.server.errors import APIError
 
 __all__ = [
@@ -21,12 +22,15 @@ __all__ = [
     "new_completion_id",
     "parse_json",
     "parse_request",
+    "request_tools",
     "strategy_input",
     "unsupported_by_strategies",
 ]
 
 # Parameters a strategy ignores harmlessly (bookkeeping), whatever their value.
 _IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls", "stream_options"})
+# Parameters a strategy takes from the request as they are (read by :func:`request_tools`).
+_TAKEN = frozenset({"tools", "tool_choice"})
 # Parameters whose OpenAI default a strategy honours; any other value is refused.
 _DEFAULTS: dict[str, Any] = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "n": 1, "logprobs": False}
 
@@ -96,7 +100,7 @@ def parse_request(data: Mapping[str, Any]) -> ChatRequest:
 def unsupported_by_strategies(request: ChatRequest) -> None:
     """Raise a 400 for what a strategy cannot honour: tools, ``n > 1``, logprobs, stop strings, non-text input..."""
     for key, value in (request.model_extra or {}).items():
-        if key in _IGNORED or value is None or value is False or value == [] or value == {}:
+        if key in _IGNORED or key in _TAKEN or value is None or value is False or value == [] or value == {}:
             continue
         if key in _DEFAULTS and value == _DEFAULTS[key]:
             continue
@@ -114,11 +118,14 @@ def unsupported_by_strategies(request: ChatRequest) -> None:
         )  # fmt: skip
     for i, message in enumerate(request.messages):
         extra = message.model_extra or {}
-        if message.role in ("tool", "function") or extra.get("tool_calls") or extra.get("function_call"):
+        if message.role == "function" or extra.get("function_call"):
             raise APIError(
-                400, f"messages.{i}: tool calls and tool results cannot go through a strategy preset",
-                param=f"messages.{i}", code="unsupported_parameter",
+                400, f"messages.{i}: the legacy function-call format cannot go through a strategy preset; use"
+                " tool_calls", param=f"messages.{i}", code="unsupported_parameter",
             )  # fmt: skip
+        if message.role == "tool" and not isinstance(extra.get("tool_call_id"), str):
+            raise APIError(400, f"messages.{i}.tool_call_id: a tool message must name its call",
+                           param=f"messages.{i}.tool_call_id")  # fmt: skip
         if isinstance(message.content, list):
             for j, part in enumerate(message.content):
                 if part.get("type") != "text":
@@ -134,15 +141,38 @@ def _text(message: ChatMessage) -> str:
     return message.content or ""
 
 
+def request_tools(request: ChatRequest) -> tuple[list[dict[str, Any]] | None, str | dict[str, Any] | None]:
+    """The request's ``tools`` and ``tool_choice``, checked; a 400 naming the field otherwise."""
+    extra = request.model_extra or {}
+    tools, choice = extra.get("tools"), extra.get("tool_choice")
+    valid = isinstance(tools, list) and all(
+        isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+        for t in tools
+    )
+    if tools is not None and not valid:
+        raise APIError(400, "tools: expected a list of {'type': 'function', 'function': {'name', ...}}", param="tools")
+    if choice is not None and not tools:
+        raise APIError(400, "tool_choice: only allowed when tools are given", param="tool_choice")
+    if choice is not None and not (isinstance(choice, dict) or choice in ("auto", "none", "required")):
+        raise APIError(400, f"tool_choice: expected 'auto', 'none', 'required' or a dict, got {choice!r}",
+                       param="tool_choice")  # fmt: skip
+    return (tools or None), (choice if tools else None)
+
+
 def strategy_input(request: ChatRequest) -> tuple[list[BaseMessage], str | None]:
-    """The conversation as LangChain messages, and the system prompt the client gave (None: the preset's)."""
+    """The conversation as LangChain messages (tool calls and tool results included), and the system prompt the
+    client gave (None: the preset's)."""
     system = [_text(m) for m in request.messages if m.role in ("system", "developer")]
     turns: list[BaseMessage] = []
     for message in request.messages:
+        extra = message.model_extra or {}
         if message.role == "user":
             turns.append(HumanMessage(_text(message)))
         elif message.role == "assistant":
-            turns.append(AIMessage(_text(message)))
+            calls = from_wire_tool_calls(extra.get("tool_calls") or [])
+            turns.append(AIMessage(_text(message), tool_calls=calls))
+        elif message.role == "tool":
+            turns.append(ToolMessage(_text(message), tool_call_id=str(extra.get("tool_call_id"))))
     if not any(m.role == "user" and _text(m).strip() for m in request.messages):
         raise APIError(400, "messages: a strategy needs a user message with text to answer", param="messages")
     return turns, ("\n\n".join(system) if system else None)
@@ -153,9 +183,20 @@ def new_completion_id() -> str:
 
 
 def completion(
-    cid: str, model: str, content: str, finish_reason: str, usage: dict[str, Any], ttc: dict[str, Any]
+    cid: str,
+    model: str,
+    content: str,
+    finish_reason: str,
+    usage: dict[str, Any],
+    ttc: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` body: one choice, the run's usage, and the ``ttc`` extension field."""
+    """A ``chat.completion`` body: one choice (with its ``tool_calls`` in the wire format when it is an action),
+    the run's usage, and the ``ttc`` extension field."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+        message["content"] = content or None
     return {
         "id": cid,
         "object": "chat.completion",
@@ -164,7 +205,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }

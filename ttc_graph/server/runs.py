@@ -14,6 +14,7 @@ from langgraph.types import Overwrite
 
 from ttc_graph.budget import policy_generations
 from ttc_graph.errors import ConfigurationError, EndpointError
+from ttc_graph.messages import to_wire_tool_calls
 from ttc_graph.nodes.select import NO_ANSWER
 from ttc_graph.selection import answer_groups
 from ttc_graph.server.errors import APIError, from_endpoint_error
@@ -42,8 +43,9 @@ class Outcome:
     content: str
     finish_reason: str
     answer: str | None
-    usage: dict[str, Any]
-    stop_reason: str | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the chosen action (OpenAI's wire format)
+    usage: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)
     candidates: int = 0
     chosen_tokens: int | None = None
@@ -206,7 +208,7 @@ class StrategyRun:
         return self._outcome(final, failures)
 
     def _outcome(self, final: dict[str, Any], failures: list[EndpointError]) -> Outcome:
-        candidates: list[Candidate] = [c for c in final.get("candidates") or [] if c.get("text")]
+        candidates: list[Candidate] = [c for c in final.get("candidates") or [] if c.get("text") or c.get("tool_calls")]
         errors = [str(e) for e in final.get("errors") or []]
         stop = final.get("stop_reason")
         if not candidates:
@@ -217,15 +219,22 @@ class StrategyRun:
             detail = errors[0] if errors else "no sample was drawn"
             raise APIError(502, f"the strategy produced no answer: {detail}", code="upstream_error")
         messages = final.get("messages") or []
-        content = str(messages[-1].content) if messages else NO_ANSWER
-        chosen = next((c for c in candidates if c["text"] == content), None)
+        reply = messages[-1] if messages else None
+        content = str(reply.content) if reply is not None else NO_ANSWER
+        calls = list(getattr(reply, "tool_calls", None) or [])
+        if calls:
+            chosen = next((c for c in candidates if c.get("tool_calls") == calls), None)
+        else:
+            chosen = next((c for c in candidates if c["text"] == content), None)
         fallback = chosen is None and content == NO_ANSWER
         if fallback:  # no final answer could be extracted: the first sample rather than no reply at all
             chosen = candidates[0]
             content = chosen["text"]
+        finish = "length" if chosen and chosen.get("finish_reason") == "length" else "stop"
         return Outcome(
             content=content,
-            finish_reason="length" if chosen and chosen.get("finish_reason") == "length" else "stop",
+            finish_reason="tool_calls" if calls else finish,
+            tool_calls=to_wire_tool_calls(calls),
             answer=final.get("answer"),
             usage=dict(final.get("usage") or {}),
             stop_reason=stop,

@@ -69,7 +69,18 @@ async def run_events(
     if on_outcome is not None:
         on_outcome(outcome)
     ttc = {**meta, **outcome_meta(outcome)}
-    yield {"data": chunk(cid, model, {"content": outcome.content})}
+    if outcome.content or not outcome.tool_calls:
+        yield {"data": chunk(cid, model, {"content": outcome.content})}
+    for i, call in enumerate(outcome.tool_calls):  # as the OpenAI API streams them: id and name, then arguments
+        head = {
+            "index": i,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        yield {"data": chunk(cid, model, {"tool_calls": [head]})}
+        args = {"index": i, "function": {"arguments": call["function"]["arguments"]}}
+        yield {"data": chunk(cid, model, {"tool_calls": [args]})}
     yield {"data": chunk(cid, model, {}, finish_reason=outcome.finish_reason)}
     if include_usage:
         yield {"data": chunk(cid, model, None, usage=openai_usage(outcome.usage, outcome.chosen_tokens), ttc=ttc)}
