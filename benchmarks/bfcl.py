@@ -18,9 +18,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ttc_graph.agents import TestTimeChatModel
+from ttc_graph.endpoints import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.eval.bfcl import CATEGORIES, BFCLItem, load_bfcl
+from ttc_graph.eval.bfcl import CATEGORIES, BFCLItem, check_ast, load_bfcl
 from ttc_graph.eval.sweep import wilson_interval
+from ttc_graph.messages import to_langchain_messages
+from ttc_graph.selection import select_answer
+from ttc_graph.state import Candidate
+from ttc_graph.verifiers.action_judge import ActionJudgeVerifier
 
 __all__ = ["METRICS", "RECORD_KEYS", "load_items", "main", "parse_args", "report", "run_item", "summarize"]
 
@@ -49,6 +55,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="first items of each category (default all)")
     parser.add_argument("--n", type=int, default=8, help="samples per item")
     parser.add_argument("--concurrency", type=int, default=2, help="items in flight at once")
+    parser.add_argument("--slots", type=int, default=8, help="requests in flight at once (the server's slots)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    parser.add_argument("--max-tokens", type=int, default=256, help="tokens per sample")
     parser.add_argument("--out", default="docs/bfcl.json", help="where the records and the summary are written")
     args = parser.parse_args(argv)
     args.categories = [c.strip() for c in args.categories.split(",") if c.strip()]
@@ -67,21 +76,63 @@ def load_items(categories: Sequence[str], limit: int | None) -> list[BFCLItem]:
     return [item for category in categories for item in load_bfcl(category, limit)]
 
 
+_SHARED: dict[str, Any] = {}
+
+
+def _model(args: argparse.Namespace) -> TestTimeChatModel:
+    """One test-time chat model for the whole run: best-of-n weighted by an LLM judge of each proposed action (the
+    policy judging its own actions), over an OpenAI-compatible endpoint."""
+    if "model" not in _SHARED:
+        policy = OpenAIEndpoint(args.base_url, args.model, max_concurrency=args.slots, max_tokens=args.max_tokens)
+        judge = ActionJudgeVerifier(policy)
+        _SHARED["model"] = TestTimeChatModel(
+            model=policy, n=args.n, selection="weighted", verifier=judge, temperature=args.temperature
+        )
+    return _SHARED["model"]
+
+
+def _candidates(reply: Any) -> list[Candidate]:
+    """The run's candidates (as the chat model reports them) in sample order."""
+    out: list[Candidate] = []
+    for c in reply.response_metadata["ttc"]["candidates"]:
+        cand: Candidate = {
+            "id": c["id"], "text": c["text"], "answer": c["answer"], "parsable": c["answer"] is not None,
+            "score": c["score"], "step_scores": None, "scored": c["score"] is not None, "tokens": c["tokens"],
+            "round": 1, "finish_reason": c["finish_reason"], "tool_calls": c["tool_calls"],
+        }  # fmt: skip
+        if c.get("invalid"):
+            cand["meta"] = {"invalid": c["invalid"]}
+        out.append(cand)
+    return sorted(out, key=lambda c: int(c["id"].rsplit("s", 1)[-1]) if c["id"].rsplit("s", 1)[-1].isdigit() else 0)
+
+
 async def run_item(item: BFCLItem, args: argparse.Namespace) -> dict[str, Any]:
-    """Sample and grade one item; to be implemented on the library's chat-model wrapper.
+    """Sample ``args.n`` answers to one item with the test-time chat model (its tools bound), grade them.
 
-    It must send ``item.messages`` with ``item.tools`` to the policy at ``args.base_url`` / ``args.model``, draw
-    ``args.n`` answers (each a list of tool calls, possibly empty), grade each with ``check_ast(item, calls)`` and
-    return one record::
-
-        {"id": item.id, "category": item.category,
-         "pass1": bool,     # the first sample is valid
-         "majority": bool,  # the most frequent answer (grouped by canonical_calls(item, calls)) is valid
-         "judge": bool,     # the answer with the highest summed judge score is valid
-         "passn": bool,     # at least one of the n samples is valid
-         "tokens": int}     # every completion token spent on the item (samples and judge)
-    """
-    raise NotImplementedError("run_item: sample args.n tool-call answers with the chat-model wrapper and grade them")
+    One run gives every figure from the same samples: pass@1 is the first sample; majority@n the action most
+    samples chose (``select_answer(..., "majority")`` over the run's candidates); judge-weighted@n the run's own
+    answer (the action with the highest summed judge score); pass@n whether any sample is valid; ``tokens`` every
+    completion token the item cost (samples and judge)."""
+    model = _model(args)
+    reply = await model.ainvoke(to_langchain_messages(item.messages), tools=item.tools)
+    cands = _candidates(reply)
+    valid = [check_ast(item, c.get("tool_calls") or []).valid for c in cands]
+    chosen = select_answer(cands, "majority")
+    voted = next((c for c in cands if c["id"] == chosen.candidate_id), None)
+    usage = reply.usage_metadata or {}
+    return {
+        "id": item.id,
+        "category": item.category,
+        "pass1": bool(valid and valid[0]),
+        "pass1_mean": sum(valid) / len(valid) if valid else 0.0,
+        "majority": check_ast(item, (voted or {}).get("tool_calls") or []).valid if voted else False,
+        "judge": check_ast(item, reply.tool_calls).valid,
+        "passn": any(valid),
+        "tokens": int(usage.get("output_tokens", 0)),
+        "prompt_tokens": int(usage.get("input_tokens", 0)),
+        "samples": len(cands),
+        "from_text": sum(bool(c.get("meta", {}).get("calls_from_text")) for c in cands),
+    }
 
 
 def _check_records(results: Sequence[Mapping[str, Any]]) -> None:

@@ -1,0 +1,140 @@
+"""Agents against a real llama.cpp server: a ``TestTimeChatModel`` as a ReAct agent's model, and ``ttc serve`` with
+tools on a preset, through the official openai client.
+
+The embedded default model (SmolLM2-135M) never calls a tool, so these tests run the benchmark model
+(Qwen2.5-Coder-0.5B, which writes its calls as JSON text that llama.cpp does not turn into ``tool_calls``): the
+model the text parser exists for. Its GGUF comes from ``TTC_BENCH_GGUF`` or from this repository's CI scripts
+(``../shared/models/fetch-bench-model.sh``). Every request goes through a metering proxy that counts what the server
+generated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langgraph.prebuilt import create_react_agent
+
+from ttc_graph.agents import TestTimeChatModel, calculator
+from ttc_graph.endpoints import OpenAIEndpoint
+from ttc_graph.local import LocalModelServer
+from ttc_graph.server import Limits, ServeConfig, Upstream, create_app, load_presets
+from ttc_graph.server.metering import Meter, MeteringProxy, serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM = "Call the calculator tool with the expression to compute. After its result, reply with the number only."
+QUESTION = "What is 123 * 45 + 6?"
+
+
+def bench_gguf() -> Path:
+    if os.environ.get("TTC_BENCH_GGUF"):
+        return Path(os.environ["TTC_BENCH_GGUF"])
+    script = ROOT.parent / "shared" / "models" / "fetch-bench-model.sh"
+    if not script.is_file():
+        pytest.skip("no benchmark model: set TTC_BENCH_GGUF to a tool-calling GGUF (the embedded model calls no tools)")
+    cache = Path(os.environ.get("TTC_CACHE_DIR", Path.home() / ".cache" / "ttc_graph")) / "models"
+    out = subprocess.run([str(script), str(cache)], capture_output=True, text=True, check=True, timeout=600)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Bench:
+    base_url: str  # the metering proxy's /v1
+    model: str
+    meter: Meter
+
+
+@pytest.fixture(scope="module")
+def bench() -> Iterator[Bench]:
+    with LocalModelServer(bench_gguf(), parallel=4, ctx_size=4 * 4096, threads=2) as server:
+        proxy = MeteringProxy(server.server_root)
+        with serve_in_thread(proxy.app) as url:
+            yield Bench(f"{url}/v1", server.model_name, proxy.meter)
+
+
+def policy(bench: Bench) -> OpenAIEndpoint:
+    return OpenAIEndpoint(bench.base_url, bench.model, max_tokens=96, timeout=300)
+
+
+def test_a_react_agent_with_a_test_time_model_calls_the_tool_then_answers(bench: Bench) -> None:
+    model = TestTimeChatModel(model=policy(bench), n=3, selection="majority", temperature=0.7)
+    agent = create_react_agent(model, [calculator], prompt=SYSTEM)
+    before = bench.meter.snapshot()
+    out = agent.invoke({"messages": [HumanMessage(QUESTION)]}, {"recursion_limit": 8})
+    served = bench.meter.since(before)
+    messages = out["messages"]
+    kinds = [type(m).__name__ for m in messages]
+    assert kinds[:3] == ["HumanMessage", "AIMessage", "ToolMessage"], kinds
+    call = messages[1].tool_calls[0]
+    assert call["name"] == "calculator"
+    assert isinstance(messages[2], ToolMessage) and messages[2].content == "5541"
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls, "the agent never gave a final answer"
+    steps = [m for m in messages if isinstance(m, AIMessage)]
+    # one assistant message per step, not one per sample: each step sent exactly n = 3 requests
+    assert served["requests"] == served["answered"] == 3 * len(steps)
+    assert sum(m.usage_metadata["output_tokens"] for m in steps) == served["completion_tokens"]
+    assert sum(m.usage_metadata["input_tokens"] for m in steps) == served["prompt_tokens"]
+    assert all(len(m.response_metadata["ttc"]["candidates"]) == 3 for m in steps)
+
+
+@pytest.fixture(scope="module")
+def serve(bench: Bench) -> Iterator[str]:
+    upstream = Upstream(bench.base_url, bench.model, api_key="local", timeout=300.0)
+    app = create_app(ServeConfig(load_presets(), (), Limits(generations=16, seconds=300.0)), upstream)
+    with serve_in_thread(app) as url:
+        yield f"{url}/v1"
+
+
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_ttc_serve_answers_a_tools_request_with_voted_tool_calls(bench: Bench, serve: str, stream: bool) -> None:
+    client = openai.OpenAI(base_url=serve, api_key="-", max_retries=0, timeout=600)
+    kwargs: Any = {
+        "model": f"best_of_n_majority/{bench.model}",
+        "messages": [{"role": "user", "content": "What is the weather in Paris right now?"}],
+        "tools": TOOLS,
+        "max_tokens": 64,
+    }
+    before = bench.meter.snapshot()
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+        name, arguments, finish, usage = "", "", None, None
+        for ch in chunks:
+            if ch.usage is not None:
+                usage = ch.usage
+            if ch.choices:
+                for part in ch.choices[0].delta.tool_calls or []:
+                    name += part.function.name or "" if part.function else ""
+                    arguments += part.function.arguments or "" if part.function else ""
+                finish = ch.choices[0].finish_reason or finish
+    else:
+        reply = client.chat.completions.create(**kwargs)
+        calls = reply.choices[0].message.tool_calls or []
+        assert len(calls) == 1
+        name, arguments, finish, usage = calls[0].function.name, calls[0].function.arguments, None, reply.usage
+        finish = reply.choices[0].finish_reason
+    served = bench.meter.since(before)
+    assert finish == "tool_calls"
+    assert name == "get_weather"
+    assert json.loads(arguments)["city"].lower() == "paris"
+    assert usage is not None and usage.completion_tokens == served["completion_tokens"]
+    assert served["requests"] == 4  # the preset's best-of-4
