@@ -109,10 +109,10 @@ def _candidates(reply: Any) -> list[Candidate]:
 async def run_item(item: BFCLItem, args: argparse.Namespace) -> dict[str, Any]:
     """Sample ``args.n`` answers to one item with the test-time chat model (its tools bound), grade them.
 
-    One run gives every figure from the same samples: pass@1 is the first sample; majority@n the action most
-    samples chose (``select_answer(..., "majority")`` over the run's candidates); judge-weighted@n the run's own
-    answer (the action with the highest summed judge score); pass@n whether any sample is valid; ``tokens`` every
-    completion token the item cost (samples and judge)."""
+    One run gives every figure from the same samples: ``pass1`` whether the first sample is valid; ``majority``
+    the action most samples chose (``select_answer(..., "majority")`` over the run's candidates); ``judge`` the
+    run's own answer (the action with the highest summed judge score); ``passn`` whether any sample is valid;
+    ``tokens`` every completion token the item cost (samples and judge)."""
     model = _model(args)
     reply = await model.ainvoke(to_langchain_messages(item.messages), tools=item.tools)
     cands = _candidates(reply)
