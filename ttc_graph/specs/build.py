@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import StateGraph
@@ -16,7 +17,6 @@ from ttc_graph.specs.models import (
     BeamSearchSpec,
     BestOfNSpec,
     CombinedVerifierSpec,
-    ComputeOptimalSpec,
     ConfidenceVerifierSpec,
     DVTSSpec,
     EndpointSpec,
@@ -51,7 +51,28 @@ from ttc_graph.verifiers import (
     Verifier,
 )
 
-__all__ = ["build_endpoint", "build_graph", "build_verifier"]
+__all__ = [
+    "GRAPH_BUILDERS",
+    "GraphBuilder",
+    "build_endpoint",
+    "build_graph",
+    "build_verifier",
+    "register_graph_builder",
+]
+
+GraphBuilder = Callable[[Any, Endpoint, "Verifier | None", dict[str, Any]], StateGraph[Any, Any, Any, Any]]
+"""Builds the graph of a spec kind the layers above this one own: ``(spec, policy, verifier, common)``, where
+``common`` holds the factory options every strategy takes (``budget``, ``seed``, ``system_prompt``, ``history``,
+``name``)."""
+
+GRAPH_BUILDERS: dict[str, GraphBuilder] = {}
+"""Builders of spec kinds defined above ``specs`` (``compute_optimal``: :mod:`ttc_graph.compute_optimal` registers
+it when imported, and ``import ttc_graph`` imports it)."""
+
+
+def register_graph_builder(kind: str, builder: GraphBuilder) -> None:
+    """Let :func:`build_graph` build specs of ``kind`` with ``builder`` (a package above ``specs`` owns it)."""
+    GRAPH_BUILDERS[kind] = builder
 
 
 def build_endpoint(spec: EndpointSpec) -> Endpoint:
@@ -184,17 +205,7 @@ def build_graph(
             max_tokens=spec.max_tokens,
             **common,
         )
-    if isinstance(spec, ComputeOptimalSpec):
-        from ttc_graph.compute_optimal import create_compute_optimal, load_table
-
-        table = load_table(spec.table)
-        covered = sorted({int(b) for row in table.table.values() for b in row})
-        if spec.generations not in covered:
-            raise ConfigurationError(f"generations: {spec.generations} is not covered by {spec.table} ({covered})")
-        scorer = build_verifier_of(spec.verifier, pol)
-        assert scorer is not None
-        return create_compute_optimal(
-            pol, scorer, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
-            system_prompt=spec.system_prompt, **{k: v for k, v in common.items() if k in ("history", "name")},
-        )  # fmt: skip
+    builder = GRAPH_BUILDERS.get(spec.kind)
+    if builder is not None:
+        return builder(spec, pol, build_verifier_of(getattr(spec, "verifier", None), pol), common)
     raise ConfigurationError(f"kind: no builder for {type(spec).__name__}")
