@@ -341,8 +341,8 @@ def run_dataset(
         units = None
         done_before = {q for s, b, q in store.done(run_name or name) if s == name and b == budget}
         if on_ray is not None and any(p.id not in done_before for p in problems):
+            from ttc_graph.eval.spec_units import replica_of
             from ttc_graph.scale.cli_support import ray_units
-            from ttc_graph.scale.spec_units import replica_of
 
             units = stack.enter_context(ray_units(console, *on_ray, replica_of(strategy), concurrency))
         progress = stack.enter_context(Progress(*columns, TimeElapsedColumn(), console=console))
@@ -353,7 +353,7 @@ def run_dataset(
             "run": run_name or name, "on_done": lambda _row: progress.advance(task),
         }  # fmt: skip
         if units is not None:
-            from ttc_graph.scale.spec_units import run_spec_on
+            from ttc_graph.eval.spec_units import run_spec_on
 
             rows = asyncio.run(run_spec_on(units, strategy, **options))
         else:

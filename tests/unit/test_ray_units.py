@@ -25,6 +25,7 @@ from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.eval import ResultStore, SweepConfig, run_sweep
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.spec_runs import run_graph_over_dataset
+from ttc_graph.eval.spec_units import replica_of, run_spec_on
 from ttc_graph.scale import (
     CheckpointStoreError,
     ClusterError,
@@ -41,7 +42,6 @@ from ttc_graph.scale import (
 )
 from ttc_graph.scale.cli_support import check_ray_options, replica_from_options
 from ttc_graph.scale.ray_runner import _check_versions, _Replica
-from ttc_graph.scale.spec_units import replica_of, run_spec_on
 from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.specs.models import OpenAIEndpointSpec
 from ttc_graph.study.config import StudyConfig

@@ -21,8 +21,9 @@ from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.nodes.verify import verify_candidates
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
 from ttc_graph.specs.build import build_graph
 from ttc_graph.specs.io import parse_spec
@@ -588,6 +589,9 @@ async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     counts = {"requests": sweep.policy.calls, "policy_generations": sweep.policy.generations}
     return take_outcome(store, config.run, request, generations=drawn, verifier_requests=sweep.judge.calls,
                         error=error, **counts)  # fmt: skip
+
+
+register_executor("sweep", execute_unit)
 
 
 async def run_sweep(
