@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,22 +12,16 @@ from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import (
-    ArithmeticVerifierSpec,
     BeamSearchSpec,
     BestOfNSpec,
-    CombinedVerifierSpec,
-    ConfidenceVerifierSpec,
     DVTSSpec,
     EndpointSpec,
     EnvEndpointSpec,
-    LLMJudgeVerifierSpec,
     LocalEndpointSpec,
     MCTSSpec,
     OpenAIEndpointSpec,
     ParticleFilteringSpec,
-    PythonVerifierSpec,
     RevisionsSpec,
-    RewardModelVerifierSpec,
     StrategySpec,
     VerifierSpec,
 )
@@ -41,15 +34,8 @@ from ttc_graph.strategies import (
     create_particle_filtering,
     create_revisions,
 )
-from ttc_graph.verifiers import (
-    ArithmeticVerifier,
-    CombinedVerifier,
-    ConfidenceVerifier,
-    FunctionVerifier,
-    LLMJudgeVerifier,
-    RewardModelVerifier,
-    Verifier,
-)
+from ttc_graph.verifiers import registry
+from ttc_graph.verifiers.base import Verifier
 
 __all__ = [
     "GRAPH_BUILDERS",
@@ -100,45 +86,9 @@ def build_endpoint(spec: EndpointSpec) -> Endpoint:
 
 
 def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | None:
-    """The verifier a spec names; an LLM judge without its own endpoint judges with the policy."""
-    if spec is None:
-        return None
-    if isinstance(spec, LLMJudgeVerifierSpec):
-        endpoint = build_endpoint(spec.endpoint) if spec.endpoint else policy
-        return LLMJudgeVerifier(endpoint, mode=spec.mode, aggregation=spec.aggregation, samples=spec.samples)
-    if isinstance(spec, ConfidenceVerifierSpec):
-        return ConfidenceVerifier(spec.method, spec.window)
-    if isinstance(spec, RewardModelVerifierSpec):
-        return RewardModelVerifier(
-            spec.base_url, spec.model, step_separator=spec.step_separator, aggregation=spec.aggregation
-        )
-    if isinstance(spec, ArithmeticVerifierSpec):
-        return ArithmeticVerifier(
-            prior=spec.prior, prior_weight=spec.prior_weight, rel_tol=spec.rel_tol, aggregation=spec.aggregation
-        )
-    if isinstance(spec, CombinedVerifierSpec):
-        parts = [build_verifier(part, policy) for part in spec.parts]
-        return CombinedVerifier(
-            [p for p in parts if p is not None],
-            spec.weights,
-            spec.how,
-            granularity=spec.granularity,
-            aggregation=spec.aggregation,
-        )
-    if isinstance(spec, PythonVerifierSpec):
-        module, _, attr = spec.target.partition(":")
-        try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"verifier.target: cannot import {spec.target!r}: {exc}") from exc
-        if isinstance(obj, Verifier):
-            return obj
-        if not callable(obj):
-            raise ConfigurationError(f"verifier.target: {spec.target!r} is not callable (got {type(obj).__name__})")
-        return FunctionVerifier(obj)
-    raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
+    """The verifier a spec names (:mod:`ttc_graph.verifiers.registry`); an LLM judge without its own endpoint judges
+    with the policy."""
+    return registry.build_verifier(spec, policy, build_endpoint=build_endpoint)
 
 
 def build_graph(
