@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START
 
 from ttc_graph.budget import merge_usage, usage_delta
@@ -18,6 +19,7 @@ from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.propose import make_candidate
 from ttc_graph.nodes.select import answer_message
 from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.progress import round_event
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT, solve_messages
 from ttc_graph.selection import select_answer, select_pooled
 from ttc_graph.specs.build import build_graph, register_graph_builder
@@ -135,6 +137,8 @@ def create_compute_optimal(
         errors = [f"probe: {e}" for e in result.errors] + scored.get("errors", [])
         if errors:
             update["errors"] = errors
+        event = round_event(0, drawn=len(cands), total=probes, planned=probes, usage=update["usage"], route=route_name)
+        get_stream_writer()(event)  # the routed strategy streams its own rounds from its subgraph
         return update
 
     nodes: dict[str, StrategySpec] = {}
