@@ -51,3 +51,20 @@ def test_other_custom_events_are_not_progress() -> None:
     assert read_progress({"event": "ttc.sample", "drawn": 1}) is None
     assert read_progress({"event": "ttc.round", "round": 0, "drawn": 1}) is None  # no total: not the typed event
     assert read_progress("text") is None
+
+
+def test_the_cli_bar_follows_a_revisions_run() -> None:
+    import asyncio
+
+    from rich.console import Console
+
+    from ttc_graph.cli.progress import ProgressBar
+
+    policy = ScriptedEndpoint(["So the answer is \\boxed{4}."])
+    events = asyncio.run(progress_of(create_revisions(policy, n=4, chain_length=2, selection="majority")))
+    with ProgressBar("sampling", 1, console=Console(quiet=True)) as bar:
+        seen = []
+        for event in events:
+            bar.round(event)
+            seen.append(bar.completed)
+    assert seen == [0, 2, 4, 4] and bar.progress.tasks[0].total == 4  # no longer stuck at 0
