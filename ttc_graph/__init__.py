@@ -42,6 +42,10 @@ from ttc_graph.verifiers import (
 
 __version__ = "0.1.0"
 
+# registers the compute_optimal spec kind with ttc_graph.specs.build_graph (specs cannot import the package: it
+# imports specs); importing ttc_graph.specs always runs this module first
+import ttc_graph.compute_optimal  # noqa: F401
+
 __all__ = [
     "AdaptiveStop",
     "ArithmeticVerifier",

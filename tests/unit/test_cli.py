@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 
 import ttc_graph
 import ttc_graph.cli as cli
+from ttc_graph.cli import StaticRuntime
 from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
 from ttc_graph.eval import ResultStore
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -60,15 +60,9 @@ def judged(call: FakeCall, index: int) -> str:
     return SAMPLES[index % len(SAMPLES)][0]
 
 
-def use_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: Any) -> Any:
-    """Route ``ttc solve`` / ``ttc eval`` to ``endpoint`` instead of a server."""
-
-    @contextlib.contextmanager
-    def fake(*args: object, **kwargs: object) -> Iterator[Any]:
-        yield endpoint
-
-    monkeypatch.setattr(cli, "_eval_endpoint", fake)
-    return endpoint
+def on(endpoint: Any) -> StaticRuntime:
+    """The runtime that routes ``ttc solve`` / ``ttc eval`` to ``endpoint`` instead of a server."""
+    return StaticRuntime(endpoint)
 
 
 def use_spec_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: Any) -> Any:
@@ -82,8 +76,8 @@ def flat(result: Any) -> str:
     return " ".join(str(result.output).split())
 
 
-def solve_json(*args: str) -> tuple[int, dict[str, Any] | None, str]:
-    result = runner.invoke(cli.app, ["solve", "What is 3 + 4?", "--json", *args])
+def solve_json(endpoint: Any, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    result = runner.invoke(cli.app, ["solve", "What is 3 + 4?", "--json", *args], obj=on(endpoint))
     try:
         out = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     except ValueError:
@@ -103,28 +97,24 @@ def test_version() -> None:
 # -- ttc solve: selection and verifiers -------------------------------------------------------------------------
 
 
-def test_solve_majority_needs_no_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ConfidentEndpoint())
-    code, out, text = solve_json()
+def test_solve_majority_needs_no_verifier() -> None:
+    code, out, text = solve_json(ConfidentEndpoint())
     assert code == 0, text
     assert out is not None and out["answer"] == "9"
     assert all(c["score"] is None for c in out["candidates"])  # majority scores nothing
 
 
 @pytest.mark.parametrize("selection", ["weighted", "naive"])
-def test_solve_weighted_and_naive_use_the_default_confidence_verifier(
-    monkeypatch: pytest.MonkeyPatch, selection: str
-) -> None:
-    use_endpoint(monkeypatch, ConfidentEndpoint())
-    code, out, text = solve_json("--selection", selection)
+def test_solve_weighted_and_naive_use_the_default_confidence_verifier(selection: str) -> None:
+    code, out, text = solve_json(ConfidentEndpoint(), "--selection", selection)
     assert code == 0, text
     assert out is not None and out["answer"] == "7"
     assert all(c["score"] is not None for c in out["candidates"])
 
 
-def test_solve_weighted_with_the_judge_verifier(monkeypatch: pytest.MonkeyPatch) -> None:
-    endpoint = use_endpoint(monkeypatch, ScriptedEndpoint(judged, native_n=False))
-    code, out, text = solve_json("--selection", "weighted", "--verifier", "judge")
+def test_solve_weighted_with_the_judge_verifier() -> None:
+    endpoint = ScriptedEndpoint(judged, native_n=False)
+    code, out, text = solve_json(endpoint, "--selection", "weighted", "--verifier", "judge")
     assert code == 0, text
     assert out is not None and out["answer"] == "7"
     judge_calls = [c for c in endpoint.calls if c.messages[0]["content"] == DEFAULT_JUDGE_SYSTEM_PROMPT]
@@ -141,11 +131,9 @@ def test_solve_weighted_with_the_judge_verifier(monkeypatch: pytest.MonkeyPatch)
         (["--gguf", "nowhere.gguf"], "is not a file"),
     ],
 )
-def test_solve_bad_options_exit_2_before_any_request(
-    monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
-) -> None:
-    endpoint = use_endpoint(monkeypatch, ConfidentEndpoint())
-    result = runner.invoke(cli.app, ["solve", "q", *args])
+def test_solve_bad_options_exit_2_before_any_request(args: list[str], message: str) -> None:
+    endpoint = ConfidentEndpoint()
+    result = runner.invoke(cli.app, ["solve", "q", *args], obj=on(endpoint))
     assert result.exit_code == 2, result.output
     assert message in flat(result)
     assert endpoint.requests == []
@@ -154,38 +142,39 @@ def test_solve_bad_options_exit_2_before_any_request(
 # -- ttc solve: exit codes --------------------------------------------------------------------------------------
 
 
-def test_solve_exits_1_when_every_request_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ScriptedEndpoint(["The answer is 5."], fail_every=1, native_n=False))
-    result = runner.invoke(cli.app, ["solve", "q", "--n", "4"])
+def test_solve_exits_1_when_every_request_fails() -> None:
+    result = runner.invoke(
+        cli.app,
+        ["solve", "q", "--n", "4"],
+        obj=on(ScriptedEndpoint(["The answer is 5."], fail_every=1, native_n=False)),
+    )
     assert result.exit_code == 1, result.output
     assert "no answer: 4 request(s) failed" in flat(result)
     assert "scripted endpoint: every request failed" in flat(result)
 
 
-def test_solve_exits_1_with_json_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ScriptedEndpoint(["The answer is 5."], fail_every=1, native_n=False))
-    code, out, _ = solve_json("--n", "2")
+def test_solve_exits_1_with_json_too() -> None:
+    code, out, _ = solve_json(ScriptedEndpoint(["The answer is 5."], fail_every=1, native_n=False), "--n", "2")
     assert code == 1
     assert out is not None and out["answer"] is None and out["usage"]["failed_requests"] == 2
 
 
-def test_solve_exits_0_when_some_requests_fail_but_an_answer_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ScriptedEndpoint(["The answer is 5."], fail_every=2, native_n=False))
-    code, out, text = solve_json("--n", "4")
+def test_solve_exits_0_when_some_requests_fail_but_an_answer_exists() -> None:
+    code, out, text = solve_json(ScriptedEndpoint(["The answer is 5."], fail_every=2, native_n=False), "--n", "4")
     assert code == 0, text
     assert out is not None and out["answer"] == "5" and out["usage"]["failed_requests"] > 0
 
 
-def test_solve_exits_0_when_samples_state_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ScriptedEndpoint(["I do not know."]))
-    result = runner.invoke(cli.app, ["solve", "q", "--n", "2"])
+def test_solve_exits_0_when_samples_state_no_answer() -> None:
+    result = runner.invoke(cli.app, ["solve", "q", "--n", "2"], obj=on(ScriptedEndpoint(["I do not know."])))
     assert result.exit_code == 0, result.output  # nothing failed: the model just gave no answer
     assert "answer: None" in flat(result)
 
 
-def test_solve_reads_answers_without_the_prompted_format(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_endpoint(monkeypatch, ScriptedEndpoint(["She sells 9 eggs.\nSo she makes $18 every day.", "A: 18"]))
-    code, out, text = solve_json("--n", "4")
+def test_solve_reads_answers_without_the_prompted_format() -> None:
+    code, out, text = solve_json(
+        ScriptedEndpoint(["She sells 9 eggs.\nSo she makes $18 every day.", "A: 18"]), "--n", "4"
+    )
     assert code == 0, text
     assert out is not None and out["answer"] == "18"
     assert all(c["parsable"] for c in out["candidates"])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import ttc_graph.cli as cli
+from ttc_graph.cli import StaticRuntime
 from ttc_graph.eval import PoolQuestion, ResultStore, Sample, replay, summarize
 from ttc_graph.eval.plots import plot_curves, plot_replay
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -32,15 +31,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture()
-def scripted(monkeypatch: pytest.MonkeyPatch) -> ScriptedEndpoint:
-    fake = ScriptedEndpoint(answer, native_n=False)
-
-    @contextlib.contextmanager
-    def endpoint(*args: object, **kwargs: object) -> Iterator[ScriptedEndpoint]:
-        yield fake
-
-    monkeypatch.setattr(cli, "_eval_endpoint", endpoint)
-    return fake
+def scripted() -> ScriptedEndpoint:
+    return ScriptedEndpoint(answer, native_n=False)
 
 
 def pool_file(path: Path) -> Path:
@@ -78,26 +70,32 @@ def test_eval_then_plot_and_resume(tmp_path: Path, data_dir: Path, scripted: Scr
         "eval", "--run", "demo", "--limit", "4", "--db", str(db), "--strategy", "best_of_n:majority",
         "--budgets", "1,2,4", "--plot", str(tmp_path / "curves.png"),
     ]  # fmt: skip
-    result = runner.invoke(cli.app, args)
+    result = runner.invoke(cli.app, args, obj=StaticRuntime(scripted))
     assert result.exit_code == 0, result.output
     assert "0 unit(s) already finished, 4 to run" in text(result)
     assert "16 generations in 16 policy requests" in text(result)
     assert sum(c.n for c in scripted.calls) == 16
     assert_images([tmp_path / "curves.png", tmp_path / "curves.svg"])
 
-    again = runner.invoke(cli.app, args)
+    again = runner.invoke(cli.app, args, obj=StaticRuntime(scripted))
     assert again.exit_code == 0, again.output
     assert "4 unit(s) already finished, 0 to run" in text(again)
     assert sum(c.n for c in scripted.calls) == 16  # nothing redone
 
     out = tmp_path / "plots" / "run.png"
-    plotted = runner.invoke(cli.app, ["plot", "--db", str(db), "--run", "demo", "--out", str(out)])
+    plotted = runner.invoke(
+        cli.app, ["plot", "--db", str(db), "--run", "demo", "--out", str(out)], obj=StaticRuntime(scripted)
+    )
     assert plotted.exit_code == 0, plotted.output
     assert_images([out, out.with_suffix(".svg")])
     with ResultStore(db) as store:
         assert_images(plot_curves(summarize(store.rows("demo")), tmp_path / "direct"))
 
-    replayed = runner.invoke(cli.app, ["replay", str(db), "--run", "demo", "--verifier", "none", "--budgets", "1,4"])
+    replayed = runner.invoke(
+        cli.app,
+        ["replay", str(db), "--run", "demo", "--verifier", "none", "--budgets", "1,4"],
+        obj=StaticRuntime(scripted),
+    )
     assert replayed.exit_code == 0, replayed.output
     assert "no model calls" in text(replayed)
 
@@ -115,7 +113,9 @@ def test_eval_then_plot_and_resume(tmp_path: Path, data_dir: Path, scripted: Scr
 def test_eval_bad_input_fails_before_any_call(
     tmp_path: Path, data_dir: Path, scripted: ScriptedEndpoint, extra: list[str], message: str
 ) -> None:
-    result = runner.invoke(cli.app, ["eval", "--run", "x", "--db", str(tmp_path / "e.sqlite"), *extra])
+    result = runner.invoke(
+        cli.app, ["eval", "--run", "x", "--db", str(tmp_path / "e.sqlite"), *extra], obj=StaticRuntime(scripted)
+    )
     assert result.exit_code == 2
     assert message in text(result)
     assert scripted.calls == []
@@ -125,7 +125,9 @@ def test_eval_reports_skipped_rows(tmp_path: Path, scripted: ScriptedEndpoint) -
     data = tmp_path / "d.jsonl"
     data.write_text('{"q": "1+1?", "a": "2"}\n{not json\n{"q": "2+2?", "a": "4"}\n')
     args = ["eval", "--run", "j", "--db", str(tmp_path / "e.sqlite"), "--dataset", "jsonl", "--path", str(data)]
-    result = runner.invoke(cli.app, [*args, "--question-field", "q", "--answer-field", "a", "--budgets", "1"])
+    result = runner.invoke(
+        cli.app, [*args, "--question-field", "q", "--answer-field", "a", "--budgets", "1"], obj=StaticRuntime(scripted)
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 1 malformed row" in text(result)
     assert "2 questions" in text(result)

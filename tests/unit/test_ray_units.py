@@ -21,10 +21,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
 from ttc_graph import cli, create_best_of_n
+from ttc_graph.cli.runtime import Runtime, check_ray_options, replica_from_options
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.eval import ResultStore, SweepConfig, run_sweep
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.spec_runs import run_graph_over_dataset
+from ttc_graph.eval.spec_units import replica_of, run_spec_on
 from ttc_graph.scale import (
     CheckpointStoreError,
     ClusterError,
@@ -39,9 +41,7 @@ from ttc_graph.scale import (
     postgres_checkpointer,
     run_durable,
 )
-from ttc_graph.scale.cli_support import check_ray_options, replica_from_options
 from ttc_graph.scale.ray_runner import _check_versions, _Replica
-from ttc_graph.scale.spec_units import replica_of, run_spec_on
 from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.specs.models import OpenAIEndpointSpec
 from ttc_graph.study.config import StudyConfig
@@ -363,20 +363,18 @@ def eval_args(tmp_path: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_eval_on_a_runner_shows_progress_and_writes_every_unit_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_eval_on_a_runner_shows_progress_and_writes_every_unit_once(tmp_path: Path) -> None:
     inline = InlineRunner(ScriptedEndpoint(Script()))
     asked: dict[str, Any] = {}
 
-    @contextlib.contextmanager
-    def fake_source(ray: str, replicas: int | None, concurrency: int, *options: Any) -> Iterator[Any]:
-        asked.update(ray=ray, replicas=replicas, concurrency=concurrency)
-        yield inline
+    class OnInline(Runtime):
+        @contextlib.contextmanager
+        def ray(self, ray: str, replicas: int | None, concurrency: int, **options: Any) -> Iterator[Any]:
+            asked.update(ray=ray, replicas=replicas, concurrency=concurrency)
+            yield inline
 
-    monkeypatch.setattr(cli, "_ray_source", fake_source)
-    monkeypatch.setattr("ttc_graph.scale.cli_support.split_runner", lambda source: (source, Never()))
-    result = runner.invoke(cli.app, eval_args(tmp_path, "--ray", "10.0.0.1:6379", "--replicas", "2"))
+    args = eval_args(tmp_path, "--ray", "10.0.0.1:6379", "--replicas", "2")
+    result = runner.invoke(cli.app, args, obj=OnInline())
     assert result.exit_code == 0, result.output
     assert asked == {"ray": "10.0.0.1:6379", "replicas": 2, "concurrency": 2}
     with ResultStore(tmp_path / "e.sqlite") as store:

@@ -320,18 +320,11 @@ async def test_a_huge_budgeted_best_of_n_plans_bounded_rounds() -> None:
 
 
 def test_solve_and_run_exit_1_when_requests_failed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import contextlib
-
     from ttc_graph import cli
 
     failing = ScriptedEndpoint(["x"], fail_every=1)
-
-    @contextlib.contextmanager
-    def endpoint(*args: Any, **kwargs: Any) -> Any:
-        yield failing
-
-    monkeypatch.setattr(cli, "_eval_endpoint", endpoint)
-    solved = CliRunner().invoke(cli.app, ["solve", QUESTION, "--n", "2", "--selection", "majority"])
+    args = ["solve", QUESTION, "--n", "2", "--selection", "majority"]
+    solved = CliRunner().invoke(cli.app, args, obj=cli.StaticRuntime(failing))
     assert solved.exit_code == 1, solved.output
     assert "request(s) failed" in solved.output
 

@@ -39,6 +39,7 @@ from ttc_graph.nodes.budget_controller import MAX_ROUND_SAMPLES, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import resolve_question
+from ttc_graph.progress import round_event
 from ttc_graph.prompts import message_text
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, upsert_candidates
@@ -466,15 +467,7 @@ def _make_controller(
         k = 0 if stop else int(min(n - launched, rem.generations, window))
         plan: list[AgentRunTask] = [{"index": launched + j, "round": round_ + 1, "conversation": []} for j in range(k)]
         runtime.stream_writer(
-            {
-                "event": "ttc.round",
-                "round": round_,
-                "drawn": launched,
-                "planned": k,
-                "candidates": launched,
-                "stop": stop,
-                "usage": usage or {},
-            }
+            round_event(round_, drawn=launched, total=n, planned=k, stop=stop, usage=usage, candidates=launched)
         )
         update: dict[str, Any] = {"plan": plan, "round": round_ + 1 if plan else round_}
         if stop:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START
 
 from ttc_graph.budget import merge_usage, usage_delta
 from ttc_graph.compute_optimal.difficulty import probe_score
-from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.compute_optimal.table import PolicyTable, load_table
 from ttc_graph.endpoints.base import Endpoint, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.graph import StrategyGraph
@@ -18,15 +19,17 @@ from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.propose import make_candidate
 from ttc_graph.nodes.select import answer_message
 from ttc_graph.nodes.verify import verify_candidates
+from ttc_graph.progress import round_event
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT, solve_messages
 from ttc_graph.selection import select_answer, select_pooled
-from ttc_graph.specs.build import build_graph
-from ttc_graph.specs.models import BestOfNSpec, RevisionsSpec, StrategySpec
+from ttc_graph.specs.build import build_graph, register_graph_builder
+from ttc_graph.specs.models import BestOfNSpec, ComputeOptimalSpec, RevisionsSpec, StrategySpec
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
+from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
-__all__ = ["PROBE_ID", "RouterOutput", "RouterState", "create_compute_optimal"]
+__all__ = ["PROBE_ID", "RouterOutput", "RouterState", "build_compute_optimal", "create_compute_optimal"]
 
 PROBE_ID = "probe-"
 """The prefix of a probe sample's candidate id."""
@@ -134,6 +137,8 @@ def create_compute_optimal(
         errors = [f"probe: {e}" for e in result.errors] + scored.get("errors", [])
         if errors:
             update["errors"] = errors
+        event = round_event(0, drawn=len(cands), total=probes, planned=probes, usage=update["usage"], route=route_name)
+        get_stream_writer()(event)  # the routed strategy streams its own rounds from its subgraph
         return update
 
     nodes: dict[str, StrategySpec] = {}
@@ -187,3 +192,22 @@ def create_compute_optimal(
         graph.add_edge(f"run_{route_name}", "finish")
     graph.add_edge("finish", END)
     return graph
+
+
+def build_compute_optimal(
+    spec: ComputeOptimalSpec, policy: Endpoint, verifier: Verifier | None, common: dict[str, Any]
+) -> StrategyGraph[RouterState, TTCContext, TTCInput, RouterOutput]:
+    """The router a :class:`~ttc_graph.specs.ComputeOptimalSpec` describes (registered with
+    :func:`~ttc_graph.specs.build_graph`, which cannot import this package: it imports ``specs``)."""
+    table = load_table(spec.table)
+    covered = sorted({int(b) for row in table.table.values() for b in row})
+    if spec.generations not in covered:
+        raise ConfigurationError(f"generations: {spec.generations} is not covered by {spec.table} ({covered})")
+    assert verifier is not None
+    return create_compute_optimal(
+        policy, verifier, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
+        system_prompt=spec.system_prompt, **{k: v for k, v in common.items() if k in ("history", "name")},
+    )  # fmt: skip
+
+
+register_graph_builder("compute_optimal", build_compute_optimal)

@@ -21,15 +21,16 @@ from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.nodes.verify import verify_candidates
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
 from ttc_graph.specs.build import build_graph
 from ttc_graph.specs.io import parse_spec
 from ttc_graph.specs.models import StrategySpec
 from ttc_graph.state import Candidate
 from ttc_graph.strategies import create_best_of_n
-from ttc_graph.verifiers import ConfidenceVerifier, LLMJudgeVerifier, Verifier
+from ttc_graph.verifiers.registry import NAMED_VERIFIERS, VERIFIER_NAMES, named_verifier
 
 __all__ = [
     "FAMILIES",
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 FAMILIES = ("best_of_n", "revisions", "beam_search", "dvts")
-VERIFIERS = ("none", "confidence", "confidence-group", "judge")
+VERIFIERS = VERIFIER_NAMES
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -242,27 +243,10 @@ class CountingEndpoint:
         return result
 
 
-def _verifier(name: str, judge_policy: Endpoint, mode: Literal["process", "outcome"]) -> Verifier | None:
-    if name == "confidence":
-        return ConfidenceVerifier("mean")
-    if name == "confidence-group":
-        return ConfidenceVerifier("group")
-    if name == "judge":
-        return LLMJudgeVerifier(judge_policy, mode=mode)
-    return None
-
-
-_VERIFIER_SPECS: dict[str, dict[str, Any]] = {
-    "confidence": {"kind": "confidence", "method": "mean"},
-    "confidence-group": {"kind": "confidence", "method": "group"},
-    "judge": {"kind": "llm_judge"},
-}
-
-
 def sweep_spec(spec: SweepStrategy, budget: int, config: SweepConfig) -> StrategySpec:
     """The strategy spec a sweep strategy runs at ``budget``: sweeps build graphs the way specs do."""
     data: dict[str, Any] = {"n": budget, "temperature": config.temperature, "seed": config.seed}
-    verifier = _VERIFIER_SPECS.get(spec.verifier)
+    verifier = NAMED_VERIFIERS.get(spec.verifier)
     if spec.family == "best_of_n":
         data |= {"kind": "best_of_n", "selection": spec.option, "max_tokens": config.max_tokens}
     elif spec.family == "revisions":
@@ -282,7 +266,7 @@ def _graph(spec: SweepStrategy, budget: int, policy: Endpoint, judge: Endpoint, 
     strategy = sweep_spec(spec, budget, config)
     mode: Literal["process", "outcome"] = "process" if spec.family in ("beam_search", "dvts") else "outcome"
     name = "judge" if mode == "process" else spec.verifier
-    return build_graph(strategy, policy=policy, verifier=_verifier(name, judge, mode))
+    return build_graph(strategy, policy=policy, verifier=named_verifier(name, judge, mode=mode))
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -409,7 +393,7 @@ class _Sweep:
         self.report = SweepReport(questions=len(problems))
         self.bon = [s for s in config.strategies if s.reuses_samples]
         self.verifiers = {
-            name: _verifier(name, self.judge, "outcome") for name in dict.fromkeys(s.verifier for s in self.bon)
+            name: named_verifier(name, self.judge) for name in dict.fromkeys(s.verifier for s in self.bon)
         }
         self.logprobs = any(getattr(v, "needs_logprobs", False) for v in self.verifiers.values())
 
@@ -588,6 +572,9 @@ async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     counts = {"requests": sweep.policy.calls, "policy_generations": sweep.policy.generations}
     return take_outcome(store, config.run, request, generations=drawn, verifier_requests=sweep.judge.calls,
                         error=error, **counts)  # fmt: skip
+
+
+register_executor("sweep", execute_unit)
 
 
 async def run_sweep(

@@ -15,6 +15,7 @@ from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, st
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.propose import attempt_text
 from ttc_graph.nodes.revise import RevisionTask
+from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = ["ChainPlan", "chain_status", "make_revision_controller"]
@@ -99,14 +100,15 @@ def make_revision_controller(
                         )
                     )
         runtime.stream_writer(
-            {
-                "event": "ttc.round",
-                "round": round_,
-                "chains": {c: {"attempts": len(a), "status": status[c]} for c, a in by_chain.items()},
-                "planned": len(tasks),
-                "stop": stop,
-                "usage": state.get("usage") or {},
-            }
+            round_event(
+                round_,
+                drawn=sum(len(a) for a in by_chain.values()),
+                total=plan.chains * plan.length,
+                planned=len(tasks),
+                stop=stop,
+                usage=state.get("usage"),
+                chains={c: {"attempts": len(a), "status": status[c]} for c, a in by_chain.items()},
+            )
         )
         update: dict[str, Any] = {"plan": tasks, "round": round_ + 1 if tasks else round_}
         if stop:

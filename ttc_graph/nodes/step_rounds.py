@@ -26,6 +26,7 @@ from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam, ExpandTask
+from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = [
@@ -254,15 +255,17 @@ def make_step_controller(
             update["candidates"] = step.retired
         if round_ == 0 and tasks:
             update["usage"] = usage_delta("propose", generations=keep.generations)  # charged up front
+        details = step.event()
         runtime.stream_writer(
-            {
-                "event": "ttc.round",
-                "round": round_,
-                **step.event(),
-                "planned": sum(t["k"] for t in tasks),
-                "stop": stop,
-                "usage": state.get("usage") or {},
-            }
+            round_event(
+                round_,
+                drawn=int(details.get("finished", 0)),
+                total=keep.generations,
+                planned=sum(t["k"] for t in tasks),
+                stop=stop,
+                usage=state.get("usage"),
+                **details,
+            )
         )
         update["frontier"] = Overwrite(step.frontier())
         update["plan"] = tasks

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+from collections.abc import Mapping
 from typing import Any
 
 from ttc_graph.scale.replicas import open_replica, parse_replica
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, execute
+from ttc_graph.scale.units import UnitExecutor, UnitOutcome, UnitRequest, execute
 
 __all__ = ["UnitReplica", "run_unit_task", "versions"]
 
@@ -34,16 +35,18 @@ def versions() -> dict[str, str]:
 class UnitReplica:
     """One replica: an endpoint built from its spec (starting its embedded llama.cpp server, if any) that runs the
     units sent to it. Ray runs its constructor again when it restarts the actor, so a restarted replica has a fresh
-    server."""
+    server. ``executors`` are the driver's unit executors (functions: they arrive by reference, importing the
+    modules that define them here)."""
 
-    def __init__(self, replica: dict[str, Any]) -> None:
+    def __init__(self, replica: dict[str, Any], executors: Mapping[str, UnitExecutor] | None = None) -> None:
         self.spec = parse_replica(replica)
+        self.executors = dict(executors or {})
         self.policy, self.server = open_replica(self.spec)
         self.units = 0
 
     async def run(self, request: UnitRequest) -> UnitOutcome:
         self.units += 1
-        return await execute(self.policy, request)
+        return await execute(self.policy, request, self.executors)
 
     def info(self) -> dict[str, Any]:
         """Where this replica runs and what it serves."""
@@ -56,14 +59,16 @@ class UnitReplica:
             self.server.stop()
 
 
-def run_unit_task(replica: dict[str, Any], request: UnitRequest) -> UnitOutcome:
+def run_unit_task(
+    replica: dict[str, Any], request: UnitRequest, executors: Mapping[str, UnitExecutor] | None = None
+) -> UnitOutcome:
     """One unit as a stateless Ray task against an upstream URL (its client lives for this task only)."""
     spec = parse_replica(replica)
 
     async def go() -> UnitOutcome:
         policy, server = open_replica(spec)
         try:
-            return await execute(policy, request)
+            return await execute(policy, request, executors)
         finally:
             close = getattr(policy, "aclose", None)
             if close is not None:

@@ -21,7 +21,7 @@ from typing import Any
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.scale.actors import UnitReplica, run_unit_task, versions
 from ttc_graph.scale.replicas import EmbeddedServerSpec, parse_replica
-from ttc_graph.scale.units import UnitOutcome, UnitRequest
+from ttc_graph.scale.units import EXECUTORS, UnitOutcome, UnitRequest
 from ttc_graph.specs.models import OpenAIEndpointSpec
 
 __all__ = ["AUTO", "LOCAL", "ClusterError", "RayUnits", "check_address", "connect_ray"]
@@ -152,6 +152,7 @@ class RayUnits:
         self._replicas: list[_Replica] = []
         self._task: Any = None
         self._data: dict[str, Any] = {}
+        self._executors: dict[str, Any] = {}
         self._owns_ray = False
         self._started = False
 
@@ -190,6 +191,7 @@ class RayUnits:
         probe = ray.remote(versions).options(num_cpus=0, max_retries=0)
         _check_versions(ray.get(probe.remote(), timeout=self.start_timeout), f"the Ray cluster at {self.address!r}")
         data = self.replica.model_dump(mode="json")
+        self._executors = dict(EXECUTORS)  # what this driver registered travels to the workers by reference
         if self.replicas is None:
             self._task = ray.remote(run_unit_task).options(num_cpus=self.num_cpus, max_retries=self.max_task_retries)
             self._data = data
@@ -202,7 +204,7 @@ class RayUnits:
             scheduling_strategy="SPREAD",
         )
         self._data = data
-        self._replicas = [_Replica(i, actor.remote(data)) for i in range(self.replicas)]
+        self._replicas = [_Replica(i, actor.remote(data, self._executors)) for i in range(self.replicas)]
         refs = [r.handle.info.remote() for r in self._replicas]
         try:
             self.infos = ray.get(refs, timeout=self.start_timeout)
@@ -254,7 +256,7 @@ class RayUnits:
             raise ClusterError("RayUnits is not started: use it as a context manager or call start()")
         ray = _ray()
         if self._task is not None:
-            outcome: UnitOutcome = await self._task.remote(self._data, request)
+            outcome: UnitOutcome = await self._task.remote(self._data, request, self._executors)
             return outcome
         while True:
             live = [r for r in self._replicas if r.alive]

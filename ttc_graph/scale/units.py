@@ -2,35 +2,47 @@
 
 A sweep or a study hands a unit to a :class:`UnitRunner` instead of running it in place; the runner sends a
 :class:`UnitRequest` to wherever the model is (a Ray actor next to a model server) and returns a :class:`UnitOutcome`
-that the driver writes to its SQLite store, once. Where the unit runs, :func:`execute` runs the same code as the local
-path against a private in-memory store seeded with the driver's stored pool, and reads back what it wrote.
+that the driver writes to its SQLite store, once. Where the unit runs, :func:`execute` runs the executor registered
+for the unit's kind: the same code as the local path, against a private in-memory store seeded with the driver's
+stored pool (:mod:`ttc_graph.eval.units`), reading back what it wrote.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 
-if TYPE_CHECKING:  # the results store imports the eval package, which imports this module
-    from ttc_graph.eval.store import ResultRow, ResultStore
+if TYPE_CHECKING:  # eval imports this package, never the other way
+    from ttc_graph.eval.store import ResultRow
 
-__all__ = ["UnitOutcome", "UnitRequest", "UnitRunner", "execute", "scratch_store", "take_outcome"]
+__all__ = [
+    "EXECUTORS",
+    "UnitExecutor",
+    "UnitOutcome",
+    "UnitRequest",
+    "UnitRunner",
+    "execute",
+    "executor_for",
+    "register_executor",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class UnitRequest:
     """One unit as plain data (a config validated again where it runs; never a graph or a client).
 
-    ``kind`` says whose code runs it: a sweep's, a study's or a spec run's (``ttc run SPEC --dataset``).
+    ``kind`` says whose code runs it (the executor registered for it): a sweep's, a study's or a spec run's
+    (``ttc run SPEC --dataset``).
     ``strategy`` is the sweep strategy's name or the study template (None: the question's best-of-N pool); ``index``
     is the question's position in the study (its seeds); ``pool`` the question's stored samples and ``done`` its
     finished ``(strategy, budget, question_id)`` keys, as the driver's store holds them.
     """
 
-    kind: Literal["sweep", "study", "spec"]
+    kind: str
     label: str
     config: dict[str, Any]
     problem: dict[str, str]
@@ -69,37 +81,31 @@ class UnitRunner(Protocol):
     async def run(self, request: UnitRequest) -> UnitOutcome: ...
 
 
-def scratch_store(run: str, question_id: str, pool: list[dict[str, Any]]) -> ResultStore:
-    """An in-memory results store holding the driver's stored pool of one question."""
-    from ttc_graph.eval.store import ResultStore
+UnitExecutor = Callable[[Endpoint, "UnitRequest"], Awaitable["UnitOutcome"]]
+"""Runs one unit where it is sent (``await executor(policy, request)``)."""
 
-    store = ResultStore(":memory:")
-    if pool:
-        store.save([], pool=(run, question_id, pool))
-    return store
-
-
-def take_outcome(store: ResultStore, run: str, request: UnitRequest, **counts: Any) -> UnitOutcome:
-    """The rows and the (changed) pool a unit wrote into ``store``, closing it."""
-    try:
-        rows = store.rows(run)
-        pools = store.pools(run) if request.strategy is None else {}
-    finally:
-        store.close()
-    pool = pools.get(request.problem["id"])  # written by the unit, or the seed it left as it was
-    return UnitOutcome(
-        rows=rows, pool=None if pool is None or (request.pool and pool == request.pool) else pool, **counts
-    )
+EXECUTORS: dict[str, UnitExecutor] = {}
+"""The executor of each unit kind, registered by the package whose code runs it: ``sweep`` by
+:mod:`ttc_graph.eval.sweep`, ``spec`` by :mod:`ttc_graph.eval.spec_units`, ``study`` by
+:mod:`ttc_graph.study.runner` (this package imports none of them: they import it)."""
 
 
-async def execute(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
+def register_executor(kind: str, executor: UnitExecutor) -> None:
+    """Run units of ``kind`` with ``executor`` (a module-level function: it travels to Ray workers by reference)."""
+    EXECUTORS[kind] = executor
+
+
+def executor_for(kind: str, executors: Mapping[str, UnitExecutor] | None = None) -> UnitExecutor:
+    """The executor of ``kind`` in ``executors`` (what a driver sent along), else in this process's registry."""
+    found = (executors or {}).get(kind) or EXECUTORS.get(kind)
+    if found is None:
+        known = ", ".join(sorted({*EXECUTORS, *(executors or {})})) or "none registered"
+        raise ConfigurationError(f"unit kind {kind!r}: no executor registered ({known})")
+    return found
+
+
+async def execute(
+    policy: Endpoint, request: UnitRequest, executors: Mapping[str, UnitExecutor] | None = None
+) -> UnitOutcome:
     """Run ``request`` with ``policy`` where this is called (a Ray actor or task) and return its outcome."""
-    if request.kind == "sweep":
-        from ttc_graph.eval.sweep import execute_unit
-    elif request.kind == "study":
-        from ttc_graph.study.runner import execute_unit
-    elif request.kind == "spec":
-        from ttc_graph.scale.spec_units import execute_spec_unit as execute_unit
-    else:
-        raise ConfigurationError(f"unit {request.label!r}: unknown kind {request.kind!r}")
-    return await execute_unit(policy, request)
+    return await executor_for(request.kind, executors)(policy, request)

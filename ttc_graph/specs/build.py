@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.graph import StateGraph
@@ -12,23 +12,16 @@ from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import (
-    ArithmeticVerifierSpec,
     BeamSearchSpec,
     BestOfNSpec,
-    CombinedVerifierSpec,
-    ComputeOptimalSpec,
-    ConfidenceVerifierSpec,
     DVTSSpec,
     EndpointSpec,
     EnvEndpointSpec,
-    LLMJudgeVerifierSpec,
     LocalEndpointSpec,
     MCTSSpec,
     OpenAIEndpointSpec,
     ParticleFilteringSpec,
-    PythonVerifierSpec,
     RevisionsSpec,
-    RewardModelVerifierSpec,
     StrategySpec,
     VerifierSpec,
 )
@@ -41,17 +34,31 @@ from ttc_graph.strategies import (
     create_particle_filtering,
     create_revisions,
 )
-from ttc_graph.verifiers import (
-    ArithmeticVerifier,
-    CombinedVerifier,
-    ConfidenceVerifier,
-    FunctionVerifier,
-    LLMJudgeVerifier,
-    RewardModelVerifier,
-    Verifier,
-)
+from ttc_graph.verifiers import registry
+from ttc_graph.verifiers.base import Verifier
 
-__all__ = ["build_endpoint", "build_graph", "build_verifier"]
+__all__ = [
+    "GRAPH_BUILDERS",
+    "GraphBuilder",
+    "build_endpoint",
+    "build_graph",
+    "build_verifier",
+    "register_graph_builder",
+]
+
+GraphBuilder = Callable[[Any, Endpoint, "Verifier | None", dict[str, Any]], StateGraph[Any, Any, Any, Any]]
+"""Builds the graph of a spec kind the layers above this one own: ``(spec, policy, verifier, common)``, where
+``common`` holds the factory options every strategy takes (``budget``, ``seed``, ``system_prompt``, ``history``,
+``name``)."""
+
+GRAPH_BUILDERS: dict[str, GraphBuilder] = {}
+"""Builders of spec kinds defined above ``specs`` (``compute_optimal``: :mod:`ttc_graph.compute_optimal` registers
+it when imported, and ``import ttc_graph`` imports it)."""
+
+
+def register_graph_builder(kind: str, builder: GraphBuilder) -> None:
+    """Let :func:`build_graph` build specs of ``kind`` with ``builder`` (a package above ``specs`` owns it)."""
+    GRAPH_BUILDERS[kind] = builder
 
 
 def build_endpoint(spec: EndpointSpec) -> Endpoint:
@@ -79,45 +86,9 @@ def build_endpoint(spec: EndpointSpec) -> Endpoint:
 
 
 def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | None:
-    """The verifier a spec names; an LLM judge without its own endpoint judges with the policy."""
-    if spec is None:
-        return None
-    if isinstance(spec, LLMJudgeVerifierSpec):
-        endpoint = build_endpoint(spec.endpoint) if spec.endpoint else policy
-        return LLMJudgeVerifier(endpoint, mode=spec.mode, aggregation=spec.aggregation, samples=spec.samples)
-    if isinstance(spec, ConfidenceVerifierSpec):
-        return ConfidenceVerifier(spec.method, spec.window)
-    if isinstance(spec, RewardModelVerifierSpec):
-        return RewardModelVerifier(
-            spec.base_url, spec.model, step_separator=spec.step_separator, aggregation=spec.aggregation
-        )
-    if isinstance(spec, ArithmeticVerifierSpec):
-        return ArithmeticVerifier(
-            prior=spec.prior, prior_weight=spec.prior_weight, rel_tol=spec.rel_tol, aggregation=spec.aggregation
-        )
-    if isinstance(spec, CombinedVerifierSpec):
-        parts = [build_verifier(part, policy) for part in spec.parts]
-        return CombinedVerifier(
-            [p for p in parts if p is not None],
-            spec.weights,
-            spec.how,
-            granularity=spec.granularity,
-            aggregation=spec.aggregation,
-        )
-    if isinstance(spec, PythonVerifierSpec):
-        module, _, attr = spec.target.partition(":")
-        try:
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"verifier.target: cannot import {spec.target!r}: {exc}") from exc
-        if isinstance(obj, Verifier):
-            return obj
-        if not callable(obj):
-            raise ConfigurationError(f"verifier.target: {spec.target!r} is not callable (got {type(obj).__name__})")
-        return FunctionVerifier(obj)
-    raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
+    """The verifier a spec names (:mod:`ttc_graph.verifiers.registry`); an LLM judge without its own endpoint judges
+    with the policy."""
+    return registry.build_verifier(spec, policy, build_endpoint=build_endpoint)
 
 
 def build_graph(
@@ -184,17 +155,7 @@ def build_graph(
             max_tokens=spec.max_tokens,
             **common,
         )
-    if isinstance(spec, ComputeOptimalSpec):
-        from ttc_graph.compute_optimal import create_compute_optimal, load_table
-
-        table = load_table(spec.table)
-        covered = sorted({int(b) for row in table.table.values() for b in row})
-        if spec.generations not in covered:
-            raise ConfigurationError(f"generations: {spec.generations} is not covered by {spec.table} ({covered})")
-        scorer = build_verifier_of(spec.verifier, pol)
-        assert scorer is not None
-        return create_compute_optimal(
-            pol, scorer, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
-            system_prompt=spec.system_prompt, **{k: v for k, v in common.items() if k in ("history", "name")},
-        )  # fmt: skip
+    builder = GRAPH_BUILDERS.get(spec.kind)
+    if builder is not None:
+        return builder(spec, pol, build_verifier_of(getattr(spec, "verifier", None), pol), common)
     raise ConfigurationError(f"kind: no builder for {type(spec).__name__}")

@@ -25,8 +25,9 @@ from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.nodes.verify import verify_candidates
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import select_answer, select_revisions
 from ttc_graph.specs.build import build_graph, build_verifier
 from ttc_graph.state import Candidate
@@ -454,3 +455,6 @@ async def run_study(
     its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``."""
     items = list(problems) if problems is not None else study_problems(config)
     return await _Study(policy, config, store, progress or (lambda event: None), runner).run(items, limit)
+
+
+register_executor("study", execute_unit)  # scale runs study units without importing this package

@@ -1,16 +1,18 @@
-"""``ttc study``: run (resumable, with progress) and report the compute-optimal study."""
+"""``ttc study``: run (resumable, with progress), report and follow the compute-optimal study."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ttc_graph.cli.common import check_gguf, check_ray, console, fail, sigterm_as_interrupt
+from ttc_graph.cli.progress import ProgressBar
+from ttc_graph.cli.runtime import RAY_HELP, REPLICAS_HELP, runtime_of, split_runner
 from ttc_graph.errors import ConfigurationError, TTCError
-from ttc_graph.scale.cli_support import RAY_HELP, REPLICAS_HELP
 
 __all__ = ["study_app"]
 
@@ -31,6 +33,7 @@ def _stored_db(config_path: Path, db: Path | None) -> Path:
 
 @study_app.command("run")
 def run_command(
+    ctx: typer.Context,
     config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
     db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
@@ -47,30 +50,19 @@ def run_command(
     replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,
 ) -> None:
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
-    from ttc_graph.cli import (
-        _check_gguf,
-        _check_ray,
-        _eval_endpoint,
-        _eval_progress,
-        _fail,
-        _ray_source,
-        _sigterm_as_interrupt,
-        console,
-    )
     from ttc_graph.eval.store import ResultStore
-    from ttc_graph.scale.cli_support import split_runner
     from ttc_graph.study.config import load_study
     from ttc_graph.study.runner import StudyEvent, plan_units, run_study, study_problems
 
     try:
-        _check_gguf(gguf, base_url)
-        _check_ray(ray, replicas)
+        check_gguf(gguf, base_url)
+        check_ray(ray, replicas)
         config = load_study(config_path)
         problems = study_problems(config)[:questions]
         store = ResultStore(_db_of(config_path, db))
         units = plan_units(problems, config, store.done(config.name))
     except TTCError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     units = units[:max_units]
     console.print(
         f"study [bold]{config.name}[/] in {store.path}: {len(units)} unit(s) to run in this call;"
@@ -79,39 +71,37 @@ def run_command(
     if not units:
         return
     started = time.monotonic()
-    source = _eval_endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel)
+    runtime = runtime_of(ctx)
+    source: Any = runtime.endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel)
     if ray is not None:
-        options = (base_url, model, gguf, parallel, threads, slot_context * parallel)
-        source = _ray_source(ray, replicas, config.concurrency, *options)
+        options = {"base_url": base_url, "model": model, "gguf": gguf, "parallel": parallel, "threads": threads}
+        source = runtime.ray(ray, replicas, config.concurrency, ctx_size=slot_context * parallel, **options)
     try:
         with (
-            _sigterm_as_interrupt(),
+            sigterm_as_interrupt(),
             source as endpoint,
-            _eval_progress() as progress,
+            ProgressBar("study", len(units)) as bar,
         ):
             runner, policy = split_runner(endpoint)
-            bar = progress.add_task("study", total=len(units), info="")
             tokens = 0
 
             def on_event(event: StudyEvent) -> None:
                 nonlocal tokens
                 if event.kind == "plan":
-                    progress.update(bar, total=event.total)
+                    bar.update(total=event.total)
                     return
                 tokens += event.tokens
                 info = f"{tokens} tokens, {tokens / max(1e-9, time.monotonic() - started):.0f}/s; {event.label}"
-                progress.update(bar, advance=1, info=info)
-                if not progress.console.is_terminal:
-                    done = int(progress.tasks[0].completed)
-                    progress.console.print(f"[{done}] {event.kind} {event.label} +{event.tokens} tokens")
+                bar.advance(info=info)
+                bar.log_unit(f"[{bar.completed}] {event.kind} {event.label} +{event.tokens} tokens")
                 if event.kind == "failed":
-                    progress.console.print(f"[yellow]failed:[/] {event.label}: {event.message}")
+                    bar.log(f"[yellow]failed:[/] {event.label}: {event.message}")
 
             report = asyncio.run(
                 run_study(policy, config, store, problems=problems, progress=on_event, limit=max_units, runner=runner)
             )
     except TTCError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted:[/] {len(store.done(config.name))} result rows kept; rerun to resume")
         raise typer.Exit(130) from None
@@ -135,7 +125,6 @@ def report_command(
     figures: Annotated[bool, typer.Option(help="Also draw the figures (PNG).")] = True,
 ) -> None:
     """Tables, figures and fitted policy tables from the study's database alone (no model call)."""
-    from ttc_graph.cli import _fail, console
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
     from ttc_graph.study.render import write_report
@@ -151,7 +140,7 @@ def report_command(
             raise ConfigurationError(str(exc)) from exc
         paths = write_report(analysis, config, out or config_path.parent, figures=figures)
     except TTCError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     console.print(f"{analysis.questions} complete questions; wrote {', '.join(str(p) for p in paths)}")
 
 
@@ -161,7 +150,6 @@ def status_command(
     db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
 ) -> None:
     """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
-    from ttc_graph.cli import _fail, console
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
     from ttc_graph.study.runner import study_problems
@@ -172,7 +160,7 @@ def status_command(
         with ResultStore(_stored_db(config_path, db)) as store:
             status = study_status(config, store, study_problems(config))
     except TTCError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     s = status
     console.print(
         f"study [bold]{config.name}[/]: {s.complete} of {s.questions} questions complete;"

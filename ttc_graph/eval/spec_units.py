@@ -9,8 +9,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ttc_graph.endpoints.base import Endpoint
+from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.scale.replicas import EmbeddedServerSpec
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, scratch_store, take_outcome
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.specs.models import LocalEndpointSpec, OpenAIEndpointSpec
 
 if TYPE_CHECKING:
@@ -83,3 +84,6 @@ async def run_spec_on(
     await asyncio.gather(*(one(p) for p in problems if p.id not in done))
     wanted = {p.id for p in problems}
     return [r for r in store.rows(run) if r.strategy == strategy and r.budget == budget and r.question_id in wanted]
+
+
+register_executor("spec", execute_spec_unit)

@@ -1,4 +1,4 @@
-"""``ttc serve``: the command line of the server (its web stack is imported only when it runs)."""
+"""``ttc serve``: the command that starts the server (its web stack is imported only when it runs)."""
 
 from __future__ import annotations
 

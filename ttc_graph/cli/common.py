@@ -1,0 +1,141 @@
+"""What the commands share: one default per option, the console, exit codes and the result tables."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ttc_graph.budget import COUNTERS
+from ttc_graph.errors import ConfigurationError, TTCError
+
+__all__ = [
+    "DEFAULT_DB",
+    "DEFAULT_LIMIT",
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_SELECTION",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_VERIFIER",
+    "check_gguf",
+    "check_ray",
+    "console",
+    "exit_if_no_answer",
+    "fail",
+    "failure",
+    "print_curves",
+    "print_output",
+    "print_result",
+    "sigterm_as_interrupt",
+]
+
+# One default per concept, shared by every command that has the option.
+DEFAULT_MAX_TOKENS = 400
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_SELECTION = "majority"
+DEFAULT_VERIFIER = "confidence"
+DEFAULT_DB = Path("results/eval.sqlite")
+DEFAULT_LIMIT = 20
+
+console = Console()
+
+
+def fail(exc: TTCError) -> typer.Exit:
+    """Print ``exc`` and the exit (code 2: invalid input or setup) to raise."""
+    console.print(f"[red]error:[/] {exc}")
+    return typer.Exit(2)
+
+
+def failure(out: dict[str, Any]) -> str | None:
+    """Why a run produced no answer when the cause is a failure (requests or the run), else None."""
+    if out.get("answer") is not None:
+        return None
+    failed = int((out.get("usage") or {}).get("failed_requests", 0) or 0)
+    if failed:
+        return f"{failed} request(s) failed"
+    return "the run stopped on an error" if out.get("stop_reason") == "error" else None
+
+
+def exit_if_no_answer(out: dict[str, Any]) -> None:
+    """Exit 1 when requests failed and no answer could be produced (unparsable samples alone exit 0)."""
+    if reason := failure(out):
+        first = next(iter(out.get("errors") or []), "no detail")
+        console.print(f"[red]error:[/] no answer: {reason}; first error: {first}")
+        raise typer.Exit(1)
+
+
+def check_gguf(gguf: Path | None, base_url: str | None) -> None:
+    if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
+        raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
+    if gguf is not None and not gguf.is_file():
+        raise ConfigurationError(f"--gguf: {gguf} is not a file")
+
+
+def check_ray(ray: str | None, replicas: int | None) -> None:
+    if ray is not None or replicas is not None:
+        from ttc_graph.cli.runtime import check_ray_options
+
+        check_ray_options(ray, replicas)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so a killed run still stops the local server and keeps its results."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def print_result(out: dict[str, Any]) -> None:
+    table = Table(title="candidates", show_lines=False)
+    for col in ("#", "answer", "score", "tokens", "solution (start)"):
+        table.add_column(col)
+    for i, c in enumerate(out.get("candidates", [])):
+        score = "-" if c.get("score") is None else f"{c['score']:.3f}"
+        snippet = " ".join(c["text"].split())[:70]
+        table.add_row(str(i), str(c.get("answer")), score, str(c.get("tokens")), snippet)
+    console.print(table)
+    usage = out.get("usage", {})
+    ledger = Table(title="usage")
+    for col in ("kind", "generations", "requests", "prompt tokens", "completion tokens", "failed"):
+        ledger.add_column(col)
+    rows = [*usage.get("by_kind", {}).items(), ("total", usage)]
+    for kind, u in rows:
+        ledger.add_row(kind, *(str(u.get(k, 0)) for k in COUNTERS))
+    console.print(ledger)
+    console.print(f"wall time {usage.get('seconds', 0):.1f}s, stop reason: {out.get('stop_reason')}")
+    for err in out.get("errors", [])[:5]:
+        console.print(f"[yellow]warning:[/] {err}")
+    console.print(f"[bold green]answer:[/] {out.get('answer')}")
+
+
+def print_output(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps({k: v for k, v in out.items() if k != "messages"}, default=str))
+    else:
+        print_result(out)
+
+
+def print_curves(curves: list[Any], title: str) -> None:
+    table = Table(title=title)
+    for col in ("strategy", "budget", "questions", "accuracy", "95% interval", "gens/q", "tokens/q", "seconds/q"):
+        table.add_column(col)
+    for c in curves:
+        table.add_row(
+            c.strategy, str(c.budget), str(c.questions), f"{c.accuracy:.3f} ({c.correct}/{c.questions})",
+            f"[{c.low:.3f}, {c.high:.3f}]", f"{c.generations:.1f}", f"{c.tokens:.0f}", f"{c.seconds:.1f}",
+        )  # fmt: skip
+    console.print(table)
