@@ -88,10 +88,11 @@ async def test_best_of_n_draws_only_what_the_stored_pool_lacks(tmp_path: Path) -
     policy = ScriptedEndpoint(solve)
     with ResultStore(tmp_path / "s.sqlite") as store:
         await run_study(policy, cfg, store, problems=PROBLEMS)
-        assert len(store.pool("t", "2")) == 4 and len(store.pool("t", "0")) == 4
+        # a pool holds twice the largest budget (pool_size): half scores best-of-N, half bins the question
+        assert len(store.pool("t", "2")) == 8 and len(store.pool("t", "0")) == 8
     asked = [str(c.messages) for c in policy.calls]
-    assert sum(c.n for c in policy.calls) == 4  # question 2's samples, drawn once for both budgets
-    assert all("What is 2 + 2" in m for m in asked)
+    assert sum(c.n for c in policy.calls) == 4 + 4 + 8  # questions 0 and 1 topped up, question 2 drawn whole
+    assert all("What is" in m for m in asked)
 
 
 async def test_a_crash_mid_study_keeps_finished_units_and_a_rerun_does_only_the_rest(tmp_path: Path) -> None:
@@ -183,23 +184,27 @@ async def test_the_report_is_built_from_the_database_alone(tmp_path: Path) -> No
     # the scripted policy is right on even questions only: every template scores 50%, in every bootstrap too
     for t in cfg.templates:
         for b in cfg.budgets:
-            value, lo, hi = analysis.accuracy[t][b]
-            assert value == 0.5 and lo <= value <= hi
+            n, (value, lo, hi) = analysis.accuracy[t][b]
+            assert n == 12 and value == 0.5 and lo <= value <= hi
     assert sorted(analysis.bin_sizes["oracle"].values()) == [2, 2, 2, 3, 3]  # by rank: sizes differ by <= 1
     # paired against the baseline: every template ties it on every question, in every resample
     assert set(analysis.difference) == set(cfg.templates) - {cfg.baseline}
-    assert all(analysis.difference[t][b] == (0.0, 0.0, 0.0) for t in analysis.difference for b in cfg.budgets)
+    diffs = [analysis.difference[t][b] for t in analysis.difference for b in cfg.budgets]
+    assert all(d.difference == (0.0, 0.0, 0.0) and d.p == 1.0 and d.n == 12 for d in diffs)
     by_bin = analysis.bin_difference["predicted"]
     assert set(by_bin) == set(analysis.difference)  # every template but the baseline, in every bin, at every budget
     cells = [v for per_bin in by_bin.values() for per_b in per_bin.values() for v in per_b.values()]
-    assert cells and all(v == (0.0, 0.0, 0.0) for v in cells)
+    assert cells and all(v.difference == (0.0, 0.0, 0.0) for v in cells)
     assert analysis.cost["seq"][4]["generations"] == 4
     # each chain repeats its answer: right on the 6 even questions at every attempt, never changed
     assert analysis.revision_steps == {"seq": ChainSteps([6] * 4, [12] * 4, 0, 0, 0, 36, lost=0, gained=0)}
     text = render_markdown(analysis, cfg)
     assert "| beam | 2 |" in text and "12 questions complete" in text
     assert "| seq | 12 | 50.0 | 50.0 | 50.0 | 50.0 | 36 | 0 | 0 | 0 | 0, 0 (1.00) |" in text
-    assert "Paired difference from bon_weighted within each bin" in text and "| beam | 4 | +0.0 [+0.0, +0.0] |" in text
+    assert (
+        "Paired difference from bon_weighted within each bin" in text
+        and "| beam | 4 | +0.0 [+0.0, +0.0] (p=1.000) |" in text
+    )
     assert analysis.distinct["seq"] == {2: 1.0, 4: 1.0} and "| seq | 1.00 | 1.00 |" in text
     paths = write_report(analysis, cfg, tmp_path / "out", figures=False)
     assert (tmp_path / "out" / "report.md").read_text() == text
@@ -265,7 +270,7 @@ async def test_the_routed_fit_averages_every_disjoint_set_of_probes_and_its_base
     import ttc_graph.study.report as report
     from ttc_graph.study.report import analyze, load_study_data
 
-    cfg = config(tmp_path, pool=None)
+    cfg = config(tmp_path, pool=None, pool_size=16)  # samples 1-8 score, 9-16 bin
     with ResultStore(tmp_path / "s.sqlite") as store:
         await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
         data = load_study_data(store, cfg)
@@ -275,7 +280,7 @@ async def test_the_routed_fit_averages_every_disjoint_set_of_probes_and_its_base
 
     for q in data.questions:  # two sets of 4 probes: lucky (samples 1-4 right), unlucky (samples 5-8 wrong)
         right = int(data.references[q])
-        data.pools[q] = [sample(right, 0.9)] * 4 + [sample(right + 1, 0.95)] * 4
+        data.pools[q] = [sample(right, 0.9)] * 4 + [sample(right + 1, 0.95)] * 4 + [sample(right, 0.5)] * 8
     fitted: list[dict[str, str]] = []
     calibrate = report.calibrate
     monkeypatch.setattr(report, "calibrate", lambda *a, **k: fitted.append(k["groups"]) or calibrate(*a, **k))
@@ -283,12 +288,13 @@ async def test_the_routed_fit_averages_every_disjoint_set_of_probes_and_its_base
     assert analysis.probe_draws == {"oracle": 1, "predicted": 1, "routed": 2}
     # at budget 4 the router can only run best-of-N on its probes: right with the first set, wrong with the
     # second; with the first set alone it would read 1.0
-    assert analysis.optimal["routed"][4][0] == 0.5 and analysis.compared["routed"][4] == 0.5
-    assert analysis.compared["routed"][1] == 0.5  # given the probes: pass@1 of each set, averaged
-    assert analysis.ratio["routed"][4][0] == pytest.approx(0.25)  # given the probes, best-of-1 on them matches
-    unconditioned = {b: v[0] for b, v in analysis.baseline.items()}
+    routed4 = analysis.fits["routed"][4]
+    assert routed4 is not None and routed4.optimal[0] == 0.5 and routed4.curve[4] == 0.5
+    assert routed4.curve[1] == 0.5  # given the probes: pass@1 of each set, averaged
+    assert routed4.ratio[0] == pytest.approx(0.25)  # given the probes, best-of-1 on them matches
+    unconditioned = {b: v[0] for b, v in analysis.baseline.items()}  # on the scoring samples 1-8
     assert unconditioned[4] == pytest.approx(17 / 70)  # subsets of 4 with 3 or 4 right samples win the vote
-    assert analysis.compared["oracle"] == unconditioned
+    assert analysis.fits["oracle"][4].curve == pytest.approx(unconditioned)  # type: ignore[union-attr]
     routed = [g for g in fitted if any("|probes 2" in r for r in g)]  # a record per question and set
     assert routed and all(len(g) == 2 * len(data.questions) for g in routed)
     assert all(q == r.split("|")[0] for g in routed for r, q in g.items())  # a question's sets share its fold
@@ -298,9 +304,10 @@ def test_probe_views_rotate_each_disjoint_set_of_probes_to_the_front(tmp_path: P
     from ttc_graph.study.report import StudyData, probe_views
 
     pool = [{"text": str(i)} for i in range(10)]
-    data = StudyData(config(tmp_path), rows={}, pools={"q": pool}, references={"q": "1"}, questions=["q"])
+    cfg = config(tmp_path, pool_size=16)
+    data = StudyData(cfg, rows={}, pools={"q": pool}, references={"q": "1"}, questions=["q"])
     assert probe_views(data, 0) == [data]
-    views = probe_views(data, 4)  # 10 samples hold two disjoint sets of 4
+    views = probe_views(data, 4)  # the 8 scoring samples hold two disjoint sets of 4
     assert [[s["text"] for s in v.pools["q"][:4]] for v in views] == [["0", "1", "2", "3"], ["4", "5", "6", "7"]]
     assert all(sorted(s["text"] for s in v.pools["q"]) == sorted(s["text"] for s in pool) for v in views)
 
@@ -349,19 +356,15 @@ async def test_oracle_and_predicted_bins_hold_best_of_ns_samples_out(tmp_path: P
     from ttc_graph.study.render import render_markdown
     from ttc_graph.study.report import analyze, binnings, difficulty_of, load_study_data, unit_values
 
-    cfg = config(tmp_path, pool=None)  # budgets 2 and 4: a pool drawn live holds 4 samples
+    cfg = config(tmp_path, pool=None)  # budgets 2 and 4: a pool drawn live holds 8 samples
     with ResultStore(tmp_path / "s.sqlite") as store:
         await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
         data = load_study_data(store, cfg)
-    assert {k.split for k in binnings(data).values()} == {0}  # no sample beyond the largest budget: none held out
 
     def sample(answer: int, score: float) -> dict[str, Any]:
         return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
 
-    full = dict(data.pools)
     data.pools["0"] = [sample(1, 0.2)] * 4 + [sample(0, 0.9)] * 4  # reference 0: samples 1-4 wrong, 5-8 right
-    for q in data.questions[1:]:
-        data.pools[q] = full[q] * 2
     kinds = binnings(data)
     assert kinds["oracle"].split == kinds["predicted"].split == 4 and kinds["routed"].split == 0
     assert difficulty_of(data, ["0"], kinds["oracle"]) == {"0": 1.0}  # binned on samples 5-8 alone
@@ -370,12 +373,13 @@ async def test_oracle_and_predicted_bins_hold_best_of_ns_samples_out(tmp_path: P
     assert unit_values(data, ["0"])[("bon_weighted", 4, "0")] == pytest.approx(69 / 70)  # all 8: 1 subset loses
     analysis = analyze(data, resamples=5)
     sizes, per_bin = analysis.bin_sizes["oracle"], analysis.bins["oracle"]["bon_weighted"]
-    binned = sum(sizes[bn] * per_bin[bn][4] for bn in sizes) / len(data.questions)
+    binned = sum(sizes[bn] * per_bin[bn][4][1] for bn in sizes) / len(data.questions)
     held = unit_values(data, data.questions, first=4)
     assert binned == pytest.approx(statistics.fmean(held[("bon_weighted", 4, q)] for q in data.questions))
-    assert binned < analysis.accuracy["bon_weighted"][4][0]  # the overall figure scores question 0 on all 8
+    # one estimator: the overall figure scores best-of-N on the same samples 1-4 as the bins do
+    assert binned == pytest.approx(analysis.accuracy["bon_weighted"][4][1][0])
     text = render_markdown(analysis, cfg)
-    assert "oracle (pass@1 of pool samples 5-8)" in text and "from samples 1-4 alone" in text
+    assert "oracle (pass@1 of pool samples 5-8)" in text and "scores best-of-N on pool samples 1-4" in text
 
 
 async def test_the_report_counts_long_search_paths_and_what_sampling_never_solved(tmp_path: Path) -> None:
@@ -424,21 +428,31 @@ async def test_family_fits_and_fits_with_fewer_bins(tmp_path: Path) -> None:
     analysis = analyze(data, resamples=5)
 
     def chosen(fit: str) -> set[str]:
-        return {t for per_budget in analysis.chosen[fit].values() for t in per_budget.values()}
+        return {t for o in analysis.fits[fit].values() if o is not None for t in o.chosen.values()}
 
-    assert "beam" in chosen("predicted") and analysis.optimal["predicted"][4][0] > 0.9  # ties: the baseline
+    def outcome(fit: str, b: int = 4) -> Any:
+        return analysis.fits[fit][b]
+
+    assert "beam" in chosen("predicted") and outcome("predicted").optimal[0] > 0.9  # ties: the baseline
     # within a bin, paired against the baseline: the easiest bin holds solved questions only (beam ties best-of-N),
     # the hardest unsolved ones only (beam is right where best-of-N never is)
     beam_by_bin = analysis.bin_difference["oracle"]["beam"]
-    assert all(beam_by_bin[1][b] == (0.0, 0.0, 0.0) and beam_by_bin[5][b] == (1.0, 1.0, 1.0) for b in (2, 4))
-    assert analysis.in_sample["predicted"][4] == 1.0  # chosen and scored on every question
-    assert set(analysis.chosen["predicted:2 bins"]) == {"1", "2"} and "beam" in chosen("predicted:2 bins")
+    assert all(
+        beam_by_bin[1][b].difference == (0.0, 0.0, 0.0) and beam_by_bin[5][b].difference == (1.0, 1.0, 1.0)  # type: ignore[union-attr]
+        for b in (2, 4)
+    )
+    assert outcome("predicted").in_sample == 1.0  # chosen and scored on every question
+    assert set(outcome("predicted:2 bins").chosen) == {1, 2} and "beam" in chosen("predicted:2 bins")
     for fit in ("oracle:revisions", "predicted:revisions"):
-        assert chosen(fit) <= {"bon_weighted", "seq"} and analysis.optimal[fit][4][0] == 0.5
+        assert chosen(fit) <= {"bon_weighted", "seq"} and outcome(fit).optimal[0] == 0.5
     text = render_markdown(analysis, cfg)
     assert "## Compute-optimal within each family" in text
-    assert "Families: revisions: bon_weighted, seq." in text and "| revisions | predicted | 4 | 50.0" in text
-    assert "## Fewer difficulty bins" in text and "| predicted | 2 | 4 |" in text and "- oracle, 3 bins: bin 1:" in text
+    assert "Families: revisions: bon_weighted, seq." in text and "| revisions, predicted | 4 | 12 | 50.0" in text
+    assert (
+        "## Fewer difficulty bins" in text
+        and "| predicted, 2 bins | 4 |" in text
+        and "- oracle, 3 bins: bin 1:" in text
+    )
     # the figures: a row of bins per binning and a column per budget; a panel of the family fits beside the others
     from matplotlib.image import imread
 
@@ -518,7 +532,7 @@ def test_only_revisions_nest_and_only_when_their_chains_fit(tmp_path: Path) -> N
 
 
 async def test_a_nested_budget_is_replayed_from_the_largest_run_without_a_model_call(tmp_path: Path) -> None:
-    cfg = config(tmp_path, nested_revisions=True, templates={
+    cfg = config(tmp_path, nested_revisions=True, pool_size=4, templates={
         "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
         "seq": {"kind": "revisions", "chain_length": "full", "selection": "majority"}})  # fmt: skip
     policy = ScriptedEndpoint(revise_answers)
@@ -607,10 +621,10 @@ async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_p
     assert analysis.cost["seq"][2]["prompt_tokens"] is None  # replayed: no request of its own
     assert analysis.cost["bon_weighted"][2]["prompt_tokens"] is None  # the sample pool records no prompts
     text = render_markdown(analysis, cfg)
-    assert "| seq | 2 | 2.0 |" in text and "not measured (reused)" in text
-    assert "oracle (pass@1 of 4 pool samples)" in text and "from samples 1-" not in text  # all in the fits
-    assert re.search(r"^\| seq \| 2 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
-    assert re.search(r"^\| seq \| 4 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)
+    assert "| seq | 2 | 12 | 2.0 |" in text and "not measured (reused)" in text
+    assert "oracle (pass@1 of pool samples 5-8)" in text and "scores best-of-N on pool samples 1-4" in text
+    assert re.search(r"^\| seq \| 2 \| 12 \| 2\.0 \| \d+ \| — \| — \| not measured \(reused\) \|", text, re.M)
+    assert re.search(r"^\| seq \| 4 \| 12 \| 4\.0 \| \d+ \| \d+ \| 4\.0 \| \d", text, re.M)
 
 
 def test_a_chunk_starts_its_longest_units_first(tmp_path: Path) -> None:
@@ -632,3 +646,43 @@ def test_a_chunk_starts_its_longest_units_first(tmp_path: Path) -> None:
     ordered = [(u.template, u.budget) for u in longest_first(cfg, units, rows)]
     # never measured first; then by mean seconds (beam b=2: 200 s); the pool draw and the replayed run last
     assert ordered == [("beam", 4), ("seq", 4), ("beam", 2), (None, 0), ("seq", 2)]
+
+
+async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_budget(tmp_path: Path) -> None:
+    """One estimator of best-of-N per comparison: samples 1-8 of each pool score it (in the fits and on the curve the
+    ratio reads), samples 9-16 bin it, and they differ here (1-8 lucky, 9-16 mostly wrong): scored on one set and
+    matched on another, an always-best-of-N policy would not read 1x."""
+    from dataclasses import replace
+
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, baseline_expected, load_study_data
+
+    cfg = config(tmp_path, pool=None, pool_size=16, families={"revisions": ["bon_weighted", "seq"]})
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
+        data = load_study_data(store, cfg)
+
+    def sample(answer: int, score: float) -> dict[str, Any]:
+        return {"text": f"So the answer is \\boxed{{{answer}}}.", "score": score, "tokens": 9}
+
+    for i, q in enumerate(data.questions):
+        right = int(data.references[q])
+        lucky = [sample(right, 0.7)] * 2 + [sample(right + 1 + k, 0.6) for k in range(6)]  # best-of-N rises with N
+        binned = [sample(right, 0.5)] * (i % 4) + [sample(right + 100, 0.5)] * (8 - i % 4)  # 9-16: mostly wrong
+        data.pools[q] = lucky + binned
+        for t in ("beam", "seq"):  # every live run wrong: every fit always picks best-of-N
+            for b in cfg.budgets:
+                data.rows[(t, b, q)] = replace(data.rows[(t, b, q)], correct=False)
+    analysis = analyze(data, resamples=200)
+    assert set(analysis.fits) >= {"oracle", "predicted", "routed", "predicted:revisions", "oracle:2 bins"}
+    for fit, per_budget in analysis.fits.items():
+        for b in cfg.budgets:
+            o = per_budget[b]
+            assert o is not None and o.n == 12
+            assert set(o.chosen.values()) == {"bon_weighted"}
+            assert o.ratio == (1.0, 1.0, 1.0), (fit, b)  # the point and every resample
+            assert o.optimal[0] == pytest.approx(o.baseline[0]) and o.p == 1.0
+    # the two halves differ: best-of-N on all 16 samples is another estimate than on samples 1-8
+    whole = statistics.fmean(baseline_expected(data, q, [4])[4] for q in data.questions)
+    assert whole < analysis.baseline[4][0] - 0.1
+    assert "| predicted (mean verifier score of pool samples 9-16) | 4 | 12 |" in render_markdown(analysis, cfg)

@@ -121,7 +121,7 @@ def report_command(
     config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
     db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder of the report (default: beside CONFIG).")] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples over questions.")] = 200,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples over questions.")] = 10_000,
     figures: Annotated[bool, typer.Option(help="Also draw the figures (PNG).")] = True,
 ) -> None:
     """Tables, figures and fitted policy tables from the study's database alone (no model call)."""

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from ttc_graph.answers import group_answers
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.eval.bootstrap import DEFAULT_RESAMPLES, bootstrap_mean
 from ttc_graph.eval.datasets import DatasetWarning
 from ttc_graph.state import Candidate
 
@@ -252,12 +255,47 @@ def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0)
     if how == "oracle" and not given:
         c = sum(s.correct for s in q.samples)
         return 1.0 - math.comb(q.n - c, budget) / math.comb(q.n, budget)
-    head = tuple(range(given))
-    hits = total = 0
-    for rest in itertools.combinations(range(given, q.n), budget - given):
-        hits += subset_correct(q, head + rest, how)
-        total += 1
-    return hits / total
+    rest = np.array(list(itertools.combinations(range(given, q.n), budget - given)), dtype=np.int64)
+    subsets = np.hstack([np.tile(np.arange(given), (len(rest), 1)), rest.reshape(len(rest), budget - given)])
+    return float(_subsets_correct(q, subsets, how).mean())
+
+
+def _subsets_correct(q: PoolQuestion, subsets: np.ndarray, how: Method) -> np.ndarray:
+    """:func:`subset_correct` of every row of ``subsets`` (ascending pool indices) at once, with the same picks:
+    the group with the largest score sum (weighted, when the subset holds a scored answer) or count, ties to the
+    group that appears first in the subset; then its member with the highest score, ties to the first."""
+    correct = np.array([s.correct for s in q.samples])
+    if how == "oracle":
+        return correct[subsets].any(axis=1)
+    labels = np.array([-1 if g is None else g for g in q.groups])
+    has_score = np.array([s.score is not None for s in q.samples])
+    score = np.array([s.score if s.score is not None else 0.0 for s in q.samples])
+    n_groups = int(labels.max()) + 1
+    if n_groups == 0:
+        return np.zeros(len(subsets), dtype=bool)
+    lab = labels[subsets]  # (rows, N)
+    member = lab[:, :, None] == np.arange(n_groups)[None, None, :]  # (rows, N, groups)
+    present = member.any(axis=1)
+    scored = ((lab >= 0) & has_score[subsets]).any(axis=1)
+    counts = member.sum(axis=1).astype(float)
+    weights = np.zeros_like(counts)
+    for pos in range(subsets.shape[1]):  # in subset order, as the selection sums them
+        weights += member[:, pos, :] * score[subsets[:, pos]][:, None]
+    key = np.where(scored[:, None], weights, counts) if how == "weighted" else counts
+    first = np.where(member, np.arange(subsets.shape[1])[None, :, None], subsets.shape[1]).min(axis=1)
+    key = np.where(present, key, -np.inf)
+    best = key.max(axis=1, keepdims=True)
+    tied = (key == best) & present
+    group = np.argmin(np.where(tied, first, subsets.shape[1] + 1), axis=1)
+    in_group = lab == group[:, None]
+    member_score = np.where(has_score[subsets], score[subsets], -1.0)
+    member_score = np.where(in_group, member_score, -np.inf)
+    pick = np.argmax(member_score, axis=1)  # the first of equal scores
+    if how == "naive":  # the highest-scored scored sample, when the subset holds one
+        direct = np.where((lab >= 0) & has_score[subsets], score[subsets], -np.inf)
+        pick = np.where(scored, np.argmax(direct, axis=1), pick)
+    chosen = subsets[np.arange(len(subsets)), pick]
+    return np.where(present.any(axis=1), correct[chosen], False)
 
 
 def exact_accuracy(pool: Sequence[PoolQuestion], budget: int, how: Method) -> float:
@@ -280,15 +318,15 @@ def _check_budgets(pool: Sequence[PoolQuestion], budgets: Sequence[int]) -> None
             raise ConfigurationError(f"budgets: {b} exceeds the smallest pool ({smallest} samples per question)")
 
 
-def _interval(values: Sequence[float], ci: CI, rng: random.Random, resamples: int) -> tuple[float, float]:
+def _interval(values: Sequence[float], ci: CI, seed: int, resamples: int) -> tuple[float, float]:
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, mean
     if ci == "normal":
         half = _Z95 * statistics.stdev(values) / math.sqrt(len(values))
         return max(0.0, mean - half), min(1.0, mean + half)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return means[int(0.025 * (resamples - 1))], means[math.ceil(0.975 * (resamples - 1))]
+    _, low, high = bootstrap_mean(values, resamples, seed)
+    return low, high
 
 
 def replay(
@@ -299,7 +337,7 @@ def replay(
     trials: int = 200,
     seed: int = 0,
     ci: CI = "bootstrap",
-    resamples: int = 2000,
+    resamples: int = DEFAULT_RESAMPLES,
     exact_limit: int = 5000,
     progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
@@ -308,8 +346,8 @@ def replay(
     For every question and budget, ``trials`` subsets of ``b`` samples are drawn without replacement (all
     methods see the same subsets) and the question's accuracy is the fraction of correct picks. The estimate
     is the mean over questions; its interval is a percentile bootstrap over questions (``resamples``
-    resamples) or, with ``ci="normal"``, mean ± 1.96·sd/√Q across questions. ``exact`` holds the
-    combinatorial expectation when C(N, b) <= ``exact_limit`` for every question.
+    resamples, :mod:`ttc_graph.eval.bootstrap`) or, with ``ci="normal"``, mean ± 1.96·sd/√Q across questions.
+    ``exact`` holds the combinatorial expectation when C(N, b) <= ``exact_limit`` for every question.
     """
     _check_budgets(pool, budgets)
     if not isinstance(trials, int) or trials < 1:
@@ -320,7 +358,6 @@ def replay(
     if unknown:
         raise ConfigurationError(f"methods: unknown {unknown}; use {', '.join(ALL_METHODS)}")
     rng = random.Random(seed)
-    ci_rng = random.Random(seed + 1)
     estimates: list[Estimate] = []
     total, done = len(budgets) * len(pool), 0
     for b in budgets:
@@ -340,7 +377,7 @@ def replay(
         token_means = [statistics.fmean(s.tokens for s in q.samples) for q in pool if _has_tokens(q)]
         tokens = b * statistics.fmean(token_means) if len(token_means) == len(pool) else None
         for m in methods:
-            low, high = _interval(per_q[m], ci, ci_rng, resamples)
+            low, high = _interval(per_q[m], ci, seed + 1 + b, resamples)
             exact = statistics.fmean(exact_question(q, b, m) for q in pool) if can_enumerate else None
             acc = statistics.fmean(per_q[m])
             estimates.append(Estimate(m, b, acc, low, high, exact, tokens, len(pool), trials))
@@ -348,7 +385,13 @@ def replay(
 
 
 def paired_difference(
-    pool: Sequence[PoolQuestion], budget: int, a: Method, b: Method, *, seed: int = 0, resamples: int = 2000
+    pool: Sequence[PoolQuestion],
+    budget: int,
+    a: Method,
+    b: Method,
+    *,
+    seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
 ) -> tuple[float, float, float]:
     """Exact accuracy of ``a`` minus ``b`` at ``budget``, with a 95% paired bootstrap interval over questions."""
     _check_budgets(pool, [budget])
@@ -356,9 +399,7 @@ def paired_difference(
     if unknown:
         raise ConfigurationError(f"methods: unknown {unknown}; use {', '.join(ALL_METHODS)}")
     diffs = [exact_question(q, budget, a) - exact_question(q, budget, b) for q in pool]
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
-    return statistics.fmean(diffs), means[int(0.025 * (resamples - 1))], means[math.ceil(0.975 * (resamples - 1))]
+    return bootstrap_mean(diffs, resamples, seed)
 
 
 def _has_tokens(q: PoolQuestion) -> bool:

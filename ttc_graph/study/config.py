@@ -62,6 +62,14 @@ class StudyConfig(BaseModel):
     concurrency: int = Field(2, ge=1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     pool: PoolSource | None = None
+    pool_size: int | None = Field(
+        None,
+        ge=2,
+        description="Samples per question's best-of-N pool that the report reads (None: twice the largest budget)."
+        " Its first half scores best-of-N (weighted, majority, pass@N: the mean over every N-subset of them) in every"
+        " comparison with a template; its second half bins the question's difficulty, so a bin and best-of-N's score"
+        " are independent draws. A question whose pool holds fewer is left out of every comparison with best-of-N.",
+    )
     nested_revisions: bool = Field(
         False,
         description="Derive a revisions template's smaller budgets from the chains of its largest (the paper's"
@@ -92,6 +100,8 @@ class StudyConfig(BaseModel):
         for name in self.templates:
             for budget in self.budgets:
                 self.spec_for(name, budget)  # raises naming the template and budget
+        if self.pool_size is not None and self.pool_size % 2:
+            raise ValueError(f"pool_size: must be even (half scores, half bins), got {self.pool_size}")
         if self.router_probes > max(self.budgets):
             raise ValueError(
                 f"router_probes: {self.router_probes} probes exceed the largest budget ({max(self.budgets)})"
@@ -107,6 +117,16 @@ class StudyConfig(BaseModel):
                     f"families.{family}: must hold the baseline {self.baseline!r} and at least one other template"
                 )
         return self
+
+    @property
+    def pool_samples(self) -> int:
+        """The pool the report reads per question: ``pool_size``, or twice the largest budget."""
+        return self.pool_size if self.pool_size is not None else 2 * max(self.budgets)
+
+    @property
+    def scoring_samples(self) -> int:
+        """How many of a pool's first samples score best-of-N (the rest, up to ``pool_samples``, bin)."""
+        return self.pool_samples // 2
 
     def template(self, name: str) -> dict[str, Any]:
         """Template ``name`` with the study's verifier and sampling settings filled in (``n`` not yet)."""

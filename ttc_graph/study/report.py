@@ -1,33 +1,52 @@
 """The study's report, from its database alone: accuracy per template and budget, per difficulty bin, the
-compute-optimal curves against best-of-N weighted with efficiency ratios, bootstrap intervals over questions,
-cost per question, and the fitted policy tables. No model call."""
+compute-optimal curves against best-of-N weighted with efficiency ratios, bootstrap intervals over questions and
+sign-flip p-values (:mod:`ttc_graph.eval.bootstrap`), cost per question, and the fitted policy tables. No model call.
+
+One estimator of best-of-N per comparison: every figure that compares a template with best-of-N (accuracy,
+paired differences, bin tables, fits, the curve an efficiency ratio reads its matching budget from) takes
+best-of-N (weighted, majority) at N as the mean over every N-subset of the first half of a question's pool (the
+scoring samples, ``StudyConfig.scoring_samples``); the second half bins the question's difficulty. Only the
+perfect-verifier headroom (pass@N beside best-of-N, no template in it) reads the whole pool.
+
+Partial grids: each comparison uses the questions complete for it (the template's run and a full pool) and says how
+many; a fit uses the questions complete for every template it chooses among at that budget."""
 
 from __future__ import annotations
 
 import functools
 import math
-import random
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ttc_graph.answers import answers_equal, extract_answer, group_answers
-from ttc_graph.compute_optimal.calibration import Record, calibrate, efficiency_ratio
+from ttc_graph.compute_optimal.calibration import Record, calibrate
 from ttc_graph.compute_optimal.difficulty import DifficultyMetric, assign_bins
-from ttc_graph.compute_optimal.table import PolicyTable
+from ttc_graph.compute_optimal.table import PolicyTable, probe_share
+from ttc_graph.eval.bootstrap import (
+    DEFAULT_RESAMPLES,
+    paired_bootstrap,
+    percentile_interval,
+    resample_counts,
+    resample_means,
+    sign_flip_p,
+)
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.selection import revision_chains, select_pooled
 from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
+from ttc_graph.study.fits import fit_cv, matching_ratio
 from ttc_graph.study.runner import sample_candidate, stored_candidate
 
 __all__ = [
-    "BASELINE_BUDGETS",
     "BIN_TABLES",
-    "CV_REPEATS",
+    "BOOT_SPLITS",
+    "CV_SPLITS",
     "Binning",
     "ChainSteps",
     "Fit",
@@ -47,10 +66,10 @@ __all__ = [
     "unsolved_by_sampling",
 ]
 
-BASELINE_BUDGETS = (1, 2, 4, 8, 16)  # best-of-N weighted from each question's pool: the baseline's dense curve
 N_BINS = 5
 FEWER_BINS = (2, 3)  # the report's fits with fewer bins
-CV_REPEATS = 10  # random two-fold splits averaged per fit
+CV_SPLITS = 100  # random two-fold splits averaged in a fit's point estimate
+BOOT_SPLITS = 10  # random two-fold splits averaged in each bootstrap resample's refit
 BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by, and fits families on
 
 
@@ -62,10 +81,11 @@ class Binning:
     verifier score of its pool samples; uncharged, as the paper does (``probes`` 0), or of the first ``probes``
     only, charged to every budget as the router charges them (a routable table).
 
-    ``split`` > 0 holds the first ``split`` pool samples out of the difficulty estimate and values best-of-N on
-    them alone, so that a question's bin and best-of-N's score on it are independent draws. Binned and scored on
-    the same 16 samples, best-of-N would score exactly 0 in a bin of pass@1 0 and too well in the easiest bin, by
-    construction (the paper's pools of 2,048 samples make that overlap negligible; 16 do not).
+    ``split`` > 0: difficulty from the pool samples after the first ``split`` (the scoring samples), so that a
+    question's bin and best-of-N's score on it are independent draws. Binned and scored on the same 16 samples,
+    best-of-N would score exactly 0 in a bin of pass@1 0 and too well in the easiest bin, by construction (the
+    paper's pools of 2,048 samples make that overlap negligible; 16 do not). A routed binning draws its probes
+    from the scoring samples.
     """
 
     metric: DifficultyMetric
@@ -74,12 +94,10 @@ class Binning:
 
 
 def binnings(data: StudyData) -> dict[str, Binning]:
-    """The report's three fits: oracle, predicted (offline, as the paper; binned on the pool samples beyond the
-    largest budget when every pool has some) and routed (probes charged; best-of-N reuses them, as the router
-    does)."""
+    """The report's three fits: oracle and predicted (offline, as the paper; binned on the second half of each
+    pool) and routed (probes charged, drawn from the scoring samples; best-of-N reuses them, as the router does)."""
     cfg = data.config
-    largest = max(cfg.budgets)
-    split = largest if all(len(data.pools[q]) > largest for q in data.questions) else 0
+    split = cfg.scoring_samples
     return {
         "oracle": Binning("pass_rate", split=split),
         "predicted": Binning("verifier_score", split=split),
@@ -128,26 +146,28 @@ class StudyData:
     rows: dict[tuple[str, int, str], ResultRow]
     pools: dict[str, list[dict[str, Any]]]
     references: dict[str, str]
-    questions: list[str] = field(default_factory=list)  # complete: every template x budget, and a pool
+    questions: list[str] = field(default_factory=list)  # complete: every template x budget, and a full pool
+    pool_questions: list[str] = field(default_factory=list)  # with a reference and a full pool (pool_samples)
 
     def template_row(self, name: str, budget: int, qid: str) -> ResultRow:
         return self.rows[(name, budget, qid)]
 
     def rotated(self, offset: int) -> StudyData:
-        """The same study with every pool rotated to start at its sample ``offset``: the first samples, which a
-        routed fit takes for the router's probes, are then another set of the pool's samples."""
-        pools = {q: samples[offset:] + samples[:offset] for q, samples in self.pools.items()}
-        return StudyData(self.config, self.rows, pools, self.references, self.questions)
+        """The same study with every pool's scoring samples rotated to start at its sample ``offset``: the first
+        samples, which a routed fit takes for the router's probes, are then another set of the scoring samples."""
+        k = self.config.scoring_samples
+        pools = {q: s[offset:k] + s[:offset] + s[k:] for q, s in self.pools.items()}
+        return StudyData(self.config, self.rows, pools, self.references, self.questions, self.pool_questions)
 
 
 def probe_views(data: StudyData, probes: int) -> list[StudyData]:
     """The views a fit with ``probes`` router probes averages over: the data itself when it takes none, else one
-    per disjoint set of ``probes`` pool samples (samples 1-4, 5-8, ... of every complete question's pool), each
+    per disjoint set of ``probes`` scoring samples (samples 1-4, 5-8, ... of the scoring half of each pool), each
     rotated to come first. Any such set is as likely a draw of the router's probes; one alone would let its luck
     set the routed figures."""
     if not probes:
         return [data]
-    draws = min(len(data.pools[q]) for q in data.questions) // probes if data.questions else 1
+    draws = data.config.scoring_samples // probes
     return [data.rotated(d * probes) for d in range(max(draws, 1))]
 
 
@@ -158,12 +178,9 @@ def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
     rows = {(r.strategy, r.budget, r.question_id): r for r in kept}
     pools = store.pools(config.name)
     references = {r.question_id: str(r.reference) for r in rows.values()}
-    complete = [
-        q
-        for q in sorted(references, key=lambda q: (len(q), q))
-        if q in pools and all((t, b, q) in rows for t in config.templates for b in config.budgets)
-    ]
-    return StudyData(config, rows, pools, references, complete)
+    full = [q for q in sorted(references, key=lambda q: (len(q), q)) if len(pools.get(q, ())) >= config.pool_samples]
+    complete = [q for q in full if all((t, b, q) in rows for t in config.templates for b in config.budgets)]
+    return StudyData(config, rows, pools, references, complete, full)
 
 
 def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
@@ -171,15 +188,17 @@ def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
 
 
 def oracle_difficulty(data: StudyData, qids: Sequence[str], start: int = 0) -> dict[str, float]:
-    """pass@1 of each question over its pool samples from ``start`` on (needs the labels)."""
-    return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q][start:]) for q in qids}
+    """pass@1 of each question over its pool samples from ``start`` on, up to the study's pool size (needs the
+    labels)."""
+    stop = data.config.pool_samples
+    return {q: statistics.fmean(_sample_correct(data, q, s) for s in data.pools[q][start:stop]) for q in qids}
 
 
 def predicted_difficulty(data: StudyData, qids: Sequence[str], probes: int = 0, start: int = 0) -> dict[str, float]:
     """The mean verifier score of each question's pool samples from ``start`` on, or of its first ``probes``
     (needs no labels; unscored count as 0). The first samples are the router's probes: best-of-N at budget B
     reuses them."""
-    chosen = slice(0, probes) if probes else slice(start, None)
+    chosen = slice(0, probes) if probes else slice(start, data.config.pool_samples)
     return {q: statistics.fmean(float(s.get("score") or 0.0) for s in data.pools[q][chosen]) for q in qids}
 
 
@@ -212,14 +231,17 @@ def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) 
     return exact_question(question, budget, how, given=given)
 
 
-def baseline_expected(data: StudyData, qid: str, budgets: Sequence[int], given: int = 0) -> dict[int, float]:
+def baseline_expected(
+    data: StudyData, qid: str, budgets: Sequence[int], given: int = 0, first: int | None = None
+) -> dict[int, float]:
     """Best-of-N weighted's expected correctness on a question at each budget: the mean over every subset of
-    that many of its pool samples (the paper's subsampling; one prefix is a single noisy draw).
+    that many of its pool samples (its ``first`` only, if given: the scoring samples) (the paper's subsampling;
+    one prefix is a single noisy draw).
 
     With ``given`` > 0, the expectation given the first ``given`` samples (the router's probes): over the subsets
     of them below ``given``, over the subsets that hold them from ``given`` on. It is the baseline a routed fit
     is compared with, since the router draws the same first samples: the luck of the probes then cancels."""
-    question = pool_question(data, qid)
+    question = pool_question(data, qid, first)
     how = _selection(data, data.config.baseline) or "weighted"
     probes = pool_question(data, qid, given) if given else question
     return {
@@ -240,15 +262,19 @@ def unit_values(
     out: dict[tuple[str, int, str], float] = {}
     pools = {q: pool_question(data, q, first) for q in set(qids)}
     probes = {q: [sample_candidate(i, s) for i, s in enumerate(data.pools[q][:given])] for q in set(qids)}
+    heads = {q: pool_question(data, q, given) for q in set(qids)} if given else pools
     for t in data.config.templates:
         how = _selection(data, t)
         for b in data.config.budgets:
             spec = data.config.spec_for(t, b) if given else None
             chains = spec.selection if isinstance(spec, RevisionsSpec) else None
             for q in set(qids):
-                row = data.template_row(t, b, q)
+                row = data.rows.get((t, b, q))
                 if how is not None and b <= pools[q].n:
-                    out[(t, b, q)] = _expected(pools[q], b, how, min(given, b))
+                    # below the probes: best-of-N of b of them, as the routed baseline curve takes it
+                    out[(t, b, q)] = _expected(heads[q], b, how) if b < given else _expected(pools[q], b, how, given)
+                elif how is not None or row is None:  # best-of-N beyond the pool, or a live unit not run yet
+                    continue
                 elif given:  # the router's answer: best-of-N weighted over its probes and the run's finalists
                     chosen = select_pooled(probes[q], [stored_candidate(c) for c in row.candidates], chains)
                     out[(t, b, q)] = float(grade(data.config.dataset, chosen.answer, data.references[q]))
@@ -257,30 +283,66 @@ def unit_values(
     return out
 
 
+Interval = tuple[float, float, float]  # value, low, high
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """A paired comparison with the baseline on the ``n`` questions complete for it: the template's mean, the
+    baseline's, their difference with its 95% paired bootstrap interval and the sign-flip p-value."""
+
+    n: int
+    value: float
+    baseline: float
+    difference: Interval
+    p: float
+
+
+@dataclass(frozen=True, slots=True)
+class FitOutcome:
+    """One compute-optimal fit at one budget, on the ``n`` questions complete for every template it chooses
+    among: cross-validated accuracy, in-sample, best-of-N weighted on the same questions (each with its interval),
+    the efficiency ratio (``inf``: never matched within the curve) and the p-value of compute-optimal against
+    best-of-N at the same budget (paired sign-flip over questions)."""
+
+    n: int
+    optimal: Interval
+    in_sample: float
+    baseline: Interval
+    ratio: Interval
+    p: float
+    chosen: dict[int, str]  # bin (1 = easiest) -> template, fit on every question
+    curve: dict[int, float]  # the baseline curve the ratio is read on (these questions; routed: given the probes)
+
+
 @dataclass(slots=True)
 class StudyAnalysis:
-    """Every figure of the report; intervals are bootstrap 95% percentile intervals over questions."""
+    """Every figure of the report; intervals are 95% percentile bootstrap intervals over questions
+    (:mod:`ttc_graph.eval.bootstrap`, ``resamples`` resamples), p-values paired sign-flip tests."""
 
-    questions: int
+    questions: int  # complete for every template at every budget
+    pool_questions: int  # with a full pool: the questions best-of-N is scored on
     budgets: tuple[int, ...]
-    accuracy: dict[str, dict[int, tuple[float, float, float]]]
-    difference: dict[str, dict[int, tuple[float, float, float]]]  # template - baseline, paired over questions
-    baseline: dict[int, tuple[float, float, float]]
-    compared: dict[str, dict[int, float]]  # fit -> the baseline curve its ratio is measured on (routed: given probes)
-    bins: dict[str, dict[str, dict[int, dict[int, float]]]]  # binning -> template -> bin -> budget -> accuracy
-    bin_difference: dict[str, dict[str, dict[int, dict[int, tuple[float, float, float]]]]]  # as bins, minus baseline
+    comparable: tuple[int, ...]  # budgets best-of-N can be scored at on the scoring samples
+    resamples: int
+    scoring: int  # pool samples 1..scoring score best-of-N
+    pool_size: int  # pool samples scoring+1..pool_size bin
+    accuracy: dict[str, dict[int, tuple[int, Interval] | None]]  # template -> budget -> (questions, mean [CI])
+    difference: dict[str, dict[int, Compared | None]]  # template - baseline, paired over questions
+    baseline: dict[int, Interval]  # best-of-N weighted on the scoring samples of every pool question
+    headroom: dict[int, dict[str, Interval]]  # N -> weighted, majority, pass@N on the whole pool
+    headroom_gap: dict[int, tuple[Interval, float]]  # N -> pass@N - weighted [CI], p
+    bins: dict[str, dict[str, dict[int, dict[int, tuple[int, float] | None]]]]  # binning -> t -> bin -> b -> n, acc
+    bin_difference: dict[str, dict[str, dict[int, dict[int, Compared | None]]]]
     bin_sizes: dict[str, dict[int, int]]
-    optimal: dict[str, dict[int, tuple[float, float, float]]]  # fit (fit_plan) -> budget -> (cv accuracy, low, high)
-    in_sample: dict[str, dict[int, float]]  # fit -> budget -> accuracy of its choices on the questions it chose on
-    ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]]
-    chosen: dict[str, dict[str, dict[str, str]]]  # fit -> bin -> budget -> template (fit on every question)
+    fits: dict[str, dict[int, FitOutcome | None]]  # fit (fit_plan) -> budget -> outcome (None: too few questions)
+    fit_questions: dict[str, dict[int, int]]  # fit -> budget -> questions complete for it
     cost: dict[str, dict[int, dict[str, float | None]]]
     steps: dict[str, dict[int, float | None]]
-    distinct: dict[str, dict[int, float]]  # template -> budget -> mean distinct final answers per run
-    tables: dict[str, PolicyTable]  # by fit
-    binnings: dict[str, Binning]  # how each fit binned: oracle and predicted hold the first ``split`` samples out
-    probe_draws: dict[str, int]  # by binning: the disjoint probe sets of the pool a fit averages over (1: none)
-    pool_size: int  # the smallest pool of a complete question
+    distinct: dict[str, dict[int, float | None]]  # template -> budget -> mean distinct final answers per run
+    tables: dict[str, PolicyTable]  # by binning (oracle, predicted, routed): the router's tables
+    binnings: dict[str, Binning]
+    probe_draws: dict[str, int]  # by binning: the disjoint probe sets of the scoring samples a fit averages over
     long_paths: dict[str, int]  # see long_paths
     unsolved: dict[str, int]  # see unsolved_by_sampling
     revision_steps: dict[str, ChainSteps]  # see revision_steps
@@ -296,15 +358,22 @@ def _fit(
     templates: Sequence[str],
     n_bins: int = N_BINS,
     draws: Mapping[str, Sequence[str]] | None = None,
+    budgets: Sequence[int] | None = None,
 ) -> PolicyTable:
-    """The cross-validated table on ``qids`` (duplicates allowed: a bootstrap resample) from ``values`` and each
-    question's difficulty ``level`` under ``binning`` in ``n_bins`` bins, choosing among ``templates``.
-    ``draws`` maps a question to the keys of ``values`` and ``level`` it stands for (itself by default; one per
-    probe set for a routed fit): each is a record, and a question's records share a fold."""
+    """The policy table (what the router loads) on ``qids`` from ``values`` and each question's difficulty
+    ``level`` under ``binning`` in ``n_bins`` bins, choosing among ``templates`` at ``budgets``. ``draws`` maps a
+    question to the keys of ``values`` and ``level`` it stands for (itself by default; one per probe set for a
+    routed fit): each is a record, and a question's records share a fold."""
     keys = {f"{key}#{i}": (key, q) for i, q in enumerate(qids) for key in (draws[q] if draws else (q,))}
     difficulty = {r: level[key] for r, (key, _) in keys.items()}
-    budgets = data.config.budgets
-    records = [Record(r, t, b, values[(t, b, key)]) for r, (key, _) in keys.items() for t in templates for b in budgets]
+    budgets = budgets or data.config.budgets
+    records = [
+        Record(r, t, b, values[(t, b, key)])
+        for r, (key, _) in keys.items()
+        for t in templates
+        for b in budgets
+        if (t, b, key) in values
+    ]
     table = calibrate(
         records,
         difficulty,
@@ -314,8 +383,7 @@ def _fit(
         probes=binning.probes,
         baseline=data.config.baseline,
         seed=seed,
-        cv_repeats=CV_REPEATS,
-        groups={r: q for r, (_, q) in keys.items()},  # a question's copies in a resample and probe draws share a fold
+        groups={r: q for r, (_, q) in keys.items()},  # a question's probe draws share a fold
     )
     if binning.probes:  # the router samples its probes as the pool's first samples were drawn
         sampling = {"temperature": data.config.temperature, "max_tokens": data.config.max_tokens}
@@ -332,17 +400,240 @@ def _mean_curve(curves: Sequence[Mapping[int, float]]) -> dict[int, float]:
     return {b: statistics.fmean(c[b] for c in curves) for b in curves[0]}
 
 
-def _interval(values: Sequence[float]) -> tuple[float, float]:
-    """The 95% percentile interval: as many resamples cut off below as above."""
-    ordered = sorted(values)
-    cut = int(0.025 * len(ordered))
-    return ordered[cut], ordered[len(ordered) - 1 - cut]
+def _seed(seed: int, *parts: object) -> int:
+    """A seed per comparison, stable across runs (no hash randomisation)."""
+    return seed + sum((i + 1) * sum(map(ord, str(p))) for i, p in enumerate(parts))
 
 
-def _paired(differences: Sequence[float], resamples: int, rng: random.Random) -> tuple[float, float, float]:
-    """The mean of per-question differences with its 95% bootstrap interval over those questions."""
-    means = [statistics.fmean(rng.choices(differences, k=len(differences))) for _ in range(resamples)]
-    return (statistics.fmean(differences), *_interval(means))
+def _compare(a: Sequence[float], b: Sequence[float], resamples: int, seed: int) -> Compared | None:
+    if not a:
+        return None
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    return Compared(
+        len(a), statistics.fmean(a), statistics.fmean(b), paired_bootstrap(a, b, resamples, seed),
+        sign_flip_p(diff, resamples, seed),
+    )  # fmt: skip
+
+
+def _with_ci(values: Sequence[float], resamples: int, seed: int) -> Interval:
+    counts = resample_counts(len(values), resamples, seed)
+    return (statistics.fmean(values), *percentile_interval(resample_means(values, counts)))
+
+
+def _powers(top: int) -> list[int]:
+    out, n = [], 1
+    while n < top:
+        out.append(n)
+        n *= 2
+    return [*out, top]
+
+
+def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> StudyAnalysis:
+    """Every figure of the report from ``data``: each comparison on the questions complete for it."""
+    cfg = data.config
+    pool_q = data.pool_questions
+    if len(pool_q) < 2 * N_BINS:
+        raise ValueError(
+            f"study: {len(pool_q)} complete questions (a reference and a pool of {cfg.pool_samples} samples);"
+            f" the analysis needs at least {2 * N_BINS}"
+        )
+    budgets, base, k = cfg.budgets, cfg.baseline, cfg.scoring_samples
+    comparable = tuple(b for b in budgets if b <= k)
+    kinds = binnings(data)
+    plain = unit_values(data, pool_q, first=k)
+
+    def have(t: str, b: int) -> list[str]:
+        return [q for q in pool_q if (t, b, q) in plain]
+
+    accuracy: dict[str, dict[int, tuple[int, Interval] | None]] = {}
+    difference: dict[str, dict[int, Compared | None]] = {}
+    for t in cfg.templates:
+        accuracy[t], difference[t] = {}, {}
+        for b in budgets:
+            qs = have(t, b)
+            accuracy[t][b] = (
+                (len(qs), _with_ci([plain[(t, b, q)] for q in qs], resamples, _seed(seed, t, b))) if qs else None
+            )
+            if t != base:
+                both = [q for q in qs if (base, b, q) in plain]
+                difference[t][b] = _compare(
+                    [plain[(t, b, q)] for q in both],
+                    [plain[(base, b, q)] for q in both],
+                    resamples,
+                    _seed(seed, t, b, "d"),
+                )
+    difference.pop(base)
+
+    curve_budgets = sorted({*_powers(k), *comparable})
+    base_q = {q: baseline_expected(data, q, curve_budgets, first=k) for q in pool_q}
+    baseline = {n: _with_ci([base_q[q][n] for q in pool_q], resamples, _seed(seed, "curve", n)) for n in curve_budgets}
+
+    # the perfect-verifier headroom: the whole pool, no template compared
+    headroom: dict[int, dict[str, Interval]] = {}
+    headroom_gap: dict[int, tuple[Interval, float]] = {}
+    whole = {q: pool_question(data, q, cfg.pool_samples) for q in pool_q}
+    for n in _powers(cfg.pool_samples):
+        per = {how: [_expected(whole[q], n, how) for q in pool_q] for how in ("weighted", "majority", "oracle")}
+        headroom[n] = {how: _with_ci(v, resamples, _seed(seed, "headroom", how, n)) for how, v in per.items()}
+        gap = [x - y for x, y in zip(per["oracle"], per["weighted"], strict=True)]
+        headroom_gap[n] = (
+            paired_bootstrap(per["oracle"], per["weighted"], resamples, _seed(seed, "gap", n)),
+            sign_flip_p(gap, resamples, _seed(seed, "gap", n)),
+        )
+
+    # bins over every pool question; each template's cells over its complete questions in the bin
+    levels = {m: difficulty_of(data, pool_q, kinds[m]) for m in BIN_TABLES}
+    bins: dict[str, dict[str, dict[int, dict[int, tuple[int, float] | None]]]] = {}
+    bin_difference: dict[str, dict[str, dict[int, dict[int, Compared | None]]]] = {}
+    sizes: dict[str, dict[int, int]] = {}
+    for m in BIN_TABLES:
+        bin_of = assign_bins(levels[m], n_bins=N_BINS, seed=seed)
+        members = {bn: [q for q in pool_q if bin_of[q] == bn] for bn in range(1, N_BINS + 1)}
+        sizes[m] = {bn: len(qs) for bn, qs in members.items()}
+        bins[m], bin_difference[m] = {}, {}
+        for t in cfg.templates:
+            bins[m][t], bin_difference[m][t] = {}, {}
+            for bn, qs in members.items():
+                cells = {b: [q for q in qs if (t, b, q) in plain] for b in budgets}
+                bins[m][t][bn] = {
+                    b: (len(c), statistics.fmean(plain[(t, b, q)] for q in c)) if c else None for b, c in cells.items()
+                }
+                bin_difference[m][t][bn] = {
+                    b: _compare(
+                        [plain[(t, b, q)] for q in c if (base, b, q) in plain],
+                        [plain[(base, b, q)] for q in c if (base, b, q) in plain],
+                        resamples,
+                        _seed(seed, m, t, bn, b),
+                    )
+                    for b, c in cells.items()
+                }
+        bin_difference[m].pop(base)
+
+    # the fits: one estimator of best-of-N inside them and on the curve their ratio reads
+    views = {m: probe_views(data, kb.probes) for m, kb in kinds.items()}
+    draws = {m: len(v) for m, v in views.items()}
+    unit = {m: [unit_values(v, pool_q, given=kb.probes, first=k) for v in views[m]] for m, kb in kinds.items()}
+    level_draws = {m: [difficulty_of(v, pool_q, kb) for v in views[m]] for m, kb in kinds.items()}
+    routed_curve = {  # best-of-N weighted given the probes, averaged over the probe sets (the routed fit's baseline)
+        q: _mean_curve([baseline_expected(v, q, curve_budgets, kinds["routed"].probes, k) for v in views["routed"]])
+        for q in pool_q
+    }
+    plan = fit_plan(data)
+    fits: dict[str, dict[int, FitOutcome | None]] = {}
+    fit_questions: dict[str, dict[int, int]] = {}
+    for name, fit in plan.items():
+        kb, per_view = kinds[fit.binning], unit[fit.binning]
+        fits[name], fit_questions[name] = {}, {}
+        curves = routed_curve if kb.probes else base_q
+        for b in comparable:
+            spend = {t: b - probe_share(cfg.template(t), kb.probes) for t in fit.templates}
+            chosen_from = [t for t in fit.templates if spend[t] in budgets]  # the baseline always (share 0)
+            qs = [q for q in pool_q if all((t, spend[t], q) in u for t in chosen_from for u in per_view)]
+            fit_questions[name][b] = len(qs)
+            if len(qs) < 2 * fit.n_bins or len(chosen_from) < 1:
+                fits[name][b] = None
+                continue
+            values = np.array([[[u[(t, spend[t], q)] for q in qs] for u in per_view] for t in chosen_from])
+            level = np.array([[lv[q] for q in qs] for lv in level_draws[fit.binning]])
+            weights = np.vstack(
+                [np.ones((1, len(qs)), dtype=np.int64), resample_counts(len(qs), resamples, _seed(seed, name, b))]
+            )
+            res = fit_cv(
+                values, level, weights, n_bins=fit.n_bins, splits=BOOT_SPLITS, point_splits=CV_SPLITS, seed=seed
+            )
+            curve = np.array([[curves[q][n] for n in curve_budgets] for q in qs])  # (questions, budgets)
+            curve_w = weights @ curve / weights.sum(axis=1, keepdims=True)
+            ratio = matching_ratio(np.array(curve_budgets), curve_w, res.cv, b)
+            at_b = curve_budgets.index(b)
+            per_q_base = curve[:, at_b]
+            fits[name][b] = FitOutcome(
+                n=len(qs),
+                optimal=(float(res.cv[0]), *percentile_interval(res.cv[1:])),
+                in_sample=res.in_sample,
+                baseline=(float(curve_w[0, at_b]), *percentile_interval(curve_w[1:, at_b])),
+                ratio=(float(ratio[0]), *percentile_interval(ratio[1:])),
+                p=sign_flip_p(res.per_question - per_q_base, resamples, _seed(seed, name, b, "p")),
+                chosen={bn + 1: chosen_from[c] for bn, c in enumerate(res.chosen)},
+                curve=dict(zip(curve_budgets, map(float, curve_w[0]), strict=True)),
+            )
+
+    # the router's tables: fit on the questions complete for every template at every comparable budget
+    tables: dict[str, PolicyTable] = {}
+    for m, kb in kinds.items():
+        per_view = unit[m]
+        qs = [q for q in pool_q if all((t, b, q) in per_view[0] for t in cfg.templates for b in comparable)]
+        if len(qs) < 2 * N_BINS or not comparable:
+            continue
+        keyed = {(t, b, _draw_key(q, d, draws[m])): v for d, u in enumerate(per_view) for (t, b, q), v in u.items()}
+        level = {_draw_key(q, d, draws[m]): v for d, lv in enumerate(level_draws[m]) for q, v in lv.items()}
+        keys = {q: [_draw_key(q, d, draws[m]) for d in range(draws[m])] for q in qs}
+        table = _fit(data, qs, kb, seed, keyed, level, tuple(cfg.templates), N_BINS, keys, comparable)
+        done = fits[m]
+        table.report["compute_optimal_cv"] = {str(b): o.optimal[0] for b, o in done.items() if o is not None}
+        table.report["cv_splits"] = CV_SPLITS
+        table.report["efficiency_ratio"] = {
+            str(b): (None if math.isinf(o.ratio[0]) else o.ratio[0]) for b, o in done.items() if o is not None
+        }
+        tables[m] = table
+
+    cost: dict[str, dict[int, dict[str, float | None]]] = {}
+    steps: dict[str, dict[int, float | None]] = {}
+    distinct: dict[str, dict[int, float | None]] = {}
+    for t in cfg.templates:
+        cost[t], steps[t], distinct[t] = {}, {}, {}
+        for b in budgets:
+            rows = [r for q in pool_q if (r := data.rows.get((t, b, q))) is not None]
+            if not rows:
+                cost[t][b], steps[t][b], distinct[t][b] = {"runs": 0}, None, None
+                continue
+            distinct[t][b] = statistics.fmean(len(group_answers([c["answer"] for c in r.candidates])) for r in rows)
+            measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
+            usage = [u for r in rows if (u := r.details.get("usage", {})).get("prompt_tokens") is not None]
+            cost[t][b] = {  # seconds and usage: of the runs that measured them (a reused or replayed run did not)
+                "runs": len(rows),
+                "generations": statistics.fmean(r.generations for r in rows),
+                "tokens": statistics.fmean(r.tokens for r in rows),
+                "seconds": statistics.fmean(measured) if measured else None,
+                "measured": len(measured),
+                "prompt_tokens": statistics.fmean(u["prompt_tokens"] for u in usage) if usage else None,
+                "requests": statistics.fmean(u.get("requests", 0) for u in usage) if usage else None,
+            }
+            medians = [
+                r.details.get("diagnostics", {}).get("steps_per_candidate", {}).get("median")
+                for r in rows
+                if r.details.get("diagnostics")
+            ]
+            medians = [m for m in medians if m is not None]
+            steps[t][b] = statistics.median(medians) if medians else None
+
+    return StudyAnalysis(
+        questions=len(data.questions),
+        pool_questions=len(pool_q),
+        budgets=budgets,
+        comparable=comparable,
+        resamples=resamples,
+        scoring=k,
+        pool_size=cfg.pool_samples,
+        accuracy=accuracy,
+        difference=difference,
+        baseline=baseline,
+        headroom=headroom,
+        headroom_gap=headroom_gap,
+        bins=bins,
+        bin_difference=bin_difference,
+        bin_sizes=sizes,
+        fits=fits,
+        fit_questions=fit_questions,
+        cost=cost,
+        steps=steps,
+        distinct=distinct,
+        tables=tables,
+        binnings=kinds,
+        probe_draws=draws,
+        long_paths=long_paths(data),
+        unsolved=unsolved_by_sampling(data),
+        revision_steps=revision_steps(data),
+    )
 
 
 def _tokens(candidate: Mapping[str, Any]) -> int:
@@ -353,13 +644,13 @@ def long_paths(data: StudyData) -> dict[str, int]:
     """Live runs holding a candidate longer than a best-of-N sample may be (``max_tokens``: search caps each step,
     not the path): how many, how many chose an answer that rests on such candidates alone, and how many of those
     are correct."""
-    cap, qids = data.config.max_tokens, data.questions
+    cap, qids = data.config.max_tokens, data.pool_questions
     runs = [
         r
         for t in data.config.live_templates()
         for b in data.config.budgets
         for q in qids
-        if not (r := data.template_row(t, b, q)).reused
+        if (r := data.rows.get((t, b, q))) is not None and not r.reused
     ]
     long = [r for r in runs if any(_tokens(c) > cap for c in r.candidates)]
     resting = [
@@ -375,8 +666,11 @@ def long_paths(data: StudyData) -> dict[str, int]:
 
 def unsolved_by_sampling(data: StudyData) -> dict[str, int]:
     """The questions none of whose pool samples is correct, and how many of their live runs are."""
-    qids = [q for q, v in oracle_difficulty(data, data.questions).items() if v == 0]
-    runs = [data.template_row(t, b, q) for t in data.config.live_templates() for b in data.config.budgets for q in qids]
+    qids = [q for q, v in oracle_difficulty(data, data.pool_questions).items() if v == 0]
+    runs = [
+        r for t in data.config.live_templates() for b in data.config.budgets for q in qids
+        if (r := data.rows.get((t, b, q))) is not None
+    ]  # fmt: skip
     return {"questions": len(qids), "runs": len(runs), "correct": sum(r.correct for r in runs)}
 
 
@@ -408,8 +702,10 @@ def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
         if not isinstance(data.config.spec_for(t, budget), RevisionsSpec):
             continue
         steps = ChainSteps([], [], 0, 0, 0, 0, 0, 0)
-        for q in data.questions:
-            for attempts in revision_chains(map(stored_candidate, data.template_row(t, budget, q).candidates)).values():
+        for q in data.pool_questions:
+            if (row := data.rows.get((t, budget, q))) is None:
+                continue
+            for attempts in revision_chains(map(stored_candidate, row.candidates)).values():
                 right = [grade(data.config.dataset, c["answer"], data.references[q]) for c in attempts]
                 for k, ok in enumerate(right):
                     if k == len(steps.chains):
@@ -426,171 +722,3 @@ def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
                     steps.changed += not answers_equal(before["answer"], after["answer"])
         out[t] = steps
     return out
-
-
-def analyze(data: StudyData, *, resamples: int = 200, seed: int = 0) -> StudyAnalysis:
-    """Every figure of the report from the complete questions of ``data``."""
-    cfg, qids = data.config, data.questions
-    if len(qids) < 2 * N_BINS:
-        raise ValueError(f"study: {len(qids)} complete questions; the analysis needs at least {2 * N_BINS}")
-    budgets = cfg.budgets
-
-    kinds = binnings(data)
-    plain = unit_values(data, qids)
-    views = {m: probe_views(data, k.probes) for m, k in kinds.items()}  # a routed fit: one per set of probes
-    draws = {m: {q: [_draw_key(q, d, len(v)) for d in range(len(v))] for q in qids} for m, v in views.items()}
-    values: dict[str, dict[tuple[str, int, str], float]] = {}
-    levels: dict[str, dict[str, float]] = {}  # once: every bootstrap fit reuses them and the values
-    for m, k in kinds.items():
-        values[m], levels[m] = {}, {}
-        for d, view in enumerate(views[m]):
-            units = unit_values(view, qids, given=k.probes, first=k.split or None)
-            values[m] |= {(t, b, _draw_key(q, d, len(views[m]))): v for (t, b, q), v in units.items()}
-            levels[m] |= {_draw_key(q, d, len(views[m])): v for q, v in difficulty_of(view, qids, k).items()}
-
-    def accuracy_of(sample: Sequence[str]) -> dict[str, dict[int, float]]:
-        return {t: {b: statistics.fmean(plain[(t, b, q)] for q in sample) for b in budgets} for t in cfg.templates}
-
-    plan = fit_plan(data)
-    given = {name: kinds[f.binning].probes for name, f in plan.items()}  # a routed fit's baseline sees its probes
-    expected = {  # given probes: the mean over the probe sets the routed fit averages over
-        g: {q: _mean_curve([baseline_expected(v, q, BASELINE_BUDGETS, g) for v in probe_views(data, g)]) for q in qids}
-        for g in {0, *given.values()}
-    }
-    curve = [b for b in BASELINE_BUDGETS if all(b in expected[0][q] for q in qids)]
-
-    def baselines_of(sample: Sequence[str]) -> dict[int, dict[int, float]]:
-        return {g: {b: statistics.fmean(per_q[q][b] for q in sample) for b in curve} for g, per_q in expected.items()}
-
-    point = accuracy_of(qids)
-    bases = baselines_of(qids)
-    base = bases[0]
-
-    def fit(name: str, sample: Sequence[str], fit_seed: int) -> PolicyTable:
-        m, templates, n_bins = plan[name].binning, plan[name].templates, plan[name].n_bins
-        return _fit(data, sample, kinds[m], fit_seed, values[m], levels[m], templates, n_bins, draws[m])
-
-    fits = {name: fit(name, qids, seed) for name in plan}
-    optimal_point = {m: {int(b): v for b, v in fits[m].report["compute_optimal_cv"].items()} for m in fits}
-    ratio_point = {m: efficiency_ratio(bases[given[m]], optimal_point[m]) for m in fits}
-
-    rng = random.Random(seed)
-    boot_acc: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
-    boot_diff: dict[str, dict[int, list[float]]] = {t: {b: [] for b in budgets} for t in cfg.templates}
-    boot_base: dict[int, list[float]] = {b: [] for b in curve}
-    boot_opt: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
-    boot_ratio: dict[str, dict[int, list[float]]] = {m: {b: [] for b in budgets} for m in fits}
-    for k in range(resamples):
-        sample = [rng.choice(qids) for _ in qids]
-        acc = accuracy_of(sample)
-        b_curves = baselines_of(sample)
-        b_curve = b_curves[0]
-        for t in cfg.templates:
-            for b in budgets:
-                boot_acc[t][b].append(acc[t][b])
-                boot_diff[t][b].append(acc[t][b] - acc[cfg.baseline][b])
-        for b in curve:
-            boot_base[b].append(b_curve[b])
-        for m in fits:
-            cv = fit(m, sample, seed + k + 1).report["compute_optimal_cv"]
-            opt = {int(b): v for b, v in cv.items()}
-            for b in budgets:
-                boot_opt[m][b].append(opt[b])
-                r = efficiency_ratio(b_curves[given[m]], {b: opt[b]})[b]
-                boot_ratio[m][b].append(float("inf") if r is None else r)
-
-    def with_ci(value: float, values: Sequence[float]) -> tuple[float, float, float]:
-        return (value, *_interval(values))
-
-    ratio: dict[str, dict[int, tuple[float | None, float | None, float | None]]] = {}
-    for m in fits:
-        ratio[m] = {}
-        for b in budgets:
-            lo, hi = _interval(boot_ratio[m][b])
-            ratio[m][b] = (
-                ratio_point[m][b],
-                None if lo == float("inf") else lo,
-                None if hi == float("inf") else hi,
-            )
-
-    bins: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
-    bin_difference: dict[str, dict[str, dict[int, dict[int, tuple[float, float, float]]]]] = {}
-    sizes: dict[str, dict[int, int]] = {}
-    for m in BIN_TABLES:
-        bin_of = assign_bins(levels[m], n_bins=N_BINS, seed=seed)
-        members = {bn: [q for q in qids if bin_of[q] == bn] for bn in range(1, N_BINS + 1)}
-        sizes[m] = {bn: len(qs) for bn, qs in members.items()}
-        binned = values[m]  # best-of-N on the samples the bins did not use
-        bins[m] = {
-            t: {bn: {b: statistics.fmean(binned[(t, b, q)] for q in qs) for b in budgets} for bn, qs in members.items()}
-            for t in cfg.templates
-        }
-        bin_difference[m] = {
-            t: {
-                bn: {
-                    b: _paired(
-                        [binned[(t, b, q)] - binned[(cfg.baseline, b, q)] for q in qs], resamples, random.Random(seed)
-                    )
-                    for b in budgets
-                }
-                for bn, qs in members.items()
-            }
-            for t in cfg.templates
-            if t != cfg.baseline
-        }
-
-    cost: dict[str, dict[int, dict[str, float | None]]] = {}
-    steps: dict[str, dict[int, float | None]] = {}
-    distinct: dict[str, dict[int, float]] = {}
-    for t in cfg.templates:
-        cost[t], steps[t], distinct[t] = {}, {}, {}
-        for b in budgets:
-            rows = [data.template_row(t, b, q) for q in qids]
-            distinct[t][b] = statistics.fmean(len(group_answers([c["answer"] for c in r.candidates])) for r in rows)
-            measured = [r.seconds for r in rows if not r.reused or r.details.get("seconds_measured")]
-            usage = [u for r in rows if (u := r.details.get("usage", {})).get("prompt_tokens") is not None]
-            cost[t][b] = {  # seconds and usage: of the runs that measured them (a reused or replayed run did not)
-                "generations": statistics.fmean(r.generations for r in rows),
-                "tokens": statistics.fmean(r.tokens for r in rows),
-                "seconds": statistics.fmean(measured) if measured else None,
-                "measured": len(measured),
-                "prompt_tokens": statistics.fmean(u["prompt_tokens"] for u in usage) if usage else None,
-                "requests": statistics.fmean(u.get("requests", 0) for u in usage) if usage else None,
-            }
-            medians = [
-                r.details.get("diagnostics", {}).get("steps_per_candidate", {}).get("median")
-                for r in rows
-                if r.details.get("diagnostics")
-            ]
-            medians = [m for m in medians if m is not None]
-            steps[t][b] = statistics.median(medians) if medians else None
-
-    return StudyAnalysis(
-        questions=len(qids),
-        budgets=budgets,
-        accuracy={t: {b: with_ci(point[t][b], boot_acc[t][b]) for b in budgets} for t in cfg.templates},
-        difference={
-            t: {b: with_ci(point[t][b] - point[cfg.baseline][b], boot_diff[t][b]) for b in budgets}
-            for t in cfg.templates
-            if t != cfg.baseline
-        },
-        baseline={b: with_ci(base[b], boot_base[b]) for b in curve},
-        compared={m: bases[given[m]] for m in fits},
-        bins=bins,
-        bin_difference=bin_difference,
-        bin_sizes=sizes,
-        optimal={m: {b: with_ci(optimal_point[m][b], boot_opt[m][b]) for b in budgets} for m in fits},
-        in_sample={m: {int(b): v for b, v in fits[m].report["compute_optimal_in_sample"].items()} for m in fits},
-        ratio=ratio,
-        chosen={m: fits[m].table for m in fits},
-        cost=cost,
-        steps=steps,
-        distinct=distinct,
-        tables=fits,
-        binnings=kinds,
-        probe_draws={m: len(v) for m, v in views.items()},
-        pool_size=min(len(data.pools[q]) for q in qids),
-        long_paths=long_paths(data),
-        unsolved=unsolved_by_sampling(data),
-        revision_steps=revision_steps(data),
-    )

@@ -1,7 +1,8 @@
 """Run a study: one live run per (question, template, budget), resumable, each result committed at once.
 
 Best-of-N templates share one pool of samples per question (the paper's reuse): copied from a stored pool file
-when it was drawn with the study's settings, else drawn live once at the largest budget. Every other template
+when it was drawn with the study's settings, else drawn live once (``pool_size`` samples: half score best-of-N,
+half bin the question). Every other template
 runs its graph, built from its spec by :func:`ttc_graph.specs.build_graph`, once per budget.
 """
 
@@ -386,7 +387,7 @@ class _Study:
 
     async def run_pool(self, unit: StudyUnit, done: set[tuple[str, int, str]]) -> tuple[int, int]:
         cfg, p = self.config, unit.problem
-        need = max(cfg.budgets)
+        need = max(*cfg.budgets, cfg.pool_samples)  # half scores best-of-N, half bins
         samples = self.store.pool(cfg.name, p.id)
         if not samples and p.id in self.stored:
             samples = [dict(s) for s in self.stored[p.id]]
