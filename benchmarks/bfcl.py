@@ -188,14 +188,49 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def _partial_path(out: Path) -> Path:
+    """Where finished records wait (one JSON line each) until the run completes: a stopped run resumes from it."""
+    return out.with_name(out.stem + ".partial.jsonl")
+
+
+def _load_partial(path: Path, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records a stopped run with the same settings finished, by item id (another setting's are ignored)."""
+    if not path.exists():
+        return {}
+    done: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry.get("config") == config:
+            done[entry["record"]["id"]] = entry["record"]
+    return done
+
+
+_SETTINGS = ("base_url", "model", "n", "temperature", "max_tokens")
+
+
 async def _run_all(items: Sequence[BFCLItem], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every item not already finished (resuming from the partial file), with a progress bar."""
+    from rich.progress import Progress
+
     gate = asyncio.Semaphore(args.concurrency)
+    partial = _partial_path(Path(args.out))
+    config = {key: getattr(args, key) for key in _SETTINGS}
+    done = _load_partial(partial, config)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with Progress() as progress:
+        task = progress.add_task("BFCL items", total=len(items), completed=sum(i.id in done for i in items))
 
-    async def one(item: BFCLItem) -> dict[str, Any]:
-        async with gate:
-            return await run_item(item, args)
+        async def one(item: BFCLItem) -> dict[str, Any]:
+            if item.id in done:
+                return done[item.id]
+            async with gate:
+                record = await run_item(item, args)
+            with partial.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"config": config, "record": record}) + "\n")
+            progress.advance(task)
+            return record
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+        return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -209,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": vars(args), "summary": summarize(results), "records": results}
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    _partial_path(out).unlink(missing_ok=True)
     print(f"saved {out}")
 
 
