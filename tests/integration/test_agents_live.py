@@ -20,7 +20,9 @@ from typing import Any
 
 import openai
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
 from langgraph.prebuilt import create_react_agent
 
 from ttc_graph.agents import TestTimeChatModel, calculator
@@ -64,11 +66,32 @@ def policy(bench: Bench) -> OpenAIEndpoint:
     return OpenAIEndpoint(bench.base_url, bench.model, max_tokens=96, timeout=300)
 
 
-def test_a_react_agent_with_a_test_time_model_calls_the_tool_then_answers(bench: Bench) -> None:
+class Steps(BaseCallbackHandler):
+    """The message of every chat model call in a run, kept or not."""
+
+    def __init__(self) -> None:
+        self.messages: list[AIMessage] = []
+
+    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+        generation = response.generations[0][0]
+        assert isinstance(generation, ChatGeneration) and isinstance(generation.message, AIMessage)
+        self.messages.append(generation.message)
+
+
+def test_a_react_agent_with_a_test_time_model_calls_the_tool_and_each_step_is_one_voted_message(bench: Bench) -> None:
+    """The agent's first action is the voted calculator call and the tool's result reaches the conversation.
+
+    Whether the model then answers is the model's doing, not the wrapper's: given the result, this 0.5B model calls
+    the calculator again in 8 of 8 samples at temperature 0.7 (measured on the conversation this test builds), so the
+    run may end at LangGraph's step guard rather than with an answer; both end on an assistant message without calls.
+    The guard replaces the last step's message, so the spend is counted from the model's callbacks, which see every
+    step.
+    """
     model = TestTimeChatModel(model=policy(bench), n=3, selection="majority", temperature=0.7)
     agent = create_react_agent(model, [calculator], prompt=SYSTEM)
+    spend = Steps()
     before = bench.meter.snapshot()
-    out = agent.invoke({"messages": [HumanMessage(QUESTION)]}, {"recursion_limit": 8})
+    out = agent.invoke({"messages": [HumanMessage(QUESTION)]}, {"recursion_limit": 8, "callbacks": [spend]})
     served = bench.meter.since(before)
     messages = out["messages"]
     kinds = [type(m).__name__ for m in messages]
@@ -76,10 +99,15 @@ def test_a_react_agent_with_a_test_time_model_calls_the_tool_then_answers(bench:
     call = messages[1].tool_calls[0]
     assert call["name"] == "calculator"
     assert isinstance(messages[2], ToolMessage) and messages[2].content == "5541"
-    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls, "the agent never gave a final answer"
-    steps = [m for m in messages if isinstance(m, AIMessage)]
-    # one assistant message per step, not one per sample: each step sent exactly n = 3 requests
-    assert served["requests"] == served["answered"] == 3 * len(steps)
+    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+    steps = spend.messages
+    assert steps[0].id == messages[1].id and all("ttc" in m.response_metadata for m in steps)
+    # one assistant message per step, not one per sample: each step drew exactly n = 3 samples, and the server saw
+    # exactly the requests the steps report (the first also carries the endpoint's one-off probe of `n`)
+    assert [m.response_metadata["ttc"]["usage"]["generations"] for m in steps] == [3] * len(steps)
+    reported = [m.response_metadata["ttc"]["usage"]["requests"] for m in steps]
+    assert served["requests"] == served["answered"] == sum(reported)
+    assert all(r == 3 for r in reported[1:]) and reported[0] in (3, 4)
     assert sum(m.usage_metadata["output_tokens"] for m in steps) == served["completion_tokens"]
     assert sum(m.usage_metadata["input_tokens"] for m in steps) == served["prompt_tokens"]
     assert all(len(m.response_metadata["ttc"]["candidates"]) == 3 for m in steps)

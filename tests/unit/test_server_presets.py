@@ -133,6 +133,23 @@ def test_a_plan_fills_the_axes_the_spec_leaves_open_with_the_caps() -> None:
     assert caught.value.param == "max_tokens" and caught.value.code == "cap_exceeded"
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_a_tools_request_drops_the_default_system_prompt_but_keeps_a_preset_s_own() -> None:
+    asks = [{"role": "user", "content": "Weather in Paris?"}]
+    plain = plan_run(PRESETS["best_of_n_majority"], "m1", parse_request({"model": "x", "messages": asks}), Limits())
+    assert plain.spec.system_prompt and "boxed" in plain.spec.system_prompt
+    request = parse_request({"model": "x", "messages": asks, "tools": [WEATHER]})
+    assert plan_run(PRESETS["best_of_n_majority"], "m1", request, Limits()).spec.system_prompt is None
+    own = parse_spec({"kind": "best_of_n", "n": 2, "selection": "majority", "system_prompt": "Call tools."})
+    preset = type(PRESETS["best_of_n_majority"])("own", own, "own.yaml")
+    assert plan_run(preset, "m1", request, Limits()).spec.system_prompt == "Call tools."
+    with_system = parse_request({"model": "x", "messages": [{"role": "system", "content": "Be brief."}, *asks],
+                                 "tools": [WEATHER]})  # fmt: skip
+    assert plan_run(PRESETS["best_of_n_majority"], "m1", with_system, Limits()).spec.system_prompt == "Be brief."
+
+
 def test_keys_come_from_the_option_and_the_environment() -> None:
     env = {API_KEYS_ENV: "key-aaaaaaaa, key-bbbbbbbb\nkey-aaaaaaaa"}
     assert api_keys_from(["key-cccccccc"], env) == ("key-cccccccc", "key-aaaaaaaa", "key-bbbbbbbb")

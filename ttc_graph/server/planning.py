@@ -101,15 +101,20 @@ def _capped_budget(spec: StrategySpec, length: int | None, limits: Limits) -> Bu
 def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
     """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
 
-    The client's system message replaces the preset's system prompt; ``temperature``, ``seed`` and the length per
-    sample (``max_completion_tokens`` / ``max_tokens``, not for search, whose steps have ``ttc.step_max_tokens``)
-    become the run's context.
+    The client's system message replaces the preset's system prompt. A request with ``tools`` and no system message
+    gets none unless the preset sets ``system_prompt`` itself: the default prompt asks for reasoning and a boxed
+    answer, which turns a tool call into an essay. ``temperature``, ``seed`` and the length per sample
+    (``max_completion_tokens`` / ``max_tokens``, not for search, whose steps have ``ttc.step_max_tokens``) become
+    the run's context.
     """
     unsupported_by_strategies(request)
     messages, system = strategy_input(request)
     spec = apply_overrides(preset.spec, request.ttc)
+    tools, tool_choice = request_tools(request)
     if system is not None:
         spec = spec.model_copy(update={"system_prompt": system})
+    elif tools and "system_prompt" not in preset.spec.model_fields_set:
+        spec = spec.model_copy(update={"system_prompt": None})
     length = request.length
     if length is not None and stepwise(spec):
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
@@ -120,7 +125,6 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
             code="unsupported_parameter",
         )
     budget = _capped_budget(spec, length, limits)
-    tools, tool_choice = request_tools(request)
     context = TTCContext(
         budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed, tools=tools,
         tool_choice=tool_choice,
