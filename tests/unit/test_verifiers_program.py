@@ -193,3 +193,26 @@ def test_exported() -> None:
     assert "ProgramVerifier" in ttc_graph.__all__ and "ProgramVerifier" in ttc_graph.verifiers.__all__
     for name in ttc_graph.verifiers.__all__:
         assert hasattr(ttc_graph.verifiers, name)
+
+
+def test_built_from_a_spec_on_the_policy_and_refused_by_step_wise_search() -> None:
+    from ttc_graph.specs import build_verifier, parse_spec
+
+    policy = ScriptedEndpoint(["x"])
+    spec = parse_spec(
+        {
+            "kind": "best_of_n",
+            "n": 4,
+            "verifier": {
+                "kind": "combined",
+                "parts": [{"kind": "confidence"}, {"kind": "arithmetic"}, {"kind": "program", "programs": 2}],
+            },
+        }
+    )
+    combined = build_verifier(spec.verifier, policy)
+    assert isinstance(combined, CombinedVerifier)
+    program = combined.parts[2]
+    assert isinstance(program, ProgramVerifier)
+    assert program.endpoint is policy and program.programs == 2 and program.temperature == 0.8
+    with pytest.raises(ValueError, match="step"):
+        parse_spec({"kind": "beam_search", "n": 4, "verifier": {"kind": "program"}})

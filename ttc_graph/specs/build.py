@@ -26,6 +26,7 @@ from ttc_graph.specs.models import (
     MCTSSpec,
     OpenAIEndpointSpec,
     ParticleFilteringSpec,
+    ProgramVerifierSpec,
     PythonVerifierSpec,
     RevisionsSpec,
     RewardModelVerifierSpec,
@@ -47,6 +48,7 @@ from ttc_graph.verifiers import (
     ConfidenceVerifier,
     FunctionVerifier,
     LLMJudgeVerifier,
+    ProgramVerifier,
     RewardModelVerifier,
     Verifier,
 )
@@ -79,7 +81,7 @@ def build_endpoint(spec: EndpointSpec) -> Endpoint:
 
 
 def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | None:
-    """The verifier a spec names; an LLM judge without its own endpoint judges with the policy."""
+    """The verifier a spec names; an LLM judge or program verifier without its own endpoint uses the policy."""
     if spec is None:
         return None
     if isinstance(spec, LLMJudgeVerifierSpec):
@@ -94,6 +96,15 @@ def build_verifier(spec: VerifierSpec | None, policy: Endpoint) -> Verifier | No
     if isinstance(spec, ArithmeticVerifierSpec):
         return ArithmeticVerifier(
             prior=spec.prior, prior_weight=spec.prior_weight, rel_tol=spec.rel_tol, aggregation=spec.aggregation
+        )
+    if isinstance(spec, ProgramVerifierSpec):
+        return ProgramVerifier(
+            build_endpoint(spec.endpoint) if spec.endpoint else policy,
+            programs=spec.programs,
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            prior=spec.prior,
+            prior_weight=spec.prior_weight,
         )
     if isinstance(spec, CombinedVerifierSpec):
         parts = [build_verifier(part, policy) for part in spec.parts]
