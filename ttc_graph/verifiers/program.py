@@ -28,12 +28,12 @@ __all__ = [
     "extract_program",
 ]
 
-DEFAULT_PROGRAM_SYSTEM_PROMPT = (
-    "You solve math word problems by writing a short Python program. Reply with one ```python code block and "
-    "nothing else. Do not import anything (ceil, floor, sqrt and round are available). Keep it under 10 lines, "
-    "without comments, and store the final numeric answer in a variable named answer."
+DEFAULT_PROGRAM_SYSTEM_PROMPT = "You are a Python programmer. You answer with code only."
+DEFAULT_PROGRAM_PROMPT = (
+    "{question}\n\n"
+    "Write a short Python program without comments that computes the answer and prints it. "
+    "Reply with only a ```python code block."
 )
-DEFAULT_PROGRAM_PROMPT = "{question}"
 """Placeholder: ``{question}``."""
 
 _FENCED = re.compile(r"```[ \t]*(?:python|py|Python|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
