@@ -113,7 +113,7 @@ def _classify(exc_name: str, message: str) -> str:
 
 
 def _run(code: str, cpu: float, output_limit: int) -> dict[str, object]:
-    from asteval import Interpreter
+    from asteval import Interpreter  # type: ignore[import-untyped]
 
     out = _CappedWriter(output_limit)
     interp = Interpreter(use_numpy=False, writer=out, err_writer=io.StringIO(), max_statement_length=20_000)
@@ -169,7 +169,7 @@ def _run(code: str, cpu: float, output_limit: int) -> dict[str, object]:
 
 def main() -> None:
     memory_bytes = int(sys.argv[1]) if len(sys.argv) > 1 else 256 * 2**20
-    import asteval  # noqa: F401  (loaded before the address-space limit)
+    import asteval  # type: ignore[import-untyped]  # noqa: F401  (loaded before the address-space limit)
 
     _setup(memory_bytes)
     stdin, stdout = sys.stdin, sys.stdout
