@@ -216,3 +216,17 @@ def test_built_from_a_spec_on_the_policy_and_refused_by_step_wise_search() -> No
     assert program.endpoint is policy and program.programs == 2 and program.temperature == 0.8
     with pytest.raises(ValueError, match="step"):
         parse_spec({"kind": "beam_search", "n": 4, "verifier": {"kind": "program"}})
+
+
+async def test_in_best_of_n_weighted_it_picks_the_programs_answer_and_charges_verify_usage(sandbox: Sandbox) -> None:
+    from ttc_graph import create_best_of_n
+
+    policy = ScriptedEndpoint(["48 + 24 = 72\n\n\\boxed{72}", "48 * 2 = 96\n\n\\boxed{96}", "\\boxed{96}"])
+    programs = ScriptedEndpoint([block("print(48 + 48 // 2)")])
+    verifier = ProgramVerifier(programs, programs=3, sandbox=sandbox)
+    graph = create_best_of_n(policy, verifier, n=3, selection="weighted").compile()
+    out = await graph.ainvoke({"question": Q})
+    assert out["answer"] == "72"  # one sample against two: the programs' agreement outweighs the vote
+    verify = out["usage"]["by_kind"]["verify"]
+    assert verify["requests"] == 1 and verify["completion_tokens"] > 0
+    assert len(programs.calls) == 1
