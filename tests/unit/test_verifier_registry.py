@@ -10,7 +10,13 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs import build_verifier, parse_spec
 from ttc_graph.specs.models import VerifierSpec
 from ttc_graph.testing import ScriptedEndpoint
-from ttc_graph.verifiers import ArithmeticVerifier, CombinedVerifier, ConfidenceVerifier, LLMJudgeVerifier
+from ttc_graph.verifiers import (
+    ArithmeticVerifier,
+    CombinedVerifier,
+    ConfidenceVerifier,
+    LLMJudgeVerifier,
+    ProgramVerifier,
+)
 from ttc_graph.verifiers.registry import NAMED_VERIFIERS, VERIFIER_BUILDERS, VERIFIER_NAMES, named_verifier
 
 
@@ -26,7 +32,7 @@ def test_every_verifier_kind_the_specs_accept_has_a_builder() -> None:
 
 def test_every_short_name_is_a_spec_the_registry_builds() -> None:
     policy = ScriptedEndpoint(["x"])
-    assert VERIFIER_NAMES == ("none", "confidence", "confidence-group", "judge")
+    assert VERIFIER_NAMES == ("none", "confidence", "confidence-group", "judge", "program")
     for name, spec in NAMED_VERIFIERS.items():
         assert spec is None or spec["kind"] in VERIFIER_BUILDERS
         assert (named_verifier(name, policy) is None) == (name == "none")
@@ -34,6 +40,8 @@ def test_every_short_name_is_a_spec_the_registry_builds() -> None:
     assert isinstance(group, ConfidenceVerifier) and group.method == "group"
     judge = named_verifier("judge", policy, mode="process")
     assert isinstance(judge, LLMJudgeVerifier) and judge.mode == "process"
+    program = named_verifier("program", policy)
+    assert isinstance(program, ProgramVerifier) and program.endpoint is policy
     with pytest.raises(ConfigurationError, match="unknown 'nope'"):
         named_verifier("nope", policy)
 

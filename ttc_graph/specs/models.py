@@ -146,6 +146,19 @@ class ArithmeticVerifierSpec(_Spec):
     aggregation: Aggregation = "last"
 
 
+class ProgramVerifierSpec(_Spec):
+    """Agreement with programs the model writes for the question, run in a sandbox (an outcome verifier); see
+    ``ProgramVerifier``. ``endpoint`` defaults to the policy."""
+
+    kind: Literal["program"] = "program"
+    endpoint: EndpointSpec | None = None
+    programs: int = Field(4, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(256, ge=1)
+    prior: float = Field(0.5, ge=0, le=1)
+    prior_weight: float = Field(1.0, ge=0)
+
+
 class CombinedVerifierSpec(_Spec):
     """A weighted ``product`` or ``geometric`` mean of other verifiers' scores; see ``CombinedVerifier``."""
 
@@ -171,6 +184,7 @@ VerifierSpec = Annotated[
     | RewardModelVerifierSpec
     | PythonVerifierSpec
     | ArithmeticVerifierSpec
+    | ProgramVerifierSpec
     | CombinedVerifierSpec,
     Field(discriminator="kind"),
 ]
@@ -215,6 +229,8 @@ def _scores_prefixes(spec: VerifierSpec) -> bool:
     """Whether a verifier spec builds a step-wise verifier (see ``ttc_graph.strategies.stepwise``)."""
     if isinstance(spec, LLMJudgeVerifierSpec):
         return spec.mode == "process"
+    if isinstance(spec, ProgramVerifierSpec):
+        return False
     if isinstance(spec, CombinedVerifierSpec):
         return all(_scores_prefixes(part) for part in spec.parts)
     return True

@@ -20,6 +20,7 @@ from ttc_graph.verifiers.judge import (
     DEFAULT_PROCESS_PROMPT,
     LLMJudgeVerifier,
 )
+from ttc_graph.verifiers.program import ProgramVerifier
 from ttc_graph.verifiers.reward_model import QWEN_PRM_SYSTEM_PROMPT, RewardModelVerifier
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ConfidenceVerifier",
     "FunctionVerifier",
     "LLMJudgeVerifier",
+    "ProgramVerifier",
     "RewardModelVerifier",
     "Score",
     "ScoreCache",

@@ -20,6 +20,7 @@ from ttc_graph.verifiers.combined import CombinedVerifier
 from ttc_graph.verifiers.confidence import ConfidenceVerifier
 from ttc_graph.verifiers.function import FunctionVerifier
 from ttc_graph.verifiers.judge import LLMJudgeVerifier
+from ttc_graph.verifiers.program import ProgramVerifier
 from ttc_graph.verifiers.reward_model import RewardModelVerifier
 
 __all__ = [
@@ -50,12 +51,23 @@ def _options(spec: Any, *names: str) -> dict[str, Any]:
     return {n: getattr(spec, n) for n in names}
 
 
-def _judge(spec: Any, policy: Endpoint, build_endpoint: EndpointBuilder | None) -> Verifier:
+def _own_endpoint(spec: Any, policy: Endpoint, build_endpoint: EndpointBuilder | None) -> Endpoint:
+    """The endpoint a model-calling verifier spec names, else the policy."""
     endpoint = _get(spec, "endpoint")
     if endpoint is not None and build_endpoint is None:
         raise ConfigurationError("verifier.endpoint: an endpoint spec needs build_endpoint (use ttc_graph.specs)")
-    judge_endpoint = build_endpoint(endpoint) if endpoint is not None and build_endpoint else policy
-    return LLMJudgeVerifier(judge_endpoint, **_options(spec, "mode", "aggregation", "samples"))
+    return build_endpoint(endpoint) if endpoint is not None and build_endpoint else policy
+
+
+def _judge(spec: Any, policy: Endpoint, build_endpoint: EndpointBuilder | None) -> Verifier:
+    endpoint = _own_endpoint(spec, policy, build_endpoint)
+    return LLMJudgeVerifier(endpoint, **_options(spec, "mode", "aggregation", "samples"))
+
+
+def _program(spec: Any, policy: Endpoint, build_endpoint: EndpointBuilder | None) -> Verifier:
+    endpoint = _own_endpoint(spec, policy, build_endpoint)
+    options = _options(spec, "programs", "temperature", "max_tokens", "prior", "prior_weight")
+    return ProgramVerifier(endpoint, **options)
 
 
 def _confidence(spec: Any, policy: Endpoint, build_endpoint: EndpointBuilder | None) -> Verifier:
@@ -101,13 +113,14 @@ VERIFIER_BUILDERS: dict[str, VerifierBuilder] = {
     "arithmetic": _arithmetic,
     "combined": _combined,
     "python": _python,
+    "program": _program,
 }
 """The builder of each verifier spec kind."""
 
 
 def build_verifier(spec: Any, policy: Endpoint, *, build_endpoint: EndpointBuilder | None = None) -> Verifier | None:
-    """The verifier ``spec`` describes (None for None); an LLM judge without its own endpoint judges with
-    ``policy``."""
+    """The verifier ``spec`` describes (None for None); an LLM judge or a program verifier without its own endpoint
+    calls ``policy``."""
     if spec is None:
         return None
     kind = _get(spec, "kind")
@@ -122,6 +135,7 @@ NAMED_VERIFIERS: dict[str, dict[str, Any] | None] = {
     "confidence": {"kind": "confidence", "method": "mean"},
     "confidence-group": {"kind": "confidence", "method": "group"},
     "judge": {"kind": "llm_judge"},
+    "program": {"kind": "program"},
 }
 """The short names of ``ttc solve/eval --verifier`` and of sweep strategies, as verifier specs."""
 
