@@ -21,7 +21,7 @@ from typing import Any
 import openai
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langgraph.prebuilt import create_react_agent
 
@@ -32,7 +32,24 @@ from ttc_graph.server import Limits, ServeConfig, Upstream, create_app, load_pre
 from ttc_graph.server.metering import Meter, MeteringProxy, serve_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEM = "Call the calculator tool with the expression to compute. After its result, reply with the number only."
+CALL = "Call the calculator tool with the expression to compute."
+ANSWER = (
+    "You can call a calculator tool. Example:\n"
+    "user: What is 2 + 3 * 4?\n"
+    'assistant: <tool_call>{"name": "calculator", "arguments": {"expression": "2 + 3 * 4"}}</tool_call>\n'
+    "user: <tool_response>14</tool_response>\n"
+    "assistant: The answer is 14.\n\n"
+    "After a tool response, always reply 'The answer is N.' and never call the tool again."
+)
+
+
+def prompt(state: dict[str, Any]) -> list[BaseMessage]:
+    """The system prompt for the step at hand: a 0.5B model follows one instruction, not a plan of two."""
+    messages: list[BaseMessage] = state["messages"]
+    system = ANSWER if isinstance(messages[-1], ToolMessage) else CALL
+    return [SystemMessage(system), *messages]
+
+
 QUESTION = "What is 123 * 45 + 6?"
 
 
@@ -78,17 +95,17 @@ class Steps(BaseCallbackHandler):
         self.messages.append(generation.message)
 
 
-def test_a_react_agent_with_a_test_time_model_calls_the_tool_and_each_step_is_one_voted_message(bench: Bench) -> None:
-    """The agent's first action is the voted calculator call and the tool's result reaches the conversation.
+def test_a_react_agent_with_a_test_time_model_calls_the_tool_then_answers(bench: Bench) -> None:
+    """Tool call, tool result, final answer, each step one voted assistant message.
 
-    Whether the model then answers is the model's doing, not the wrapper's: given the result, this 0.5B model calls
-    the calculator again in 8 of 8 samples at temperature 0.7 (measured on the conversation this test builds), so the
-    run may end at LangGraph's step guard rather than with an answer; both end on an assistant message without calls.
-    The guard replaces the last step's message, so the spend is counted from the model's callbacks, which see every
-    step.
+    The agent's prompt depends on the step (LangGraph's callable prompt): this 0.5B model follows one instruction at
+    a time. Measured on this conversation at temperature 0.7: told to call the tool, it calls it in 15 of 16 samples
+    but after the result calls it again in 8 of 8; given a worked example, 30 of 32 samples answer after the result
+    but 0 of 8 call the tool first. At the test's temperature 0.4 both steps went right in 16 of 16 samples. The
+    model's callbacks count every step's spend.
     """
-    model = TestTimeChatModel(model=policy(bench), n=3, selection="majority", temperature=0.7)
-    agent = create_react_agent(model, [calculator], prompt=SYSTEM)
+    model = TestTimeChatModel(model=policy(bench), n=3, selection="majority", temperature=0.4)
+    agent = create_react_agent(model, [calculator], prompt=prompt)
     spend = Steps()
     before = bench.meter.snapshot()
     out = agent.invoke({"messages": [HumanMessage(QUESTION)]}, {"recursion_limit": 8, "callbacks": [spend]})
@@ -99,9 +116,11 @@ def test_a_react_agent_with_a_test_time_model_calls_the_tool_and_each_step_is_on
     call = messages[1].tool_calls[0]
     assert call["name"] == "calculator"
     assert isinstance(messages[2], ToolMessage) and messages[2].content == "5541"
-    assert isinstance(messages[-1], AIMessage) and not messages[-1].tool_calls
+    final = messages[-1]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"], kinds
+    assert isinstance(final, AIMessage) and not final.tool_calls and "5541" in str(final.content), final
     steps = spend.messages
-    assert steps[0].id == messages[1].id and all("ttc" in m.response_metadata for m in steps)
+    assert [m.id for m in steps] == [messages[1].id, final.id]
     # one assistant message per step, not one per sample: each step drew exactly n = 3 samples, and the server saw
     # exactly the requests the steps report (the first also carries the endpoint's one-off probe of `n`)
     assert [m.response_metadata["ttc"]["usage"]["generations"] for m in steps] == [3] * len(steps)
