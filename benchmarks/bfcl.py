@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from ttc_graph.agents import TestTimeChatModel
 from ttc_graph.endpoints import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.bfcl import CATEGORIES, BFCLItem, check_ast, load_bfcl
+from ttc_graph.eval.bootstrap import bootstrap_mean
 from ttc_graph.eval.sweep import wilson_interval
 from ttc_graph.messages import to_langchain_messages
 from ttc_graph.selection import select_answer
@@ -72,8 +74,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def load_items(categories: Sequence[str], limit: int | None) -> list[BFCLItem]:
-    """The first ``limit`` items of each category, in the order given."""
-    return [item for category in categories for item in load_bfcl(category, limit)]
+    """The first ``limit`` items of each category, interleaved (the first of each, then the second of each...), so
+    a run stopped early has covered every category about equally."""
+    per_category = [load_bfcl(category, limit) for category in categories]
+    rows = itertools.zip_longest(*per_category)
+    return [item for row in rows for item in row if item is not None]
 
 
 _SHARED: dict[str, Any] = {}
@@ -148,7 +153,8 @@ def _order(categories: set[str]) -> list[str]:
 
 def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per category, then ``all`` (pooled over items): ``items``, each metric's ``rate`` and Wilson 95% ``low`` /
-    ``high``, and ``tokens`` (mean per item)."""
+    ``high``, ``tokens`` (mean per item) and, when the records hold it, ``pass1_mean``: the share of valid samples,
+    pass@1's unbiased estimate from all n samples, with a bootstrap 95% interval over items."""
     _check_records(results)
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for record in results:
@@ -163,6 +169,9 @@ def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]
             hits = sum(bool(r[key]) for r in records)
             low, high = wilson_interval(hits, len(records))
             row[key] = {"hits": hits, "rate": hits / len(records), "low": low, "high": high}
+        if all("pass1_mean" in r for r in records):
+            rate, low, high = bootstrap_mean([float(r["pass1_mean"]) for r in records])
+            row["pass1_mean"] = {"rate": rate, "low": low, "high": high}
         summary[category] = row
     return summary
 
@@ -174,11 +183,14 @@ def report(results: Sequence[Mapping[str, Any]]) -> str:
         text = "No BFCL records."
         print(text)
         return text
-    header = ["category", "items", *(f"{title} [95% CI]" for title in METRICS.values()), "tokens/item"]
+    summary = summarize(results)
+    means = all("pass1_mean" in row for row in summary.values())
+    titles = [*METRICS.values(), *(["pass@1, mean of n"] if means else [])]
+    header = ["category", "items", *(f"{title} [95% CI]" for title in titles), "tokens/item"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for category, row in summarize(results).items():
+    for category, row in summary.items():
         cells = [category, str(row["items"])]
-        for key in METRICS:
+        for key in [*METRICS, *(["pass1_mean"] if means else [])]:
             m = row[key]
             cells.append(f"{100 * m['rate']:.1f}% [{100 * m['low']:.1f}, {100 * m['high']:.1f}]")
         cells.append(f"{row['tokens']:.0f}")
@@ -205,6 +217,16 @@ def _load_partial(path: Path, config: Mapping[str, Any]) -> dict[str, dict[str, 
     return done
 
 
+def _load_finished(out: Path, config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records of a finished run with the same settings already in ``out``: a rerun reports, samples nothing."""
+    if not out.exists():
+        return {}
+    payload = json.loads(out.read_text(encoding="utf-8"))
+    if {key: payload.get("config", {}).get(key) for key in config} != dict(config):
+        return {}
+    return {record["id"]: record for record in payload.get("records", [])}
+
+
 _SETTINGS = ("base_url", "model", "n", "temperature", "max_tokens")
 
 
@@ -215,7 +237,7 @@ async def _run_all(items: Sequence[BFCLItem], args: argparse.Namespace) -> list[
     gate = asyncio.Semaphore(args.concurrency)
     partial = _partial_path(Path(args.out))
     config = {key: getattr(args, key) for key in _SETTINGS}
-    done = _load_partial(partial, config)
+    done = {**_load_finished(Path(args.out), config), **_load_partial(partial, config)}
     partial.parent.mkdir(parents=True, exist_ok=True)
     with Progress() as progress:
         task = progress.add_task("BFCL items", total=len(items), completed=sum(i.id in done for i in items))

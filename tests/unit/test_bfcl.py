@@ -542,6 +542,17 @@ def test_report_tables_each_category(capsys: pytest.CaptureFixture[str]) -> None
     assert summary["all"]["tokens"] == pytest.approx((1000 + 50) / 9)
 
 
+def test_report_adds_pass_at_1_from_all_samples_when_records_hold_it(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = benchmark()
+    records = [{"category": "simple", "pass1": k == 0, "pass1_mean": share, "majority": True, "judge": True,
+                "passn": True, "tokens": 1} for k, share in enumerate([0.25, 0.75, 0.5, 0.5])]  # fmt: skip
+    text = report_and_capture(bench, records, capsys)
+    assert text.splitlines()[0].endswith("| pass@n [95% CI] | pass@1, mean of n [95% CI] | tokens/item |")
+    row = bench.summarize(records)["simple"]["pass1_mean"]
+    assert row["rate"] == pytest.approx(0.5) and 0.25 <= row["low"] < 0.5 < row["high"] <= 0.75
+    assert "| 25.0% [" in text and "| 50.0% [" in text
+
+
 def report_and_capture(bench: ModuleType, records: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> str:
     text = bench.report(records)
     assert capsys.readouterr().out.strip() == text
@@ -562,3 +573,20 @@ def test_benchmark_arguments() -> None:
         bench.parse_args(["--categories", "simple,java"])
     doc = bench.run_item.__doc__
     assert doc is not None and all(key in doc for key in ("pass1", "majority", "judge", "passn", "tokens"))
+
+
+def test_a_rerun_reuses_finished_and_partial_records_of_the_same_settings(tmp_path: Path) -> None:
+    bench = benchmark()
+    out = tmp_path / "bfcl.json"
+    config = {"base_url": "u", "model": "m", "n": 8, "temperature": 0.7, "max_tokens": 256}
+    out.write_text(json.dumps({"config": {**config, "limit": 3}, "records": [{"id": "a"}, {"id": "b"}]}))
+    assert set(bench._load_finished(out, config)) == {"a", "b"}
+    assert bench._load_finished(out, {**config, "n": 4}) == {}  # another setting samples afresh
+    partial = bench._partial_path(out)
+    assert partial.name == "bfcl.partial.jsonl"
+    lines = [
+        {"config": config, "record": {"id": "c"}},
+        {"config": {**config, "temperature": 1.0}, "record": {"id": "d"}},
+    ]
+    partial.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert set(bench._load_partial(partial, config)) == {"c"}
