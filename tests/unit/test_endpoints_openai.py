@@ -13,7 +13,13 @@ import pytest
 
 from ttc_graph import Budget, create_best_of_n
 from ttc_graph.endpoints import OpenAIEndpoint, RetryConfig, SamplingParams
-from ttc_graph.endpoints.n_usage import PROBE, PROBE_TOKENS, forget_verdicts, record_n_usage_verdict
+from ttc_graph.endpoints.n_usage import (
+    PROBE,
+    PROBE_TOKENS,
+    forget_verdicts,
+    n_usage_verdict,
+    record_n_usage_verdict,
+)
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.errors import ConfigurationError, EndpointError
 
@@ -88,7 +94,8 @@ class MockServer:
     def endpoint(self, **kwargs: Any) -> OpenAIEndpoint:
         kwargs.setdefault("retry", FAST_RETRY)
         client = httpx2.AsyncClient(transport=httpx2.MockTransport(self.handler))
-        return OpenAIEndpoint(BASE_URL, "test-model", "sk-test", http_client=client, **kwargs)
+        model = kwargs.pop("model", "test-model")
+        return OpenAIEndpoint(BASE_URL, model, "sk-test", http_client=client, **kwargs)
 
 
 def n_choices_server(**kw: Any) -> MockServer:
@@ -590,6 +597,20 @@ async def test_the_verdict_is_remembered_per_server_across_endpoints():
     assert len(server.bodies) == 2
     assert not any(is_probe(b) or "n" in b for b in server.bodies)
     assert result.usage.completion_tokens == sum(fake.natural(i, 0) for i in range(2))
+
+
+async def test_the_verdict_is_per_model_behind_one_url():
+    forget_verdicts()
+    await LlamaCppLike().server().endpoint(model="a").generate(MESSAGES, n=2)  # under-counts: a is judged False
+    server = LlamaCppLike(honest=True).server()
+    other = server.endpoint(model="b")
+    await other.generate(MESSAGES, n=2)
+    assert is_probe(server.bodies[0]) and other.native_n is True  # b is judged on its own, not by a's verdict
+    assert n_usage_verdict(BASE_URL.removesuffix("/v1"), "a") is False
+    assert n_usage_verdict(BASE_URL.removesuffix("/v1"), "b") is True
+    record_n_usage_verdict(BASE_URL.removesuffix("/v1"), True)  # a verdict for the whole server
+    assert n_usage_verdict(BASE_URL.removesuffix("/v1"), "c") is True
+    assert n_usage_verdict(BASE_URL.removesuffix("/v1"), "a") is False  # a model's own verdict wins
 
 
 async def test_a_server_that_counts_every_choice_keeps_n():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import stat
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -323,3 +325,36 @@ async def test_async_context_manager(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert server.running
         proc = server._proc
     assert proc is not None and proc.poll() is not None
+
+
+async def test_concurrent_first_calls_of_a_lazy_endpoint_start_one_server_and_share_one_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ttc_graph.local.lazy as lazy
+
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[tuple[object, int]] = []
+
+    class Server:
+        running = True
+
+        def endpoint(self, **options: object) -> object:
+            return object()
+
+    def slow_start(model: object, parallel: int) -> Server:
+        calls.append((model, parallel))
+        started.set()
+        assert release.wait(5)
+        return Server()
+
+    monkeypatch.setattr(lazy, "shared_server", slow_start)
+    endpoint = lazy.LocalEndpoint(parallel=2)
+    first = asyncio.create_task(endpoint.resolve())
+    assert await asyncio.to_thread(started.wait, 5)
+    second = asyncio.create_task(endpoint.resolve())  # arrives while the first is still starting the server
+    await asyncio.sleep(0)
+    release.set()
+    a, b = await asyncio.gather(first, second)
+    assert a is b and calls == [(None, 2)]
+    assert await endpoint.resolve() is a

@@ -18,7 +18,7 @@ from ttc_graph.verifiers import (
     ScoreCache,
     VerifyItem,
 )
-from ttc_graph.verifiers.cache import resolve_cache
+from ttc_graph.verifiers.cache import DEFAULT_CACHE_SIZE, resolve_cache
 from ttc_graph.verifiers.confidence import lowest_group_logprob, mean_logprob
 from ttc_graph.verifiers.judge import verdict_of, yes_probability
 
@@ -149,7 +149,9 @@ def test_cache_rejects_bad_max_size(bad: object) -> None:
 def test_resolve_cache() -> None:
     shared = ScoreCache()
     assert resolve_cache(shared) is shared
-    assert isinstance(resolve_cache(True), ScoreCache)
+    own = resolve_cache(True)
+    assert isinstance(own, ScoreCache) and own.max_size == DEFAULT_CACHE_SIZE  # a verifier's own cache is bounded
+    assert LLMJudgeVerifier(JudgeEndpoint(lambda text: None)).cache.max_size == DEFAULT_CACHE_SIZE  # type: ignore[union-attr]
     assert resolve_cache(False) is None
     with pytest.raises(ConfigurationError):
         resolve_cache("yes")  # type: ignore[arg-type]

@@ -32,18 +32,23 @@ PROBE: tuple[ChatMessage, ...] = ({"role": "user", "content": "Count from 1 to 1
 PROBE_TOKENS = 4
 
 _lock = threading.Lock()
-_verdicts: dict[str, bool] = {}
+_verdicts: dict[tuple[str, str | None], bool] = {}
 
 
-def n_usage_verdict(server: str) -> bool | None:
-    """True: ``server`` counts every choice; False: it under-counts; None: not judged yet."""
+def n_usage_verdict(server: str, model: str | None = None) -> bool | None:
+    """True: ``model`` on ``server`` counts every choice; False: it under-counts; None: not judged yet.
+
+    A verdict is per model (one URL may route models to different backends); one recorded without a model holds
+    for every model of the server that has none of its own."""
     with _lock:
-        return _verdicts.get(server)
+        own = _verdicts.get((server, model))
+        return own if own is not None or model is None else _verdicts.get((server, None))
 
 
-def record_n_usage_verdict(server: str, exact: bool) -> None:
+def record_n_usage_verdict(server: str, exact: bool, model: str | None = None) -> None:
+    """Record how ``model`` on ``server`` (every model of it, for None) counts the usage of ``n`` choices."""
     with _lock:
-        _verdicts[server] = exact
+        _verdicts[(server, model)] = exact
 
 
 def forget_verdicts() -> None:

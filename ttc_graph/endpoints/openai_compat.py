@@ -291,10 +291,10 @@ class OpenAIEndpoint:
             prefix = None
         one = self._completion_call if mode == "completions" else self._chat_call
         result = GenerationResult()
-        unjudged = n > 1 and self.native_n is None and n_usage_verdict(self.server_root) is None
+        unjudged = n > 1 and self.native_n is None and n_usage_verdict(self.server_root, self.model) is None
         if unjudged and p.retry_lost:
             result.usage.add(await self._judge_n_usage())  # waits while a concurrent call probes
-        if not self._n_forced and n_usage_verdict(self.server_root) is False:
+        if not self._n_forced and n_usage_verdict(self.server_root, self.model) is False:
             self.native_n = False
         # Under a token budget (retry_lost False) nothing is spent that the controller did not plan: no probe, and
         # the call fans out, which counts exactly on any server; a later call without a budget judges native n.
@@ -327,7 +327,7 @@ class OpenAIEndpoint:
             result.usage.add(rest.usage)
             result.errors.extend(rest.errors)
         elif self.native_n is None:
-            self.native_n = n_usage_verdict(self.server_root) is not False
+            self.native_n = n_usage_verdict(self.server_root, self.model) is not False
         return result
 
     async def stream_one(
@@ -340,7 +340,7 @@ class OpenAIEndpoint:
     async def _judge_n_usage(self) -> RequestUsage:
         """Send the n-usage probe once (see :mod:`ttc_graph.endpoints.n_usage`); return what it cost."""
         async with self._clients.get().judging:
-            if self._judged or n_usage_verdict(self.server_root) is not None:
+            if self._judged or n_usage_verdict(self.server_root, self.model) is not None:
                 self._judged = True
                 return RequestUsage()
             self._judged = True
@@ -349,12 +349,12 @@ class OpenAIEndpoint:
                 probe = await self._request(self._chat_call, PROBE, 2, params, None)
             except EndpointError as exc:
                 if exc.status_code in (400, 422) and _rejects_n(exc):
-                    record_n_usage_verdict(self.server_root, False)
+                    record_n_usage_verdict(self.server_root, False, self.model)
                 return RequestUsage()  # no verdict: the real request finds out the rest as before
             if len(probe.generations) < 2:
-                record_n_usage_verdict(self.server_root, False)
-            elif n_usage_verdict(self.server_root) is None:
-                record_n_usage_verdict(self.server_root, True)  # nothing says it under-counts: trust it
+                record_n_usage_verdict(self.server_root, False, self.model)
+            elif n_usage_verdict(self.server_root, self.model) is None:
+                record_n_usage_verdict(self.server_root, True, self.model)  # nothing says it under-counts: trust it
             return probe.usage
 
     async def _request(
@@ -428,8 +428,8 @@ class OpenAIEndpoint:
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
         if len(generations) > 1:
             verdict = judge_n_usage(completion, generations, params.max_tokens)
-            if verdict is False or (verdict is True and n_usage_verdict(self.server_root) is None):
-                record_n_usage_verdict(self.server_root, verdict)
+            if verdict is False or (verdict is True and n_usage_verdict(self.server_root, self.model) is None):
+                record_n_usage_verdict(self.server_root, verdict, self.model)
             # Never record less than the choices are known to have taken (llama.cpp reports one choice's tokens).
             completion = max(completion, choice_tokens(generations, params.max_tokens)[0])
         return RequestUsage(requests=1, prompt_tokens=prompt, completion_tokens=completion)

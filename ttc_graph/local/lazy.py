@@ -52,16 +52,25 @@ class LocalEndpoint:
         self.endpoint_options = endpoint_options
         self._server: LocalModelServer | None = None
         self._endpoint: OpenAIEndpoint | None = None
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return f"local:{self.model or 'default'}"
 
     async def resolve(self) -> OpenAIEndpoint:
-        if self._endpoint is None or self._server is None or not self._server.running:
-            self._server = await asyncio.to_thread(shared_server, self.model, self.parallel)
-            self._endpoint = self._server.endpoint(**self.endpoint_options)
-        return self._endpoint
+        """The endpoint of the running server; concurrent first calls (from any thread or loop) share one."""
+        endpoint, server = self._endpoint, self._server
+        if endpoint is not None and server is not None and server.running:
+            return endpoint
+        return await asyncio.to_thread(self._start)
+
+    def _start(self) -> OpenAIEndpoint:
+        with self._lock:
+            if self._endpoint is None or self._server is None or not self._server.running:
+                self._server = shared_server(self.model, self.parallel)
+                self._endpoint = self._server.endpoint(**self.endpoint_options)
+            return self._endpoint
 
     async def generate(
         self,

@@ -8,7 +8,10 @@ from typing import Any
 
 from ttc_graph.errors import ConfigurationError
 
-__all__ = ["CacheKey", "ScoreCache", "resolve_cache"]
+__all__ = ["DEFAULT_CACHE_SIZE", "CacheKey", "ScoreCache", "resolve_cache"]
+
+DEFAULT_CACHE_SIZE = 65_536
+"""Entries of a verifier's own cache (``cache=True``): bounded, so a long-lived server's memory stays flat."""
 
 CacheKey = tuple[str, str, tuple[str, ...]]
 """``(scope, question, step prefix)``; the scope keeps different verifiers' scores apart in a shared cache."""
@@ -101,11 +104,12 @@ class ScoreCache:
 
 
 def resolve_cache(cache: ScoreCache | bool | None) -> ScoreCache | None:
-    """A cache from the ``cache=`` argument of a verifier: True → a new unbounded cache; False/None → none."""
+    """A cache from the ``cache=`` argument of a verifier: True → a new cache of :data:`DEFAULT_CACHE_SIZE` entries
+    (least recently used evicted); False/None → none; a :class:`ScoreCache` of any size is used as it is."""
     if isinstance(cache, ScoreCache):
         return cache
     if cache is True:
-        return ScoreCache()
+        return ScoreCache(DEFAULT_CACHE_SIZE)
     if cache is False or cache is None:
         return None
     raise ConfigurationError(f"cache: expected a ScoreCache or a bool, got {type(cache).__name__}")
