@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,6 +182,23 @@ async def test_unrelated_400_is_raised_not_treated_as_n_rejection():
     assert info.value.status_code == 400
     assert len(server.bodies) == 1
     assert ep.native_n is None
+
+
+def test_max_concurrency_holds_over_event_loops_in_several_threads():
+    server = single_choice_server(delay=0.02)
+    ep = server.endpoint(native_n=False, max_concurrency=2)
+    results: list[int] = []
+
+    def run() -> None:
+        results.append(len(asyncio.run(ep.generate(MESSAGES, n=4)).generations))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [4, 4, 4] and len(server.bodies) == 12
+    assert server.max_in_flight <= 2 and ep.limit.peak <= 2  # one limit, not one per loop
 
 
 async def test_native_n_false_never_sends_n_and_respects_max_concurrency():

@@ -10,7 +10,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import ensure_config
 
-from ttc_graph._loop import PerLoop, serving_sync_call
+from ttc_graph._limit import SharedLimit
+from ttc_graph._loop import serving_sync_call
 from ttc_graph.endpoints.base import (
     ChatMessage,
     Generation,
@@ -82,7 +83,7 @@ class LangChainEndpoint:
         self.retry = retry or RetryConfig()
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        self._semaphores: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(self.max_concurrency))
+        self.limit = SharedLimit(max_concurrency)  # one limit for every thread and event loop
 
     @property
     def name(self) -> str:
@@ -120,7 +121,7 @@ class LangChainEndpoint:
         stop = kwargs.pop("stop", None)
         config = ensure_config()  # the run this call belongs to (LangChain's context variable), if any
         run: dict[str, Any] = {key: config.get(key) for key in ("callbacks", "tags", "metadata", "run_name")}
-        sem = self._semaphores.get()
+        sem = self.limit
         limits = [t for t in (self.timeout, params.timeout if params else None) if t is not None]
         timeout = min(limits) if limits else None
         sync = serving_sync_call()

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
+from ttc_graph._limit import SharedLimit
 from ttc_graph._loop import PerLoop
 from ttc_graph.endpoints.base import (
     ChatMessage,
@@ -106,7 +107,8 @@ def _strip_prefix(text: str, prefix: str) -> str:
 
 
 class _LoopClients:
-    """What an endpoint keeps per event loop: its API client, its concurrency limit and a plain HTTP client."""
+    """What an endpoint keeps per event loop: its API client and a plain HTTP client (its concurrency limit is one
+    for every loop: ``OpenAIEndpoint.limit``)."""
 
     def __init__(self, endpoint: OpenAIEndpoint) -> None:
         self.api = AsyncOpenAI(
@@ -116,7 +118,6 @@ class _LoopClients:
             timeout=endpoint.timeout,
             http_client=endpoint._http_client,
         )
-        self.semaphore = asyncio.Semaphore(endpoint.max_concurrency)
         self.judging = asyncio.Lock()
         self.http = httpx.AsyncClient(timeout=endpoint.timeout)
         self._owns_api_client = endpoint._http_client is None  # a client the caller passed stays theirs to close
@@ -195,6 +196,17 @@ class OpenAIEndpoint:
 
     def __repr__(self) -> str:
         return f"OpenAIEndpoint(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests in flight at most, over every thread and event loop that uses this endpoint."""
+        return self.limit.limit
+
+    @max_concurrency.setter
+    def max_concurrency(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"max_concurrency: must be an integer >= 1, got {value!r}")
+        self.limit = SharedLimit(value)
 
     @property
     def server_root(self) -> str:
@@ -361,7 +373,7 @@ class OpenAIEndpoint:
         self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
         """One HTTP request under the endpoint's concurrency limit."""
-        async with self._clients.get().semaphore:
+        async with self.limit:
             result: GenerationResult = await one(messages, n, params, prefix)
             return result
 

@@ -52,7 +52,7 @@ async def stream_chat(
     async def open_stream() -> Any:
         return await clients.api.chat.completions.create(messages=msgs, **kwargs)  # type: ignore[arg-type]
 
-    async with clients.semaphore:
+    async with endpoint.limit:
         meter.requests = 1
         try:
             stream = await call_with_retries(open_stream, endpoint.retry, what)
