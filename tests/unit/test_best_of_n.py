@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -13,6 +12,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
+from tests.fakeclock import FakeClock, TimedEndpoint
 from ttc_graph import AdaptiveStop, Budget, TTCContext, create_best_of_n
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.selection import leader_probability
@@ -187,9 +187,11 @@ async def test_token_budget_smaller_than_n_samples_stops_before_sampling():
     assert out["usage"].get("generations", 0) == 0
 
 
-async def test_seconds_budget_ends_with_the_best_answer_so_far():
-    # 50/50 answers are never decisive, so only the clock can stop the run early
-    policy = ScriptedEndpoint(["\\boxed{1}", "\\boxed{2}"], delay=0.2)
+async def test_seconds_budget_ends_with_the_best_answer_so_far(monkeypatch: pytest.MonkeyPatch):
+    # 50/50 answers are never decisive, so only the clock can stop the run early; each request takes 0.2 s of a
+    # fake clock, two at a time
+    clock = FakeClock().install(monkeypatch)
+    policy = TimedEndpoint(["\\boxed{1}", "\\boxed{2}"], clock=clock, cost=0.2)
     builder = create_best_of_n(
         policy,
         n=40,
@@ -197,13 +199,13 @@ async def test_seconds_budget_ends_with_the_best_answer_so_far():
         adaptive=AdaptiveStop(window=2, confidence=0.99, min_samples=2),
         budget=Budget(seconds=0.5),
     )
-    started = time.monotonic()
-    out = await run(builder)
-    elapsed = time.monotonic() - started
+    out = await asyncio.wait_for(run(builder), 60)  # a hang guard only
     assert out["stop_reason"] == "budget:seconds"
     assert out["answer"] in ("1", "2")
     assert 2 <= out["usage"]["generations"] < 40
-    assert elapsed < 2.0
+    # it stops at the deadline: every request started before it, none after; the last pair ends past it
+    assert [round(t - clock.start, 6) for t in policy.starts] == [0.0, 0.0, 0.2, 0.2, 0.4, 0.4]
+    assert out["usage"]["generations"] == len(policy.starts)
 
 
 @pytest.mark.parametrize("native_n", [True, False])
@@ -343,14 +345,29 @@ async def test_seed_per_chunk_is_distinct():
 
 
 async def test_all_samples_are_in_flight_at_once():
-    policy = ScriptedEndpoint(MIXED, native_n=False, delay=0.2)
-    graph = create_best_of_n(policy, n=16, selection="majority").compile()
-    started = time.monotonic()
-    out = await graph.ainvoke({"question": QUESTION})
-    elapsed = time.monotonic() - started
-    assert out["usage"]["generations"] == 16
-    assert len(policy.calls) == 16
-    assert elapsed < 0.2 * 3  # sequential sampling would take 3.2 s
+    n = 16
+    all_started = asyncio.Event()
+    in_flight, peak = 0, 0
+
+    class Gated(ScriptedEndpoint):
+        async def generate(self, messages: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            if peak == n:
+                all_started.set()
+            try:  # no request answers before all n have started: sequential sampling would never get there
+                await all_started.wait()
+                return await super().generate(messages, **kwargs)
+            finally:
+                in_flight -= 1
+
+    policy = Gated(MIXED, native_n=False)
+    graph = create_best_of_n(policy, n=n, selection="majority").compile()
+    out = await asyncio.wait_for(graph.ainvoke({"question": QUESTION}), 60)  # a hang guard only
+    assert out["usage"]["generations"] == n
+    assert len(policy.calls) == n
+    assert peak == n
 
 
 # -- bad input ------------------------------------------------------------------------------------------------------

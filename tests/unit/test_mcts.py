@@ -10,7 +10,6 @@ import asyncio
 import logging
 import math
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from tests.fakeclock import FakeClock, TimedEndpoint
 from tests.steptree import DELIM, Path, hashed, parent_of, path_of, steps_of
 from ttc_graph import (
     Budget,
@@ -307,13 +307,17 @@ async def test_a_token_budget_is_never_exceeded(tokens: int, stop: str):
         assert tree.calls == [] and out["candidates"] == []
 
 
-async def test_a_seconds_budget_stops_a_slow_search():
-    tree = StepTree(depth=None, delay=0.05)
-    graph = create_mcts(tree.endpoint, prm_of(hashed), n=4, expansions=2, budget=Budget(seconds=0.3))
-    started = time.monotonic()
-    out = await run(graph)
-    assert time.monotonic() - started < 1.5
+async def test_a_seconds_budget_stops_a_slow_search(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock().install(monkeypatch)
+    tree = StepTree(depth=None)  # never finishes
+    tree.endpoint = policy = TimedEndpoint(tree._respond, clock=clock, cost=0.1)  # a round: 0.1 s of the fake clock
+    graph = create_mcts(policy, prm_of(hashed), n=4, expansions=2, budget=Budget(seconds=0.35))
+    out = await asyncio.wait_for(run(graph), 60)  # a hang guard only
     assert out["stop_reason"] == "budget:seconds"
+    # rounds start at 0, 0.1, 0.2 and 0.3 s, none after the 0.35 s are spent; each request gets the seconds left
+    assert {round(t - clock.start, 6) for t in policy.starts} == {0.0, 0.1, 0.2, 0.3}
+    left = [0.35 - (t - clock.start) for t in policy.starts]
+    assert [c.params.timeout if c.params else None for c in tree.calls] == pytest.approx(left)
     assert 1 <= len(out["candidates"]) <= 4
     assert all(c["finish_reason"] == "budget:seconds" and c["scored"] for c in out["candidates"])
 

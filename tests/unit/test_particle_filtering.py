@@ -12,7 +12,6 @@ import logging
 import math
 import random
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from tests.fakeclock import FakeClock, TimedEndpoint
 from tests.steptree import DELIM, Path, hashed, parent_of, path_of, steps_of
 from ttc_graph import (
     Budget,
@@ -414,16 +414,19 @@ async def test_a_token_budget_is_never_exceeded(tokens: int, stop: str):
     assert len(out["candidates"]) == 4  # the particles alive at the limit are candidates
 
 
-async def test_a_seconds_budget_stops_a_slow_filter():
-    tree = StepTree(depth=None, delay=0.05)
-    graph = create_particle_filtering(tree.endpoint, prm_of(hashed), n=4, max_steps=30, budget=Budget(seconds=0.3))
-    started = time.monotonic()
-    out = await run(graph)
-    assert time.monotonic() - started < 1.5
+async def test_a_seconds_budget_stops_a_slow_filter(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock().install(monkeypatch)
+    tree = StepTree(depth=None)  # never finishes
+    tree.endpoint = policy = TimedEndpoint(tree._respond, clock=clock, cost=0.1)  # a round: 0.1 s of the fake clock
+    graph = create_particle_filtering(policy, prm_of(hashed), n=4, max_steps=30, budget=Budget(seconds=0.35))
+    out = await asyncio.wait_for(run(graph), 60)  # a hang guard only
     assert out["stop_reason"] == "budget:seconds"
+    assert {len(steps_of(c.prefix)) for c in tree.calls} == {0, 1, 2, 3}  # no round after the 0.35 s are spent
+    assert all(t - clock.start < 0.35 for t in policy.starts)
     assert out["usage"]["generations"] == 4
     assert len(out["candidates"]) == 4 and all(c["scored"] for c in out["candidates"])
-    assert all(c.params is not None and c.params.timeout is not None and c.params.timeout <= 0.3 for c in tree.calls)
+    left = [0.35 - (t - clock.start) for t in policy.starts]  # each request was given the seconds left
+    assert [c.params.timeout if c.params else None for c in tree.calls] == pytest.approx(left)
 
 
 async def test_max_steps_returns_the_live_particles():

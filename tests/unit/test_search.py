@@ -12,13 +12,13 @@ import asyncio
 import hashlib
 import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from tests.fakeclock import FakeClock, TimedEndpoint
 from ttc_graph import Budget, BudgetError, ConfigurationError, TTCContext, create_beam_search, create_dvts
 from ttc_graph.endpoints.base import GenerationResult, SamplingParams
 from ttc_graph.errors import EndpointError
@@ -379,24 +379,26 @@ async def test_context_budget_overrides_the_built_one():
 
 
 @pytest.mark.parametrize("generations", [None, 4], ids=["seconds-only", "with-generations"])
-async def test_seconds_budget_stops_a_slow_search_without_error(generations: int | None):
-    tree = StepTree(depth=None, delay=0.05)  # never finishes
-    budget = Budget(seconds=0.3, generations=generations)
-    graph = create_beam_search(tree.endpoint, prm_of(hashed), n=4, beam_width=2, max_steps=30, budget=budget)
-    started = time.monotonic()
-    out = await run(graph)
-    elapsed = time.monotonic() - started
+async def test_seconds_budget_stops_a_slow_search_without_error(
+    generations: int | None, monkeypatch: pytest.MonkeyPatch
+):
+    clock = FakeClock().install(monkeypatch)
+    tree = StepTree(depth=None)  # never finishes
+    tree.endpoint = policy = TimedEndpoint(tree._respond, clock=clock, cost=0.1)  # a round: 0.1 s of the fake clock
+    budget = Budget(seconds=0.35, generations=generations)
+    graph = create_beam_search(policy, prm_of(hashed), n=4, beam_width=2, max_steps=30, budget=budget)
+    out = await asyncio.wait_for(run(graph), 60)  # a hang guard only
     assert out["stop_reason"] == "budget:seconds"
-    assert elapsed < 1.5
     assert out["usage"]["generations"] == 4
     rounds = {len(steps_of(c.prefix)) for c in tree.calls}
-    assert 1 <= len(rounds) < 30
+    assert rounds == {0, 1, 2, 3}  # rounds start at 0, 0.1, 0.2 and 0.3 s; none after the 0.35 s are spent
+    assert all(t - clock.start < 0.35 for t in policy.starts)
     # the live beams of the interrupted search are returned, scored, as max_steps would return them
     assert len(out["candidates"]) == 4
     assert all(c["scored"] and c["answer"] is None for c in out["candidates"])
     assert {c["meta"]["steps"] for c in out["candidates"]} == {max(rounds) + 1}
-    # each request was given at most the seconds left
-    assert all(c.params is not None and c.params.timeout is not None and c.params.timeout <= 0.3 for c in tree.calls)
+    left = [0.35 - (t - clock.start) for t in policy.starts]  # each request was given the seconds left
+    assert [c.params.timeout if c.params else None for c in tree.calls] == pytest.approx(left)
 
 
 # -- 4. DVTS --------------------------------------------------------------------------------------------------------
