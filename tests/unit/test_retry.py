@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
+from typing import Any
 
 import httpx
 import httpx2
 import openai
 import pytest
 
+from tests.fakeclock import FakeClock
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries, is_retryable, retry_after_seconds
 from ttc_graph.errors import EndpointError
 
@@ -35,14 +38,26 @@ class Flaky:
         self.errors = list(errors)
         self.value = value
         self.attempts = 0
-        self.times: list[float] = []
 
     async def __call__(self) -> str:
         self.attempts += 1
-        self.times.append(time.monotonic())
         if self.errors:
             raise self.errors.pop(0)
         return self.value
+
+
+@pytest.fixture()
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The seconds of every ``asyncio.sleep`` (the retry layer's waits), none of them slept."""
+    waits: list[float] = []
+    real = asyncio.sleep
+
+    async def sleep(seconds: float, *args: Any, **kwargs: Any) -> Any:
+        waits.append(seconds)
+        return await real(0, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    return waits
 
 
 # -- is_retryable --------------------------------------------------------------------------------------------
@@ -90,12 +105,10 @@ def test_retry_after_ms_wins():
     assert retry_after_seconds(api_error(429, {"retry-after-ms": "250", "retry-after": "9"})) == 0.25
 
 
-def test_retry_after_http_date():
-    when = time.time() + 30
-    exc = api_error(503, {"retry-after": email.utils.formatdate(when, usegmt=True)})
-    wait = retry_after_seconds(exc)
-    assert wait is not None
-    assert 25 <= wait <= 31
+def test_retry_after_http_date(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock(start=1_700_000_000.0).install(monkeypatch, ["ttc_graph.endpoints.retry"])
+    exc = api_error(503, {"retry-after": email.utils.formatdate(clock.now + 30, usegmt=True)})
+    assert retry_after_seconds(exc) == 30.0
 
 
 def test_retry_after_in_the_past_or_negative_is_zero():
@@ -148,20 +161,20 @@ async def test_max_attempts_one_means_no_retry():
     assert fn.attempts == 1
 
 
-async def test_honours_retry_after():
+async def test_honours_retry_after(sleeps: list[float]):
     config = RetryConfig(max_attempts=2, initial_backoff=0, jitter=0, max_backoff=5)
     fn = Flaky(api_error(429, {"retry-after": "0.05"}))
     assert await call_with_retries(fn, config, "test call") == "ok"
     assert fn.attempts == 2
-    assert fn.times[1] - fn.times[0] >= 0.045
+    assert sleeps == [0.05]  # the wait the server asked for, not the (zero) backoff
 
 
-async def test_retry_after_is_capped_by_max_backoff():
+async def test_retry_after_is_capped_by_max_backoff(sleeps: list[float]):
     config = RetryConfig(max_attempts=2, initial_backoff=0, jitter=0, max_backoff=0.01)
     fn = Flaky(api_error(429, {"retry-after": "60"}))
-    started = time.monotonic()
     assert await call_with_retries(fn, config, "test call") == "ok"
-    assert time.monotonic() - started < 5
+    assert fn.attempts == 2
+    assert sleeps == [0.01]  # not the 60 s asked for
 
 
 async def test_unparsable_retry_after_still_retries():
