@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingPara
 from ttc_graph.endpoints.retry import RetryConfig
 from ttc_graph.errors import EndpointError
 from ttc_graph.server import Limits, ServeConfig, Upstream, create_app, load_presets
-from ttc_graph.testing import ScriptedEndpoint
+from ttc_graph.testing import FakeCall, ScriptedEndpoint
 
 MODEL = "m1"
 KEY = "sk-test-0123456789"
@@ -411,13 +410,32 @@ async def test_pass_through_timeout_is_a_504() -> None:
 
 async def test_a_client_that_goes_away_cancels_the_run() -> None:
     """A non-streamed request whose client disconnects: the run and its upstream requests are cancelled."""
-    finished: list[int] = []
+    all_started = asyncio.Event()
+    cancelled: list[FakeCall] = []
 
-    def answer(call: Any, index: int) -> str:
-        finished.append(index)
-        return "\\boxed{4}"
+    class Hanging(ScriptedEndpoint):
+        """Every request waits for ever: only a cancellation ends it."""
 
-    slow = ScriptedEndpoint(answer, native_n=False, delay=5.0)
+        async def generate(
+            self,
+            messages: Sequence[ChatMessage],
+            *,
+            n: int = 1,
+            params: SamplingParams | None = None,
+            prefix: str | None = None,
+        ) -> GenerationResult:
+            call = FakeCall(list(messages), n, params, prefix)
+            self.calls.append(call)
+            if len(self.calls) == 4:
+                all_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(call)
+                raise
+            raise AssertionError("unreachable")
+
+    slow = Hanging(["\\boxed{4}"], native_n=False)
     h = make(slow)
     app = h.app
     body = json.dumps(chat()).encode()
@@ -428,7 +446,7 @@ async def test_a_client_that_goes_away_cancels_the_run() -> None:
         received += 1
         if received == 1:
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(0.3)
+        await all_started.wait()  # the client goes away once every request of the run is in flight
         return {"type": "http.disconnect"}
 
     sent: list[dict[str, Any]] = []
@@ -442,10 +460,9 @@ async def test_a_client_that_goes_away_cancels_the_run() -> None:
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         "client": ("127.0.0.1", 1), "server": ("ttc.test", 80),
     }  # fmt: skip
-    started = time.monotonic()
-    await app(scope, receive, send)
-    assert time.monotonic() - started < 3.0
-    assert len(slow.calls) == 4 and finished == []  # every request started, none was allowed to finish
+    await asyncio.wait_for(app(scope, receive, send), 60)  # a hang guard: only the cancellation can end the run
+    assert len(slow.calls) == 4  # every request started
+    assert {id(c) for c in cancelled} == {id(c) for c in slow.calls}  # and each was cancelled, none left running
     assert app.state.ttc.active == 0
 
 
