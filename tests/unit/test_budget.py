@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 from pydantic import ValidationError
 
+from tests.fakeclock import FakeClock
 from ttc_graph.budget import (
     COUNTERS,
     Budget,
@@ -109,10 +109,14 @@ def test_remaining_generations_and_tokens():
     assert rem.exhausted is None
 
 
-def test_remaining_seconds_counts_wall_time_from_start():
-    rem = remaining(Budget(seconds=10), None, time.time() - 4)
-    assert 5.5 < rem.seconds <= 6.0
-    late = remaining(Budget(seconds=1), None, time.time() - 2)
+def test_remaining_seconds_counts_wall_time_from_start(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock().install(monkeypatch, ["ttc_graph.budget"])
+    started = clock.now
+    clock.advance(4)
+    rem = remaining(Budget(seconds=10), None, started)
+    assert rem.seconds == 6.0 and rem.exhausted is None
+    late = remaining(Budget(seconds=1), None, started + 2)
+    assert late.seconds == -1.0
     assert late.exhausted == "seconds"
     assert math.isinf(remaining(Budget(seconds=1), None, None).seconds)
 
