@@ -317,8 +317,16 @@ def test_bad_settings_are_configuration_errors_naming_the_field(make: Any, field
         make()
 
 
-def test_adaptive_true_fits_a_small_n():
-    create_best_of_n(ScriptedEndpoint(["x"]), n=2, selection="majority", adaptive=True)
+async def test_adaptive_true_fits_a_small_n():
+    # the default rule waits for 4 samples, more than n = 2: refused when given as such, fitted to n by adaptive=True
+    with pytest.raises(ConfigurationError, match=r"^min_samples\b"):
+        create_best_of_n(ScriptedEndpoint(["x"]), n=2, selection="majority", adaptive=AdaptiveStop())
+    policy = ScriptedEndpoint(["So \\boxed{7}"])
+    graph = create_best_of_n(policy, n=2, selection="majority", adaptive=True).compile()
+    out = await graph.ainvoke({"question": QUESTION})
+    assert out["answer"] == "7"
+    assert out["usage"]["generations"] == 2
+    assert [c.n for c in policy.calls] == [1, 1]  # sampled one by one through the adaptive window, not in one request
 
 
 # -- streaming through OpenAIEndpoint ---------------------------------------------------------------------------------

@@ -512,9 +512,14 @@ def test_a_policy_without_generate_is_rejected():
         create_revisions(object(), n=4, chain_length=2, selection="majority")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("stop_score", [0.0, 1.0])
-def test_stop_score_bounds_are_allowed(stop_score: float):
-    create_revisions(Chains().endpoint(), score_by_answer, n=4, chain_length=2, stop_score=stop_score)
+@pytest.mark.parametrize(("stop_score", "score", "generations"), [(0.0, 0.0, 2), (1.0, 1.0, 2), (1.0, 0.99, 4)])
+async def test_stop_score_bounds_are_allowed(stop_score: float, score: float, generations: int):
+    # both ends of [0, 1] are accepted, and inclusive: two chains stop after a first attempt scored exactly the bound
+    policy = Chains().endpoint()
+    out = await run(create_revisions(policy, lambda q, t: score, n=4, chain_length=2, stop_score=stop_score))
+    assert out["stop_reason"] == "complete"
+    assert out["usage"]["generations"] == len(policy.calls) == generations
+    check_ledger(out, policy)
 
 
 # -- 9. failing endpoints ------------------------------------------------------------------------------------------
