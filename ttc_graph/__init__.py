@@ -1,5 +1,6 @@
 """ttc_graph: compute-optimal test-time scaling of LLMs as LangGraph graphs."""
 
+from ttc_graph.agents import TestTimeChatModel, create_agent_best_of_n
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints import (
     Endpoint,
@@ -43,9 +44,9 @@ from ttc_graph.verifiers import (
 
 __version__ = "0.1.0"
 
-# registers the compute_optimal spec kind with ttc_graph.specs.build_graph (specs cannot import the package: it
-# imports specs); importing ttc_graph.specs always runs this module first
-import ttc_graph.compute_optimal  # noqa: F401
+# importing compute_optimal also registers its spec kind with ttc_graph.specs.build_graph (specs cannot import the
+# package: it imports specs); importing ttc_graph.specs always runs this module first
+from ttc_graph.compute_optimal import create_compute_optimal
 
 __all__ = [
     "AdaptiveStop",
@@ -75,11 +76,14 @@ __all__ = [
     "TTCInput",
     "TTCOutput",
     "TTCState",
+    "TestTimeChatModel",
     "Verifier",
     "VerifierError",
     "__version__",
+    "create_agent_best_of_n",
     "create_beam_search",
     "create_best_of_n",
+    "create_compute_optimal",
     "create_dvts",
     "create_mcts",
     "create_particle_filtering",
