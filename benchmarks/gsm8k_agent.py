@@ -28,11 +28,22 @@ from langchain_core.messages import HumanMessage
 
 from ttc_graph.agents import TestTimeChatModel, calculator, create_agent_best_of_n
 from ttc_graph.endpoints import OpenAIEndpoint
+from ttc_graph.eval.bootstrap import bootstrap_mean
 from ttc_graph.eval.datasets import load_dataset
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.sweep import wilson_interval
 
-__all__ = ["SYSTEM", "build_agent", "cot_rows", "main", "parse_args", "summarize"]
+__all__ = [
+    "SETTINGS",
+    "SYSTEM",
+    "build_agent",
+    "cot_rows",
+    "load_partial",
+    "main",
+    "parse_args",
+    "partial_path",
+    "summarize",
+]
 
 SYSTEM = (
     "You solve grade-school math word problems. Use the calculator tool for every arithmetic step: call it with an"
@@ -81,18 +92,17 @@ def cot_rows(db: str, run: str, ids: Sequence[str], n: int) -> dict[str, dict[st
     return out
 
 
-def _interval(hits: float, total: int) -> tuple[float, float]:
-    return wilson_interval(round(hits), total)
-
-
 def summarize(records: Sequence[dict[str, Any]]) -> str:
     """A markdown table: each method's accuracy with its 95% interval and its mean completion tokens per question."""
     q = len(records)
     rows = []
 
     def row(name: str, values: list[float], tokens: list[float]) -> None:
-        rate = statistics.fmean(values)
-        low, high = _interval(sum(values), q)
+        if all(v in (0.0, 1.0) for v in values):
+            rate = statistics.fmean(values)
+            low, high = wilson_interval(round(sum(values)), q)
+        else:  # a mean of shares (pass@1 over runs): a bootstrap interval over questions
+            rate, low, high = bootstrap_mean(values)
         rows.append(
             f"| {name} | {100 * rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}] | {statistics.fmean(tokens):.0f} |"
         )
@@ -117,15 +127,40 @@ def summarize(records: Sequence[dict[str, Any]]) -> str:
     return text
 
 
+SETTINGS = ("base_url", "model", "n", "temperature", "max_tokens", "steps", "db", "run")
+"""The arguments a finished question's record depends on: a rerun with the same ones resumes."""
+
+
+def partial_path(out: Path) -> Path:
+    """Where finished questions wait (one JSON line each) until the run completes."""
+    return out.with_name(out.stem + ".partial.jsonl")
+
+
+def load_partial(path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records a stopped run with the same settings finished, by question id."""
+    if not path.exists():
+        return {}
+    entries = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {e["record"]["id"]: e["record"] for e in entries if e.get("config") == settings}
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     problems = list(load_dataset("gsm8k", limit=args.questions))
     policy = OpenAIEndpoint(args.base_url, args.model, max_concurrency=8, max_tokens=args.max_tokens)
     strategy = create_agent_best_of_n(build_agent(policy, args), n=args.n, selection="majority").compile()
     cot = cot_rows(args.db, args.run, [p.id for p in problems], args.n) if Path(args.db).is_file() else {}
     gate = asyncio.Semaphore(args.concurrency)
-    records: list[dict[str, Any]] = []
+    partial = partial_path(Path(args.out))
+    settings = {key: getattr(args, key) for key in SETTINGS}
+    done = load_partial(partial, settings)
+    records: list[dict[str, Any]] = [done[p.id] for p in problems if p.id in done]
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    if records:
+        print(f"resuming: {len(records)} of {len(problems)} questions already done", flush=True)
 
     async def one(problem: Any) -> None:
+        if problem.id in done:
+            return
         async with gate:
             t0 = time.monotonic()
             out = await strategy.ainvoke({"messages": [HumanMessage(problem.question)]})
@@ -147,6 +182,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "cot": cot.get(problem.id),
             }
             records.append(record)
+            with partial.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"config": settings, "record": record}) + "\n")
             print(f"q{problem.id}: agent pass@1 {record['agent_pass1']:.2f}, majority {record['agent_majority']},"
                   f" {record['agent_tokens']} tokens in {record['seconds']} s", flush=True)  # fmt: skip
 
@@ -161,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": vars(args), "table": table, "records": records}, indent=2) + "\n")
+    partial_path(out).unlink(missing_ok=True)
     print(f"saved {out}")
 
 
