@@ -26,6 +26,7 @@ import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from ttc_graph.local import LocalModelServer
@@ -168,6 +169,47 @@ def test_a_judged_preset_counts_policy_and_verifier_requests(stack: Stack) -> No
     assert reply.usage["completion_tokens"] == served["completion_tokens"]
     assert reply.usage["prompt_tokens"] == served["prompt_tokens"]
     assert by_kind["propose"]["requests"] + by_kind["verify"]["requests"] == served["requests"]
+
+
+def scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """ttc serve's ``/metrics`` as {(sample name, sorted labels): value}."""
+    text = httpx.get(stack.health.removesuffix("/health") + "/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_after_real_requests_equal_the_usage_they_reported_and_the_server_served(stack: Stack) -> None:
+    stack.settle()
+    before, served_before = scrape(stack), stack.meter.snapshot()
+    ttc = {"n": 2, "selection": "weighted", "verifier": {"kind": "llm_judge", "mode": "outcome", "samples": 1}}
+    replies = [
+        ask_sync(stack, stream, model=f"{MAJORITY}/{stack.model}", messages=_messages(), max_tokens=32,
+                 extra_body={"ttc": ttc})
+        for stream in (False, True)
+    ]  # fmt: skip
+    stack.settle()
+    after, served = scrape(stack), stack.meter.since(served_before)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("ttc_requests_total", preset=MAJORITY, strategy="best_of_n", status="200") == 2
+    for node in ("propose", "verify"):
+        reported = [r.usage["ttc"]["by_kind"][node] for r in replies]
+        assert delta("ttc_upstream_requests_total", preset=MAJORITY, node=node) == sum(k["requests"] for k in reported)
+        for kind in ("prompt", "completion"):
+            counted = delta("ttc_tokens_total", preset=MAJORITY, node=node, type=kind)
+            assert counted == sum(k[f"{kind}_tokens"] for k in reported)
+    nodes = ("propose", "verify")
+    assert sum(delta("ttc_upstream_requests_total", preset=MAJORITY, node=n) for n in nodes) == served["requests"]
+    for kind in ("prompt", "completion"):
+        total = sum(delta("ttc_tokens_total", preset=MAJORITY, node=n, type=kind) for n in nodes)
+        assert total == served[f"{kind}_tokens"] > 0
+    assert after[("ttc_runs_in_flight", ())] == 0
 
 
 # -- pass-through, LangChain ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingParams
 from ttc_graph.endpoints.retry import RetryConfig
@@ -131,6 +132,47 @@ async def test_a_preset_answers_with_the_runs_usage() -> None:
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["ttc"]["generations"] == 4 and usage["ttc"]["requests"] == 4
     assert usage["ttc"]["by_kind"]["propose"]["completion_tokens"] == usage["completion_tokens"]
+
+
+async def scrape(h: Harness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``GET /metrics`` as {(sample name, sorted labels): value}."""
+    resp = await h.client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(resp.text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_requests_latency_and_the_spend_the_responses_reported() -> None:
+    h = make(keys=[KEY])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    answers = [await h.client.post("/v1/chat/completions", json=chat(), headers=auth) for _ in range(2)]
+    streamed = await h.client.post("/v1/chat/completions", json=chat(stream=True, stream_options={"include_usage":
+                                   True}), headers=auth)  # fmt: skip
+    plain = await h.client.post("/v1/chat/completions", json=chat(MODEL), headers=auth)
+    refused = await h.client.post("/v1/chat/completions", json={"model": "m1"}, headers=auth)
+    unauthorized = await h.client.post("/v1/chat/completions", json=chat())
+    assert [r.status_code for r in (*answers, streamed, plain, refused, unauthorized)] == [200] * 4 + [400, 401]
+    usages = [r.json()["usage"] for r in answers] + [sse_data(streamed.text)[-2]["usage"]]
+    m = await scrape(h)
+    preset = (("preset", MAJORITY), ("status", "200"), ("strategy", "best_of_n"))
+    assert m[("ttc_requests_total", preset)] == 3
+    assert m[("ttc_requests_total", (("preset", "passthrough"), ("status", "200"), ("strategy", "none")))] == 1
+    assert m[("ttc_requests_total", (("preset", "none"), ("status", "400"), ("strategy", "none")))] == 1
+    assert m[("ttc_requests_total", (("preset", "none"), ("status", "401"), ("strategy", "none")))] == 1
+    assert m[("ttc_request_seconds_count", (("preset", MAJORITY),))] == 3
+    assert m[("ttc_time_to_first_event_seconds_count", (("preset", MAJORITY),))] == 1
+    propose = (("node", "propose"), ("preset", MAJORITY))
+    for kind in ("prompt", "completion"):
+        counted = m[("ttc_tokens_total", (("node", "propose"), ("preset", MAJORITY), ("type", kind)))]
+        assert counted == sum(u[f"{kind}_tokens"] for u in usages) > 0
+    assert m[("ttc_upstream_requests_total", propose)] == sum(u["ttc"]["requests"] for u in usages) == 12
+    assert m[("ttc_generations_total", propose)] == 12
+    assert m[("ttc_upstream_failed_requests_total", propose)] == 0
+    assert m[("ttc_runs_in_flight", ())] == 0
+    assert KEY not in (await h.client.get("/metrics")).text and "2 + 2" not in (await h.client.get("/metrics")).text
 
 
 async def test_request_settings_reach_the_policy() -> None:

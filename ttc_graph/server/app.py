@@ -21,6 +21,7 @@ from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.server.auth import authorize
 from ttc_graph.server.config import ServeConfig
 from ttc_graph.server.errors import APIError, from_endpoint_error, redact
+from ttc_graph.server.metrics import NO_PRESET, PASSTHROUGH, ServeMetrics
 from ttc_graph.server.planning import RunPlan, plan_run
 from ttc_graph.server.presets import resolve_model
 from ttc_graph.server.protocol import ChatRequest, completion, new_completion_id, parse_json, parse_request
@@ -44,6 +45,7 @@ class _Server:
         self.config = config
         self.upstream = upstream
         self.active = 0
+        self.metrics = ServeMetrics()
         self._graphs: OrderedDict[tuple[str, str, bool | None], Any] = OrderedDict()
 
     @property
@@ -63,9 +65,11 @@ class _Server:
                 headers={"Retry-After": str(limits.retry_after)},
             )
         self.active += 1
+        self.metrics.in_flight.set(self.active)
 
     async def release(self) -> None:
         self.active -= 1
+        self.metrics.in_flight.set(self.active)
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.config.limits.body_bytes
@@ -102,11 +106,24 @@ class _Server:
         self._graphs.move_to_end(key)
         return graph
 
-    def log(self, rid: str, model: str, status: int, started: float, usage: dict[str, Any] | None = None) -> None:
+    def log(
+        self,
+        rid: str,
+        model: str,
+        status: int,
+        started: float,
+        usage: dict[str, Any] | None = None,
+        *,
+        preset: str = PASSTHROUGH,
+        strategy: str = "none",
+    ) -> None:
+        """Log an answered request and count it in the metrics."""
+        seconds = time.monotonic() - started
         spent = (
             f" prompt={usage.get('prompt_tokens', 0)} completion={usage.get('completion_tokens', 0)}" if usage else ""
         )
-        logger.info("%s model=%s status=%d %.2fs%s", rid, model, status, time.monotonic() - started, spent)
+        logger.info("%s model=%s status=%d %.2fs%s", rid, model, status, seconds, spent)
+        self.metrics.record(preset, strategy, status, seconds, usage)
 
     # -- routes ---------------------------------------------------------------------------------------------
 
@@ -120,6 +137,10 @@ class _Server:
                 "upstream_model": self.upstream.default_model,
             }
         )
+
+    async def scrape(self, request: Request) -> Response:
+        body, media = self.metrics.exposition()
+        return Response(body, media_type=media)
 
     async def models(self, request: Request) -> Response:
         authorize(request.headers.get("authorization"), self.config.api_keys)
@@ -140,6 +161,7 @@ class _Server:
 
     async def chat(self, request: Request) -> Response:
         started = time.monotonic()
+        request.state.ttc_started = started
         rid = new_completion_id()
         authorize(request.headers.get("authorization"), self.config.api_keys)
         data = parse_json(await self.read_body(request))
@@ -148,6 +170,7 @@ class _Server:
         if plan is None:
             return await self.pass_through(request, req, data, rid, started)
         model = req.model
+        request.state.ttc_labels = labels = {"preset": plan.preset.name, "strategy": plan.spec.kind}
         graph = self.graph(plan)
         self.acquire()
         budget = plan.context.budget
@@ -157,10 +180,14 @@ class _Server:
         if req.stream:
 
             def done(outcome: Outcome) -> None:
-                self.log(rid, model, 200, started, outcome.usage)
+                self.log(rid, model, 200, started, outcome.usage, **labels)
 
-            events = run_events(
-                run, rid, model, include_usage=req.include_usage, meta=meta, secrets=self.secrets, on_outcome=done
+            events = self.timed(
+                run_events(
+                    run, rid, model, include_usage=req.include_usage, meta=meta, secrets=self.secrets, on_outcome=done
+                ),
+                plan.preset.name,
+                started,
             )
             sse = EventSourceResponse(
                 events,
@@ -174,15 +201,24 @@ class _Server:
         finally:
             await self.release()
         if outcome is None:
-            self.log(rid, model, _CLIENT_GONE, started)
+            self.log(rid, model, _CLIENT_GONE, started, **labels)
             return Response(status_code=_CLIENT_GONE)
-        self.log(rid, model, 200, started, outcome.usage)
+        self.log(rid, model, 200, started, outcome.usage, **labels)
         usage = openai_usage(outcome.usage, outcome.chosen_tokens)
         body = completion(
             rid, model, outcome.content, outcome.finish_reason, usage, {**meta, **outcome_meta(outcome)},
             outcome.tool_calls,
         )  # fmt: skip
         return JSONResponse(body, headers={"x-request-id": rid})
+
+    async def timed(self, events: AsyncIterator[Any], preset: str, started: float) -> AsyncIterator[Any]:
+        """``events`` as they come; the first one's delay goes to the time-to-first-event histogram."""
+        first = True
+        async for event in events:
+            if first:
+                self.metrics.first_event(preset, time.monotonic() - started)
+                first = False
+            yield event
 
     def resolve(self, req: ChatRequest, known: tuple[str, ...] | None) -> RunPlan | None:
         """The checked run plan of a preset request; None for a pass-through (whose checks are done here too)."""
@@ -272,9 +308,18 @@ class _Server:
 
     # -- errors ---------------------------------------------------------------------------------------------
 
+    def count_failure(self, request: Request, status: int) -> None:
+        """Count a chat request answered with an error (the preset and strategy when they were known)."""
+        started = getattr(request.state, "ttc_started", None)
+        if started is None:
+            return
+        labels = getattr(request.state, "ttc_labels", None) or {"preset": NO_PRESET, "strategy": "none"}
+        self.metrics.record(labels["preset"], labels["strategy"], status, time.monotonic() - started, None)
+
     async def on_api_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
         logger.info("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.code or exc.type)
+        self.count_failure(request, exc.status)
         return JSONResponse(exc.body(self.secrets), status_code=exc.status, headers=exc.headers)
 
     async def on_http_error(self, request: Request, exc: Exception) -> Response:
@@ -285,6 +330,7 @@ class _Server:
 
     async def on_crash(self, request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed: %s", request.method, request.url.path, redact(repr(exc), self.secrets))
+        self.count_failure(request, 500)
         error = APIError(500, f"The server failed: {type(exc).__name__}", code="internal_error")
         return JSONResponse(error.body(), status_code=500)
 
@@ -307,6 +353,7 @@ def create_app(config: ServeConfig, upstream: Upstream) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", server.health, methods=["GET"]),
+            Route("/metrics", server.scrape, methods=["GET"]),
             Route("/v1/models", server.models, methods=["GET"]),
             Route("/v1/chat/completions", server.chat, methods=["POST"]),
         ],
