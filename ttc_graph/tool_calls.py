@@ -411,8 +411,36 @@ _CALL_KEYS = frozenset({"name", "arguments", "parameters", "args", "id", "type",
 _ARG_KEYS = ("arguments", "parameters", "args")
 
 
+_CLOSERS = {"{": "}", "[": "]"}
+
+
+def _closed(text: str) -> str | None:
+    """``text`` with the closing brackets it lacks at its end (a small model often drops the last ``}``); None when
+    nothing is missing, a bracket does not match or a string is left open (a reply cut mid-value stays unread)."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in _CLOSERS:
+            stack.append(_CLOSERS[ch])
+        elif ch in "}]" and (not stack or stack.pop() != ch):
+            return None
+    if in_string or not stack:
+        return None
+    return text + "".join(reversed(stack))
+
+
 def _json_values(text: str) -> list[Any]:
-    """The JSON value ``text`` holds (also several concatenated or one per line); [] when it is not JSON."""
+    """The JSON value ``text`` holds (also several concatenated or one per line, or one that lacks its final
+    closing brackets); [] when it is not JSON."""
     text = text.strip()
     if not text:
         return []
@@ -420,6 +448,12 @@ def _json_values(text: str) -> list[Any]:
         return [_loads(text)]
     except (ValueError, RecursionError):
         pass
+    repaired = _closed(text) if text[0] in _CLOSERS else None
+    if repaired is not None:
+        try:
+            return [_loads(repaired)]
+        except (ValueError, RecursionError):
+            pass
     decoder = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
     values, pos = [], 0
     while pos < len(text):
@@ -429,7 +463,7 @@ def _json_values(text: str) -> list[Any]:
             return []
         values.append(value)
         pos = end
-        while pos < len(text) and text[pos] in " \t\r\n,;":
+        while pos < len(text) and text[pos] in " \t\r\n,;`":  # a stray fence ends a value too
             pos += 1
     return values
 
@@ -508,9 +542,10 @@ def parse_text_tool_calls(text: str, tools: ToolsLike | None = None) -> list[Too
 
     Reads, in this order, the first form that yields calls: ``<tool_call>...</tool_call>`` tags (Qwen/Hermes; an
     unclosed last tag runs to the end), fenced code blocks (```` ```json ```` or any other or no language), and a
-    bare JSON object or array that is the whole reply. A call object is ``{"name", "arguments"}`` (or
-    ``"parameters"`` / ``"args"``; arguments may be a JSON string), OpenAI's ``{"function": {"name",
-    "arguments"}}``, or a list of these; an object with any other key is not a call. With ``tools``, calls to
+    bare JSON object or array that is the whole reply (one that lacks only its final closing brackets is closed;
+    one cut inside a string is not read). JSON inside prose is not a call. A call object is ``{"name",
+    "arguments"}`` (or ``"parameters"`` / ``"args"``; arguments may be a JSON string), OpenAI's ``{"function":
+    {"name", "arguments"}}``, or a list of these; an object with any other key is not a call. With ``tools``, calls to
     unknown names are dropped, and Python-style ``name(key=literal, ...)`` lines (BFCL's answer format) in a
     fence or as the whole reply count too. Ids are ``call_`` and a hash of the call and its position.
     """
