@@ -48,14 +48,15 @@ class Budget(BaseModel):
 
     ``generations`` counts policy generations (propose and revise, as in the paper); ``tokens`` counts the
     policy's completion tokens, and the ``max_tokens`` of every request whose answer was lost (the server may have
-    generated them); ``seconds`` is wall time from the start of the run.
+    generated them); ``seconds`` is wall time from the start of the run. Counts are integers (not bools or
+    strings) and seconds a finite number: anything else is a validation error naming the field.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    generations: int | None = Field(None, ge=1)
-    tokens: int | None = Field(None, ge=1)
-    seconds: float | None = Field(None, gt=0)
+    generations: int | None = Field(None, ge=1, strict=True)
+    tokens: int | None = Field(None, ge=1, strict=True)
+    seconds: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
 
 
 def check_n(n: object, budget: Budget | None = None, *, name: str = "n") -> int:

@@ -167,3 +167,21 @@ def test_budget_is_frozen():
     budget = Budget(generations=4)
     with pytest.raises(ValidationError):
         budget.generations = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"generations": True}, "generations"),
+        ({"tokens": "10"}, "tokens"),
+        ({"tokens": 2.5}, "tokens"),
+        ({"seconds": float("nan")}, "seconds"),
+        ({"seconds": float("inf")}, "seconds"),
+        ({"seconds": "3"}, "seconds"),
+    ],
+)
+def test_a_budget_takes_integer_counts_and_finite_seconds_only(fields: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Budget(**fields)  # type: ignore[arg-type]
+    assert caught.value.errors()[0]["loc"] == (field,)
+    assert Budget(generations=4, tokens=100, seconds=2).seconds == 2.0  # an int is a number of seconds

@@ -129,6 +129,10 @@ def test_solve_weighted_with_the_judge_verifier() -> None:
         (["--verifier", "oracle"], "unknown 'oracle'"),
         (["--selection", "best"], "unknown 'best'"),
         (["--gguf", "nowhere.gguf"], "is not a file"),
+        (["--n", "-1"], "greater than"),
+        (["--max-tokens", "0"], "greater than"),
+        (["--temperature", "-0.5"], "greater than"),
+        (["--parallel", "0"], "greater than"),
     ],
 )
 def test_solve_bad_options_exit_2_before_any_request(args: list[str], message: str) -> None:

@@ -10,10 +10,18 @@ from dataclasses import dataclass, field
 import pytest
 
 from ttc_graph import create_best_of_n
-from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph.endpoints.base import (
+    ChatMessage,
+    Generation,
+    GenerationResult,
+    RequestUsage,
+    SamplingParams,
+    check_request,
+)
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.verifiers import (
     ConfidenceVerifier,
+    FunctionVerifier,
     LLMJudgeVerifier,
     ScoreCache,
     VerifyItem,
@@ -566,3 +574,18 @@ async def test_confidence_edge_values() -> None:
 def test_confidence_rejects_bad_configuration(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         ConfidenceVerifier(**kwargs)
+
+
+@pytest.mark.parametrize("bad", [True, "0.9", None, float("nan"), 1.5, -0.1])
+async def test_a_function_verifier_must_return_a_real_number_in_the_unit_interval(bad: object) -> None:
+    result = await FunctionVerifier(lambda question, solution: bad).verify([VerifyItem("q", "s")])
+    score = result.scores[0]
+    assert not score.scored and score.error is not None and "expected a number in [0, 1]" in score.error
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_sampling_knobs_must_be_finite(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="temperature: must be a finite number"):
+        check_request(1, SamplingParams(temperature=value))
+    with pytest.raises(ConfigurationError, match="temperature: must be a finite number"):
+        create_best_of_n(JudgeEndpoint(lambda text: None), n=2, selection="majority", temperature=value)

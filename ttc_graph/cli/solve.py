@@ -49,21 +49,23 @@ def _check_solve_options(selection: str, verifier: str) -> None:
 def solve(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question to answer.")],
-    n: Annotated[int, typer.Option("--n", "-n", help="Samples (generations) to draw.")] = 4,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples (generations) to draw.")] = 4,
     selection: Annotated[str, typer.Option(help=f"One of {', '.join(SELECTIONS)}.")] = DEFAULT_SELECTION,
     verifier: Annotated[
         str,
         typer.Option(help=f"Verifier of weighted/naive selection: {', '.join(VERIFIER_NAMES)} (majority uses none)."),
     ] = DEFAULT_VERIFIER,
-    budget: Annotated[int | None, typer.Option(help="Generation budget (defaults to n).")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
+    budget: Annotated[int | None, typer.Option(min=1, help="Generation budget (defaults to n).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url, or a GGUF path locally.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 4,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
 ) -> None:
     """Answer QUESTION with a best-of-N strategy on an endpoint or the embedded local model.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -61,11 +62,13 @@ class SamplingParams:
 
 
 def check_number(name: str, value: object, *, integer: bool, minimum: float, strict: bool = False) -> None:
-    """A ConfigurationError naming ``name`` unless ``value`` is a number (an integer if asked; never a bool) at
-    least ``minimum`` (above it if ``strict``)."""
+    """A ConfigurationError naming ``name`` unless ``value`` is a finite number (an integer if asked; never a bool)
+    at least ``minimum`` (above it if ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         kind = "an integer" if integer else "a number"
         raise ConfigurationError(f"{name}: expected {kind}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name}: must be a finite number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         raise ConfigurationError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,11 +66,11 @@ class VerificationResult:
 
 
 def check_unit_interval(value: float, what: str) -> float:
-    """``value`` as a float in [0, 1], or :class:`VerifierError`."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError) as exc:
-        raise VerifierError(f"{what}: expected a number in [0, 1], got {value!r}") from exc
+    """``value`` as a float in [0, 1], or :class:`VerifierError`: a real number (numpy's included), never a bool or
+    a string that looks like one."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise VerifierError(f"{what}: expected a number in [0, 1], got {type(value).__name__} {value!r}")
+    v = float(value)
     if not math.isfinite(v) or v < 0.0 or v > 1.0:
         raise VerifierError(f"{what}: expected a number in [0, 1], got {value!r}")
     return v
