@@ -136,7 +136,6 @@ async def run_item(item: BFCLItem, args: argparse.Namespace) -> dict[str, Any]:
         "tokens": int(usage.get("output_tokens", 0)),
         "prompt_tokens": int(usage.get("input_tokens", 0)),
         "samples": len(cands),
-        "from_text": sum(bool(c.get("meta", {}).get("calls_from_text")) for c in cands),
     }
 
 
