@@ -318,6 +318,29 @@ async def test_bad_input_is_refused_before_any_upstream_request(
     assert h.upstream_requests == 0
 
 
+@pytest.mark.parametrize(
+    ("verifier", "param"),
+    [
+        ({"kind": "llm_judge", "samples": 100_000}, "ttc.verifier.samples"),
+        ({"kind": "program", "programs": 17}, "ttc.verifier.programs"),
+        ({"kind": "combined", "parts": [{"kind": "confidence"}, {"kind": "llm_judge", "samples": 50}]},
+         "ttc.verifier.parts.1.samples"),
+    ],
+)  # fmt: skip
+async def test_a_verifier_that_would_fan_out_past_the_cap_is_refused_before_any_request(
+    verifier: dict[str, Any], param: str
+) -> None:
+    h = make()
+    body = chat(ttc={"n": 2, "selection": "weighted", "verifier": verifier})
+    resp = await h.client.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["param"] == param and error["code"] == "cap_exceeded" and "cap of 16" in error["message"]
+    assert h.upstream_requests == 0
+    ok = chat(ttc={"n": 2, "selection": "weighted", "verifier": {"kind": "llm_judge", "samples": 16}})
+    assert (await h.client.post("/v1/chat/completions", json=ok)).status_code != 400  # at the cap is allowed
+
+
 async def test_a_body_over_the_limit_without_content_length_is_refused() -> None:
     h = make(limits=Limits(body_bytes=1_000))
 

@@ -45,6 +45,9 @@ def serve_command(
     max_seconds: Annotated[float, typer.Option(help="Cap on a request's wall seconds.")] = 600.0,
     max_runs: Annotated[int, typer.Option(help="Requests running at once; more get a 429.")] = 8,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 1_048_576,
+    max_verifier_samples: Annotated[
+        int, typer.Option(help="Cap on a verifier's judge samples per candidate or programs per question.")
+    ] = 16,
     shutdown_timeout: Annotated[float, typer.Option(help="Seconds in-flight runs get to finish on shutdown.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -66,7 +69,9 @@ def serve_command(
     try:
         if native_n not in ("auto", "on", "off"):
             raise TTCError(f"native-n: expected auto, on or off, got {native_n!r}")
-        limits = Limits(max_generations, max_run_tokens, max_seconds, max_runs, max_body)
+        limits = Limits(
+            max_generations, max_run_tokens, max_seconds, max_runs, max_body, verifier_samples=max_verifier_samples
+        )
         config = ServeConfig(
             load_presets(presets or (), shipped=shipped),
             api_keys_from(api_key or ()),

@@ -23,6 +23,9 @@ class Limits:
     A request whose strategy could spend more ``generations`` (policy samples), policy completion ``tokens`` or
     wall ``seconds`` than its cap is refused with a 400, never clipped. At most ``concurrent_runs`` requests run
     at once (a 429 with ``Retry-After: retry_after`` past it); a body over ``body_bytes`` is a 413.
+    ``verifier_samples`` caps what multiplies a verifier's requests (an LLM judge's ``samples`` per candidate, a
+    program verifier's ``programs`` per question), so no request can fan out past the generation cap through its
+    verifier.
     """
 
     generations: int = 64
@@ -31,9 +34,10 @@ class Limits:
     concurrent_runs: int = 8
     body_bytes: int = 1_048_576
     retry_after: int = 2
+    verifier_samples: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("generations", "tokens", "concurrent_runs", "body_bytes"):
+        for name in ("generations", "tokens", "concurrent_runs", "body_bytes", "verifier_samples"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.seconds <= 0:

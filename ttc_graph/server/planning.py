@@ -98,6 +98,28 @@ def _capped_budget(spec: StrategySpec, length: int | None, limits: Limits) -> Bu
     )
 
 
+_FAN_OUT = ("samples", "programs")
+"""Verifier fields that multiply its requests."""
+
+
+def _check_verifier_fan_out(verifier: object, limits: Limits, where: str) -> None:
+    """A 400 naming the field when a verifier (or a part of a combined one) multiplies its requests past
+    ``limits.verifier_samples``; checked before any upstream request."""
+    if verifier is None:
+        return
+    for field in _FAN_OUT:
+        value = getattr(verifier, field, None)
+        if isinstance(value, int) and value > limits.verifier_samples:
+            raise APIError(
+                400,
+                f"{where}.{field}: {value} is over the server's cap of {limits.verifier_samples} per candidate",
+                param=f"{where}.{field}",
+                code="cap_exceeded",
+            )
+    for i, part in enumerate(getattr(verifier, "parts", None) or ()):
+        _check_verifier_fan_out(part, limits, f"{where}.parts.{i}")
+
+
 def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
     """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
 
@@ -124,6 +146,7 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
             param=param,
             code="unsupported_parameter",
         )
+    _check_verifier_fan_out(getattr(spec, "verifier", None), limits, "ttc.verifier")
     budget = _capped_budget(spec, length, limits)
     context = TTCContext(
         budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed, tools=tools,
