@@ -7,6 +7,11 @@ merge. A candidate is *invalid* when ``meta["invalid"]`` records problems or its
 checked without ``tools``). Invalid candidates never win while a valid candidate has an answer or an action; when
 none has, selection runs over the invalid ones as if they were valid and :attr:`Selected.invalid` carries the
 winner's problems, so a tool node can return them to the agent as an error to recover from.
+
+A candidate cut off by the length limit (``finish_reason == "length"``) is *truncated*: its final answer, read by
+the last-number rule from an unfinished solution, is a guess, so by default (``truncated="lose"``) it counts as
+invalid: it neither votes nor wins while a complete candidate has an answer, and when every candidate is cut off
+the pick is flagged with :data:`TRUNCATED`. ``truncated="vote"`` keeps the old behaviour.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from ttc_graph.state import Candidate
 from ttc_graph.tool_calls import ToolsLike, action_key, candidate_problems, is_action, tool_specs
 
 __all__ = [
+    "TRUNCATED",
     "AnswerGroup",
     "RevisionSelection",
     "Selected",
     "Selection",
+    "Truncated",
     "answer_groups",
     "finalists",
     "leader_probability",
@@ -35,6 +42,9 @@ __all__ = [
 ]
 
 Selection = Literal["weighted", "naive", "majority"]
+Truncated = Literal["lose", "vote"]
+TRUNCATED = "truncated: the sample stopped at max_tokens (finish_reason 'length')"
+"""The problem recorded for a candidate cut off by the length limit."""
 RevisionSelection = Literal["hierarchical", "majority", "last"]
 REVISION_SELECTIONS: tuple[RevisionSelection, ...] = ("hierarchical", "majority", "last")
 SELECTIONS: tuple[Selection, ...] = ("weighted", "naive", "majority")
@@ -105,7 +115,7 @@ def _invalid(g: AnswerGroup) -> AnswerGroup:
 
 
 def _split(
-    candidates: Sequence[Candidate], tools: ToolsLike | None
+    candidates: Sequence[Candidate], tools: ToolsLike | None, truncated: Truncated = "lose"
 ) -> tuple[list[Candidate], list[Candidate], dict[int, list[str]]]:
     """Valid candidates, invalid candidates, and each invalid one's problems (keyed by the candidate's ``id()``)."""
     specs = None if tools is None else tool_specs(tools)
@@ -114,6 +124,8 @@ def _split(
     problems: dict[int, list[str]] = {}
     for c in candidates:
         found = candidate_problems(c, specs)
+        if truncated == "lose" and c.get("finish_reason") == "length":
+            found = [*found, TRUNCATED]
         if found:
             problems[id(c)] = found
             invalid.append(c)
@@ -122,10 +134,12 @@ def _split(
     return valid, invalid, problems
 
 
-def answer_groups(candidates: Sequence[Candidate], tools: ToolsLike | None = None) -> list[AnswerGroup]:
+def answer_groups(
+    candidates: Sequence[Candidate], tools: ToolsLike | None = None, truncated: Truncated = "lose"
+) -> list[AnswerGroup]:
     """Parsable candidates grouped by equivalent final answer, and actions by action key, in order of first
     appearance; the groups of invalid candidates (see the module docstring) follow, marked ``valid=False``."""
-    valid, invalid, _ = _split(candidates, tools)
+    valid, invalid, _ = _split(candidates, tools, truncated)
     return _grouped(valid) + _grouped(invalid, valid=False)
 
 
@@ -138,7 +152,11 @@ def _best(groups: list[AnswerGroup], key: str) -> AnswerGroup | None:
 
 
 def select_answer(
-    candidates: Sequence[Candidate], how: Selection = "weighted", *, tools: ToolsLike | None = None
+    candidates: Sequence[Candidate],
+    how: Selection = "weighted",
+    *,
+    tools: ToolsLike | None = None,
+    truncated: Truncated = "lose",
 ) -> Selected:
     """Pick the final answer, or the action, the paper's way.
 
@@ -146,9 +164,10 @@ def select_answer(
     the largest sum of scores (best-of-N weighted). ``majority``: the most frequent answer or action. Unscored
     candidates carry no weight; with no scored candidate at all, ``naive`` and ``weighted`` fall back to a
     majority vote. Ties go to the first seen. ``tools`` (the request's tools) enables the schema check of actions;
-    invalid candidates lose to any valid one (see the module docstring).
+    invalid candidates lose to any valid one, and so do candidates cut off by the length limit unless
+    ``truncated="vote"`` (see the module docstring).
     """
-    valid, invalid, problems = _split(candidates, tools)
+    valid, invalid, problems = _split(candidates, tools, truncated)
     pool, groups, others, flagged = valid, _grouped(valid), _grouped(invalid, valid=False), False
     if not groups and others:
         pool, groups, others, flagged = invalid, others, [], True

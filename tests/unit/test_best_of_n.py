@@ -15,7 +15,7 @@ from langgraph.graph.message import add_messages
 from tests.fakeclock import FakeClock, TimedEndpoint
 from ttc_graph import AdaptiveStop, Budget, TTCContext, create_best_of_n
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.selection import leader_probability
+from ttc_graph.selection import TRUNCATED, leader_probability, select_answer
 from ttc_graph.testing import ScriptedEndpoint
 
 SNAPSHOT = Path(__file__).parent / "__snapshots__" / "best_of_n.mmd"
@@ -424,3 +424,27 @@ def test_graph_drawing_matches_snapshot():
         SNAPSHOT.write_text(drawing)
     assert SNAPSHOT.is_file(), f"missing snapshot {SNAPSHOT}; run with UPDATE_SNAPSHOTS=1 to create it"
     assert drawing == SNAPSHOT.read_text()
+
+
+CUT = ("Step 1: 17 + 25. The sum so far is 0", "length")  # a sample cut off by max_tokens: its last number is a guess
+
+
+async def test_samples_cut_at_max_tokens_do_not_vote() -> None:
+    policy = ScriptedEndpoint([CUT, CUT, CUT, "So 17 + 25 = \\boxed{42}."])
+    out = await run(create_best_of_n(policy, n=4, selection="majority"))
+    assert out["answer"] == "42"  # three cut-off samples "say" 0 and lose to the one complete sample
+    assert out["diagnostics"]["truncated"] == 3
+    assert any("3 of 4 samples stopped at max_tokens" in e for e in out["errors"])
+
+
+async def test_truncated_vote_keeps_the_old_behaviour_and_all_cut_samples_pick_with_a_flag() -> None:
+    policy = ScriptedEndpoint([CUT, CUT, CUT, "So 17 + 25 = \\boxed{42}."])
+    old = create_best_of_n(policy, n=4, selection="majority", truncated="vote")
+    assert (await run(old))["answer"] == "0"
+    with pytest.raises(ConfigurationError, match="truncated"):
+        create_best_of_n(policy, n=4, selection="majority", truncated="drop")  # type: ignore[arg-type]
+    cands = [{"id": f"c{i}", "text": CUT[0], "answer": "0", "parsable": True, "score": None, "tokens": 9,
+              "finish_reason": "length"} for i in range(2)]  # fmt: skip
+    chosen = select_answer(cands, "majority")  # type: ignore[arg-type]
+    assert chosen.answer == "0" and chosen.invalid == (TRUNCATED,)  # nothing complete: picked, and flagged
+    assert select_answer(cands, "majority", truncated="vote").invalid == ()  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from ttc_graph.testing import FakeCall, ScriptedEndpoint
 MODEL = "m1"
 KEY = "sk-test-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-42"
-MAJORITY = "best_of_n_majority"  # the shipped preset: best-of-4, majority vote, max_tokens 128
+MAJORITY = "best_of_n_majority"  # the shipped preset: best-of-4, majority vote, max_tokens 512
 FAST_RETRY = RetryConfig(max_attempts=2, initial_backoff=0.0, max_backoff=0.0, jitter=0.0)
 PRESETS = load_presets()
 

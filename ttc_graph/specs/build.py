@@ -122,6 +122,7 @@ def build_graph(
             adaptive=spec.adaptive,
             temperature=spec.temperature,
             max_tokens=spec.max_tokens,
+            truncated=spec.truncated,
             **common,
         )
     if isinstance(spec, BeamSearchSpec | DVTSSpec | ParticleFilteringSpec | MCTSSpec):

@@ -208,7 +208,8 @@ class _StrategySpec(_Spec):
 
 
 class BestOfNSpec(_StrategySpec):
-    """Best-of-N: ``weighted`` (the paper's), ``naive`` or ``majority``; ``adaptive`` stops early."""
+    """Best-of-N: ``weighted`` (the paper's), ``naive`` or ``majority``; ``adaptive`` stops early; samples cut off
+    by ``max_tokens`` ``lose`` (default) or ``vote``."""
 
     kind: Literal["best_of_n"] = "best_of_n"
     n: int = Field(ge=1)
@@ -217,6 +218,7 @@ class BestOfNSpec(_StrategySpec):
     verifier: VerifierSpec | None = None
     temperature: float = Field(0.7, ge=0)
     max_tokens: int | None = Field(None, ge=1)
+    truncated: Literal["lose", "vote"] = "lose"
 
     @model_validator(mode="after")
     def _check(self) -> BestOfNSpec:

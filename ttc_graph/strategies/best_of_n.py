@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget, check_n
@@ -21,7 +23,7 @@ from ttc_graph.nodes.propose import make_propose_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.verify import make_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
-from ttc_graph.selection import SELECTIONS, Selection
+from ttc_graph.selection import SELECTIONS, Selection, Truncated, select_answer
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
@@ -48,6 +50,7 @@ def create_best_of_n(
     logprobs: bool = False,
     history: History = "all",
     name: str | None = None,
+    truncated: Truncated = "lose",
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """An uncompiled best-of-N graph: ``prepare → budget ⇉ propose → verify → budget → … → select``.
 
@@ -58,10 +61,13 @@ def create_best_of_n(
     asks the policy for token log-probabilities (needed by a confidence verifier). ``history``: with a
     ``messages`` input, send the prior human and AI turns (``all``) or only the last human message (``last``).
     ``name`` (default ``best_of_n``) names the compiled graph (the root run of a trace) and the reply it appends
-    to ``messages``.
+    to ``messages``. ``truncated``: samples cut off by ``max_tokens`` ``lose`` (they neither vote nor win while a
+    complete sample has an answer; the default) or ``vote`` as any other (the behaviour before).
     """
     check_policy(policy)
     check_n(n, budget)
+    if truncated not in ("lose", "vote"):
+        raise ConfigurationError(f"truncated: expected 'lose' or 'vote', got {truncated!r}")
     if selection not in SELECTIONS:
         raise ConfigurationError(f"selection: unknown {selection!r}; use one of {', '.join(SELECTIONS)}")
     scorer = as_verifier(verifier)
@@ -101,7 +107,8 @@ def create_best_of_n(
     else:
         graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
     graph.add_node("verify", dual(make_verify_node(scorer)))
-    graph.add_node("select", make_select_node(selection, name=graph.strategy_name))
+    rule = selection if truncated == "lose" else partial(select_answer, how=selection, truncated="vote")
+    graph.add_node("select", make_select_node(rule, name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "select"])
