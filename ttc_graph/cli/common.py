@@ -117,8 +117,9 @@ def print_result(out: dict[str, Any]) -> None:
         ledger.add_row(kind, *(str(u.get(k, 0)) for k in COUNTERS))
     console.print(ledger)
     console.print(f"wall time {usage.get('seconds', 0):.1f}s, stop reason: {out.get('stop_reason')}")
-    for err in out.get("errors", [])[:5]:
-        console.print(f"[yellow]warning:[/] {err}")
+    notes = [*out.get("errors", []), *((out.get("diagnostics") or {}).get("warnings") or [])]
+    for note in notes[:5]:
+        console.print(f"[yellow]warning:[/] {note}")
     console.print(f"[bold green]answer:[/] {out.get('answer')}")
 
 

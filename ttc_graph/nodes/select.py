@@ -57,8 +57,9 @@ def make_select_node(
     """A node that applies ``selection`` (a rule name or a chooser) and records the wall time in the ledger.
 
     Samples cut off by the length limit do not vote under a rule name (:data:`ttc_graph.selection.TRUNCATED`); their
-    count goes to ``diagnostics["truncated"]``, and an error names ``max_tokens`` when they are the majority. A
-    chooser such as ``lambda c: select_answer(c, "majority", truncated="vote")`` keeps them voting.
+    count goes to ``diagnostics["truncated"]``, and ``diagnostics["warnings"]`` names ``max_tokens`` when they are
+    the majority (a warning, not an error: the run itself did not fail). A chooser such as
+    ``lambda c: select_answer(c, "majority", truncated="vote")`` keeps them voting.
 
     When the question came from ``messages`` it appends the chosen solution as an ``AIMessage`` named ``name``.
     """
@@ -79,11 +80,11 @@ def make_select_node(
             update["messages"] = [answer_message(text, answer, state.get("usage"), name, calls, **metadata)]
         cut = sum(1 for c in candidates if c.get("finish_reason") == "length")
         if cut:
-            update["diagnostics"] = {**(state.get("diagnostics") or {}), "truncated": cut}
-        if cut * 2 > len(candidates):
-            update["errors"] = [
-                f"select: {cut} of {len(candidates)} samples stopped at max_tokens and do not vote; raise max_tokens"
-            ]
+            diagnostics = {**(state.get("diagnostics") or {}), "truncated": cut}
+            if cut * 2 > len(candidates):
+                warning = f"{cut} of {len(candidates)} samples stopped at max_tokens and do not vote; raise max_tokens"
+                diagnostics["warnings"] = [*diagnostics.get("warnings", []), warning]
+            update["diagnostics"] = diagnostics
         return update
 
     return select
