@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from tests.scripts import load_script
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.bfcl import (
     CATEGORIES,
@@ -502,12 +502,7 @@ def test_canonical_calls_groups_equivalent_answers() -> None:
 
 
 def benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bfcl.py"
-    spec = importlib.util.spec_from_file_location("bfcl_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bfcl.py", "bfcl_benchmark")
 
 
 def test_report_tables_each_category(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -10,16 +9,12 @@ from typing import Any
 
 import pytest
 
+from tests.scripts import load_script
 from ttc_graph.eval.sweep import wilson_interval
 
 
 def benchmark() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gsm8k_agent.py"
-    spec = importlib.util.spec_from_file_location("gsm8k_agent_benchmark", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/gsm8k_agent.py", "gsm8k_agent_benchmark")
 
 
 def record(qid: str, pass1: float, majority: bool, passn: bool, cot: bool) -> dict[str, Any]:

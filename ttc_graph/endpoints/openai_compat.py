@@ -22,6 +22,7 @@ from ttc_graph.endpoints.base import (
     GenerationResult,
     SamplingParams,
     bounded_gather,
+    check_number,
     check_request,
     collect,
 )
@@ -204,8 +205,7 @@ class OpenAIEndpoint:
 
     @max_concurrency.setter
     def max_concurrency(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"max_concurrency: must be an integer >= 1, got {value!r}")
+        check_number("max_concurrency", value, integer=True, minimum=1)
         self.limit = SharedLimit(value)
 
     @property
