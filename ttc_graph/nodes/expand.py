@@ -24,6 +24,7 @@ __all__ = [
     "extend_steps",
     "make_expand_node",
     "prefix_text",
+    "root_beam",
     "step_finishes",
 ]
 
@@ -45,6 +46,14 @@ class Beam(TypedDict):
     rollout: NotRequired[list[str]]  # the whole path after a lookahead rollout (the child's steps, then more)
     token_logprobs: NotRequired[list[float]]
     rollout_logprobs: NotRequired[list[float]]
+
+
+def root_beam(beam_id: str, group: int = 0) -> Beam:
+    """The empty solution a search expands first (``beam_id`` prefixes the ids of its descendants)."""
+    return Beam(
+        id=beam_id, group=group, steps=[], score=None, step_scores=None, scored=True, finished=False, answer=None,
+        tokens=0, round=0,
+    )  # fmt: skip
 
 
 class ExpandTask(TypedDict):

@@ -1,4 +1,4 @@
-"""The selection of Monte Carlo tree search over steps: back up the new nodes' values and select leaves by UCT (the
+"""The policy of Monte Carlo tree search over steps: back up the new nodes' values and select leaves by UCT (the
 round engine plans their expansion or stops).
 
 The tree lives in the state's ``frontier`` (one entry per node, ids ``r``, ``r.0``, ``r.0.2``, ...: a node's parent
@@ -28,12 +28,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, NotRequired
 
-from ttc_graph.nodes.expand import Beam
+from ttc_graph.nodes.expand import Beam, root_beam
 from ttc_graph.nodes.step_rounds import (
+    PolicyCost,
     StepRound,
     beam_to_candidate,
     id_key,
-    steps_distribution,
+    steps_of,
 )
 from ttc_graph.state import Candidate, TTCState
 
@@ -51,8 +52,8 @@ class TreeNode(Beam):
 
 
 @dataclass(frozen=True, slots=True)
-class MCTSPlan:
-    """The selection of MCTS: ``n`` generations (sampled steps per depth), ``expansions`` children per expanded
+class MCTSPlan(PolicyCost):
+    """The policy of MCTS: ``n`` generations (sampled steps per depth), ``expansions`` children per expanded
     leaf, UCT's ``exploration`` constant, a tree at most ``max_steps`` deep, rollouts of ``lookahead`` steps."""
 
     n: int
@@ -60,18 +61,12 @@ class MCTSPlan:
     exploration: float
     max_steps: int
     lookahead: int = 0
-
-    @property
-    def generations(self) -> int:
-        return self.n * (self.lookahead + 1)
+    label = "MCTS"
 
     @property
     def parallel(self) -> int:
         """Selections per round, so that a round samples at most ``n`` steps."""
         return max(1, self.n // self.expansions)
-
-    def describe(self) -> str:
-        return f"MCTS (n={self.n}, lookahead={self.lookahead})"
 
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
         return _MCTSRound(self, state, round_, delimiter)
@@ -93,10 +88,7 @@ def _depth(node_id: str) -> int:
 
 
 def _root() -> TreeNode:
-    return TreeNode(
-        id=ROOT, group=0, steps=[], score=None, step_scores=None, scored=True, finished=False, answer=None, tokens=0,
-        round=0, visits=0, value=0.0, backed=True,
-    )  # fmt: skip
+    return TreeNode(**root_beam(ROOT), visits=0, value=0.0, backed=True)
 
 
 def _by_score(nodes: list[TreeNode]) -> list[TreeNode]:
@@ -262,9 +254,10 @@ class _MCTSRound(StepRound):
             ],
             "nodes": len(self.nodes) - 1,
             "layers": {str(d): c for d, c in sorted(self.tree.layers.items())},
-            "steps_per_beam": steps_distribution(
-                [beam_to_candidate(b, self.delimiter) for b, _ in self.selected if b["id"] != ROOT]
-                or [beam_to_candidate(b, self.delimiter) for b in self.finished]
+            "steps_per_beam": steps_of(
+                [b for b, _ in self.selected if b["id"] != ROOT],
+                self.delimiter,
+                [beam_to_candidate(b, self.delimiter) for b in self.finished],
             ),
             "finished": len(self.finished),
         }

@@ -1,4 +1,4 @@
-"""The selection of particle filtering: weigh the live particles and resample them (the round engine plans and stops).
+"""The policy of particle filtering: weigh the live particles and resample them (the round engine plans and stops).
 
 Choices (Puri et al., 2025; its_hub's ``ParticleFiltering`` differs where noted):
 
@@ -34,12 +34,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.nodes.expand import Beam
+from ttc_graph.nodes.expand import Beam, root_beam
 from ttc_graph.nodes.step_rounds import (
+    PolicyCost,
     StepRound,
     beam_to_candidate,
     id_key,
-    steps_distribution,
+    limit_stop,
+    retire,
+    split_frontier,
+    steps_of,
 )
 from ttc_graph.state import Candidate, TTCState
 
@@ -62,8 +66,8 @@ LOGIT_CLIP = 1e-6  # a score of exactly 0 or 1 has an infinite logit: clipped, a
 
 
 @dataclass(frozen=True, slots=True)
-class ParticlePlan:
-    """The selection of particle filtering: ``n`` particles extended by one step per round for at most
+class ParticlePlan(PolicyCost):
+    """The policy of particle filtering: ``n`` particles extended by one step per round for at most
     ``max_steps`` rounds, resampled by their weights (each scored after a greedy rollout of ``lookahead`` steps)."""
 
     n: int
@@ -72,13 +76,7 @@ class ParticlePlan:
     resampling: Resampling = "multinomial"
     weighting: Weighting = "logit"
     lookahead: int = 0
-
-    @property
-    def generations(self) -> int:
-        return self.n * (self.lookahead + 1)
-
-    def describe(self) -> str:
-        return f"particle filtering (n={self.n}, lookahead={self.lookahead})"
+    label = "particle filtering"
 
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
         return _ParticleRound(self, state, round_, seed, delimiter)
@@ -143,13 +141,6 @@ def _rng(seed: int | None, round_: int, live: Sequence[Beam]) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
 
 
-def _root() -> Beam:
-    return Beam(
-        id="p", group=0, steps=[], score=None, step_scores=None, scored=True, finished=False, answer=None, tokens=0,
-        round=0,
-    )  # fmt: skip
-
-
 class _ParticleRound(StepRound):
     """Retire the finished particles, weigh the live ones and resample them into the slots left."""
 
@@ -157,21 +148,20 @@ class _ParticleRound(StepRound):
         self.plan, self.round, self.seed, self.delimiter = plan, round_, seed, delimiter
         frontier = sorted(state.get("frontier", []), key=lambda b: id_key(b["id"]))
         at_limit = round_ >= plan.max_steps
-        ending = [b for b in frontier if b["finished"] or at_limit]
-        self.live: list[Beam] = [b for b in frontier if not (b["finished"] or at_limit)]
-        self.retired = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
+        ending, self.live = split_frontier(frontier, at_limit)
+        self.retired = retire(ending, delimiter)
         self.pool: list[Candidate] = [*state.get("candidates", []), *self.retired]
         self.slots = plan.n - len(self.pool) if round_ > 0 else plan.n
         self.weights = softmax_weights([b["score"] for b in self.live], plan.softmax_temperature, plan.weighting)
         self.counts: list[int] = []
         if at_limit:
-            self.stop = "max_steps" if any(not b["finished"] for b in ending) else "complete"
+            self.stop = limit_stop(ending)
         elif round_ > 0 and (self.slots <= 0 or not self.live):
             self.stop = "complete" if self.pool else "error"
 
     def expansions(self) -> list[tuple[Beam, int]]:
         if self.round == 0:
-            return [(_root(), self.plan.n)]
+            return [(root_beam("p"), self.plan.n)]
         rng = _rng(self.seed, self.round, self.live)
         self.counts = resample(self.weights, self.slots, self.plan.resampling, rng)
         return [(b, c) for b, c in zip(self.live, self.counts, strict=True) if c]
@@ -195,8 +185,6 @@ class _ParticleRound(StepRound):
                 for i, (b, w) in enumerate(zip(self.live, self.weights, strict=True))
             ],
             "ess": effective_sample_size(self.weights),
-            "steps_per_beam": steps_distribution(
-                [beam_to_candidate(b, self.delimiter) for b in self.live] or self.retired
-            ),
+            "steps_per_beam": steps_of(self.live, self.delimiter, self.retired),
             "finished": len(self.pool),
         }

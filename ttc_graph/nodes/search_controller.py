@@ -1,4 +1,4 @@
-"""The selections of beam search (lookahead search included) and DVTS, run by the step round engine."""
+"""The policies of beam search (lookahead search included) and DVTS, run by the step round engine."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.expand import Beam
+from ttc_graph.nodes.expand import Beam, root_beam
 from ttc_graph.nodes.step_rounds import (
+    PolicyCost,
     StepRound,
     beam_to_candidate,
     by_score,
+    limit_stop,
     make_step_controller,
-    steps_distribution,
+    retire,
+    split_frontier,
+    steps_of,
 )
 from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.state import Candidate, TTCState
@@ -27,8 +31,8 @@ make_search_verify_node = make_step_verify_node
 
 
 @dataclass(frozen=True, slots=True)
-class SearchPlan:
-    """The selection of beam search and DVTS: ``n`` beams, ``width`` expansions per kept beam, ``groups`` subtrees.
+class SearchPlan(PolicyCost):
+    """The policy of beam search and DVTS: ``n`` beams, ``width`` expansions per kept beam, ``groups`` subtrees.
 
     Beam search: one group, keep the top ``n // width`` unfinished beams each round, stop once ``n`` beams have
     finished, select over the top ``n`` finished. DVTS (``diverse``): ``n // width`` groups, each following its
@@ -44,46 +48,50 @@ class SearchPlan:
     diverse: bool = False
 
     @property
-    def generations(self) -> int:
-        return self.n * (self.lookahead + 1)
-
-    def describe(self) -> str:
-        return f"{'DVTS' if self.diverse else 'beam search'} (n={self.n}, lookahead={self.lookahead})"
+    def label(self) -> str:
+        return "DVTS" if self.diverse else "beam search"
 
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
-        return _SearchRound(self, state, round_, delimiter)
+        return (_DVTSRound if self.diverse else _BeamRound)(self, state, round_, delimiter)
 
 
-class _SearchRound(StepRound):
-    """Retire the finished beams, then keep the best (per subtree for DVTS) and expand each ``width`` times."""
+class _BeamRound(StepRound):
+    """Retire the finished beams, keep the top ``n // width`` live ones and expand each ``width`` times."""
 
     def __init__(self, plan: SearchPlan, state: TTCState, round_: int, delimiter: str) -> None:
-        self.plan, self.delimiter = plan, delimiter
+        self.plan, self.delimiter, self.state = plan, delimiter, state
         self.frontier_: list[Beam] = list(state.get("frontier", []))  # type: ignore[arg-type]
         at_limit = round_ >= plan.max_steps
-        self.ending: list[Beam]
-        self.live: list[Beam]
-        if round_ == 0:
-            self.ending, self.chosen, self.live = [], _roots(plan), []
-        elif plan.diverse:
-            self.ending, self.chosen, self.live = _dvts_round(plan, state, self.frontier_, at_limit)
-        else:
-            self.ending = [b for b in self.frontier_ if b["finished"] or at_limit]
-            self.live = by_score([b for b in self.frontier_ if not (b["finished"] or at_limit)])[: plan.keep_per_group]
-            self.chosen = [(b, plan.width) for b in self.live]
-        self.retired = [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in self.ending]
-        if plan.diverse and not at_limit:  # a sibling of a finished best child is cut short, not max_steps
-            self.retired = [
-                c if c["finish_reason"] == "stop" else {**c, "finish_reason": "truncated"} for c in self.retired
-            ]
+        self.ending: list[Beam] = []
+        self.live: list[Beam] = []
+        self.chosen = _roots(plan)
+        if round_ > 0:
+            self.ending, self.chosen, self.live = self.choose(at_limit)
+        self.retired = self.retire(at_limit)
         self.pool: list[Candidate] = [*state.get("candidates", []), *self.retired]
         self.done = len(self.pool)
         if at_limit:
-            self.stop = "max_steps" if any(not b["finished"] for b in self.ending) else "complete"
-        elif round_ > 0 and not plan.diverse and len(self.pool) >= plan.n:
-            self.stop = "complete"
-        elif round_ > 0 and not self.chosen:
-            self.stop = "complete" if self.pool else "error"
+            self.stop = limit_stop(self.ending)
+        elif round_ > 0:
+            self.stop = self.stops_early()
+
+    def choose(self, at_limit: bool) -> tuple[list[Beam], list[tuple[Beam, int]], list[Beam]]:
+        """``(ending beams, expansions, live beams kept)`` of a round after the first."""
+        ending, live = split_frontier(self.frontier_, at_limit)
+        kept = by_score(live)[: self.plan.keep_per_group]
+        return ending, [(b, self.plan.width) for b in kept], kept
+
+    def retire(self, at_limit: bool) -> list[Candidate]:
+        """The candidates the ending beams become."""
+        return retire(self.ending, self.delimiter)
+
+    def stops_early(self) -> str | None:
+        """Before the step limit: done once ``n`` beams have finished, or when none is left to expand."""
+        if len(self.pool) >= self.plan.n:
+            return "complete"
+        if not self.chosen:
+            return "complete" if self.pool else "error"
+        return None
 
     def expansions(self) -> list[tuple[Beam, int]]:
         return self.chosen
@@ -92,8 +100,11 @@ class _SearchRound(StepRound):
         if stop.startswith("budget:"):  # cut short by the budget: keep the live beams, as max_steps does
             retiring = {b["id"] for b in self.ending}
             self.pool += [beam_to_candidate(b, self.delimiter, stop) for b in self.frontier_ if b["id"] not in retiring]
-        final = self.pool if self.plan.diverse else by_score(self.pool)[: self.plan.n]  # the top n finished
-        return final, {"finished": sum(1 for c in self.pool if c["finish_reason"] == "stop")}
+        return self.candidates(), {"finished": sum(1 for c in self.pool if c["finish_reason"] == "stop")}
+
+    def candidates(self) -> list[Candidate]:
+        """The final pool: the top ``n`` by score."""
+        return by_score(self.pool)[: self.plan.n]
 
     def event(self) -> dict[str, Any]:
         return {
@@ -101,11 +112,31 @@ class _SearchRound(StepRound):
                 {"id": b["id"], "score": b["score"], "steps": len(b["steps"]), "last": b["steps"][-1][:80]}
                 for b in by_score([b for b in self.frontier_ if not b["finished"]])
             ],
-            "steps_per_beam": steps_distribution(
-                [beam_to_candidate(b, self.delimiter) for b in self.live] or self.retired
-            ),
+            "steps_per_beam": steps_of(self.live, self.delimiter, self.retired),
             "finished": self.done,
         }
+
+
+class _DVTSRound(_BeamRound):
+    """Per subtree: a finished best child ends it (with its siblings), else the best child is expanded again."""
+
+    def choose(self, at_limit: bool) -> tuple[list[Beam], list[tuple[Beam, int]], list[Beam]]:
+        return _dvts_round(self.plan, self.state, self.frontier_, at_limit)
+
+    def retire(self, at_limit: bool) -> list[Candidate]:
+        retired = retire(self.ending, self.delimiter)
+        if at_limit:
+            return retired
+        # a sibling of a finished best child is cut short, not by max_steps
+        return [c if c["finish_reason"] == "stop" else {**c, "finish_reason": "truncated"} for c in retired]
+
+    def stops_early(self) -> str | None:
+        """Once no subtree is left to expand (each ends when its best child finishes)."""
+        return None if self.chosen else ("complete" if self.pool else "error")
+
+    def candidates(self) -> list[Candidate]:
+        """The final pool: every subtree's last children."""
+        return self.pool
 
 
 def _dvts_round(
@@ -144,21 +175,11 @@ def _dvts_round(
 
 def _roots(plan: SearchPlan) -> list[tuple[Beam, int]]:
     """Round 0: each group (one for beam search) samples its share of the ``n`` first steps."""
-    per_root = plan.n // plan.groups
-    return [
-        (
-            Beam(
-                id=f"g{g}", group=g, steps=[], score=None, step_scores=None, scored=True, finished=False, answer=None,
-                tokens=0, round=0,
-            ),
-            per_root,
-        )
-        for g in range(plan.groups)
-    ]  # fmt: skip
+    return [(root_beam(f"g{g}", g), plan.n // plan.groups) for g in range(plan.groups)]
 
 
 def make_search_controller(
     plan: SearchPlan, defaults: SamplingDefaults, delimiter: str
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """The budget controller of beam search or DVTS: the step round engine with ``plan``'s selection."""
+    """The budget controller of beam search or DVTS: the step round engine with ``plan``'s policy."""
     return make_step_controller(plan, defaults, delimiter)

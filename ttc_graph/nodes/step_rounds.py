@@ -1,10 +1,13 @@
 """The round engine of every step-wise search (beam search, lookahead, DVTS, particle filtering, MCTS).
 
 One controller runs all of them: before each round it checks the cost (round 0), lets the search's
-:class:`StepSelection` look at the scored frontier (which beams retire, which to keep, whether it is done), applies the
-budget's limits, plans the expand tasks of the beams the selection chose, and on the last round writes the final
-candidates with their diagnostics. Every round emits one ``ttc.round`` progress event. The searches differ only in
-their selection (``search_controller``, ``particle_controller``, ``mcts_controller``).
+:class:`StepPolicy` look at the scored frontier (which beams retire, which to keep, whether it is done), applies the
+budget's limits, turns the beams the policy chose into the round's expand requests (:func:`expand_tasks`, the one
+place they are made), and on the last round writes the final candidates with their diagnostics. Every round emits
+one ``ttc.round`` progress event. The searches differ only in their policy: beam search and DVTS
+(:mod:`~ttc_graph.nodes.search_controller`), particle filtering (:mod:`~ttc_graph.nodes.particle_controller`),
+MCTS (:mod:`~ttc_graph.nodes.mcts_controller`). The helpers below (:func:`split_frontier`, :func:`retire`,
+:func:`limit_stop`, :func:`steps_of`) are the round rules those policies share.
 """
 
 from __future__ import annotations
@@ -30,13 +33,20 @@ from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = [
+    "PolicyCost",
+    "StepPolicy",
     "StepRound",
     "StepSelection",
     "beam_to_candidate",
     "by_score",
+    "expand_tasks",
     "id_key",
+    "limit_stop",
     "make_step_controller",
+    "retire",
+    "split_frontier",
     "steps_distribution",
+    "steps_of",
 ]
 
 logger = logging.getLogger("ttc_graph.search")
@@ -76,7 +86,7 @@ class StepRound(ABC):
         return []
 
 
-class StepSelection(Protocol):
+class StepPolicy(Protocol):
     """What makes a step-wise search what it is: which beams it keeps and expands each round."""
 
     @property
@@ -91,6 +101,31 @@ class StepSelection(Protocol):
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
         """The round about to be planned, from the state the last round left."""
         ...
+
+
+StepSelection = StepPolicy
+"""The name :class:`StepPolicy` had first."""
+
+
+class PolicyCost:
+    """The cost and description every policy of the five has, from its ``n``, ``lookahead`` and ``label``."""
+
+    __slots__ = ()
+    n: int
+    lookahead: int
+
+    @property
+    def label(self) -> str:
+        """The search's name, for messages (``beam search``)."""
+        raise NotImplementedError
+
+    @property
+    def generations(self) -> int:
+        """``n * (lookahead + 1)``, as the paper counts lookahead search."""
+        return self.n * (self.lookahead + 1)
+
+    def describe(self) -> str:
+        return f"{self.label} (n={self.n}, lookahead={self.lookahead})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +157,7 @@ def _round_limits(
     return _RoundLimits(None, cap, timeout, holds_tokens(limit))
 
 
-def _expand_tasks(
+def expand_tasks(
     question: str,
     expansions: Sequence[tuple[Beam, int]],
     round_: int,
@@ -188,6 +223,27 @@ def steps_distribution(candidates: Sequence[Candidate]) -> dict[str, Any]:
     return {"histogram": histogram, "min": counts[0], "median": statistics.median(counts), "max": counts[-1]}
 
 
+def split_frontier(frontier: Sequence[Beam], at_limit: bool) -> tuple[list[Beam], list[Beam]]:
+    """``(ending, live)``: the finished beams end, and at the step limit every beam does."""
+    ending = [b for b in frontier if b["finished"] or at_limit]
+    return ending, [b for b in frontier if not (b["finished"] or at_limit)]
+
+
+def retire(ending: Sequence[Beam], delimiter: str) -> list[Candidate]:
+    """The ending beams as candidates: a finished one stops, an open one was cut short by ``max_steps``."""
+    return [beam_to_candidate(b, delimiter, None if b["finished"] else "max_steps") for b in ending]
+
+
+def limit_stop(ending: Sequence[Beam]) -> str:
+    """The stop reason at the step limit: ``max_steps`` if a beam was still open, else ``complete``."""
+    return "max_steps" if any(not b["finished"] for b in ending) else "complete"
+
+
+def steps_of(beams: Sequence[Beam], delimiter: str, otherwise: Sequence[Candidate] = ()) -> dict[str, Any]:
+    """The steps distribution of ``beams`` (of ``otherwise`` when there is none), for a round's progress event."""
+    return steps_distribution([beam_to_candidate(b, delimiter) for b in beams] or otherwise)
+
+
 def _step_warnings(distribution: dict[str, Any], delimiter: str) -> list[str]:
     """A warning when the median candidate has a single step: the model never wrote the step delimiter."""
     if distribution["median"] is not None and distribution["median"] <= 1:
@@ -224,7 +280,7 @@ def id_key(node_id: str) -> tuple[Any, ...]:
 
 
 def make_step_controller(
-    keep: StepSelection, defaults: SamplingDefaults, delimiter: str
+    keep: StepPolicy, defaults: SamplingDefaults, delimiter: str
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
     """The budget controller of a step-wise search: ``keep`` decides what to keep and expand, this decides
     whether the budget allows it, plans it, and records the outcome (see the module docstring)."""
@@ -244,7 +300,7 @@ def make_step_controller(
         if stop is None:
             expansions = step.expansions()
             if expansions:
-                tasks = _expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
+                tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
             else:
                 stop = step.exhausted()
         update: dict[str, Any] = {}

@@ -1,52 +1,71 @@
-"""The verify node of step-wise search: score every new beam of the frontier, in one batch."""
+"""Verification of steps in step-wise search: score new prefixes in one call, and the verify node around it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ttc_graph.budget import usage_delta
 from ttc_graph.nodes.expand import Beam
 from ttc_graph.nodes.verify import verify_or_unscored
 from ttc_graph.state import TTCState
+from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
 
-__all__ = ["make_step_verify_node"]
+__all__ = ["ScoredBeams", "make_step_verify_node", "score_beams"]
+
+
+@dataclass(slots=True)
+class ScoredBeams:
+    """What :func:`score_beams` returns: the beams with their scores, the verifier's usage and its errors."""
+
+    beams: list[Beam]
+    usage: RequestUsage
+    errors: list[str] = field(default_factory=list)
+
+
+async def score_beams(
+    verifier: Verifier, aggregation: Aggregation, question: str, beams: Sequence[Beam]
+) -> ScoredBeams:
+    """Score ``beams`` in one verifier call: each prefix (its lookahead rollout appended, if any) is scored, and a
+    beam's score is the ``aggregation`` of its step scores when the verifier gives them, else the verifier's value.
+
+    How a step is verified is decided here alone, so every step search scores its prefixes the same way.
+    """
+    items = [
+        VerifyItem(
+            question,
+            tuple(b.get("rollout") or b["steps"]),
+            tuple(b["token_logprobs"] + b.get("rollout_logprobs", [])) if "token_logprobs" in b else None,
+        )
+        for b in beams
+    ]
+    result = await verify_or_unscored(verifier, items)
+    scored = ScoredBeams([], result.usage)
+    for beam, score in zip(beams, result.scores, strict=True):
+        value = aggregate(score.step_scores, aggregation) if score.step_scores else score.value
+        scored.beams.append(
+            {**beam, "score": value, "step_scores": list(score.step_scores or []) or None, "scored": True}
+        )
+        if score.error:
+            scored.errors.append(f"verify {beam['id']}: {score.error}")
+    return scored
 
 
 def make_step_verify_node(
     verifier: Verifier, aggregation: Aggregation
 ) -> Callable[[TTCState], Awaitable[dict[str, Any]]]:
-    """Score every unscored beam of the frontier (its lookahead rollout appended, if any); a beam's score is the
-    ``aggregation`` of its step scores when the verifier gives them, else the verifier's value."""
+    """The verify node: :func:`score_beams` over every unscored beam of the frontier."""
 
     async def verify(state: TTCState) -> dict[str, Any]:
         pending: list[Beam] = [b for b in state.get("frontier", []) if not b["scored"]]  # type: ignore[typeddict-item]
         if not pending:
             return {}
-        items = [
-            VerifyItem(
-                state["question"],
-                tuple(b.get("rollout") or b["steps"]),
-                tuple(b["token_logprobs"] + b.get("rollout_logprobs", [])) if "token_logprobs" in b else None,
-            )
-            for b in pending
-        ]
-        result = await verify_or_unscored(verifier, items)
-        updated: list[Beam] = []
-        errors: list[str] = []
-        for beam, score in zip(pending, result.scores, strict=True):
-            value = score.value
-            if score.step_scores:
-                value = aggregate(score.step_scores, aggregation)
-            updated.append(
-                {**beam, "score": value, "step_scores": list(score.step_scores or []) or None, "scored": True}
-            )
-            if score.error:
-                errors.append(f"verify {beam['id']}: {score.error}")
-        update: dict[str, Any] = {"frontier": updated, "usage": usage_delta("verify", result.usage)}
-        if errors:
-            update["errors"] = errors
+        scored = await score_beams(verifier, aggregation, state["question"], pending)
+        update: dict[str, Any] = {"frontier": scored.beams, "usage": usage_delta("verify", scored.usage)}
+        if scored.errors:
+            update["errors"] = scored.errors
         return update
 
     return verify
