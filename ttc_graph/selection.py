@@ -26,8 +26,10 @@ from ttc_graph.state import Candidate
 from ttc_graph.tool_calls import ToolsLike, action_key, candidate_problems, is_action, tool_specs
 
 __all__ = [
+    "FINAL_SELECTIONS",
     "TRUNCATED",
     "AnswerGroup",
+    "FinalSelection",
     "RevisionSelection",
     "Selected",
     "Selection",
@@ -48,6 +50,9 @@ TRUNCATED = "truncated: the sample stopped at max_tokens (finish_reason 'length'
 RevisionSelection = Literal["hierarchical", "majority", "last"]
 REVISION_SELECTIONS: tuple[RevisionSelection, ...] = ("hierarchical", "majority", "last")
 SELECTIONS: tuple[Selection, ...] = ("weighted", "naive", "majority")
+FinalSelection = Literal["naive", "weighted"]
+"""The answer of a step-wise search: its top-scored candidate (``naive``) or best-of-N ``weighted`` over them."""
+FINAL_SELECTIONS: tuple[FinalSelection, ...] = ("naive", "weighted")
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from ttc_graph.strategies import (
     create_particle_filtering,
     create_revisions,
 )
+from ttc_graph.strategies.stepwise import STEP_OPTIONS
 from ttc_graph.verifiers import registry
 from ttc_graph.verifiers.base import Verifier
 
@@ -128,11 +129,7 @@ def build_graph(
     if isinstance(spec, BeamSearchSpec | DVTSSpec | ParticleFilteringSpec | MCTSSpec):
         scorer = build_verifier_of(spec.verifier, pol)
         assert scorer is not None
-        step: dict[str, Any] = {
-            "n": spec.n, "max_steps": spec.max_steps, "lookahead": spec.lookahead, "selection": spec.selection,
-            "aggregation": spec.aggregation, "temperature": spec.temperature, "step_max_tokens": spec.step_max_tokens,
-            "step_delimiter": spec.step_delimiter, **common,
-        }  # fmt: skip
+        step = {**{name: getattr(spec, name) for name in STEP_OPTIONS if name in type(spec).model_fields}, **common}
         if isinstance(spec, BeamSearchSpec | DVTSSpec):
             factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
             return factory(pol, scorer, beam_width=spec.beam_width, **step)

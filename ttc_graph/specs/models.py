@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ttc_graph.budget import Budget
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
-from ttc_graph.selection import RevisionSelection, Selection
+from ttc_graph.selection import FinalSelection, RevisionSelection, Selection
 from ttc_graph.strategies.mcts import check_mcts
 from ttc_graph.strategies.particle_filtering import check_particle_filtering
 from ttc_graph.strategies.revisions import split_budget
@@ -20,7 +20,6 @@ from ttc_graph.strategies.stepwise import (
     DEFAULT_STEP_DELIMITER,
     DEFAULT_STEP_MAX_TOKENS,
     DEFAULT_STEP_TEMPERATURE,
-    FinalSelection,
 )
 from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION
 from ttc_graph.verifiers.base import Aggregation
@@ -107,7 +106,7 @@ class LLMJudgeVerifierSpec(_Spec):
     kind: Literal["llm_judge"] = "llm_judge"
     endpoint: EndpointSpec | None = None
     mode: Literal["process", "outcome"] = "process"
-    aggregation: Aggregation = "last"
+    aggregation: Aggregation = DEFAULT_AGGREGATION
     samples: int = Field(5, ge=1)
 
 
@@ -126,7 +125,7 @@ class RewardModelVerifierSpec(_Spec):
     base_url: str
     model: str = Field(min_length=1)
     step_separator: str = "<extra_0>"
-    aggregation: Aggregation = "last"
+    aggregation: Aggregation = DEFAULT_AGGREGATION
 
 
 class PythonVerifierSpec(_Spec):
@@ -143,7 +142,7 @@ class ArithmeticVerifierSpec(_Spec):
     prior: float = Field(0.5, ge=0, le=1)
     prior_weight: float = Field(1.0, ge=0)
     rel_tol: float = Field(1e-9, ge=0, lt=1)
-    aggregation: Aggregation = "last"
+    aggregation: Aggregation = DEFAULT_AGGREGATION
 
 
 class ProgramVerifierSpec(_Spec):
@@ -167,7 +166,7 @@ class CombinedVerifierSpec(_Spec):
     weights: list[float] | None = None
     how: Literal["product", "geometric"] = "product"
     granularity: Literal["auto", "process", "outcome"] = "auto"
-    aggregation: Aggregation = "last"
+    aggregation: Aggregation = DEFAULT_AGGREGATION
 
     @model_validator(mode="after")
     def _check(self) -> CombinedVerifierSpec:

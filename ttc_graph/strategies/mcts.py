@@ -85,10 +85,6 @@ def create_mcts(
         max_steps = deprecated_alias("max_depth", max_depth, "max_steps", max_steps, DEFAULT_MAX_STEPS, 1)
     if rollout is not None:
         lookahead = deprecated_alias("rollout", rollout, "lookahead", lookahead, 0, 0)
-    options = StepSearchOptions(
-        n=n, max_steps=max_steps, lookahead=lookahead, aggregation=aggregation, selection=selection,
-        temperature=temperature, step_max_tokens=step_max_tokens, step_delimiter=step_delimiter, seed=seed,
-        budget=budget, system_prompt=system_prompt, history=history, name=name,
-    )  # fmt: skip
+    options = StepSearchOptions.of(locals())
     plan = check_mcts(n, expansions=expansions, exploration=exploration, max_steps=max_steps, lookahead=lookahead)
     return build_step_graph("MCTS", policy, verifier, plan, options, "mcts")

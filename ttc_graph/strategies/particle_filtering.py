@@ -91,11 +91,7 @@ def create_particle_filtering(
     reproducible. ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. The choices
     are documented in :mod:`ttc_graph.nodes.particle_controller`.
     """
-    options = StepSearchOptions(
-        n=n, max_steps=max_steps, lookahead=lookahead, aggregation=aggregation, selection=selection,
-        temperature=temperature, step_max_tokens=step_max_tokens, step_delimiter=step_delimiter, seed=seed,
-        budget=budget, system_prompt=system_prompt, history=history, name=name,
-    )  # fmt: skip
+    options = StepSearchOptions.of(locals())
     plan = check_particle_filtering(
         n, max_steps=max_steps, lookahead=lookahead, softmax_temperature=softmax_temperature, resampling=resampling,
         weighting=weighting,

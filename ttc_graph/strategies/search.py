@@ -71,11 +71,7 @@ def create_beam_search(
     :func:`~ttc_graph.strategies.create_best_of_n`; every step request continues the answer after the conversation.
     """
     width = resolve_width(n, beam_width)
-    options = StepSearchOptions(
-        n=n, max_steps=max_steps, lookahead=lookahead, aggregation=aggregation, selection=selection,
-        temperature=temperature, step_max_tokens=step_max_tokens, step_delimiter=step_delimiter, seed=seed,
-        budget=budget, system_prompt=system_prompt, history=history, name=name,
-    )  # fmt: skip
+    options = StepSearchOptions.of(locals())
     plan = SearchPlan(n, width, 1, max(1, n // width), lookahead, max_steps)
     return build_step_graph("beam search", policy, verifier, plan, options, "beam_search")
 
@@ -103,10 +99,6 @@ def create_dvts(
     ``beam_width`` times and keeping its best child, so one strong early step cannot take over every beam. The
     other arguments are :func:`create_beam_search`'s; the answer is over every subtree's last children."""
     width = resolve_width(n, beam_width)
-    options = StepSearchOptions(
-        n=n, max_steps=max_steps, lookahead=lookahead, aggregation=aggregation, selection=selection,
-        temperature=temperature, step_max_tokens=step_max_tokens, step_delimiter=step_delimiter, seed=seed,
-        budget=budget, system_prompt=system_prompt, history=history, name=name,
-    )  # fmt: skip
+    options = StepSearchOptions.of(locals())
     plan = SearchPlan(n, width, n // width, 1, lookahead, max_steps, diverse=True)
     return build_step_graph("DVTS", policy, verifier, plan, options, "dvts")

@@ -20,8 +20,9 @@ five searches with a :class:`~ttc_graph.errors.ConfigurationError` before any re
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from langgraph.graph import END, START
 
@@ -37,6 +38,7 @@ from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.step_rounds import StepSelection, make_step_controller
 from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
+from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, check_aggregation
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_STEP_MAX_TOKENS",
     "DEFAULT_STEP_TEMPERATURE",
     "FINAL_SELECTIONS",
+    "STEP_OPTIONS",
     "FinalSelection",
     "StepSearchOptions",
     "build_step_graph",
@@ -60,9 +63,6 @@ __all__ = [
     "scores_prefixes",
 ]
 
-FinalSelection = Literal["naive", "weighted"]
-"""The answer of a step-wise search: its top-scored candidate (``naive``) or best-of-N ``weighted`` over them."""
-FINAL_SELECTIONS: tuple[FinalSelection, ...] = ("naive", "weighted")
 DEFAULT_MAX_STEPS = 40
 DEFAULT_STEP_TEMPERATURE = 0.8
 DEFAULT_STEP_MAX_TOKENS = 256
@@ -116,6 +116,11 @@ class StepSearchOptions:
         check_number("step_max_tokens", self.step_max_tokens, integer=True, minimum=1)
         self.sampling()  # temperature, seed and budget
 
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any]) -> StepSearchOptions:
+        """The options among a factory's ``arguments`` (its ``locals()``): every field of this class, by name."""
+        return cls(**{name: arguments[name] for name in STEP_OPTIONS if name in arguments})
+
     @property
     def generations(self) -> int:
         """What the search costs, as the paper counts it: ``n * (lookahead + 1)``."""
@@ -124,6 +129,10 @@ class StepSearchOptions:
     def sampling(self) -> SamplingDefaults:
         """The step requests' sampling settings (a run's context may override them)."""
         return SamplingDefaults(self.temperature, self.step_max_tokens, self.seed, self.budget)
+
+
+STEP_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(StepSearchOptions))
+"""The names of the options every step-wise search takes (its factory's keyword arguments and its spec's fields)."""
 
 
 def deprecated_alias(old: str, value: object, new: str, current: object, default: object, minimum: int) -> int:
