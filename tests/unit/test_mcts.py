@@ -32,7 +32,7 @@ from ttc_graph import (
 )
 from ttc_graph.endpoints.base import GenerationResult, SamplingParams
 from ttc_graph.errors import EndpointError
-from ttc_graph.nodes.mcts_controller import ROOT, MCTSPlan, TreeNode, select_leaves, uct
+from ttc_graph.nodes.step_mcts import ROOT, MCTSPlan, TreeNode, select_leaves, uct
 from ttc_graph.specs import SpecError, build_graph, parse_spec
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
 from ttc_graph.verifiers import VerificationResult, Verifier, VerifyItem

@@ -36,7 +36,7 @@ from ttc_graph import (
 )
 from ttc_graph.endpoints.base import GenerationResult, SamplingParams
 from ttc_graph.errors import EndpointError
-from ttc_graph.nodes.particle_controller import effective_sample_size, resample, softmax_weights
+from ttc_graph.nodes.step_particles import effective_sample_size, resample, softmax_weights
 from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.strategies.stepwise import scores_prefixes
 from ttc_graph.testing import FakeCall, ScriptedEndpoint

@@ -24,7 +24,7 @@ from ttc_graph.budget import COUNTERS, Budget, Remaining, merge_usage, policy_ge
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, make_best_of_n_controller
 from ttc_graph.nodes.revision_controller import ChainPlan, make_revision_controller
-from ttc_graph.nodes.search_controller import SearchPlan, make_search_controller
+from ttc_graph.nodes.step_beam import SearchPlan, make_search_controller
 from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.testing import ScriptedEndpoint
 from ttc_graph.usage import RequestUsage

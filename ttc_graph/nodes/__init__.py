@@ -9,8 +9,8 @@ from ttc_graph.nodes.budget_controller import (
 from ttc_graph.nodes.expand import Beam, ExpandTask, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node, prepare_node, question_of
 from ttc_graph.nodes.propose import ProposeTask, make_candidate, make_propose_node
-from ttc_graph.nodes.search_controller import SearchPlan, make_search_controller, make_search_verify_node
 from ttc_graph.nodes.select import make_select_node
+from ttc_graph.nodes.step_beam import SearchPlan, make_search_controller, make_search_verify_node
 from ttc_graph.nodes.verify import make_verify_node, verify_candidates
 
 __all__ = [

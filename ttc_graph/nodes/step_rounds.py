@@ -5,8 +5,8 @@ One controller runs all of them: before each round it checks the cost (round 0),
 budget's limits, turns the beams the policy chose into the round's expand requests (:func:`expand_tasks`, the one
 place they are made), and on the last round writes the final candidates with their diagnostics. Every round emits
 one ``ttc.round`` progress event. The searches differ only in their policy: beam search and DVTS
-(:mod:`~ttc_graph.nodes.search_controller`), particle filtering (:mod:`~ttc_graph.nodes.particle_controller`),
-MCTS (:mod:`~ttc_graph.nodes.mcts_controller`). The helpers below (:func:`split_frontier`, :func:`retire`,
+(:mod:`~ttc_graph.nodes.step_beam`), particle filtering (:mod:`~ttc_graph.nodes.step_particles`),
+MCTS (:mod:`~ttc_graph.nodes.step_mcts`). The helpers below (:func:`split_frontier`, :func:`retire`,
 :func:`limit_stop`, :func:`steps_of`) are the round rules those policies share.
 """
 

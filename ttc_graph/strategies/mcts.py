@@ -8,7 +8,7 @@ from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
-from ttc_graph.nodes.mcts_controller import MCTSPlan
+from ttc_graph.nodes.step_mcts import MCTSPlan
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (
@@ -29,7 +29,7 @@ __all__ = ["check_mcts", "create_mcts"]
 
 
 def check_mcts(n: object, *, expansions: object, exploration: object, max_steps: object, lookahead: object) -> MCTSPlan:
-    """The selection of an MCTS, or a :class:`ConfigurationError` naming the bad argument."""
+    """The policy of an MCTS, or a :class:`ConfigurationError` naming the bad argument."""
     check_count(n, "n", 1)
     check_count(max_steps, "max_steps", 1)
     check_count(lookahead, "lookahead", 0)
@@ -79,7 +79,7 @@ def create_mcts(
     limit. The answer is the top-scored finished path (``selection="naive"``) or best-of-N weighted over the top
     ``n`` finished paths. ``max_depth`` and ``rollout`` are deprecated aliases of ``max_steps`` and ``lookahead``
     (they warn). ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. Details in
-    :mod:`ttc_graph.nodes.mcts_controller`.
+    :mod:`ttc_graph.nodes.step_mcts`.
     """
     if max_depth is not None:
         max_steps = deprecated_alias("max_depth", max_depth, "max_steps", max_steps, DEFAULT_MAX_STEPS, 1)

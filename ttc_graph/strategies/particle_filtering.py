@@ -8,7 +8,7 @@ from ttc_graph.budget import Budget
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
-from ttc_graph.nodes.particle_controller import RESAMPLING, WEIGHTINGS, ParticlePlan, Resampling, Weighting
+from ttc_graph.nodes.step_particles import RESAMPLING, WEIGHTINGS, ParticlePlan, Resampling, Weighting
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (
@@ -36,7 +36,7 @@ def check_particle_filtering(
     resampling: object,
     weighting: object,
 ) -> ParticlePlan:
-    """The selection of a particle filter, or a :class:`ConfigurationError` naming the bad argument."""
+    """The policy of a particle filter, or a :class:`ConfigurationError` naming the bad argument."""
     check_count(n, "n", 1)
     check_count(max_steps, "max_steps", 1)
     check_count(lookahead, "lookahead", 0)
@@ -89,7 +89,7 @@ def create_particle_filtering(
     with ``n`` beams does (``lookahead=k``: each particle is weighed after a greedy rollout of up to ``k`` steps,
     for ``n * (k + 1)``); ``seed`` makes resampling (and the policy's sampling, where it honours seeds)
     reproducible. ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. The choices
-    are documented in :mod:`ttc_graph.nodes.particle_controller`.
+    are documented in :mod:`ttc_graph.nodes.step_particles`.
     """
     options = StepSearchOptions.of(locals())
     plan = check_particle_filtering(

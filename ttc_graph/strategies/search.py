@@ -9,7 +9,7 @@ from ttc_graph.budget import Budget, check_n
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
-from ttc_graph.nodes.search_controller import SearchPlan
+from ttc_graph.nodes.step_beam import SearchPlan
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (

@@ -1,11 +1,15 @@
 """The core every step-wise search is a configuration of: its options, its verifier rule and its graph.
 
 Beam search, lookahead search (beam search with ``lookahead``), DVTS, particle filtering and MCTS share one graph,
-``prepare → budget ⇄ expand → verify``, then ``select``: ``expand`` samples next steps
-(:func:`~ttc_graph.nodes.expand.make_expand_node`: a step cut off by the token limit is partial and is continued,
-a ``lookahead`` rollout follows each new step), ``verify`` scores the new prefixes, and ``budget`` is one round
-engine (:mod:`ttc_graph.nodes.step_rounds`) run with the strategy's own *selection* of which beams to keep and
-expand. The options every step search takes are one :class:`StepSearchOptions`, with their defaults defined here.
+``prepare → budget ⇄ expand → verify``, then ``select``, built by :func:`build_step_graph`: ``expand`` samples next
+steps (:func:`~ttc_graph.nodes.expand.make_expand_node`: a step cut off by the token limit is partial and is
+continued, a ``lookahead`` rollout follows each new step), ``verify`` scores the new prefixes in one call
+(:func:`~ttc_graph.nodes.step_verify.score_beams`), and ``budget`` is one round engine
+(:mod:`ttc_graph.nodes.step_rounds`: cost checks, round limits, expand requests, the final update) run with the
+search's own *policy* of which beams to keep and expand (:mod:`~ttc_graph.nodes.step_beam` for beam search and DVTS,
+:mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). The options every step search takes are
+one :class:`StepSearchOptions` (their names: :data:`STEP_OPTIONS`), with their defaults defined here; the step
+scores' aggregation is :mod:`ttc_graph.verifiers.aggregation`'s, the final selection :mod:`ttc_graph.selection`'s.
 
 **Step-wise verifiers.** Every step-wise search ranks or weighs *partial* solutions, so its verifier must score a
 prefix. A verifier does when it declares ``scores_prefixes = True``, when its ``granularity`` is ``"process"``
@@ -35,7 +39,7 @@ from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.select import make_select_node
-from ttc_graph.nodes.step_rounds import StepSelection, make_step_controller
+from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
 from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
@@ -172,10 +176,11 @@ def check_stepwise(verifier: VerifierLike | None, kind: str) -> Verifier:
 
 
 def build_step_graph(
-    kind: str, policy: Endpoint, verifier: VerifierLike, keep: StepSelection, options: StepSearchOptions, name: str
+    kind: str, policy: Endpoint, verifier: VerifierLike, keep: StepPolicy, options: StepSearchOptions, name: str
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
-    """The graph of the step-wise search ``kind`` (named ``options.name`` or ``name``): ``keep`` selects the beams
-    it keeps and expands; the policy must be able to continue a prefix and the verifier must score one."""
+    """The graph of the step-wise search ``kind`` (named ``options.name`` or ``name``): ``keep`` is its
+    :class:`~ttc_graph.nodes.step_rounds.StepPolicy` (which beams it keeps and expands); the ``policy`` endpoint
+    must be able to continue a prefix and the verifier must score one (see the module docstring)."""
     check_policy(policy)
     scorer = check_stepwise(verifier, kind)
     budget = options.budget
