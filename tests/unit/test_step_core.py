@@ -24,13 +24,18 @@ from ttc_graph import (
     create_mcts,
     create_particle_filtering,
 )
+from ttc_graph.nodes import step_mcts
 from ttc_graph.nodes.expand import Beam
-from ttc_graph.nodes.step_rounds import StepRound, beam_to_candidate, by_score
+from ttc_graph.nodes.step_beam import SearchPlan
+from ttc_graph.nodes.step_mcts import MCTSPlan
+from ttc_graph.nodes.step_particles import ParticlePlan
+from ttc_graph.nodes.step_rounds import PolicyCost, StepRound, beam_to_candidate, by_score
 from ttc_graph.server.planning import generation_cost
 from ttc_graph.server.presets import SHIPPED_PRESETS, apply_overrides
 from ttc_graph.specs import SpecError, build_graph, load_spec, parse_spec
+from ttc_graph.specs.models import BeamSearchSpec, DVTSSpec, MCTSSpec, ParticleFilteringSpec
 from ttc_graph.state import Candidate, TTCState
-from ttc_graph.strategies.stepwise import StepSearchOptions, build_step_graph
+from ttc_graph.strategies.stepwise import STEP_OPTIONS, StepSearchOptions, build_step_graph
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
 from ttc_graph.verifiers import FunctionVerifier, RewardModelVerifier, VerificationResult, Verifier, VerifyItem
 from ttc_graph.verifiers.aggregation import AGGREGATIONS, DEFAULT_AGGREGATION, Aggregation
@@ -376,3 +381,32 @@ def test_the_presets_of_the_step_searches_load_without_warnings():
         warnings.simplefilter("error")
         for name in ("beam_search_judge", "dvts", "lookahead", "mcts", "particle_filtering"):
             assert load_spec(FilePath(SHIPPED_PRESETS) / f"{name}.yaml").kind  # type: ignore[union-attr]
+
+
+# -- 7. one list of option names, one place per rule ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [BeamSearchSpec, DVTSSpec, ParticleFilteringSpec, MCTSSpec])
+def test_every_step_spec_takes_the_options_by_their_names(spec: type[Any]):
+    # history is a run's choice (build_graph's argument), not a spec field
+    assert set(STEP_OPTIONS) - {"history"} <= set(spec.model_fields)
+    assert tuple(inspect.signature(StepSearchOptions).parameters) == STEP_OPTIONS
+
+
+def test_the_policies_share_their_cost_and_description():
+    plans = [
+        (SearchPlan(4, 2, 1, 2, 1, 5), "beam search"),
+        (SearchPlan(4, 2, 2, 1, 1, 5, diverse=True), "DVTS"),
+        (ParticlePlan(4, 5, lookahead=1), "particle filtering"),
+        (MCTSPlan(4, 2, 1.0, 5, 1), "MCTS"),
+    ]
+    for plan, label in plans:
+        assert isinstance(plan, PolicyCost) and plan.generations == 8
+        assert plan.describe() == f"{label} (n=4, lookahead=1)"
+
+
+def test_the_old_module_paths_of_the_policies_still_import():
+    from ttc_graph.nodes import mcts_controller, particle_controller, search_controller
+
+    assert search_controller.SearchPlan is SearchPlan and particle_controller.ParticlePlan is ParticlePlan
+    assert mcts_controller.MCTSPlan is MCTSPlan and mcts_controller.__all__ == step_mcts.__all__
