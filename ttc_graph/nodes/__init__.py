@@ -1,4 +1,6 @@
-"""The nodes strategies are built from: prepare, propose, verify, select and the budget controller."""
+"""The nodes strategies are built from: prepare, propose, verify, select, the budget controllers, and the step
+searches' round engine and policies (``step_rounds``, ``step_verify``, ``step_beam``, ``step_particles``,
+``step_mcts``)."""
 
 from ttc_graph.nodes.budget_controller import (
     AdaptiveStop,
