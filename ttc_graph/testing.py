@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
 from ttc_graph.errors import EndpointError
+from ttc_graph.tracing import request_span
 
 __all__ = ["FakeCall", "ScriptedEndpoint"]
 
@@ -65,6 +66,12 @@ class ScriptedEndpoint:
         result = GenerationResult()
 
         async def one(k: int) -> GenerationResult:
+            with request_span("scripted", n=k, params=params, system="scripted") as span:
+                result = await answer(k)
+                span.done(result)
+                return result
+
+        async def answer(k: int) -> GenerationResult:
             call = FakeCall(list(messages), k, params, prefix)
             self.calls.append(call)
             number = next(self._requests)

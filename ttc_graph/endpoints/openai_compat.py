@@ -38,6 +38,7 @@ from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retrie
 from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import from_wire_tool_calls
+from ttc_graph.tracing import request_span
 from ttc_graph.usage import RequestUsage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
@@ -373,8 +374,11 @@ class OpenAIEndpoint:
         self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
         """One HTTP request under the endpoint's concurrency limit."""
+        operation = "text_completion" if one == self._completion_call else "chat"
         async with self.limit:
-            result: GenerationResult = await one(messages, n, params, prefix)
+            with request_span(self.model, n=n, params=params, operation=operation, server=self.base_url) as span:
+                result: GenerationResult = await one(messages, n, params, prefix)
+                span.done(result)
             return result
 
     async def _send(

@@ -29,6 +29,7 @@ from ttc_graph.server.runs import Outcome, StrategyRun, openai_usage
 from ttc_graph.server.streaming import GuardedResponse, outcome_meta, passthrough_events, run_events
 from ttc_graph.server.upstream import Upstream
 from ttc_graph.specs import build_graph
+from ttc_graph.tracing import context_from_headers
 
 __all__ = ["create_app"]
 
@@ -176,6 +177,7 @@ class _Server:
         budget = plan.context.budget
         limit = (budget.seconds if budget and budget.seconds else self.config.limits.seconds) + _HARD_STOP_GRACE
         run = StrategyRun(graph, plan, time_limit=limit)
+        run.task_context = context_from_headers(request.headers.items())  # continue the caller's traceparent
         meta = {"preset": plan.preset.name, "strategy": plan.spec.kind, "upstream_model": plan.model}
         if req.stream:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -128,9 +129,12 @@ class StrategyRun:
         self.time_limit = time_limit
         self._queue: asyncio.Queue[Progress | Outcome | _Failed] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.task_context: contextvars.Context | None = None
+        """The context its task starts from: the incoming trace (:func:`ttc_graph.tracing.context_from_headers`)."""
 
     async def __aenter__(self) -> StrategyRun:
-        self._task = asyncio.create_task(self._produce(), name=f"ttc-run-{self.plan.preset.name}")
+        name = f"ttc-run-{self.plan.preset.name}"
+        self._task = asyncio.create_task(self._produce(), name=name, context=self.task_context)
         return self
 
     async def __aexit__(
