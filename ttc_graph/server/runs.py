@@ -60,7 +60,8 @@ class _Failed:
 
 def openai_usage(ledger: dict[str, Any], chosen_tokens: int | None) -> dict[str, Any]:
     """The OpenAI ``usage`` of a run: the sums over every upstream request (policy and verifier), and in ``ttc``
-    the generations and the per-kind breakdown. Completion tokens beyond the returned solution count as reasoning."""
+    the generations, the per-kind breakdown and the cost in dollars (0 where the upstream model has no known
+    price). Completion tokens beyond the returned solution count as reasoning."""
     prompt = int(ledger.get("prompt_tokens", 0))
     completion = int(ledger.get("completion_tokens", 0))
     return {
@@ -74,6 +75,7 @@ def openai_usage(ledger: dict[str, Any], chosen_tokens: int | None) -> dict[str,
             "failed_requests": int(ledger.get("failed_requests", 0)),
             "by_kind": ledger.get("by_kind", {}),
             "seconds": round(float(ledger.get("seconds", 0.0)), 3),
+            "cost": round(float(ledger.get("cost", 0.0)), 8),
         },
     }
 
