@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ttc_graph.cli.common import check_gguf
 from ttc_graph.errors import TTCError
 
 __all__ = ["UPSTREAM_KEY_ENVS", "serve_command"]
@@ -95,6 +96,7 @@ def serve_command(
             flag = None if native_n == "auto" else native_n == "on"
             model = Upstream(upstream, upstream_model, api_key=key, native_n=flag, timeout=max_seconds)
         else:
+            gguf = check_gguf(gguf, None)  # hf:REPO/FILE fetched from the hub
             model = EmbeddedUpstream(gguf, parallel=parallel, threads=threads, timeout=max_seconds)
     except TTCError as exc:
         typer.echo(f"error: {exc}", err=True)
