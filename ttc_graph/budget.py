@@ -68,7 +68,7 @@ class Budget(BaseModel):
     generations: int | None = Field(None, ge=1, strict=True)
     tokens: int | None = Field(None, ge=1, strict=True)
     seconds: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
-    dollars: float | None = Field(None, gt=0, allow_inf_nan=False)
+    dollars: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
     price: Price | None = None
 
     @field_validator("price", mode="before")
