@@ -20,6 +20,7 @@ from ttc_graph.errors import (
     VerifierError,
 )
 from ttc_graph.nodes.budget_controller import AdaptiveStop
+from ttc_graph.prices import Price, PriceTable
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies import (
@@ -66,6 +67,8 @@ __all__ = [
     "LangChainEndpoint",
     "LocalServerError",
     "OpenAIEndpoint",
+    "Price",
+    "PriceTable",
     "ProgramVerifier",
     "RetryConfig",
     "RewardModelVerifier",

@@ -1,8 +1,8 @@
 """Budgets and the usage ledger.
 
 The paper's unit of test-time compute is the *generation*: best-of-N and beam search with N beams cost N,
-lookahead with k steps costs N·(k+1). A :class:`Budget` may also cap policy completion tokens and wall
-seconds. The ledger is a plain dict (it lives in graph state and checkpoints) merged by :func:`merge_usage`.
+lookahead with k steps costs N·(k+1). A :class:`Budget` may also cap policy completion tokens, wall seconds and
+dollars. The ledger is a plain dict (it lives in graph state and checkpoints) merged by :func:`merge_usage`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.prices import PER_TOKENS, Price, price_of
 from ttc_graph.usage import RequestUsage
 
 __all__ = [
@@ -31,13 +32,15 @@ __all__ = [
     "policy_tokens",
     "policy_unconfirmed_tokens",
     "remaining",
+    "run_cost",
     "usage_delta",
 ]
 
 NodeKind = Literal["propose", "verify", "revise"]
 COUNTERS = ("generations", "requests", "prompt_tokens", "completion_tokens", "failed_requests")
-OPTIONAL_COUNTERS = ("unconfirmed_tokens",)
-"""Counters a ledger holds only once they are non-zero (tokens reserved by requests whose answer was lost)."""
+OPTIONAL_COUNTERS = ("unconfirmed_tokens", "cost")
+"""Counters a ledger holds only once they are non-zero (tokens reserved by requests whose answer was lost, and
+dollars spent where the endpoints know their model's price)."""
 MAX_UNBUDGETED_N = 1024
 """The largest ``n`` a strategy accepts without a budget (4x the paper's largest); set one to go beyond."""
 POLICY_KINDS: tuple[NodeKind, ...] = ("propose", "revise")
@@ -50,6 +53,14 @@ class Budget(BaseModel):
     policy's completion tokens, and the ``max_tokens`` of every request whose answer was lost (the server may have
     generated them); ``seconds`` is wall time from the start of the run. Counts are integers (not bools or
     strings) and seconds a finite number: anything else is a validation error naming the field.
+
+    ``dollars`` caps the run's cost: the ledger's ``cost`` (every request, verifier included, at its endpoint's
+    price) plus lost answers' ``max_tokens`` at the output price. Like ``tokens`` it is planned before a request
+    (each request's ``max_tokens`` capped at its share of the dollars left, at ``price``'s output price after the
+    prompt's expected cost) and checked exactly after. ``price`` is the policy's :class:`~ttc_graph.prices.Price`,
+    or a model name looked up in the shipped table; without one the controller plans at the run's dollars per
+    completion token so far, an upper bound of the output price (none in the first round: then only the check after
+    each round holds it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,6 +68,23 @@ class Budget(BaseModel):
     generations: int | None = Field(None, ge=1, strict=True)
     tokens: int | None = Field(None, ge=1, strict=True)
     seconds: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
+    dollars: float | None = Field(None, gt=0, allow_inf_nan=False, strict=True)
+    price: Price | None = None
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price_by_name(cls, value: object) -> object:
+        if isinstance(value, str):
+            found = price_of(value)
+            if found is None:
+                raise ValueError(f"no price known for model {value!r}; pass a Price(input=..., output=...)")
+            return found
+        return value
+
+    @property
+    def limited(self) -> bool:
+        """Whether any axis has a limit."""
+        return any(v is not None for v in (self.generations, self.tokens, self.seconds, self.dollars))
 
 
 def check_n(n: object, budget: Budget | None = None, *, name: str = "n") -> int:
@@ -64,11 +92,11 @@ def check_n(n: object, budget: Budget | None = None, *, name: str = "n") -> int:
     sets a limit; else a :class:`~ttc_graph.errors.ConfigurationError` naming it."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigurationError(f"{name}: must be an integer >= 1, got {n!r}")
-    limited = budget is not None and any(v is not None for v in (budget.generations, budget.tokens, budget.seconds))
+    limited = budget is not None and budget.limited
     if n > MAX_UNBUDGETED_N and not limited:
         raise ConfigurationError(
             f"{name}: {n} is above {MAX_UNBUDGETED_N}, the most a strategy runs without a budget; pass"
-            " budget=Budget(generations=..., tokens=... or seconds=...) to bound it"
+            " budget=Budget(generations=..., tokens=..., seconds=... or dollars=...) to bound it"
         )
     return n
 
@@ -81,7 +109,7 @@ def empty_usage() -> dict[str, Any]:
 def usage_delta(kind: NodeKind, usage: RequestUsage | None = None, *, generations: int = 0) -> dict[str, Any]:
     """A ledger entry for one node's spend, charged to ``kind``."""
     u = usage or RequestUsage()
-    counters = {
+    counters: dict[str, float] = {
         "generations": generations,
         "requests": u.requests,
         "prompt_tokens": u.prompt_tokens,
@@ -90,6 +118,8 @@ def usage_delta(kind: NodeKind, usage: RequestUsage | None = None, *, generation
     }
     if u.unconfirmed_tokens:
         counters["unconfirmed_tokens"] = u.unconfirmed_tokens
+    if u.cost:
+        counters["cost"] = u.cost
     return {**counters, "by_kind": {kind: dict(counters)}, "seconds": 0.0}
 
 
@@ -130,6 +160,11 @@ def policy_unconfirmed_tokens(usage: dict[str, Any] | None) -> int:
     return sum(by_kind.get(k, {}).get("unconfirmed_tokens", 0) for k in POLICY_KINDS)
 
 
+def run_cost(usage: dict[str, Any] | None) -> float:
+    """Dollars the run spent (every request, verifier included, at its endpoint's price)."""
+    return float((usage or {}).get("cost", 0.0))
+
+
 def policy_generations(usage: dict[str, Any] | None) -> int:
     by_kind = (usage or {}).get("by_kind", {})
     return sum(by_kind.get(k, {}).get("generations", 0) for k in POLICY_KINDS)
@@ -142,21 +177,38 @@ class Remaining:
     generations: float
     tokens: float
     seconds: float
+    dollars: float = math.inf
+    output_price: float = 0.0
+    """Dollars per completion token the dollars left are planned at (0: unknown, no plan)."""
+    prompt_cost: float = 0.0
+    """Expected dollars of one request's prompt (the ledger's mean prompt at the input price)."""
 
     @property
     def exhausted(self) -> str | None:
         """The first axis that is used up, or None."""
-        for axis in ("generations", "tokens", "seconds"):
+        for axis in ("generations", "tokens", "seconds", "dollars"):
             if getattr(self, axis) <= 0:
                 return axis
         return None
 
     def max_tokens_each(self, samples: int, wanted: int | None) -> int | None:
-        """A per-sample ``max_tokens`` so ``samples`` generations cannot overrun the token limit."""
-        if math.isinf(self.tokens):
+        """A per-sample ``max_tokens`` so ``samples`` generations cannot overrun the token or the dollar limit."""
+        shares = []
+        if not math.isinf(self.tokens):
+            shares.append(int(self.tokens // max(samples, 1)))
+        if not math.isinf(self.dollars) and self.output_price > 0:
+            each = self.dollars / max(samples, 1) - self.prompt_cost
+            shares.append(max(0, math.floor(each / self.output_price + 1e-9)))
+        if not shares:
             return wanted
-        share = int(self.tokens // max(samples, 1))
+        share = min(shares)
         return share if wanted is None else min(wanted, share)
+
+    def short_of(self, samples: int) -> str:
+        """The axis that leaves ``samples`` generations less than a token each: ``tokens`` or ``dollars``."""
+        tokens_only = Remaining(self.generations, self.tokens, self.seconds)
+        cap = tokens_only.max_tokens_each(samples, None)
+        return "tokens" if cap is not None and cap < 1 else "dollars"
 
 
 def remaining(budget: Budget | None, usage: dict[str, Any] | None, started_at: float | None) -> Remaining:
@@ -170,4 +222,22 @@ def remaining(budget: Budget | None, usage: dict[str, Any] | None, started_at: f
         secs = math.inf
     else:
         secs = budget.seconds - (time.time() - started_at)
-    return Remaining(gens, toks, secs)
+    if budget.dollars is None:
+        return Remaining(gens, toks, secs)
+    return Remaining(gens, toks, secs, *_dollars_left(budget.dollars, budget.price, usage or {}))
+
+
+def _dollars_left(dollars: float, price: Price | None, usage: dict[str, Any]) -> tuple[float, float, float]:
+    """Dollars left, the output price per token to plan them at, and one prompt's expected cost."""
+    spent = run_cost(usage)
+    completion = int(usage.get("completion_tokens", 0))
+    if price is not None:
+        output, input_ = price.output / PER_TOKENS, price.input / PER_TOKENS
+    elif completion:
+        output, input_ = spent / completion, 0.0  # all spend charged to completions: an upper bound on the price
+    else:
+        output, input_ = 0.0, 0.0
+    requests = int(usage.get("requests", 0))
+    prompt_cost = input_ * (int(usage.get("prompt_tokens", 0)) / requests) if requests else 0.0
+    left = dollars - spent - output * policy_unconfirmed_tokens(usage)
+    return left, output, prompt_cost

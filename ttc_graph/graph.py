@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langgraph.cache.base import BaseCache
@@ -11,7 +12,9 @@ from langgraph.store.base import BaseStore
 from langgraph.types import All, Checkpointer
 from langgraph.typing import ContextT, InputT, OutputT, StateT
 
-__all__ = ["StrategyGraph"]
+from ttc_graph.tracing import traced_astream, traced_stream
+
+__all__ = ["CompiledStrategyGraph", "StrategyGraph"]
 
 
 class StrategyGraph(StateGraph[StateT, ContextT, InputT, OutputT]):
@@ -46,7 +49,7 @@ class StrategyGraph(StateGraph[StateT, ContextT, InputT, OutputT]):
         **kwargs: Any,
     ) -> CompiledStateGraph[StateT, ContextT, InputT, OutputT]:
         """``StateGraph.compile`` with ``name`` defaulting to the strategy's name."""
-        return super().compile(
+        compiled = super().compile(
             checkpointer,
             cache=cache,
             store=store,
@@ -56,3 +59,16 @@ class StrategyGraph(StateGraph[StateT, ContextT, InputT, OutputT]):
             name=name or self.strategy_name,
             **kwargs,
         )
+        compiled.__class__ = CompiledStrategyGraph  # the same graph, its runs traced
+        return compiled
+
+
+class CompiledStrategyGraph(CompiledStateGraph[StateT, ContextT, InputT, OutputT]):
+    """A compiled strategy graph whose every run (``invoke`` / ``stream`` and their async forms) is one OpenTelemetry
+    span, ``ttc.run <strategy>`` (:mod:`ttc_graph.tracing`); without an SDK tracer provider it is a plain graph."""
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:  # type: ignore[override]
+        return traced_stream(self.name, kwargs.get("context"), super().stream(*args, **kwargs))
+
+    def astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        return traced_astream(self.name, kwargs.get("context"), super().astream(*args, **kwargs))

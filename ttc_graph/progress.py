@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Required, TypedDict, cast
 
+from ttc_graph.tracing import note_round
+
 __all__ = ["ROUND_EVENT", "ProgressEvent", "read_progress", "round_event"]
 
 ROUND_EVENT = "ttc.round"
@@ -49,7 +51,8 @@ def round_event(
     usage: Mapping[str, Any] | None = None,
     **details: Any,
 ) -> ProgressEvent:
-    """A ``ttc.round`` event (``details``: the strategy's own keys)."""
+    """A ``ttc.round`` event (``details``: the strategy's own keys); also the boundary of the run's round spans
+    (:func:`ttc_graph.tracing.note_round`)."""
     event = {
         "event": ROUND_EVENT,
         "round": int(round_),
@@ -60,6 +63,7 @@ def round_event(
         "usage": dict(usage or {}),
         **details,
     }
+    note_round(event)  # the run's round spans follow its progress events
     return cast(ProgressEvent, event)
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
 from ttc_graph.errors import EndpointError
+from ttc_graph.prices import Price
+from ttc_graph.tracing import request_span
 
 __all__ = ["FakeCall", "ScriptedEndpoint"]
 
@@ -33,13 +35,15 @@ class ScriptedEndpoint:
 
     Each request reports ``prompt_tokens`` = words in the prompt and ``completion_tokens`` = words in every
     returned text (counted once per request). ``delay`` simulates latency; ``fail_every`` makes every k-th
-    request raise an :class:`EndpointError`; ``native_n`` says whether one request may carry ``n`` samples.
+    request raise an :class:`EndpointError`; ``native_n`` says whether one request may carry ``n`` samples;
+    ``price`` prices each request's tokens into its usage's ``cost``.
     """
 
     script: Sequence[str] | Responder
     delay: float = 0.0
     native_n: bool = True
     fail_every: int | None = None
+    price: Price | None = None
     calls: list[FakeCall] = field(default_factory=list)
     _requests: Iterator[int] = field(default_factory=itertools.count, repr=False)
     _samples: Iterator[int] = field(default_factory=itertools.count, repr=False)
@@ -65,6 +69,12 @@ class ScriptedEndpoint:
         result = GenerationResult()
 
         async def one(k: int) -> GenerationResult:
+            with request_span("scripted", n=k, params=params, system="scripted") as span:
+                result = await answer(k)
+                span.done(result)
+                return result
+
+        async def answer(k: int) -> GenerationResult:
             call = FakeCall(list(messages), k, params, prefix)
             self.calls.append(call)
             number = next(self._requests)
@@ -76,7 +86,9 @@ class ScriptedEndpoint:
             pairs = [o if isinstance(o, tuple) else (o, "stop") for o in outputs]
             gens = [Generation(t, reason, len(t.split())) for t, reason in pairs]
             prompt = sum(len(m["content"].split()) for m in messages)
-            return GenerationResult(gens, RequestUsage(1, prompt, sum(g.completion_tokens or 0 for g in gens)))
+            completion = sum(g.completion_tokens or 0 for g in gens)
+            cost = self.price.cost(prompt, completion) if self.price else 0.0
+            return GenerationResult(gens, RequestUsage(1, prompt, completion, cost=cost))
 
         outcomes = await asyncio.gather(*(one(k) for k in requests), return_exceptions=True)
         for out in outcomes:

@@ -13,7 +13,8 @@ class RequestUsage:
 
     ``unconfirmed_tokens`` are the ``max_tokens`` reserved by attempts whose answer was lost after they were sent
     (a client timeout, a dropped connection, an unreadable body): the server may have generated up to that many
-    tokens without the client learning how many, so a token budget counts them.
+    tokens without the client learning how many, so a token budget counts them. ``cost`` is what the requests cost
+    in dollars where the endpoint knows its model's price.
     """
 
     requests: int = 0
@@ -21,6 +22,8 @@ class RequestUsage:
     completion_tokens: int = 0
     failed_requests: int = 0
     unconfirmed_tokens: int = 0
+    cost: float = 0.0
+    """Dollars, at the endpoint's price of its model (:mod:`ttc_graph.prices`); 0 where it has none."""
 
     def add(self, other: RequestUsage) -> None:
         self.requests += other.requests
@@ -28,3 +31,4 @@ class RequestUsage:
         self.completion_tokens += other.completion_tokens
         self.failed_requests += other.failed_requests
         self.unconfirmed_tokens += other.unconfirmed_tokens
+        self.cost += other.cost

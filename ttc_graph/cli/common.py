@@ -70,11 +70,19 @@ def exit_if_no_answer(out: dict[str, Any]) -> None:
         raise typer.Exit(1)
 
 
-def check_gguf(gguf: Path | None, base_url: str | None) -> None:
+def check_gguf(gguf: Path | None, base_url: str | None) -> Path | None:
+    """``--gguf`` checked against ``--base-url`` and resolved: a file, or ``hf:REPO/FILE`` fetched from the hub
+    (:mod:`ttc_graph.local.hub`)."""
     if gguf is not None and (base_url or os.environ.get("TTC_BASE_URL")):
         raise ConfigurationError("give either --gguf or --base-url / TTC_BASE_URL, not both")
-    if gguf is not None and not gguf.is_file():
+    if gguf is None:
+        return None
+    from ttc_graph.local.hub import resolve_gguf
+
+    gguf = resolve_gguf(gguf)
+    if not gguf.is_file():
         raise ConfigurationError(f"--gguf: {gguf} is not a file")
+    return gguf
 
 
 def check_ray(ray: str | None, replicas: int | None) -> None:

@@ -110,7 +110,7 @@ def eval_command(
     from ttc_graph.eval import ResultStore, SweepConfig, load_dataset, pending, summarize
 
     try:
-        check_gguf(gguf, base_url)
+        gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         check_ray(ray, replicas)
         name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
         config = SweepConfig.make(

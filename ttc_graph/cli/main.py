@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from ttc_graph.cli.data import data_app
 from ttc_graph.cli.eval import eval_command, plot_command, replay_command
 from ttc_graph.cli.models import models_app
 from ttc_graph.cli.run import run
@@ -25,6 +26,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="Spend test-time compute for better answers: best-of-N, search and revisions on LangGraph.")
 app.add_typer(models_app, name="models")
 app.add_typer(spec_app, name="spec")
+app.add_typer(data_app, name="data")
 
 
 def _version() -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ttc_graph.cli.common import check_gguf
 from ttc_graph.errors import TTCError
 
 __all__ = ["UPSTREAM_KEY_ENVS", "serve_command"]
@@ -43,6 +44,9 @@ def serve_command(
     max_generations: Annotated[int, typer.Option(help="Cap on a request's policy generations.")] = 64,
     max_run_tokens: Annotated[int, typer.Option(help="Cap on a request's policy completion tokens.")] = 131_072,
     max_seconds: Annotated[float, typer.Option(help="Cap on a request's wall seconds.")] = 600.0,
+    max_run_dollars: Annotated[
+        float | None, typer.Option(help="Cap on a request's cost in dollars, at the upstream model's price.")
+    ] = None,
     max_runs: Annotated[int, typer.Option(help="Requests running at once; more get a 429.")] = 8,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 1_048_576,
     max_verifier_samples: Annotated[
@@ -70,7 +74,13 @@ def serve_command(
         if native_n not in ("auto", "on", "off"):
             raise TTCError(f"native-n: expected auto, on or off, got {native_n!r}")
         limits = Limits(
-            max_generations, max_run_tokens, max_seconds, max_runs, max_body, verifier_samples=max_verifier_samples
+            max_generations,
+            max_run_tokens,
+            max_seconds,
+            max_runs,
+            max_body,
+            verifier_samples=max_verifier_samples,
+            dollars=max_run_dollars,
         )
         config = ServeConfig(
             load_presets(presets or (), shipped=shipped),
@@ -86,6 +96,7 @@ def serve_command(
             flag = None if native_n == "auto" else native_n == "on"
             model = Upstream(upstream, upstream_model, api_key=key, native_n=flag, timeout=max_seconds)
         else:
+            gguf = check_gguf(gguf, None)  # hf:REPO/FILE fetched from the hub
             model = EmbeddedUpstream(gguf, parallel=parallel, threads=threads, timeout=max_seconds)
     except TTCError as exc:
         typer.echo(f"error: {exc}", err=True)

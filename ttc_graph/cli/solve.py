@@ -74,7 +74,7 @@ def solve(
     """
     try:
         _check_solve_options(selection, verifier)
-        check_gguf(gguf, base_url)
+        gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         with runtime_of(ctx).endpoint(base_url, model, gguf, parallel, threads) as policy:
             graph = create_best_of_n(
                 policy,

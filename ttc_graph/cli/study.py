@@ -55,7 +55,7 @@ def run_command(
     from ttc_graph.study.runner import StudyEvent, plan_units, run_study, study_problems
 
     try:
-        check_gguf(gguf, base_url)
+        gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         check_ray(ray, replicas)
         config = load_study(config_path)
         problems = study_problems(config)[:questions]

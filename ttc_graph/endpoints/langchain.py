@@ -25,6 +25,7 @@ from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
 from ttc_graph.endpoints.retry import RetryConfig, call_with_retries
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import message_text, to_langchain_messages
+from ttc_graph.tracing import request_span
 from ttc_graph.usage import RequestUsage
 
 __all__ = ["LangChainEndpoint"]
@@ -154,13 +155,15 @@ class LangChainEndpoint:
                     raise
 
             async with sem:
-                try:
-                    out = await call_with_retries(attempt, self.retry, what)
-                except EndpointError as exc:
-                    exc.usage = RequestUsage(failed_requests=1, unconfirmed_tokens=lost)
-                    raise
-            result = _result_of(out)
-            result.usage.unconfirmed_tokens += lost
+                with request_span(self.name, params=params, system="langchain") as span:
+                    try:
+                        out = await call_with_retries(attempt, self.retry, what)
+                    except EndpointError as exc:
+                        exc.usage = RequestUsage(failed_requests=1, unconfirmed_tokens=lost)
+                        raise
+                    result = _result_of(out)
+                    result.usage.unconfirmed_tokens += lost
+                    span.done(result)
             return result
 
         try:

@@ -38,6 +38,8 @@ from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retrie
 from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import from_wire_tool_calls
+from ttc_graph.prices import Price, PriceTable, price_of
+from ttc_graph.tracing import request_span
 from ttc_graph.usage import RequestUsage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
@@ -142,8 +144,10 @@ class OpenAIEndpoint:
     (llama.cpp) are found out by a tiny probe before the first ``n > 1`` request (charged to that call's usage) and
     then served by concurrent single requests, so the ledger is exact without flags (see
     :mod:`ttc_graph.endpoints.n_usage`). ``native_n`` forces either way and skips the probe. Usage is counted once per
-    request from the response. At most ``max_concurrency`` requests are in flight per event loop; ``timeout``
-    bounds each HTTP attempt (a request's own, shorter timeout wins). ``max_tokens`` is the endpoint's default
+    request from the response, and priced at ``prices`` (a :class:`~ttc_graph.prices.Price`, or a table to look
+    the model up in; default: the shipped table, where an unknown model costs nothing). At most ``max_concurrency``
+    requests are in flight per event loop; ``timeout`` bounds each HTTP attempt (a request's own, shorter timeout
+    wins). ``max_tokens`` is the endpoint's default
     length per sample (``None``: the server's own); a run's explicit value wins.
     """
 
@@ -163,6 +167,7 @@ class OpenAIEndpoint:
         default_params: SamplingParams | None = None,
         extra_body: dict[str, Any] | None = None,
         http_client: Any | None = None,
+        prices: PriceTable | Price | None = None,
     ) -> None:
         if not model or not str(model).strip():
             raise ConfigurationError("model: a model name is required (e.g. model='gpt-4o-mini')")
@@ -189,6 +194,7 @@ class OpenAIEndpoint:
         self.default_params = default_params or SamplingParams()
         self.extra_body = dict(extra_body or {})
         self._http_client = http_client
+        self.price = price_of(self.model, prices)
         self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self), close=_LoopClients.aclose)
 
     @property
@@ -347,7 +353,12 @@ class OpenAIEndpoint:
     ) -> GenerationResult:
         """One sample, streamed and counted in ``meter`` as it arrives, so a caller that cancels it (adaptive
         best-of-N) knows what the server generated (:func:`ttc_graph.endpoints.streaming.stream_chat`)."""
-        return await stream_chat(self, messages, params, meter)
+        with request_span(self.model, params=params, server=self.base_url) as span:
+            result = await stream_chat(self, messages, params, meter)
+            if self.price:
+                result.usage.cost = self.price.cost(result.usage.prompt_tokens, result.usage.completion_tokens)
+            span.done(result)
+        return result
 
     async def _judge_n_usage(self) -> RequestUsage:
         """Send the n-usage probe once (see :mod:`ttc_graph.endpoints.n_usage`); return what it cost."""
@@ -373,8 +384,11 @@ class OpenAIEndpoint:
         self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
         """One HTTP request under the endpoint's concurrency limit."""
+        operation = "text_completion" if one == self._completion_call else "chat"
         async with self.limit:
-            result: GenerationResult = await one(messages, n, params, prefix)
+            with request_span(self.model, n=n, params=params, operation=operation, server=self.base_url) as span:
+                result: GenerationResult = await one(messages, n, params, prefix)
+                span.done(result)
             return result
 
     async def _send(
@@ -444,7 +458,10 @@ class OpenAIEndpoint:
                 record_n_usage_verdict(self.server_root, verdict, self.model)
             # Never record less than the choices are known to have taken (llama.cpp reports one choice's tokens).
             completion = max(completion, choice_tokens(generations, params.max_tokens)[0])
-        return RequestUsage(requests=1, prompt_tokens=prompt, completion_tokens=completion)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
+        cost = self.price.cost(prompt, completion, cached) if self.price else 0.0
+        return RequestUsage(requests=1, prompt_tokens=prompt, completion_tokens=completion, cost=cost)
 
     async def _chat_call(
         self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None

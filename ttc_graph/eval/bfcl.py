@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.eval.datasets import data_dir
+from ttc_graph.eval.sources import locate
 
 __all__ = [
     "CATEGORIES",
@@ -243,7 +243,7 @@ def load_bfcl(category: str, limit: int | None = None, *, root: str | Path | Non
         raise ConfigurationError(f"bfcl: unknown category {category!r}; use one of {', '.join(CATEGORIES)}")
     if limit is not None and limit < 0:
         raise ConfigurationError(f"limit: must be >= 0, got {limit}")
-    folder = Path(root) if root is not None else data_dir() / "bfcl"
+    folder = Path(root) if root is not None else locate("bfcl")  # the data folder, else the pull cache
     stem = CATEGORIES[category]
     file = folder / f"BFCL_v4_{stem}.json"
     rows = _read_rows(file)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ttc_graph.answers import gsm8k_reference
 from ttc_graph.errors import ConfigurationError
+from ttc_graph.eval.sources import locate
 
 __all__ = ["KNOWN", "DatasetWarning", "Problem", "Problems", "SkippedRow", "data_dir", "load_dataset"]
 
@@ -67,7 +68,7 @@ def _resolve(
     name: str, path: str | Path | None, question_field: str | None, answer_field: str | None
 ) -> tuple[Path, str, str]:
     if name in KNOWN:
-        file = Path(path) if path else data_dir() / KNOWN[name]
+        file = Path(path) if path else locate(KNOWN[name])  # the data folder, else the `ttc data pull` cache
         return file, question_field or ("question" if name == "gsm8k" else "problem"), answer_field or "answer"
     if name == "jsonl":
         if not path or not question_field or not answer_field:

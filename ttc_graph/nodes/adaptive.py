@@ -171,13 +171,13 @@ async def _replay() -> list[dict[str, Any]]:
         entries.extend(e for e in got if e.get("kind") != "mark")
 
 
-def _usage(raw: Sequence[int]) -> RequestUsage:
-    return RequestUsage(*raw)
+def _usage(raw: Sequence[float]) -> RequestUsage:
+    return RequestUsage(*raw)  # type: ignore[arg-type]
 
 
-def _raw(usage: RequestUsage) -> list[int]:
+def _raw(usage: RequestUsage) -> list[float]:
     u = usage  # a plain list, cheap to build and to checkpoint (dataclasses.asdict deep-copies)
-    return [u.requests, u.prompt_tokens, u.completion_tokens, u.failed_requests, u.unconfirmed_tokens]
+    return [u.requests, u.prompt_tokens, u.completion_tokens, u.failed_requests, u.unconfirmed_tokens, u.cost]
 
 
 class _Window:

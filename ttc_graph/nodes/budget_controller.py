@@ -73,9 +73,9 @@ class SamplingDefaults:
 
 
 def holds_tokens(limit: Budget | None) -> bool:
-    """Whether a run has a token budget: its requests then give up on a lost answer (charged at its ``max_tokens``)
-    rather than retry it, and the controller re-plans from what is left."""
-    return limit is not None and limit.tokens is not None
+    """Whether a run has a token (or dollar) budget: its requests then give up on a lost answer (charged at its
+    ``max_tokens``) rather than retry it, and the controller re-plans from what is left."""
+    return limit is not None and (limit.tokens is not None or limit.dollars is not None)
 
 
 def stop_reason_for(rem: Remaining) -> str | None:
@@ -128,7 +128,7 @@ def make_best_of_n_controller(
             k = int(min(k, rem.generations))
             cap = rem.max_tokens_each(k, max_tokens)
             if cap is not None and cap < 1:
-                stop = "budget:tokens"
+                stop = f"budget:{rem.short_of(k)}"
             k = min(k, MAX_ROUND_SAMPLES)  # after the cap: a larger n runs in rounds, each sample keeping its share
         plan: list[ProposeTask | SampleTask] = []
         if stop is None and window:

@@ -80,7 +80,7 @@ def make_revision_controller(
             open_chains = open_chains[: int(min(len(open_chains), rem.generations))]
             cap = rem.max_tokens_each(len(open_chains), max_tokens)
             if cap is not None and cap < 1:
-                stop = "budget:tokens"
+                stop = f"budget:{rem.short_of(len(open_chains))}"
             else:
                 timeout = None if math.isinf(rem.seconds) else rem.seconds
                 for c in open_chains:

@@ -152,7 +152,7 @@ def _round_limits(
         return _RoundLimits(stop, None, None)
     cap = rem.max_tokens_each(samples, max_tokens)
     if cap is not None and cap < 1:
-        return _RoundLimits("budget:tokens", None, None)
+        return _RoundLimits(f"budget:{rem.short_of(samples)}", None, None)
     timeout = None if math.isinf(rem.seconds) else rem.seconds
     return _RoundLimits(None, cap, timeout, holds_tokens(limit))
 

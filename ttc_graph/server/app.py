@@ -22,13 +22,14 @@ from ttc_graph.server.auth import authorize
 from ttc_graph.server.config import ServeConfig
 from ttc_graph.server.errors import APIError, from_endpoint_error, redact
 from ttc_graph.server.metrics import NO_PRESET, PASSTHROUGH, ServeMetrics
-from ttc_graph.server.planning import RunPlan, plan_run
+from ttc_graph.server.planning import RunPlan, plan_run, price_budget
 from ttc_graph.server.presets import resolve_model
 from ttc_graph.server.protocol import ChatRequest, completion, new_completion_id, parse_json, parse_request
 from ttc_graph.server.runs import Outcome, StrategyRun, openai_usage
 from ttc_graph.server.streaming import GuardedResponse, outcome_meta, passthrough_events, run_events
 from ttc_graph.server.upstream import Upstream
 from ttc_graph.specs import build_graph
+from ttc_graph.tracing import context_from_headers
 
 __all__ = ["create_app"]
 
@@ -172,10 +173,12 @@ class _Server:
         model = req.model
         request.state.ttc_labels = labels = {"preset": plan.preset.name, "strategy": plan.spec.kind}
         graph = self.graph(plan)
+        price_budget(plan.context, self.upstream.endpoint(plan.model))
         self.acquire()
         budget = plan.context.budget
         limit = (budget.seconds if budget and budget.seconds else self.config.limits.seconds) + _HARD_STOP_GRACE
         run = StrategyRun(graph, plan, time_limit=limit)
+        run.task_context = context_from_headers(request.headers.items())  # continue the caller's traceparent
         meta = {"preset": plan.preset.name, "strategy": plan.spec.kind, "upstream_model": plan.model}
         if req.stream:
 

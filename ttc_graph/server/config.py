@@ -25,7 +25,7 @@ class Limits:
     at once (a 429 with ``Retry-After: retry_after`` past it); a body over ``body_bytes`` is a 413.
     ``verifier_samples`` caps what multiplies a verifier's requests (an LLM judge's ``samples`` per candidate, a
     program verifier's ``programs`` per question), so no request can fan out past the generation cap through its
-    verifier.
+    verifier. ``dollars`` caps a request's cost like ``tokens`` (a budget over it is refused; an open one gets it).
     """
 
     generations: int = 64
@@ -35,8 +35,12 @@ class Limits:
     body_bytes: int = 1_048_576
     retry_after: int = 2
     verifier_samples: int = 16
+    dollars: float | None = None
+    """A request's cost cap (the upstream model's price, :mod:`ttc_graph.prices`); None: no cap."""
 
     def __post_init__(self) -> None:
+        if self.dollars is not None and not self.dollars > 0:
+            raise ConfigurationError(f"dollars: must be > 0, got {self.dollars}")
         for name in ("generations", "tokens", "concurrent_runs", "body_bytes", "verifier_samples"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name}: must be >= 1, got {getattr(self, name)}")

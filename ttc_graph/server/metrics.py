@@ -57,6 +57,10 @@ class ServeMetrics:
             "ttc_upstream_failed_requests", "Upstream requests of the runs that failed, by preset and node kind.",
             ["preset", "node"], registry=r,
         )  # fmt: skip
+        self.cost = Counter(
+            "ttc_cost_dollars", "Dollars the runs cost at the upstream model's price, by preset and node kind.",
+            ["preset", "node"], registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge("ttc_runs_in_flight", "Runs holding a slot now.", registry=r)
 
     def record(self, preset: str, strategy: str, status: int, seconds: float, usage: Mapping[str, Any] | None) -> None:
@@ -72,6 +76,7 @@ class ServeMetrics:
             self.generations.labels(preset, node).inc(int(spent.get("generations", 0)))
             self.upstream_requests.labels(preset, node).inc(int(spent.get("requests", 0)))
             self.upstream_failures.labels(preset, node).inc(int(spent.get("failed_requests", 0)))
+            self.cost.labels(preset, node).inc(max(0.0, float(spent.get("cost", 0.0))))
 
     def first_event(self, preset: str, seconds: float) -> None:
         self.first_byte.labels(preset).observe(max(seconds, 0.0))

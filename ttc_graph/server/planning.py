@@ -8,6 +8,7 @@ from langchain_core.messages import BaseMessage
 
 from ttc_graph.budget import Budget
 from ttc_graph.endpoints.openai_compat import DEFAULT_MAX_TOKENS
+from ttc_graph.prices import Price
 from ttc_graph.server.config import Limits
 from ttc_graph.server.errors import APIError
 from ttc_graph.server.presets import Preset, apply_overrides
@@ -91,10 +92,15 @@ def _capped_budget(spec: StrategySpec, length: int | None, limits: Limits) -> Bu
     if budget.seconds is not None and budget.seconds > limits.seconds:
         raise refuse("ttc.budget.seconds", f"ttc.budget.seconds: {budget.seconds:g} is over the server's cap of "
                      f"{limits.seconds:g} seconds")  # fmt: skip
+    if budget.dollars is not None and limits.dollars is not None and budget.dollars > limits.dollars:
+        raise refuse("ttc.budget.dollars", f"ttc.budget.dollars: {budget.dollars:g} is over the server's cap of "
+                     f"${limits.dollars:g}")  # fmt: skip
     return Budget(
         generations=budget.generations,
         tokens=budget.tokens or limits.tokens,
         seconds=budget.seconds or limits.seconds,
+        dollars=budget.dollars or limits.dollars,
+        price=budget.price,
     )
 
 
@@ -153,3 +159,12 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
         tool_choice=tool_choice,
     )  # fmt: skip
     return RunPlan(preset, spec, model, messages, context)
+
+
+def price_budget(context: TTCContext, policy: object) -> None:
+    """Give a dollar budget without a price the upstream endpoint's price (``policy.price``), so the run plans each
+    request's worst case from its first round."""
+    budget = context.budget
+    price = getattr(policy, "price", None)
+    if budget is not None and budget.dollars is not None and budget.price is None and isinstance(price, Price):
+        context.budget = budget.model_copy(update={"price": price})

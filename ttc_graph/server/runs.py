@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ class _Failed:
 
 def openai_usage(ledger: dict[str, Any], chosen_tokens: int | None) -> dict[str, Any]:
     """The OpenAI ``usage`` of a run: the sums over every upstream request (policy and verifier), and in ``ttc``
-    the generations and the per-kind breakdown. Completion tokens beyond the returned solution count as reasoning."""
+    the generations, the per-kind breakdown and the cost in dollars (0 where the upstream model has no known
+    price). Completion tokens beyond the returned solution count as reasoning."""
     prompt = int(ledger.get("prompt_tokens", 0))
     completion = int(ledger.get("completion_tokens", 0))
     return {
@@ -73,6 +75,7 @@ def openai_usage(ledger: dict[str, Any], chosen_tokens: int | None) -> dict[str,
             "failed_requests": int(ledger.get("failed_requests", 0)),
             "by_kind": ledger.get("by_kind", {}),
             "seconds": round(float(ledger.get("seconds", 0.0)), 3),
+            "cost": round(float(ledger.get("cost", 0.0)), 8),
         },
     }
 
@@ -128,9 +131,12 @@ class StrategyRun:
         self.time_limit = time_limit
         self._queue: asyncio.Queue[Progress | Outcome | _Failed] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.task_context: contextvars.Context | None = None
+        """The context its task starts from: the incoming trace (:func:`ttc_graph.tracing.context_from_headers`)."""
 
     async def __aenter__(self) -> StrategyRun:
-        self._task = asyncio.create_task(self._produce(), name=f"ttc-run-{self.plan.preset.name}")
+        name = f"ttc-run-{self.plan.preset.name}"
+        self._task = asyncio.create_task(self._produce(), name=name, context=self.task_context)
         return self
 
     async def __aexit__(
