@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,10 +13,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 from langgraph.types import All, Checkpointer
 from langgraph.typing import ContextT, InputT, OutputT, StateT
+from typing_extensions import TypedDict
 
+from ttc_graph.errors import ConfigurationError
+from ttc_graph.state import TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.tracing import traced_astream, traced_stream
 
-__all__ = ["CompiledStrategyGraph", "StrategyGraph"]
+__all__ = ["CompiledStrategyGraph", "StrategyGraph", "schema_fields", "strategy_graph"]
 
 
 class StrategyGraph(StateGraph[StateT, ContextT, InputT, OutputT]):
@@ -72,3 +77,72 @@ class CompiledStrategyGraph(CompiledStateGraph[StateT, ContextT, InputT, OutputT
 
     def astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:  # type: ignore[override]
         return traced_astream(self.name, kwargs.get("context"), super().astream(*args, **kwargs))
+
+
+def schema_fields(schema: type[Any]) -> dict[str, Any]:
+    """The fields of a state or context schema and their annotations: a ``TypedDict``'s keys, a dataclass's or a
+    pydantic model's fields, else the annotations along its classes."""
+    try:
+        hints = typing.get_type_hints(schema, include_extras=True)
+    except Exception:  # an annotation that does not resolve: compare the names alone
+        hints = {k: v for klass in reversed(schema.__mro__) for k, v in getattr(klass, "__annotations__", {}).items()}
+    if dataclasses.is_dataclass(schema):
+        return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(schema)}
+    model_fields = getattr(schema, "model_fields", None)
+    if isinstance(model_fields, dict):
+        return {name: hints.get(name, info.annotation) for name, info in model_fields.items()}
+    return hints
+
+
+def _check_extends(kind: str, schema: object, base: type[Any]) -> dict[str, Any]:
+    """The fields ``schema`` adds to ``base``, or a :class:`ConfigurationError` naming the fields of ``base`` it
+    lacks or redeclares with another type (a reducer dropped, say)."""
+    if not isinstance(schema, type):
+        raise ConfigurationError(f"{kind}: expected a class extending {base.__name__}, got {schema!r}")
+    have, need = schema_fields(schema), schema_fields(base)
+    missing = sorted(set(need) - set(have))
+    if missing:
+        raise ConfigurationError(
+            f"{kind}: {schema.__name__} lacks the fields {', '.join(missing)} the graph needs; extend"
+            f" {base.__name__} (class {schema.__name__}({base.__name__}, total=False): ...)"
+        )
+    changed = sorted(k for k, v in need.items() if have[k] != v)
+    if changed:
+        raise ConfigurationError(
+            f"{kind}: {schema.__name__} redeclares {', '.join(changed)} of {base.__name__} with another type;"
+            " keep the graph's fields as they are and add your own"
+        )
+    return {k: v for k, v in have.items() if k not in need}
+
+
+def strategy_graph(
+    name: str,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
+    *,
+    state: type[Any] = TTCState,
+    input: type[Any] = TTCInput,
+    output: type[Any] = TTCOutput,
+) -> StrategyGraph[Any, Any, Any, Any]:
+    """The empty graph of a strategy named ``name``, its state ``state`` (with ``input`` and ``output``: the strategy's
+    own) and its context
+    :class:`~ttc_graph.state.TTCContext`, or the caller's extensions of them.
+
+    A ``state_schema`` must keep every field of ``state`` as it is (a ``TypedDict`` extending it does); the keys
+    it adds are also keys of the graph's input and output, so they pass through a run, and through the strategy run
+    as a subgraph of the caller's own graph. A ``context_schema`` must have every field of ``TTCContext`` (a
+    dataclass extending it does). Anything else is a :class:`ConfigurationError` naming the fields at fault.
+    """
+    extra = {} if state_schema is None else _check_extends("state_schema", state_schema, state)
+    if context_schema is not None:
+        _check_extends("context_schema", context_schema, TTCContext)
+    if extra:  # the caller's keys flow in and out
+        input = TypedDict(f"{state_schema.__name__}Input", {**schema_fields(input), **extra}, total=False)  # type: ignore[misc, union-attr]
+        output = TypedDict(f"{state_schema.__name__}Output", {**schema_fields(output), **extra}, total=False)  # type: ignore[misc, union-attr]
+    return StrategyGraph(
+        state_schema or state,
+        context_schema=context_schema or TTCContext,
+        input_schema=input,
+        output_schema=output,
+        name=name,
+    )

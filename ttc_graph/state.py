@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, ToolCall
@@ -124,14 +124,14 @@ class TTCContext:
     :class:`~ttc_graph.errors.ConfigurationError` naming it, not a ``TypeError`` from inside LangGraph.
     """
 
-    budget: Budget | None
-    temperature: float | None
-    max_tokens: int | None
-    seed: int | None
-    history: History | None
-    tools: list[dict[str, Any]] | None
-    tool_choice: str | dict[str, Any] | None
-    extra: dict[str, Any]
+    budget: Budget | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    history: History | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttc_graph.budget import Budget
 from ttc_graph.compute_optimal import PolicyTable, create_compute_optimal, load_table
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
 from ttc_graph.local import LocalModelServer
@@ -58,7 +59,9 @@ async def test_router_probes_bins_and_routes_on_the_real_model(local_server: Loc
     table = example_table(MAX_TOKENS)
     probes = table.difficulty.probes
     policy = Recorded(local_server.endpoint())
-    router = create_compute_optimal(policy, ConfidenceVerifier(), table, budget=BUDGET, probe_max_tokens=MAX_TOKENS)
+    router = create_compute_optimal(
+        policy, ConfidenceVerifier(), table, budget=Budget(generations=BUDGET), probe_max_tokens=MAX_TOKENS
+    )
     graph = router.compile()
     out = await graph.ainvoke({"question": QUESTION})
 
@@ -119,7 +122,11 @@ async def test_the_study_table_routes_on_the_real_model(local_server: LocalModel
         "kind": "combined",
         "parts": [{"kind": "confidence"}, {"kind": "arithmetic"}],
     }
-    out = await create_compute_optimal(policy, verifier, table, budget=budget).compile().ainvoke({"question": QUESTION})
+    out = (
+        await create_compute_optimal(policy, verifier, table, budget=Budget(generations=budget))
+        .compile()
+        .ainvoke({"question": QUESTION})
+    )
 
     n, params = policy.calls[0]  # the probes, sampled as the table's bins were fitted
     assert n == table.difficulty.probes

@@ -40,7 +40,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "revisions": {
         "kind": "revisions", "n": 4, "chain_length": 2, "selection": "hierarchical", "seed": 7, "verifier": ARITHMETIC,
     },
-    "compute_optimal": {"kind": "compute_optimal", "generations": 6, "verifier": ARITHMETIC},
+    "compute_optimal": {"kind": "compute_optimal", "budget": {"generations": 6}, "verifier": ARITHMETIC},
 }  # fmt: skip
 MULTI_ROUND = {"beam_search", "dvts", "particle_filtering", "mcts", "revisions", "compute_optimal"}
 

@@ -26,7 +26,7 @@ def generation_cap(spec: StrategySpec) -> int:
     if spec.kind in ("beam_search", "dvts"):
         cost = spec.n * (spec.lookahead + 1)
     elif spec.kind == "compute_optimal":
-        cost = spec.generations
+        cost = spec.budget.generations
     else:
         cost = spec.n
     if spec.budget is not None and spec.budget.generations is not None:

@@ -28,6 +28,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import StateGraph
 from pydantic import ValidationError
 
+from ttc_graph.budget import Budget
 from ttc_graph.compute_optimal import (
     TABLE_FORMAT,
     DifficultyBins,
@@ -401,7 +402,9 @@ def constant(score: float) -> Any:
 
 async def route_once(bin_: int, budget: int = 4) -> tuple[dict[str, Any], ScriptedEndpoint]:
     policy = ScriptedEndpoint(numbered)
-    graph = create_compute_optimal(policy, constant(LEVEL[bin_]), router_table(), budget=budget).compile()
+    graph = create_compute_optimal(
+        policy, constant(LEVEL[bin_]), router_table(), budget=Budget(generations=budget)
+    ).compile()
     return await graph.ainvoke({"question": QUESTION}), policy
 
 
@@ -470,7 +473,9 @@ async def test_one_graph_routes_each_bin_to_its_own_strategy() -> None:
         return next(LEVEL[b] for b, q in questions.items() if q == question)
 
     table = router_table()
-    graph = create_compute_optimal(ScriptedEndpoint(numbered), by_question, table, budget=4).compile()
+    graph = create_compute_optimal(
+        ScriptedEndpoint(numbered), by_question, table, budget=Budget(generations=4)
+    ).compile()
     routes = {}
     for bin_, question in questions.items():
         out = await graph.ainvoke({"question": question})
@@ -491,7 +496,9 @@ async def test_best_of_n_route_selects_over_the_probes_too() -> None:
 
     policy = ScriptedEndpoint(respond)
     out = (
-        await create_compute_optimal(policy, score, router_table(), budget=4).compile().ainvoke({"question": QUESTION})
+        await create_compute_optimal(policy, score, router_table(), budget=Budget(generations=4))
+        .compile()
+        .ainvoke({"question": QUESTION})
     )
     assert (out["difficulty_bin"], out["route"]) == (1, "weighted")
     assert out["answer"] == "11"
@@ -508,7 +515,9 @@ async def test_probe_score_on_an_edge_routes_to_the_harder_bin() -> None:
             return first if "Sample 0." in text else 1.0
 
         out = (
-            await create_compute_optimal(ScriptedEndpoint(numbered), score, router_table(), budget=4)
+            await create_compute_optimal(
+                ScriptedEndpoint(numbered), score, router_table(), budget=Budget(generations=4)
+            )
             .compile()
             .ainvoke({"question": QUESTION})
         )
@@ -517,7 +526,9 @@ async def test_probe_score_on_an_edge_routes_to_the_harder_bin() -> None:
 
 async def test_router_asks_for_logprobs_when_its_verifier_needs_them() -> None:
     policy = ScriptedEndpoint(numbered)
-    graph = create_compute_optimal(policy, ConfidenceVerifier(), router_table(), budget=4, probe_max_tokens=32)
+    graph = create_compute_optimal(
+        policy, ConfidenceVerifier(), router_table(), budget=Budget(generations=4), probe_max_tokens=32
+    )
     out = await graph.compile().ainvoke({"question": QUESTION})
     probe = policy.calls[0]
     assert probe.n == PROBES and probe.params is not None
@@ -529,7 +540,9 @@ async def test_router_asks_for_logprobs_when_its_verifier_needs_them() -> None:
 
 
 async def test_router_answers_a_chat_with_the_route_in_the_message() -> None:
-    graph = create_compute_optimal(ScriptedEndpoint(numbered), constant(0.7), router_table(), budget=4).compile()
+    graph = create_compute_optimal(
+        ScriptedEndpoint(numbered), constant(0.7), router_table(), budget=Budget(generations=4)
+    ).compile()
     out = await graph.ainvoke({"messages": [HumanMessage(QUESTION)]})
     assert out["route"] == "majority"
     last = out["messages"][-1]
@@ -541,7 +554,7 @@ async def test_router_answers_a_chat_with_the_route_in_the_message() -> None:
 async def test_a_failed_probe_is_charged_and_reported() -> None:
     policy = ScriptedEndpoint(numbered, fail_every=1)
     out = (
-        await create_compute_optimal(policy, constant(0.9), router_table(), budget=4)
+        await create_compute_optimal(policy, constant(0.9), router_table(), budget=Budget(generations=4))
         .compile()
         .ainvoke({"question": QUESTION})
     )
@@ -554,11 +567,17 @@ async def test_a_failed_probe_is_charged_and_reported() -> None:
 
 
 def test_router_graph_has_one_node_per_route() -> None:
-    nodes = set(create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), router_table(), budget=4).nodes)
+    nodes = set(
+        create_compute_optimal(
+            ScriptedEndpoint(numbered), constant(0.5), router_table(), budget=Budget(generations=4)
+        ).nodes
+    )
     assert nodes == {"prepare", "probe", "finish"} | {f"run_{n}" for n in ROUTES["4"].values()}
     # a best-of-N route whose n the probes already cover needs no subgraph
     table = router_table(budgets=[2], table={str(b): {"2": "weighted"} for b in range(1, 6)})
-    assert set(create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), table, budget=2).nodes) == {
+    assert set(
+        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), table, budget=Budget(generations=2)).nodes
+    ) == {
         "prepare",
         "probe",
         "finish",
@@ -689,7 +708,7 @@ def test_bins_must_ascend_and_the_router_needs_probes() -> None:
     # predicted bins estimated offline (a study's pools) are a valid table, but not a routable one
     offline = router_table(difficulty=DifficultyBins(metric="verifier_score", edges=EDGES, probes=0))
     with pytest.raises(ConfigurationError, match=r"table: its difficulty was estimated offline \(probes: 0\)"):
-        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), offline, budget=4)
+        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), offline, budget=Budget(generations=4))
 
 
 def test_a_budget_the_table_does_not_cover() -> None:
@@ -697,7 +716,7 @@ def test_a_budget_the_table_does_not_cover() -> None:
     with pytest.raises(ConfigurationError, match=r"budget: 3 is not covered by the table \(covered: \[4, 8\]\)"):
         table.choose(1, 3)
     with pytest.raises(ConfigurationError, match=r"budget: 3 is not covered by the table \(covered: \[4, 8\]\)"):
-        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), table, budget=3)
+        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), table, budget=Budget(generations=3))
     with pytest.raises(ConfigurationError, match=r"table: no bin 6; bins are 1\.\.5"):
         table.choose(6, 4)
 
@@ -732,11 +751,11 @@ def test_the_router_rejects_an_oracle_table_and_a_missing_verifier() -> None:
     records, rates = ab_records(0)
     oracle = calibrate(records, rates, AB_STRATEGIES, metric="pass_rate")
     with pytest.raises(ConfigurationError, match="table: its bins are oracle pass rates"):
-        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), oracle, budget=4)
+        create_compute_optimal(ScriptedEndpoint(numbered), constant(0.5), oracle, budget=Budget(generations=4))
     with pytest.raises(ConfigurationError, match="verifier: the router needs a verifier"):
-        create_compute_optimal(ScriptedEndpoint(numbered), None, router_table(), budget=4)  # type: ignore[arg-type]
+        create_compute_optimal(ScriptedEndpoint(numbered), None, router_table(), budget=Budget(generations=4))  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="policy: expected an endpoint"):
-        create_compute_optimal(object(), constant(0.5), router_table(), budget=4)  # type: ignore[arg-type]
+        create_compute_optimal(object(), constant(0.5), router_table(), budget=Budget(generations=4))  # type: ignore[arg-type]
 
 
 # -- 6. FLOPs exchange ----------------------------------------------------------------------------------------
@@ -844,7 +863,7 @@ def test_the_example_spec_validates_and_builds(monkeypatch: pytest.MonkeyPatch, 
     assert spec.verifier.kind == "confidence"
     assert spec.name
     table = load_table(spec.table)
-    assert spec.generations in table.budgets
+    assert spec.budget.generations in table.budgets
     graph = build_graph(spec, policy=ScriptedEndpoint(numbered))
     assert isinstance(graph, StateGraph)
     assert {"prepare", "probe", "finish"} <= set(graph.nodes)
@@ -857,15 +876,15 @@ async def test_the_example_spec_runs_on_a_scripted_policy(monkeypatch: pytest.Mo
     policy = ScriptedEndpoint(["Add.\n\nSo 6 * 7 = 42. \\boxed{42}"])
     out = await build_graph(spec, policy=policy).compile().ainvoke({"question": QUESTION})
     table = load_table(spec.table)
-    assert out["route"] == table.table[str(out["difficulty_bin"])][str(spec.generations)]
+    assert out["route"] == table.table[str(out["difficulty_bin"])][str(spec.budget.generations)]
     assert out["answer"] == "42"
     assert policy.calls[0].params is not None and policy.calls[0].params.logprobs is True  # confidence verifier
 
 
 def test_the_example_spec_rejects_a_budget_its_table_does_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    spec = load_spec(EXAMPLE_SPEC).model_copy(update={"generations": 3})
-    with pytest.raises(ConfigurationError, match=r"generations: 3 is not covered by .*\[2, 4, 6, 8\]"):
+    spec = load_spec(EXAMPLE_SPEC).model_copy(update={"budget": Budget(generations=3)})
+    with pytest.raises(ConfigurationError, match=r"budget.generations: 3 is not covered by .*\[2, 4, 6, 8\]"):
         build_graph(spec, policy=ScriptedEndpoint(numbered))
 
 
@@ -888,7 +907,9 @@ async def test_probes_are_sampled_as_the_table_was_fitted(
 ) -> None:
     difficulty = DifficultyBins(metric="verifier_score", edges=EDGES, probes=PROBES, **recorded)
     policy = ScriptedEndpoint(numbered)
-    graph = create_compute_optimal(policy, constant(LEVEL[1]), router_table(difficulty=difficulty), budget=4, **given)
+    graph = create_compute_optimal(
+        policy, constant(LEVEL[1]), router_table(difficulty=difficulty), budget=Budget(generations=4), **given
+    )
     await graph.compile().ainvoke({"question": QUESTION})
     probe = policy.calls[0].params
     assert probe is not None and (probe.temperature, probe.max_tokens) == expected
@@ -902,7 +923,7 @@ def probes_agree(call: FakeCall, index: int) -> str:
 @pytest.mark.parametrize("fail_every", [None, 2])
 async def test_a_route_other_than_best_of_n_votes_with_the_probes(fail_every: int | None) -> None:
     policy = ScriptedEndpoint(probes_agree, fail_every=fail_every)
-    graph = create_compute_optimal(policy, constant(LEVEL[3]), router_table(), budget=4).compile()
+    graph = create_compute_optimal(policy, constant(LEVEL[3]), router_table(), budget=Budget(generations=4)).compile()
     out = await graph.ainvoke({"question": QUESTION})
     assert out["route"] == "revisions"
     ran = [c for c in out["candidates"] if not c["id"].startswith(PROBE_ID)]

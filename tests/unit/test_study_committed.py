@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ttc_graph.budget import Budget
 from ttc_graph.cli import app
 from ttc_graph.compute_optimal import create_compute_optimal, load_table
 from ttc_graph.eval.store import ResultStore
@@ -80,7 +81,7 @@ async def test_the_router_loads_the_committed_routable_table_and_follows_it(bin_
     assert table.difficulty.probes == config.router_probes
     level = _score_in_bin(list(table.difficulty.edges), bin_)
     policy = ScriptedEndpoint(_solve)
-    graph = create_compute_optimal(policy, lambda q, s: level, table, budget=budget).compile()
+    graph = create_compute_optimal(policy, lambda q, s: level, table, budget=Budget(generations=budget)).compile()
     out = await graph.ainvoke({"question": "What is 2 + 2?"})
     assert out["difficulty_bin"] == bin_
     assert out["route"] == table.table[str(bin_)][str(budget)]
@@ -97,4 +98,4 @@ def test_the_route_spec_builds_a_router_on_the_committed_table() -> None:
     assert isinstance(spec, ComputeOptimalSpec)
     graph = build_graph(spec, policy=ScriptedEndpoint(_solve)).compile()
     assert graph.name == "study-routed"
-    assert spec.generations in load_table(STUDY / spec.table).budgets
+    assert spec.budget.generations in load_table(STUDY / spec.table).budgets

@@ -22,6 +22,7 @@ from typing_extensions import TypedDict
 
 from ttc_graph import LangChainEndpoint, TTCError, create_beam_search, create_best_of_n, create_dvts, create_revisions
 from ttc_graph._loop import run_sync
+from ttc_graph.budget import Budget
 from ttc_graph.compute_optimal import DifficultyBins, PolicyTable, create_compute_optimal
 from ttc_graph.nodes.dual import dual
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
@@ -63,7 +64,7 @@ TABLE = PolicyTable(
 
 def router(route: str) -> StateGraph[Any, Any, Any, Any]:
     score = ROUTES[route]
-    return create_compute_optimal(ScriptedEndpoint(numbered), lambda q, s: score, TABLE, budget=4)
+    return create_compute_optimal(ScriptedEndpoint(numbered), lambda q, s: score, TABLE, budget=Budget(generations=4))
 
 
 GRAPHS: dict[str, Callable[[], StateGraph[Any, Any, Any, Any]]] = {

@@ -89,7 +89,7 @@ TABLE = PolicyTable(
 
 def router(route: str) -> Callable[[ScriptedEndpoint], StrategyGraph[Any, Any, Any, Any]]:
     level = ROUTES[route]
-    return lambda policy: create_compute_optimal(policy, lambda q, s: level, TABLE, budget=4)
+    return lambda policy: create_compute_optimal(policy, lambda q, s: level, TABLE, budget=Budget(generations=4))
 
 
 FACTORIES: dict[str, Callable[[ScriptedEndpoint], StrategyGraph[Any, Any, Any, Any]]] = {

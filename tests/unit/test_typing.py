@@ -17,6 +17,7 @@ PACKAGE = ROOT / "ttc_graph"
 SNIPPET = """
 from langgraph.checkpoint.memory import InMemorySaver
 
+from ttc_graph.budget import Budget
 from ttc_graph import create_beam_search, create_best_of_n, create_dvts, create_revisions
 from ttc_graph.compute_optimal import PolicyTable, create_compute_optimal
 from ttc_graph.testing import ScriptedEndpoint
@@ -31,7 +32,7 @@ def build(policy: ScriptedEndpoint, table: PolicyTable) -> None:
     reveal_type(create_beam_search(policy, score, n=4).compile(checkpointer=InMemorySaver(), name="search"))
     reveal_type(create_dvts(policy, score, n=4).compile())
     reveal_type(create_revisions(policy, score, n=4, chain_length=2).compile())
-    reveal_type(create_compute_optimal(policy, score, table, budget=4).compile())
+    reveal_type(create_compute_optimal(policy, score, table, budget=Budget(generations=4)).compile())
     create_best_of_n(policy, n="4")
 """
 

@@ -28,6 +28,7 @@ from langgraph.graph.state import CompiledStateGraph
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ttc_graph.budget import Budget
+from ttc_graph.defaults import DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.langchain import LangChainEndpoint
 from ttc_graph.errors import ConfigurationError
@@ -98,7 +99,7 @@ class TestTimeChatModel(BaseChatModel):
     adaptive: AdaptiveStop | bool = False
     chain_length: int | Literal["sqrt", "full"] = "sqrt"
     budget: Budget | None = None
-    temperature: float = Field(0.7, ge=0, allow_inf_nan=False)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0, allow_inf_nan=False)
     max_tokens: int | None = Field(None, ge=1, strict=True)
     system_prompt: str | None = Field(None, description="Joined to the conversation's own system message, if any.")
 

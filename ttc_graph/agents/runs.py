@@ -34,7 +34,7 @@ from ttc_graph.agents.usage_callback import UsageCallbackHandler
 from ttc_graph.answers import extract_answer
 from ttc_graph.budget import Budget, check_n, merge_usage, remaining, usage_delta
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.graph import StrategyGraph
+from ttc_graph.graph import StrategyGraph, strategy_graph
 from ttc_graph.nodes.budget_controller import MAX_ROUND_SAMPLES, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.dual import dual
@@ -324,6 +324,8 @@ def create_agent_best_of_n(
     max_concurrency: int | None = None,
     name: str = "agent_best_of_n",
     input_key: str = "messages",
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[AgentRunsState, TTCContext, AgentRunsInput, AgentRunsOutput]:
     """An uncompiled graph that runs a LangGraph agent ``n`` times and keeps the best run.
 
@@ -353,6 +355,8 @@ def create_agent_best_of_n(
 
     The graph returns the winning run's new messages (appended to ``messages`` when the task came from
     ``messages``), ``answer``, ``candidates`` (one per run), ``usage``, ``stop_reason`` and ``errors``.
+    ``state_schema`` (extending :class:`AgentRunsState`) and ``context_schema``: as in
+    :func:`~ttc_graph.strategies.create_best_of_n`.
     """
     if tool_factory is not None and agent is not None:
         raise ConfigurationError("agent: pass either an agent or a tool_factory that builds each run's agent, not both")
@@ -382,12 +386,8 @@ def create_agent_best_of_n(
         raise ConfigurationError("verifier: selection='verifier' needs a verifier; use selection='majority'")
     window = min(max_concurrency or n, n, MAX_ROUND_SAMPLES)
 
-    graph = StrategyGraph(
-        AgentRunsState,
-        context_schema=TTCContext,
-        input_schema=AgentRunsInput,
-        output_schema=AgentRunsOutput,
-        name=name,
+    graph = strategy_graph(
+        name, state_schema, context_schema, state=AgentRunsState, input=AgentRunsInput, output=AgentRunsOutput
     )
     graph.add_node("prepare", _make_prepare(n, window, budget, verify=scorer is not None))
     graph.add_node("budget", dual(_make_controller(n, window, budget), name="budget", io=False))

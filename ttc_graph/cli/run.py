@@ -110,7 +110,7 @@ def run_dataset(
 
     problems = load_dataset(dataset, limit=limit)
     name = strategy.name or spec.stem
-    budget = int(getattr(strategy, "n", 0) or getattr(strategy, "generations", 0) or 0)
+    budget = int(getattr(strategy, "n", 0) or (strategy.budget.generations if strategy.budget else 0) or 0)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(ResultStore(db))
         units = None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START
 
-from ttc_graph.budget import merge_usage, usage_delta
+from ttc_graph.budget import Budget, merge_usage, usage_delta
 from ttc_graph.compute_optimal.difficulty import probe_score
 from ttc_graph.compute_optimal.table import PolicyTable, load_table
+from ttc_graph.defaults import DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint, RequestUsage, SamplingParams
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.graph import StrategyGraph
+from ttc_graph.graph import StrategyGraph, strategy_graph
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.propose import make_candidate
@@ -29,7 +31,14 @@ from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
-__all__ = ["PROBE_ID", "RouterOutput", "RouterState", "build_compute_optimal", "create_compute_optimal"]
+__all__ = [
+    "PROBE_ID",
+    "RouterOutput",
+    "RouterState",
+    "build_compute_optimal",
+    "create_compute_optimal",
+    "generations_of",
+]
 
 PROBE_ID = "probe-"
 """The prefix of a probe sample's candidate id."""
@@ -47,19 +56,44 @@ class RouterOutput(TTCOutput, total=False):
     difficulty_score: float
 
 
+def generations_of(budget: Budget | int) -> int:
+    """The generations a router's ``budget`` allows: a :class:`~ttc_graph.budget.Budget` with ``generations`` set
+    and no other limit (the policy table is calibrated in generations). A bare ``int`` is deprecated (it warns)."""
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        warnings.warn(
+            "create_compute_optimal(budget=<int>) is deprecated; pass budget=Budget(generations=...)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        budget = Budget(generations=budget)
+    if not isinstance(budget, Budget):
+        raise ConfigurationError(f"budget: expected a Budget, got {type(budget).__name__} {budget!r}")
+    if budget.generations is None:
+        raise ConfigurationError("budget: the router needs Budget(generations=...), the unit its table is fitted in")
+    others = [k for k in ("tokens", "seconds", "dollars") if getattr(budget, k) is not None]
+    if others:
+        raise ConfigurationError(f"budget: the router spends generations only; {', '.join(others)} is not supported")
+    return budget.generations
+
+
 def create_compute_optimal(
     policy: Endpoint,
     verifier: VerifierLike,
     table: PolicyTable,
     *,
-    budget: int,
+    budget: Budget | int,
     probe_max_tokens: int | None = None,
     probe_temperature: float | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[RouterState, TTCContext, TTCInput, RouterOutput]:
     """A router graph: ``prepare → probe → <strategy for the question's bin at budget> → finish``.
+
+    ``budget`` is a :class:`~ttc_graph.budget.Budget` with ``generations`` (one the table covers) and no other limit;
+    an ``int`` still means that many generations but is deprecated.
 
     ``probe`` samples the table's number of probe solutions, scores them with ``verifier`` and bins the mean
     score with the table's edges (predicted difficulty: no labels needed). The probes are sampled as the table's
@@ -69,10 +103,12 @@ def create_compute_optimal(
     its ``n``), any other route runs at ``budget - probes`` generations, as the table was calibrated
     (:meth:`PolicyTable.spend`), and its final answer is best-of-N weighted over the probes and the route's
     finalists (:func:`~ttc_graph.selection.select_pooled`), so no sample paid for is thrown away. The run never
-    spends more than ``budget`` generations in total. ``history`` and ``name``: as in
-    :func:`~ttc_graph.strategies.create_best_of_n` (the probes and the routed strategy both see the conversation).
+    spends more than ``budget`` generations in total. ``history``, ``name``, ``state_schema`` (extending
+    :class:`RouterState`) and ``context_schema``: as in :func:`~ttc_graph.strategies.create_best_of_n` (the probes
+    and the routed strategy both see the conversation).
     """
     check_policy(policy)
+    generations = generations_of(budget)
     scorer = as_verifier(verifier)
     if scorer is None:
         raise ConfigurationError("verifier: the router needs a verifier to estimate difficulty from probes")
@@ -85,21 +121,19 @@ def create_compute_optimal(
         raise ConfigurationError(
             "table: its difficulty was estimated offline (probes: 0); route with a table fitted with probes >= 1"
         )
-    if budget < probes:
-        raise ConfigurationError(f"budget: {budget} generations cannot pay for the table's {probes} probe samples")
+    if generations < probes:
+        raise ConfigurationError(f"budget: {generations} generations cannot pay for the table's {probes} probe samples")
     if probe_temperature is None:
-        probe_temperature = 0.7 if table.difficulty.temperature is None else table.difficulty.temperature
+        probe_temperature = (
+            DEFAULT_TEMPERATURE if table.difficulty.temperature is None else table.difficulty.temperature
+        )
     if probe_max_tokens is None:
         probe_max_tokens = table.difficulty.max_tokens
     routes: dict[int, tuple[str, StrategySpec]] = {
-        b: table.choose(b, budget) for b in range(1, table.difficulty.n_bins + 1)
+        b: table.choose(b, generations) for b in range(1, table.difficulty.n_bins + 1)
     }
-    graph = StrategyGraph(
-        RouterState,
-        context_schema=TTCContext,
-        input_schema=TTCInput,
-        output_schema=RouterOutput,
-        name=name or "compute_optimal",
+    graph = strategy_graph(
+        name or "compute_optimal", state_schema, context_schema, state=RouterState, output=RouterOutput
     )
 
     async def probe(state: RouterState) -> dict[str, Any]:
@@ -201,11 +235,13 @@ def build_compute_optimal(
     :func:`~ttc_graph.specs.build_graph`, which cannot import this package: it imports ``specs``)."""
     table = load_table(spec.table)
     covered = sorted({int(b) for row in table.table.values() for b in row})
-    if spec.generations not in covered:
-        raise ConfigurationError(f"generations: {spec.generations} is not covered by {spec.table} ({covered})")
+    if spec.budget.generations not in covered:
+        raise ConfigurationError(
+            f"budget.generations: {spec.budget.generations} is not covered by {spec.table} ({covered})"
+        )
     assert verifier is not None
     return create_compute_optimal(
-        policy, verifier, table, budget=spec.generations, probe_max_tokens=spec.probe_max_tokens,
+        policy, verifier, table, budget=spec.budget, probe_max_tokens=spec.probe_max_tokens,
         system_prompt=spec.system_prompt, **{k: v for k, v in common.items() if k in ("history", "name")},
     )  # fmt: skip
 

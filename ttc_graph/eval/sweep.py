@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
+from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
@@ -138,7 +139,7 @@ class SweepConfig:
     strategies: tuple[SweepStrategy, ...]
     budgets: tuple[int, ...]
     max_tokens: int = 400
-    temperature: float = 0.8
+    temperature: float = DEFAULT_EVAL_TEMPERATURE
     seed: int | None = None
     concurrency: int = 2
     model: str | None = None

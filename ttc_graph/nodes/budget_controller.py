@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from ttc_graph.budget import Budget, Remaining, policy_generations, remaining
+from ttc_graph.defaults import DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.adaptive import AdaptiveStop, SampleTask, decisive
@@ -49,7 +50,7 @@ class SamplingDefaults:
     budget still caps it at its share.
     """
 
-    temperature: float = 0.7
+    temperature: float = DEFAULT_TEMPERATURE
     max_tokens: int | None = None
     seed: int | None = None
     budget: Budget | None = None

@@ -41,7 +41,7 @@ def generation_cost(spec: StrategySpec) -> int:
     Lookahead and MCTS rollouts multiply ``n`` as the paper counts them (``n * (k + 1)``).
     """
     if isinstance(spec, ComputeOptimalSpec):
-        cost = spec.generations
+        cost = spec.budget.generations or 0  # the spec requires it
     else:
         cost = spec.n * (1 + getattr(spec, "lookahead", 0) + getattr(spec, "rollout", 0))
     if spec.budget is not None and spec.budget.generations is not None:

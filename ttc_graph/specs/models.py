@@ -8,6 +8,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ttc_graph.budget import Budget
+from ttc_graph.defaults import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_PATH_SELECTION,
+    DEFAULT_REVISION_SELECTION,
+    DEFAULT_SEARCH_SELECTION,
+    DEFAULT_SELECTION,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+    DEFAULT_TEMPERATURE,
+)
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FinalSelection, RevisionSelection, Selection
@@ -15,12 +27,6 @@ from ttc_graph.strategies.mcts import check_mcts
 from ttc_graph.strategies.particle_filtering import check_particle_filtering
 from ttc_graph.strategies.revisions import split_budget
 from ttc_graph.strategies.search import resolve_width
-from ttc_graph.strategies.stepwise import (
-    DEFAULT_MAX_STEPS,
-    DEFAULT_STEP_DELIMITER,
-    DEFAULT_STEP_MAX_TOKENS,
-    DEFAULT_STEP_TEMPERATURE,
-)
 from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION
 from ttc_graph.verifiers.base import Aggregation
 from ttc_graph.verifiers.combined import check_weights
@@ -212,10 +218,10 @@ class BestOfNSpec(_StrategySpec):
 
     kind: Literal["best_of_n"] = "best_of_n"
     n: int = Field(ge=1)
-    selection: Selection = "weighted"
+    selection: Selection = DEFAULT_SELECTION
     adaptive: bool = False
     verifier: VerifierSpec | None = None
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0)
     max_tokens: int | None = Field(None, ge=1)
     truncated: Literal["lose", "vote"] = "lose"
 
@@ -268,8 +274,8 @@ class _StepSpec(_StrategySpec):
 
 
 class _SearchSpec(_StepSpec):
-    beam_width: int | Literal["sqrt"] = 4
-    selection: FinalSelection = "weighted"
+    beam_width: int | Literal["sqrt"] = DEFAULT_BEAM_WIDTH
+    selection: FinalSelection = DEFAULT_SEARCH_SELECTION
 
     @model_validator(mode="after")
     def _check(self) -> _SearchSpec:
@@ -294,7 +300,7 @@ class ParticleFilteringSpec(_StepSpec):
     logits (``weighting: score``: of the scores)."""
 
     kind: Literal["particle_filtering"] = "particle_filtering"
-    selection: FinalSelection = "naive"
+    selection: FinalSelection = DEFAULT_PATH_SELECTION
     softmax_temperature: float = Field(1.0, gt=0)
     resampling: Literal["multinomial", "systematic"] = "multinomial"
     weighting: Literal["logit", "score"] = "logit"
@@ -316,7 +322,7 @@ class MCTSSpec(_StepSpec):
     """
 
     kind: Literal["mcts"] = "mcts"
-    selection: FinalSelection = "naive"
+    selection: FinalSelection = DEFAULT_PATH_SELECTION
     expansions: int = Field(4, ge=1)
     exploration: float = Field(1.0, ge=0)
 
@@ -349,12 +355,12 @@ class RevisionsSpec(_StrategySpec):
     kind: Literal["revisions"] = "revisions"
     n: int = Field(ge=1)
     chain_length: int | Literal["sqrt", "full"]
-    selection: RevisionSelection = "hierarchical"
+    selection: RevisionSelection = DEFAULT_REVISION_SELECTION
     verifier: VerifierSpec | None = None
     revision_policy: EndpointSpec | None = None
     stop_score: float | None = Field(None, ge=0, le=1)
     stop_on_repeat: bool = False
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0)
     max_tokens: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -371,18 +377,44 @@ class RevisionsSpec(_StrategySpec):
 
 
 class ComputeOptimalSpec(_StrategySpec):
-    """Route each question by its predicted difficulty to the strategy a calibrated policy table names."""
+    """Route each question by its predicted difficulty to the strategy a calibrated policy table names.
+
+    ``budget: {generations: N}`` (one the table covers; no other limit) is what every routed run may spend. The old
+    top-level ``generations: N`` still loads as a deprecated alias of it (it warns).
+    """
 
     kind: Literal["compute_optimal"] = "compute_optimal"
     table: str = Field(min_length=1, description="Path of a policy table JSON (see ttc_graph.compute_optimal).")
-    generations: int = Field(ge=1, description="The budget in generations; must be one the table covers.")
+    budget: Budget = Field(description="The budget in generations; must be one the table covers.")  # type: ignore[assignment]
     verifier: VerifierSpec
     probe_max_tokens: int | None = Field(None, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _generations_alias(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "generations" not in data:
+            return data
+        data = dict(data)
+        generations = data.pop("generations")
+        if "budget" in data:
+            raise ValueError("generations: a deprecated alias of budget.generations; give one of them")
+        if isinstance(generations, bool):
+            raise ValueError(f"generations: expected a number, got {generations!r}")
+        warnings.warn(
+            "compute_optimal: generations is deprecated; use budget: {generations: N}", DeprecationWarning, stacklevel=2
+        )
+        data["budget"] = {"generations": generations}
+        return data
+
     @model_validator(mode="after")
-    def _no_budget(self) -> ComputeOptimalSpec:
-        if self.budget is not None or self.seed is not None:
-            raise ValueError("budget: compute_optimal spends 'generations'; budget and seed are not supported")
+    def _generations_only(self) -> ComputeOptimalSpec:
+        if self.budget.generations is None:
+            raise ValueError("budget.generations: required; the router's table is fitted in generations")
+        others = [k for k in ("tokens", "seconds", "dollars") if getattr(self.budget, k) is not None]
+        if others:
+            raise ValueError(f"budget: compute_optimal spends generations only; {', '.join(others)} is not supported")
+        if self.seed is not None:
+            raise ValueError("seed: not supported by compute_optimal")
         return self
 
 

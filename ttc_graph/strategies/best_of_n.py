@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget, check_n
+from ttc_graph.defaults import DEFAULT_SELECTION, DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.graph import StrategyGraph
+from ttc_graph.graph import StrategyGraph, strategy_graph
 from ttc_graph.nodes.adaptive import make_sample_node, window_for
 from ttc_graph.nodes.budget_controller import (
     AdaptiveStop,
@@ -40,10 +42,10 @@ def create_best_of_n(
     verifier: VerifierLike | None = None,
     *,
     n: int,
-    selection: Selection = "weighted",
+    selection: Selection = DEFAULT_SELECTION,
     adaptive: AdaptiveStop | bool = False,
     budget: Budget | None = None,
-    temperature: float = 0.7,
+    temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int | None = None,
     seed: int | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
@@ -51,6 +53,8 @@ def create_best_of_n(
     history: History = "all",
     name: str | None = None,
     truncated: Truncated = "lose",
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """An uncompiled best-of-N graph: ``prepare → budget ⇉ propose → verify → budget → … → select``.
 
@@ -63,6 +67,9 @@ def create_best_of_n(
     ``name`` (default ``best_of_n``) names the compiled graph (the root run of a trace) and the reply it appends
     to ``messages``. ``truncated``: samples cut off by ``max_tokens`` ``lose`` (they neither vote nor win while a
     complete sample has an answer; the default) or ``vote`` as any other (the behaviour before).
+    ``state_schema`` / ``context_schema``: your extensions of :class:`~ttc_graph.state.TTCState` /
+    :class:`~ttc_graph.state.TTCContext` (keys you add pass through a run; see
+    :func:`~ttc_graph.graph.strategy_graph`).
     """
     check_policy(policy)
     check_n(n, budget)
@@ -84,9 +91,7 @@ def create_best_of_n(
     needs_logprobs = logprobs or getattr(scorer, "needs_logprobs", False)
     batch = n if getattr(policy, "native_n", None) is not False else 1
 
-    graph = StrategyGraph(
-        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name or "best_of_n"
-    )
+    graph = strategy_graph(name or "best_of_n", state_schema, context_schema)
     graph.add_node("prepare", make_prepare_node(history))
     graph.add_node(
         "budget",

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ttc_graph.budget import Budget
+from ttc_graph.defaults import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_PATH_SELECTION,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+)
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
@@ -12,10 +20,6 @@ from ttc_graph.nodes.step_mcts import MCTSPlan
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (
-    DEFAULT_MAX_STEPS,
-    DEFAULT_STEP_DELIMITER,
-    DEFAULT_STEP_MAX_TOKENS,
-    DEFAULT_STEP_TEMPERATURE,
     FinalSelection,
     StepSearchOptions,
     build_step_graph,
@@ -55,7 +59,7 @@ def create_mcts(
     exploration: float = 1.0,
     max_steps: int = DEFAULT_MAX_STEPS,
     lookahead: int = 0,
-    selection: FinalSelection = "naive",
+    selection: FinalSelection = DEFAULT_PATH_SELECTION,
     aggregation: Aggregation = DEFAULT_AGGREGATION,
     budget: Budget | None = None,
     temperature: float = DEFAULT_STEP_TEMPERATURE,
@@ -67,6 +71,8 @@ def create_mcts(
     name: str | None = None,
     max_depth: int | None = None,
     rollout: int | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Monte Carlo tree search whose nodes are partial solutions.
 
@@ -78,7 +84,8 @@ def create_mcts(
     paths have finished, when no leaf is left to expand (``max_steps`` bounds the tree's depth), or at a budget
     limit. The answer is the top-scored finished path (``selection="naive"``) or best-of-N weighted over the top
     ``n`` finished paths. ``max_depth`` and ``rollout`` are deprecated aliases of ``max_steps`` and ``lookahead``
-    (they warn). ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. Details in
+    (they warn). ``history``, ``name``, ``state_schema``, ``context_schema``: as in
+    :func:`~ttc_graph.strategies.create_best_of_n`. Details in
     :mod:`ttc_graph.nodes.step_mcts`.
     """
     if max_depth is not None:

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ttc_graph.budget import Budget
+from ttc_graph.defaults import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_PATH_SELECTION,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+)
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
@@ -12,10 +20,6 @@ from ttc_graph.nodes.step_particles import RESAMPLING, WEIGHTINGS, ParticlePlan,
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (
-    DEFAULT_MAX_STEPS,
-    DEFAULT_STEP_DELIMITER,
-    DEFAULT_STEP_MAX_TOKENS,
-    DEFAULT_STEP_TEMPERATURE,
     FinalSelection,
     StepSearchOptions,
     build_step_graph,
@@ -65,7 +69,7 @@ def create_particle_filtering(
     softmax_temperature: float = 1.0,
     resampling: Resampling = "multinomial",
     weighting: Weighting = "logit",
-    selection: FinalSelection = "naive",
+    selection: FinalSelection = DEFAULT_PATH_SELECTION,
     aggregation: Aggregation = DEFAULT_AGGREGATION,
     budget: Budget | None = None,
     temperature: float = DEFAULT_STEP_TEMPERATURE,
@@ -75,6 +79,8 @@ def create_particle_filtering(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Particle filtering: ``n`` particles, each extended by one step per round.
 
@@ -88,7 +94,8 @@ def create_particle_filtering(
     finished particle, ``"weighted"`` with best-of-N weighted over them. It costs ``n`` generations, as beam search
     with ``n`` beams does (``lookahead=k``: each particle is weighed after a greedy rollout of up to ``k`` steps,
     for ``n * (k + 1)``); ``seed`` makes resampling (and the policy's sampling, where it honours seeds)
-    reproducible. ``history`` and ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`. The choices
+    reproducible. ``history``, ``name``, ``state_schema``, ``context_schema``: as in
+    :func:`~ttc_graph.strategies.create_best_of_n`. The choices
     are documented in :mod:`ttc_graph.nodes.step_particles`.
     """
     options = StepSearchOptions.of(locals())

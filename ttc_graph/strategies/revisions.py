@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget, check_n
+from ttc_graph.defaults import DEFAULT_REVISION_SELECTION, DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.graph import StrategyGraph
+from ttc_graph.graph import StrategyGraph, strategy_graph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import make_prepare_node
@@ -51,17 +52,19 @@ def create_revisions(
     *,
     n: int,
     chain_length: int | Literal["sqrt", "full"],
-    selection: RevisionSelection = "hierarchical",
+    selection: RevisionSelection = DEFAULT_REVISION_SELECTION,
     revision_policy: Endpoint | None = None,
     stop_score: float | None = None,
     stop_on_repeat: bool = False,
     budget: Budget | None = None,
-    temperature: float = 0.7,
+    temperature: float = DEFAULT_TEMPERATURE,
     max_tokens: int | None = None,
     seed: int | None = None,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """``n`` generations as ``n / chain_length`` parallel chains of ``chain_length`` attempts.
 
@@ -72,7 +75,7 @@ def create_revisions(
     (``stop_on_repeat``) an attempt repeats the previous answer; the ledger then shows the smaller spend.
     ``revision_policy`` (e.g. a fine-tuned revision model, as the paper uses) draws the revisions; ``policy``
     draws the first attempts. Without it, revisions come from prompting the base model to revise. ``history`` and
-    ``name``: as in :func:`~ttc_graph.strategies.create_best_of_n`.
+    ``name``, ``state_schema``, ``context_schema``: as in :func:`~ttc_graph.strategies.create_best_of_n`.
     """
     check_policy(policy)
     if revision_policy is not None:
@@ -89,9 +92,7 @@ def create_revisions(
     check_n(n, budget)
     defaults = SamplingDefaults(temperature, max_tokens, seed, budget)
 
-    graph = StrategyGraph(
-        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=name or "revisions"
-    )
+    graph = strategy_graph(name or "revisions", state_schema, context_schema)
     graph.add_node("prepare", make_prepare_node(history))
     graph.add_node("budget", dual(make_revision_controller(plan, defaults), io=False))
     logprobs = bool(getattr(scorer, "needs_logprobs", False))

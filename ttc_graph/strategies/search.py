@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from ttc_graph.budget import Budget, check_n
+from ttc_graph.defaults import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_SEARCH_SELECTION,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+)
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
@@ -13,10 +21,6 @@ from ttc_graph.nodes.step_beam import SearchPlan
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.strategies.stepwise import (
-    DEFAULT_MAX_STEPS,
-    DEFAULT_STEP_DELIMITER,
-    DEFAULT_STEP_MAX_TOKENS,
-    DEFAULT_STEP_TEMPERATURE,
     FinalSelection,
     StepSearchOptions,
     build_step_graph,
@@ -46,10 +50,10 @@ def create_beam_search(
     verifier: VerifierLike,
     *,
     n: int,
-    beam_width: int | Literal["sqrt"] = 4,
+    beam_width: int | Literal["sqrt"] = DEFAULT_BEAM_WIDTH,
     max_steps: int = DEFAULT_MAX_STEPS,
     lookahead: int = 0,
-    selection: FinalSelection = "weighted",
+    selection: FinalSelection = DEFAULT_SEARCH_SELECTION,
     aggregation: Aggregation = DEFAULT_AGGREGATION,
     budget: Budget | None = None,
     temperature: float = DEFAULT_STEP_TEMPERATURE,
@@ -59,6 +63,8 @@ def create_beam_search(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Beam search against a (process) verifier, the paper's way.
 
@@ -67,7 +73,7 @@ def create_beam_search(
     ``max_steps`` rounds. The answer is best-of-N weighted over the top ``n`` finished beams (``selection="naive"``:
     the top-scored one). ``lookahead=k`` scores each candidate step after a temperature-0 rollout of up to ``k``
     more steps; the ledger charges ``n * (k + 1)`` generations. The verifier must score partial solutions (see
-    :mod:`ttc_graph.strategies.stepwise`). ``history`` and ``name``: as in
+    :mod:`ttc_graph.strategies.stepwise`). ``history``, ``name``, ``state_schema`` and ``context_schema``: as in
     :func:`~ttc_graph.strategies.create_best_of_n`; every step request continues the answer after the conversation.
     """
     width = resolve_width(n, beam_width)
@@ -81,10 +87,10 @@ def create_dvts(
     verifier: VerifierLike,
     *,
     n: int,
-    beam_width: int | Literal["sqrt"] = 4,
+    beam_width: int | Literal["sqrt"] = DEFAULT_BEAM_WIDTH,
     max_steps: int = DEFAULT_MAX_STEPS,
     lookahead: int = 0,
-    selection: FinalSelection = "weighted",
+    selection: FinalSelection = DEFAULT_SEARCH_SELECTION,
     aggregation: Aggregation = DEFAULT_AGGREGATION,
     budget: Budget | None = None,
     temperature: float = DEFAULT_STEP_TEMPERATURE,
@@ -94,6 +100,8 @@ def create_dvts(
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     history: History = "all",
     name: str | None = None,
+    state_schema: type[Any] | None = None,
+    context_schema: type[Any] | None = None,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Diverse verifier tree search: ``n / beam_width`` independent subtrees, each expanding its current beam
     ``beam_width`` times and keeping its best child, so one strong early step cannot take over every beam. The

@@ -8,7 +8,7 @@ continued, a ``lookahead`` rollout follows each new step), ``verify`` scores the
 (:mod:`ttc_graph.nodes.step_rounds`: cost checks, round limits, expand requests, the final update) run with the
 search's own *policy* of which beams to keep and expand (:mod:`~ttc_graph.nodes.step_beam` for beam search and DVTS,
 :mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). The options every step search takes are
-one :class:`StepSearchOptions` (their names: :data:`STEP_OPTIONS`), with their defaults defined here; the step
+one :class:`StepSearchOptions` (their names: :data:`STEP_OPTIONS`; defaults: :mod:`ttc_graph.defaults`); the step
 scores' aggregation is :mod:`ttc_graph.verifiers.aggregation`'s, the final selection :mod:`ttc_graph.selection`'s.
 
 **Step-wise verifiers.** Every step-wise search ranks or weighs *partial* solutions, so its verifier must score a
@@ -31,9 +31,16 @@ from typing import Any
 from langgraph.graph import END, START
 
 from ttc_graph.budget import Budget, check_n
+from ttc_graph.defaults import (
+    DEFAULT_MAX_STEPS,
+    DEFAULT_SEARCH_SELECTION,
+    DEFAULT_STEP_DELIMITER,
+    DEFAULT_STEP_MAX_TOKENS,
+    DEFAULT_STEP_TEMPERATURE,
+)
 from ttc_graph.endpoints.base import Endpoint, check_number
 from ttc_graph.errors import ConfigurationError
-from ttc_graph.graph import StrategyGraph
+from ttc_graph.graph import StrategyGraph, strategy_graph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
@@ -67,11 +74,6 @@ __all__ = [
     "scores_prefixes",
 ]
 
-DEFAULT_MAX_STEPS = 40
-DEFAULT_STEP_TEMPERATURE = 0.8
-DEFAULT_STEP_MAX_TOKENS = 256
-DEFAULT_STEP_DELIMITER = "\n\n"
-
 
 def check_count(value: object, field: str, minimum: int) -> int:
     """``value`` as an integer >= ``minimum`` (bools refused), or a :class:`ConfigurationError` naming ``field``."""
@@ -88,15 +90,15 @@ class StepSearchOptions:
     steps a solution gets; ``lookahead``: greedy rollout steps after each sampled step before it is scored (the
     search then costs ``n * (lookahead + 1)`` generations); ``aggregation``: step scores to a prefix's score;
     ``selection``: the final answer over the candidates; ``temperature``, ``step_max_tokens``, ``seed``: each step
-    request's sampling; ``step_delimiter``: what ends a step; ``budget``, ``system_prompt``, ``history``, ``name``:
-    as in :func:`~ttc_graph.strategies.create_best_of_n`.
+    request's sampling; ``step_delimiter``: what ends a step; ``budget``, ``system_prompt``, ``history``, ``name``,
+    ``state_schema``, ``context_schema``: as in :func:`~ttc_graph.strategies.create_best_of_n`.
     """
 
     n: int
     max_steps: int = DEFAULT_MAX_STEPS
     lookahead: int = 0
     aggregation: Aggregation = DEFAULT_AGGREGATION
-    selection: FinalSelection = "weighted"
+    selection: FinalSelection = DEFAULT_SEARCH_SELECTION
     temperature: float = DEFAULT_STEP_TEMPERATURE
     step_max_tokens: int = DEFAULT_STEP_MAX_TOKENS
     step_delimiter: str = DEFAULT_STEP_DELIMITER
@@ -105,6 +107,8 @@ class StepSearchOptions:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     history: History = "all"
     name: str | None = None
+    state_schema: type[Any] | None = None
+    context_schema: type[Any] | None = None
 
     def __post_init__(self) -> None:
         if self.budget is not None and not isinstance(self.budget, Budget):
@@ -190,9 +194,7 @@ def build_step_graph(
             f" generations; the budget allows {budget.generations}"
         )
     check_can_continue(policy)
-    graph = StrategyGraph(
-        TTCState, context_schema=TTCContext, input_schema=TTCInput, output_schema=TTCOutput, name=options.name or name
-    )
+    graph = strategy_graph(options.name or name, options.state_schema, options.context_schema)
     expand = make_expand_node(
         policy,
         system_prompt=options.system_prompt,

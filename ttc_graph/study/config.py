@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ttc_graph.compute_optimal.table import spec_at_budget
+from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.specs.io import SpecError
@@ -56,7 +57,7 @@ class StudyConfig(BaseModel):
     verifier: dict[str, Any]
     templates: dict[str, dict[str, Any]] = Field(min_length=1)
     baseline: str = "bon_weighted"
-    temperature: float = Field(0.8, ge=0)
+    temperature: float = Field(DEFAULT_EVAL_TEMPERATURE, ge=0)
     max_tokens: int = Field(512, ge=1)
     seed: int = 0
     concurrency: int = Field(2, ge=1)
