@@ -19,6 +19,7 @@ __all__ = [
     "ChatMessage",
     "Continuation",
     "Endpoint",
+    "EndpointWrapper",
     "Generation",
     "GenerationResult",
     "RequestUsage",
@@ -144,6 +145,37 @@ class Endpoint(Protocol):
         least one generation succeeded; when all fail an :class:`~ttc_graph.errors.EndpointError` is raised.
         """
         ...
+
+
+class EndpointWrapper:
+    """An endpoint around another, ``inner``: its name and every other attribute are the inner one's, and each
+    request goes through :meth:`forward`, which a subclass overrides to count, record or redirect requests."""
+
+    def __init__(self, inner: Endpoint) -> None:
+        self.inner = inner
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "inner":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        return await self.forward(lambda endpoint: endpoint.generate(messages, n=n, params=params, prefix=prefix))
+
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
+        """``request`` (one ``generate`` call) sent to ``inner``; override to act around it."""
+        return await request(self.inner)
 
 
 T = TypeVar("T")

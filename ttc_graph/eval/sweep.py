@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
-from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import ChatMessage, Endpoint, EndpointWrapper, GenerationResult, SamplingParams
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
@@ -215,31 +215,17 @@ class _Probe:
         raise RuntimeError("the validation probe is never called")
 
 
-class CountingEndpoint:
+class CountingEndpoint(EndpointWrapper):
     """Wraps an endpoint and counts the requests and generations that actually reach it."""
 
     def __init__(self, inner: Endpoint) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls = 0
         self.generations = 0
 
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
-
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
-    ) -> GenerationResult:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
         self.calls += 1
-        result = await self.inner.generate(messages, n=n, params=params, prefix=prefix)
+        result = await request(self.inner)
         self.generations += len(result.generations)
         return result
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.local.server import LocalModelServer
 
@@ -37,8 +37,9 @@ def stop_shared_servers() -> None:
         _SERVERS.clear()
 
 
-class LocalEndpoint:
-    """The embedded llama.cpp model as a policy; its server starts on the first request (about a second).
+class LocalEndpoint(EndpointWrapper):
+    """The embedded llama.cpp model as a policy; its server starts on the first request (about a second), and every
+    request goes to its endpoint (no ``inner`` until then: it is resolved per request).
 
     Graphs built from specs or served by ``langgraph dev`` use it so that building a graph costs nothing.
     """
@@ -72,13 +73,6 @@ class LocalEndpoint:
                 self._endpoint = self._server.endpoint(**self.endpoint_options)
             return self._endpoint
 
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
-    ) -> GenerationResult:
-        endpoint = await self.resolve()
-        return await endpoint.generate(messages, n=n, params=params, prefix=prefix)
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
+        """``request`` sent to the running server's endpoint (started by the first request)."""
+        return await request(await self.resolve())

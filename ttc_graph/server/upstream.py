@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.endpoints.retry import RETRYABLE_STATUS, RetryConfig, call_with_retries
 from ttc_graph.errors import EndpointError
@@ -32,32 +32,13 @@ def track_failures() -> list[EndpointError]:
     return failures
 
 
-class TrackedEndpoint:
+class TrackedEndpoint(EndpointWrapper):
     """An endpoint that records the failures of its ``generate`` (see :func:`track_failures`) so a run can tell a
     client why; every other attribute (``native_n``, ``continuation``, ``max_concurrency``, ...) is the inner one's."""
 
-    def __init__(self, inner: Endpoint) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
-    ) -> GenerationResult:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
         try:
-            return await self.inner.generate(messages, n=n, params=params, prefix=prefix)
+            return await request(self.inner)
         except EndpointError as exc:
             failures = _FAILURES.get()
             if failures is not None:
