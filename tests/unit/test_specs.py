@@ -264,15 +264,13 @@ SPEC_VALUES: list[dict[str, Any]] = [
 @pytest.mark.parametrize("data", SPEC_VALUES, ids=lambda d: d["kind"])
 def test_build_graph_passes_every_field_to_the_factory(data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     spec = parse_spec(data)
-    factory_name = {"best_of_n": "create_best_of_n", "beam_search": "create_beam_search", "dvts": "create_dvts",
-                    "revisions": "create_revisions"}[spec.kind]  # fmt: skip
     seen: dict[str, Any] = {}
 
     def record(policy: Any, verifier: Any = None, **kwargs: Any) -> str:
         seen.update(kwargs, policy=policy, verifier=verifier)
         return "graph"
 
-    monkeypatch.setattr(build_module, factory_name, record)
+    monkeypatch.setitem(build_module.FACTORIES, spec.kind, record)
     policy = scripted()
     assert build_graph(spec, policy=policy) == "graph"
     assert seen["policy"] is policy
@@ -507,7 +505,7 @@ def test_build_graph_hands_the_elsewhere_judge_to_revisions(monkeypatch: pytest.
         seen.update(policy=policy, verifier=verifier)
         return create_revisions(policy, verifier, **kwargs)
 
-    monkeypatch.setattr(build_module, "create_revisions", record)
+    monkeypatch.setitem(build_module.FACTORIES, "revisions", record)
     policy = scripted()
     build_graph(parse_spec(JUDGED_ELSEWHERE), policy=policy).compile()
     assert seen["policy"] is policy
@@ -696,7 +694,7 @@ def test_spec_policy_is_used_unless_overridden(monkeypatch: pytest.MonkeyPatch) 
         seen["policy"] = policy
         return SimpleNamespace()
 
-    monkeypatch.setattr(build_module, "create_best_of_n", record)
+    monkeypatch.setitem(build_module.FACTORIES, "best_of_n", record)
     spec = parse_spec({**MAJORITY, "policy": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "p"}})
     build_graph(spec)
     assert isinstance(seen["policy"], OpenAIEndpoint) and seen["policy"].model == "p"

@@ -8,37 +8,25 @@ from typing import Any
 
 from langgraph.graph import StateGraph
 
+from ttc_graph import strategies
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import (
-    BeamSearchSpec,
-    BestOfNSpec,
-    DVTSSpec,
     EndpointSpec,
     EnvEndpointSpec,
     LocalEndpointSpec,
-    MCTSSpec,
     OpenAIEndpointSpec,
-    ParticleFilteringSpec,
     RevisionsSpec,
     StrategySpec,
     VerifierSpec,
 )
 from ttc_graph.state import History
-from ttc_graph.strategies import (
-    create_beam_search,
-    create_best_of_n,
-    create_dvts,
-    create_mcts,
-    create_particle_filtering,
-    create_revisions,
-)
-from ttc_graph.strategies.stepwise import STEP_OPTIONS
 from ttc_graph.verifiers import registry
 from ttc_graph.verifiers.base import Verifier
 
 __all__ = [
+    "FACTORIES",
     "GRAPH_BUILDERS",
     "GraphBuilder",
     "build_endpoint",
@@ -51,6 +39,19 @@ GraphBuilder = Callable[[Any, Endpoint, "Verifier | None", dict[str, Any]], Stat
 """Builds the graph of a spec kind the layers above this one own: ``(spec, policy, verifier, common)``, where
 ``common`` holds the factory options every strategy takes (``budget``, ``seed``, ``system_prompt``, ``history``,
 ``name``)."""
+
+FACTORIES: dict[str, Callable[..., StateGraph[Any, Any, Any, Any]]] = {
+    "best_of_n": strategies.create_best_of_n,
+    "beam_search": strategies.create_beam_search,
+    "dvts": strategies.create_dvts,
+    "particle_filtering": strategies.create_particle_filtering,
+    "mcts": strategies.create_mcts,
+    "revisions": strategies.create_revisions,
+}
+"""The factory of each strategy kind ``specs`` builds itself; a spec's fields are its keyword arguments."""
+
+_NOT_OPTIONS = frozenset({"kind", "description", "policy", "verifier", "revision_policy"})
+"""Spec fields that are no factory argument as they are: the spec's own, and the specs of what it builds."""
 
 GRAPH_BUILDERS: dict[str, GraphBuilder] = {}
 """Builders of spec kinds defined above ``specs`` (``compute_optimal``: :mod:`ttc_graph.compute_optimal` registers
@@ -114,45 +115,12 @@ def build_graph(
         common["history"] = history
     if spec.name:
         common["name"] = spec.name
-    if isinstance(spec, BestOfNSpec):
-        return create_best_of_n(
-            pol,
-            build_verifier_of(spec.verifier, pol),
-            n=spec.n,
-            selection=spec.selection,
-            adaptive=spec.adaptive,
-            temperature=spec.temperature,
-            max_tokens=spec.max_tokens,
-            truncated=spec.truncated,
-            **common,
-        )
-    if isinstance(spec, BeamSearchSpec | DVTSSpec | ParticleFilteringSpec | MCTSSpec):
-        scorer = build_verifier_of(spec.verifier, pol)
-        assert scorer is not None
-        step = {**{name: getattr(spec, name) for name in STEP_OPTIONS if name in type(spec).model_fields}, **common}
-        if isinstance(spec, BeamSearchSpec | DVTSSpec):
-            factory = create_beam_search if isinstance(spec, BeamSearchSpec) else create_dvts
-            return factory(pol, scorer, beam_width=spec.beam_width, **step)
-        if isinstance(spec, ParticleFilteringSpec):
-            return create_particle_filtering(
-                pol, scorer, softmax_temperature=spec.softmax_temperature, resampling=spec.resampling,
-                weighting=spec.weighting, **step,
-            )  # fmt: skip
-        return create_mcts(pol, scorer, expansions=spec.expansions, exploration=spec.exploration, **step)
-    if isinstance(spec, RevisionsSpec):
-        return create_revisions(
-            pol,
-            build_verifier_of(spec.verifier, pol),
-            n=spec.n,
-            chain_length=spec.chain_length,
-            selection=spec.selection,
-            revision_policy=build_endpoint(spec.revision_policy) if spec.revision_policy else None,
-            stop_score=spec.stop_score,
-            stop_on_repeat=spec.stop_on_repeat,
-            temperature=spec.temperature,
-            max_tokens=spec.max_tokens,
-            **common,
-        )
+    factory = FACTORIES.get(spec.kind)
+    if factory is not None:  # the spec's fields are the factory's keyword arguments, by name
+        options = {k: getattr(spec, k) for k in type(spec).model_fields if k not in _NOT_OPTIONS}
+        if isinstance(spec, RevisionsSpec) and spec.revision_policy is not None:
+            options["revision_policy"] = build_endpoint(spec.revision_policy)
+        return factory(pol, build_verifier_of(getattr(spec, "verifier", None), pol), **{**options, **common})
     builder = GRAPH_BUILDERS.get(spec.kind)
     if builder is not None:
         return builder(spec, pol, build_verifier_of(getattr(spec, "verifier", None), pol), common)
