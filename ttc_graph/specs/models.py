@@ -46,6 +46,7 @@ __all__ = [
     "MCTSSpec",
     "OpenAIEndpointSpec",
     "ParticleFilteringSpec",
+    "ProgramVerifierSpec",
     "PythonVerifierSpec",
     "RevisionsSpec",
     "RewardModelVerifierSpec",
