@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
-from ttc_graph.endpoints.base import ChatMessage, Endpoint, EndpointWrapper, GenerationResult, SamplingParams
+from ttc_graph.endpoints.base import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
@@ -31,6 +31,7 @@ from ttc_graph.specs.io import parse_spec
 from ttc_graph.specs.models import StrategySpec
 from ttc_graph.state import Candidate
 from ttc_graph.strategies import create_best_of_n
+from ttc_graph.testing import FakeCall, ScriptedEndpoint
 from ttc_graph.verifiers.registry import NAMED_VERIFIERS, VERIFIER_NAMES, named_verifier
 
 __all__ = [
@@ -171,7 +172,7 @@ class SweepConfig:
             raise ConfigurationError(f"concurrency: must be >= 1, got {config.concurrency}")
         for spec in specs:  # build every graph once: invalid widths or splits fail here
             for b in config.budgets:
-                _graph(spec, b, _Probe(), _Probe(), config)
+                _graph(spec, b, _probe(), _probe(), config)
         return config
 
     def as_data(self) -> dict[str, Any]:
@@ -198,21 +199,13 @@ class SweepConfig:
 # --------------------------------------------------------------------------------------------- endpoints
 
 
-class _Probe:
+def _never_called(call: FakeCall, index: int) -> str:  # pragma: no cover - construction only
+    raise RuntimeError("the validation probe is never called")
+
+
+def _probe() -> ScriptedEndpoint:
     """Stands in for the policy while graphs are built for validation; never called."""
-
-    name = "probe"
-    continuation = "prefill"
-
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
-    ) -> GenerationResult:  # pragma: no cover - construction only
-        raise RuntimeError("the validation probe is never called")
+    return ScriptedEndpoint(_never_called)
 
 
 class CountingEndpoint(EndpointWrapper):
