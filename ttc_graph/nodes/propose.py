@@ -20,23 +20,22 @@ from ttc_graph.tool_calls import parse_text_tool_calls, validate_tool_calls
 __all__ = [
     "NO_TOOL_CALL",
     "ProposeTask",
+    "SamplingTask",
     "attempt_text",
     "describe_calls",
     "failure",
     "make_candidate",
     "make_propose_node",
     "task_messages",
+    "task_params",
     "task_tools",
 ]
 
 
-class ProposeTask(TypedDict):
-    """What one propose branch must sample (the ``Send`` payload)."""
+class SamplingTask(TypedDict):
+    """What every sampling task (a ``Send`` payload) carries: the request's settings and the conversation."""
 
     question: str
-    k: int
-    round: int
-    chunk: int
     temperature: float | None
     max_tokens: int | None
     seed: int | None
@@ -46,6 +45,14 @@ class ProposeTask(TypedDict):
     tools: NotRequired[list[dict[str, Any]]]  # the run's tools (OpenAI format) and tool_choice
     tool_choice: NotRequired[str | dict[str, Any] | None]
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
+
+
+class ProposeTask(SamplingTask):
+    """What one propose branch must sample."""
+
+    k: int
+    round: int
+    chunk: int
 
 
 def failure(exc: Exception, k: int, max_tokens: int | None, where: str) -> tuple[RequestUsage, list[str]]:
@@ -87,6 +94,19 @@ def task_tools(task: Mapping[str, Any]) -> dict[str, Any]:
     """The task's ``tools`` / ``tool_choice`` as :class:`SamplingParams` fields (empty without tools)."""
     tools = task.get("tools")
     return {"tools": tuple(tools), "tool_choice": task.get("tool_choice")} if tools else {}
+
+
+def task_params(task: SamplingTask, logprobs: bool) -> SamplingParams:
+    """The sampling parameters of one request of a sampling task (a proposal or a revision attempt)."""
+    return SamplingParams(
+        temperature=task["temperature"],
+        max_tokens=task["max_tokens"],
+        seed=task["seed"],
+        logprobs=logprobs,
+        timeout=task["timeout"],
+        retry_lost=not task.get("hold_tokens", False),
+        **task_tools(task),
+    )
 
 
 def make_candidate(
@@ -153,15 +173,7 @@ def make_propose_node(
     """A node that samples ``task['k']`` solutions; failures are recorded, never lost with the usage."""
 
     async def propose(task: ProposeTask) -> dict[str, Any]:
-        params = SamplingParams(
-            temperature=task["temperature"],
-            max_tokens=task["max_tokens"],
-            seed=task["seed"],
-            logprobs=logprobs,
-            timeout=task["timeout"],
-            retry_lost=not task.get("hold_tokens", False),
-            **task_tools(task),
-        )
+        params = task_params(task, logprobs)
         messages = task_messages(task, system_prompt)
         try:
             coro = policy.generate(messages, n=task["k"], params=params)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NotRequired
-
-from typing_extensions import TypedDict
+from typing import Any
 
 from ttc_graph.budget import NodeKind, usage_delta
-from ttc_graph.endpoints.base import ChatMessage, Endpoint, SamplingParams
+from ttc_graph.endpoints.base import ChatMessage, Endpoint
 from ttc_graph.errors import EndpointError
-from ttc_graph.nodes.propose import failure, make_candidate, task_tools
+from ttc_graph.nodes.propose import SamplingTask, failure, make_candidate, task_params
 from ttc_graph.prompts import solve_messages
 
 __all__ = ["REVISION_WINDOW", "RevisionTask", "make_attempt_node", "revision_messages"]
@@ -26,21 +24,13 @@ REVISE_PROMPT = (
 )
 
 
-class RevisionTask(TypedDict):
-    question: str
+class RevisionTask(SamplingTask):
+    """What one attempt of one chain must draw."""
+
     target: str
     chain: int
     position: int
     previous: list[str]
-    temperature: float | None
-    max_tokens: int | None
-    seed: int | None
-    timeout: float | None
-    history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
-    followup: NotRequired[list[ChatMessage]]  # the turns after it: an agent's tool calls and results
-    tools: NotRequired[list[dict[str, Any]]]
-    tool_choice: NotRequired[str | dict[str, Any] | None]
-    hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
 
 
 def revision_messages(
@@ -68,15 +58,7 @@ def make_attempt_node(
     """A node that draws one attempt of one chain (a first attempt for ``propose``, a revision for ``revise``)."""
 
     async def attempt(task: RevisionTask) -> dict[str, Any]:
-        params = SamplingParams(
-            temperature=task["temperature"],
-            max_tokens=task["max_tokens"],
-            seed=task["seed"],
-            timeout=task["timeout"],
-            logprobs=logprobs,
-            retry_lost=not task.get("hold_tokens", False),
-            **task_tools(task),
-        )
+        params = task_params(task, logprobs)
         messages = revision_messages(
             task["question"], task["previous"], system_prompt, task.get("history") or (), task.get("followup") or ()
         )
