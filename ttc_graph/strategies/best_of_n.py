@@ -29,12 +29,25 @@ from ttc_graph.selection import SELECTIONS, Selection, Truncated, select_answer
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
-__all__ = ["create_best_of_n"]
+__all__ = ["connect_rounds", "create_best_of_n"]
 
 
 def check_policy(policy: object) -> None:
     if not callable(getattr(policy, "generate", None)):
         raise ConfigurationError(f"policy: expected an endpoint with an async generate(), got {type(policy).__name__}")
+
+
+def connect_rounds(graph: StrategyGraph[Any, Any, Any, Any], *samplers: str) -> None:
+    """The edges of a strategy's round loop: ``START → prepare → budget ⇉ samplers → verify → budget``, and
+    ``budget → select → END`` once the controller plans nothing (a task goes to ``samplers[0]`` unless it names
+    its node)."""
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "budget")
+    graph.add_conditional_edges("budget", route_plan(samplers[0], "select"), [*samplers, "select"])
+    for sampler in samplers:
+        graph.add_edge(sampler, "verify")
+    graph.add_edge("verify", "budget")
+    graph.add_edge("select", END)
 
 
 def create_best_of_n(
@@ -114,10 +127,5 @@ def create_best_of_n(
     graph.add_node("verify", dual(make_verify_node(scorer)))
     rule = selection if truncated == "lose" else partial(select_answer, how=selection, truncated="vote")
     graph.add_node("select", make_select_node(rule, name=graph.strategy_name))
-    graph.add_edge(START, "prepare")
-    graph.add_edge("prepare", "budget")
-    graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "select"])
-    graph.add_edge("propose", "verify")
-    graph.add_edge("verify", "budget")
-    graph.add_edge("select", END)
+    connect_rounds(graph, "propose")
     return graph

@@ -6,14 +6,12 @@ import math
 from functools import partial
 from typing import Any, Literal
 
-from langgraph.graph import END, START
-
 from ttc_graph.budget import Budget, check_n
 from ttc_graph.defaults import DEFAULT_REVISION_SELECTION, DEFAULT_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph, strategy_graph
-from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
+from ttc_graph.nodes.budget_controller import SamplingDefaults
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.revise import make_attempt_node
@@ -23,7 +21,7 @@ from ttc_graph.nodes.verify import make_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import REVISION_SELECTIONS, RevisionSelection, select_revisions
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies.best_of_n import check_policy
+from ttc_graph.strategies.best_of_n import check_policy, connect_rounds
 from ttc_graph.verifiers.function import VerifierLike, as_verifier
 
 __all__ = ["create_revisions", "split_budget"]
@@ -105,11 +103,5 @@ def create_revisions(
     )
     graph.add_node("verify", dual(make_verify_node(scorer)))
     graph.add_node("select", make_select_node(partial(select_revisions, how=selection), name=graph.strategy_name))
-    graph.add_edge(START, "prepare")
-    graph.add_edge("prepare", "budget")
-    graph.add_conditional_edges("budget", route_plan("propose", "select"), ["propose", "revise", "select"])
-    graph.add_edge("propose", "verify")
-    graph.add_edge("revise", "verify")
-    graph.add_edge("verify", "budget")
-    graph.add_edge("select", END)
+    connect_rounds(graph, "propose", "revise")
     return graph

@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from langgraph.graph import END, START
-
 from ttc_graph.budget import Budget, check_n
 from ttc_graph.defaults import (
     DEFAULT_MAX_STEPS,
@@ -41,7 +39,7 @@ from ttc_graph.defaults import (
 from ttc_graph.endpoints.base import Endpoint, check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph, strategy_graph
-from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
+from ttc_graph.nodes.budget_controller import SamplingDefaults
 from ttc_graph.nodes.dual import dual
 from ttc_graph.nodes.expand import check_can_continue, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node
@@ -51,7 +49,7 @@ from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies.best_of_n import check_policy
+from ttc_graph.strategies.best_of_n import check_policy, connect_rounds
 from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, check_aggregation
 from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.combined import CombinedVerifier
@@ -208,10 +206,5 @@ def build_step_graph(
     graph.add_node("expand", dual(expand))
     graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation)))
     graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
-    graph.add_edge(START, "prepare")
-    graph.add_edge("prepare", "budget")
-    graph.add_conditional_edges("budget", route_plan("expand", "select"), ["expand", "select"])
-    graph.add_edge("expand", "verify")
-    graph.add_edge("verify", "budget")
-    graph.add_edge("select", END)
+    connect_rounds(graph, "expand")
     return graph
