@@ -115,6 +115,11 @@ def _check_extends(kind: str, schema: object, base: type[Any]) -> dict[str, Any]
     return {k: v for k, v in have.items() if k not in need}
 
 
+def _with_keys(name: str, schema: type[Any], extra: dict[str, Any]) -> type[Any]:
+    """``schema`` (a ``TypedDict``) with the keys ``extra`` as well, all optional."""
+    return TypedDict(name, {**schema_fields(schema), **extra}, total=False)  # type: ignore[operator]
+
+
 def strategy_graph(
     name: str,
     state_schema: type[Any] | None = None,
@@ -136,9 +141,8 @@ def strategy_graph(
     extra = {} if state_schema is None else _check_extends("state_schema", state_schema, state)
     if context_schema is not None:
         _check_extends("context_schema", context_schema, TTCContext)
-    if extra:  # the caller's keys flow in and out
-        input = TypedDict(f"{state_schema.__name__}Input", {**schema_fields(input), **extra}, total=False)  # type: ignore[misc, union-attr]
-        output = TypedDict(f"{state_schema.__name__}Output", {**schema_fields(output), **extra}, total=False)  # type: ignore[misc, union-attr]
+    if state_schema is not None and extra:  # the caller's keys flow in and out
+        input, output = (_with_keys(f"{state_schema.__name__}{s.__name__}", s, extra) for s in (input, output))
     return StrategyGraph(
         state_schema or state,
         context_schema=context_schema or TTCContext,
