@@ -16,8 +16,10 @@ from ttc_graph.selection import FinalSelection, RevisionSelection, Selection
 
 __all__ = [
     "DEFAULT_BEAM_WIDTH",
+    "DEFAULT_EVAL_MAX_TOKENS",
     "DEFAULT_EVAL_TEMPERATURE",
     "DEFAULT_MAX_STEPS",
+    "DEFAULT_MAX_TOKENS",
     "DEFAULT_PATH_SELECTION",
     "DEFAULT_REVISION_SELECTION",
     "DEFAULT_SEARCH_SELECTION",
@@ -36,6 +38,12 @@ DEFAULT_STEP_TEMPERATURE: Final = 0.8
 
 DEFAULT_EVAL_TEMPERATURE: Final = DEFAULT_STEP_TEMPERATURE
 """``ttc solve`` / ``ttc eval``, sweeps and the study: one temperature for every strategy of a comparison."""
+
+DEFAULT_MAX_TOKENS: Final = 512
+"""Completion tokens per sample when neither the run nor the endpoint says (llama.cpp's own default is unbounded)."""
+
+DEFAULT_EVAL_MAX_TOKENS: Final = 400
+"""``ttc solve`` / ``ttc eval`` and sweeps: the length of each sample."""
 
 DEFAULT_MAX_STEPS: Final = 40
 """The most steps a step search gives one solution."""

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ttc_graph.budget import COUNTERS
-from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
+from ttc_graph.defaults import DEFAULT_EVAL_MAX_TOKENS, DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.errors import ConfigurationError, TTCError
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 # One default per concept, shared by every command that has the option.
-DEFAULT_MAX_TOKENS = 400
+DEFAULT_MAX_TOKENS = DEFAULT_EVAL_MAX_TOKENS
 DEFAULT_TEMPERATURE = DEFAULT_EVAL_TEMPERATURE
 DEFAULT_SELECTION = "majority"
 DEFAULT_VERIFIER = "confidence"

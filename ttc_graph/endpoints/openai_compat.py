@@ -15,6 +15,7 @@ from openai import AsyncOpenAI
 
 from ttc_graph._limit import SharedLimit
 from ttc_graph._loop import PerLoop
+from ttc_graph.defaults import DEFAULT_MAX_TOKENS
 from ttc_graph.endpoints.base import (
     ChatMessage,
     Continuation,
@@ -44,8 +45,6 @@ from ttc_graph.usage import RequestUsage
 
 __all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
 
-DEFAULT_MAX_TOKENS = 512
-"""Completion tokens per sample when neither the run nor the endpoint says (llama.cpp's own default is unbounded)."""
 _PARAM_FIELDS = ("temperature", "max_tokens", "top_p", "stop", "seed", "timeout")
 
 NEXT_STEP_PROMPT = (

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
-from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
+from ttc_graph.defaults import DEFAULT_EVAL_MAX_TOKENS, DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.datasets import Problem
@@ -139,7 +139,7 @@ class SweepConfig:
     dataset: str
     strategies: tuple[SweepStrategy, ...]
     budgets: tuple[int, ...]
-    max_tokens: int = 400
+    max_tokens: int = DEFAULT_EVAL_MAX_TOKENS
     temperature: float = DEFAULT_EVAL_TEMPERATURE
     seed: int | None = None
     concurrency: int = 2
