@@ -19,6 +19,7 @@ from ttc_graph.errors import ConfigurationError, VerifierError
 from ttc_graph.messages import render_transcript
 from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Score, Verifier, VerifyItem
+from ttc_graph.verifiers.deadline import verify_within
 from ttc_graph.verifiers.judge import LLMJudgeVerifier
 
 __all__ = [
@@ -131,7 +132,7 @@ class VerifierRunScorer(RunScorer):
 
     async def score(self, runs: Sequence[RunOutcome]) -> tuple[list[Score], RequestUsage]:
         items = [VerifyItem(r.question, (render_transcript(r.new_messages),)) for r in runs]
-        result = await self.verifier.verify(items)
+        result = await verify_within(self.verifier, items)  # bounded by the verifier's own timeout
         if len(result.scores) != len(items):
             raise VerifierError(f"verifier {self.name}: returned {len(result.scores)} scores for {len(items)} runs")
         scores = []

@@ -111,7 +111,9 @@ def make_best_of_n_controller(
         round_ = state.get("round", 0)
         candidates = state.get("candidates", [])
         stop = None
-        if drawn >= n:
+        if rem.seconds <= 0:
+            stop = "budget:seconds"  # past the deadline even when all samples are in: their scoring may be cut short
+        elif drawn >= n:
             stop = "complete"
         elif round_ > 0 and len(candidates) == 0 and (state.get("errors") or []):
             stop = "error"

@@ -67,7 +67,9 @@ def make_revision_controller(
         open_chains = [c for c, s in status.items() if s is None]
         rem = remaining(limit, state.get("usage"), state.get("started_at"))
         stop: str | None = None
-        if not open_chains:
+        if rem.seconds <= 0:
+            stop = "budget:seconds"  # past the deadline even when every chain is done: its scoring may be cut short
+        elif not open_chains:
             stop = "complete"
         elif round_ > 0 and not candidates and state.get("errors"):
             stop = "error"

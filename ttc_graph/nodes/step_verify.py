@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ttc_graph.budget import usage_delta
+from langgraph.runtime import Runtime
+
+from ttc_graph.budget import Budget, usage_delta
 from ttc_graph.nodes.expand import Beam
-from ttc_graph.nodes.verify import verify_or_unscored
+from ttc_graph.nodes.verify import state_deadline, verify_or_unscored
 from ttc_graph.state import TTCState
 from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
 
@@ -15,12 +17,13 @@ __all__ = ["make_step_verify_node"]
 
 
 def make_step_verify_node(
-    verifier: Verifier, aggregation: Aggregation
-) -> Callable[[TTCState], Awaitable[dict[str, Any]]]:
+    verifier: Verifier, aggregation: Aggregation, *, budget: Budget | None = None
+) -> Callable[..., Awaitable[dict[str, Any]]]:
     """Score every unscored beam of the frontier (its lookahead rollout appended, if any); a beam's score is the
-    ``aggregation`` of its step scores when the verifier gives them, else the verifier's value."""
+    ``aggregation`` of its step scores when the verifier gives them, else the verifier's value. Scoring ends at
+    the run's deadline (the seconds budget of the run's context, else ``budget``)."""
 
-    async def verify(state: TTCState) -> dict[str, Any]:
+    async def verify(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         pending: list[Beam] = [b for b in state.get("frontier", []) if not b["scored"]]  # type: ignore[typeddict-item]
         if not pending:
             return {}
@@ -32,7 +35,7 @@ def make_step_verify_node(
             )
             for b in pending
         ]
-        result = await verify_or_unscored(verifier, items)
+        result = await verify_or_unscored(verifier, items, deadline=state_deadline(state, runtime, budget))
         updated: list[Beam] = []
         errors: list[str] = []
         for beam, score in zip(pending, result.scores, strict=True):
