@@ -41,7 +41,12 @@ def serve_command(
         typer.Option("--api-key", help="An accepted bearer key (repeatable; prefer TTC_SERVE_API_KEYS)."),
     ] = None,
     max_generations: Annotated[int, typer.Option(help="Cap on a request's policy generations.")] = 64,
-    max_run_tokens: Annotated[int, typer.Option(help="Cap on a request's policy completion tokens.")] = 131_072,
+    max_run_tokens: Annotated[
+        int, typer.Option(help="Cap on a request's completion tokens (policy's, checked up front; verifier's too).")
+    ] = 131_072,
+    max_run_requests: Annotated[
+        int, typer.Option(help="Cap on a request's upstream requests of every kind (policy, verifier, retries).")
+    ] = 1024,
     max_seconds: Annotated[float, typer.Option(help="Cap on a request's wall seconds.")] = 600.0,
     max_runs: Annotated[int, typer.Option(help="Requests running at once; more get a 429.")] = 8,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 1_048_576,
@@ -70,7 +75,13 @@ def serve_command(
         if native_n not in ("auto", "on", "off"):
             raise TTCError(f"native-n: expected auto, on or off, got {native_n!r}")
         limits = Limits(
-            max_generations, max_run_tokens, max_seconds, max_runs, max_body, verifier_samples=max_verifier_samples
+            max_generations,
+            max_run_tokens,
+            max_seconds,
+            max_runs,
+            max_body,
+            verifier_samples=max_verifier_samples,
+            run_requests=max_run_requests,
         )
         config = ServeConfig(
             load_presets(presets or (), shipped=shipped),

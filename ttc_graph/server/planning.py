@@ -15,7 +15,7 @@ from ttc_graph.server.protocol import ChatRequest, request_tools, strategy_input
 from ttc_graph.specs import ComputeOptimalSpec, StrategySpec
 from ttc_graph.state import TTCContext
 
-__all__ = ["RunPlan", "generation_cost", "plan_run", "stepwise", "token_need"]
+__all__ = ["RunPlan", "generation_cost", "plan_run", "stepwise", "token_need", "verifier_requests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +120,43 @@ def _check_verifier_fan_out(verifier: object, limits: Limits, where: str) -> Non
         _check_verifier_fan_out(part, limits, f"{where}.parts.{i}")
 
 
+def verifier_requests(verifier: object, candidates: int) -> int | None:
+    """The most upstream requests ``verifier`` may send to score ``candidates`` whole answers, or None when that
+    depends on the answers (a process judge judges every step): a judgement is one request, or ``samples`` when
+    the upstream gives no logprobs; a program verifier asks once per question for ``programs`` programs."""
+    kind = getattr(verifier, "kind", None)
+    if verifier is None or kind in ("confidence", "arithmetic", "python"):
+        return 0
+    if kind == "llm_judge":
+        if getattr(verifier, "mode", "process") == "process":
+            return None
+        return candidates * (1 + int(getattr(verifier, "samples", 1)))
+    if kind == "program":
+        return int(getattr(verifier, "programs", 1))
+    if kind == "reward_model":
+        return candidates
+    if kind == "combined":
+        parts = [verifier_requests(p, candidates) for p in getattr(verifier, "parts", ())]
+        return None if any(p is None for p in parts) else sum(p or 0 for p in parts)
+    return None
+
+
+def _check_run_requests(spec: StrategySpec, limits: Limits) -> None:
+    """A 400 when the run's worst case in upstream requests (policy and verifier) is known and over the cap."""
+    if stepwise(spec) or isinstance(spec, ComputeOptimalSpec):
+        return  # scored step by step: bounded at run time by the run's allowance
+    gens = generation_cost(spec)
+    scoring = verifier_requests(getattr(spec, "verifier", None), gens)
+    if scoring is not None and gens + scoring > limits.run_requests:
+        raise APIError(
+            400,
+            f"ttc.verifier: this run may send {gens + scoring} upstream requests ({scoring} of them its verifier's),"
+            f" over the server's cap of {limits.run_requests} per run",
+            param="ttc.verifier",
+            code="cap_exceeded",
+        )
+
+
 def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
     """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
 
@@ -147,6 +184,7 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
             code="unsupported_parameter",
         )
     _check_verifier_fan_out(getattr(spec, "verifier", None), limits, "ttc.verifier")
+    _check_run_requests(spec, limits)
     budget = _capped_budget(spec, length, limits)
     context = TTCContext(
         budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed, tools=tools,

@@ -17,6 +17,7 @@ from ttc_graph.server.errors import APIError
 __all__ = [
     "ChatMessage",
     "ChatRequest",
+    "check_text_encoding",
     "chunk",
     "completion",
     "new_completion_id",
@@ -84,7 +85,30 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise APIError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise APIError(400, f"The request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    check_text_encoding(data)
     return data
+
+
+def check_text_encoding(value: Any, where: str = "") -> None:
+    """A 400 naming the field when a string of ``value`` cannot be sent as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``, which JSON can spell but no upstream can read); checked before anything is sent."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise APIError(
+                400,
+                f"{where or 'body'}: the text is not valid Unicode ({exc.reason} at character {exc.start})",
+                param=where or None,
+                code="invalid_encoding",
+            ) from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text_encoding(key, where)
+            check_text_encoding(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text_encoding(item, f"{where}.{i}" if where else str(i))
 
 
 def parse_request(data: Mapping[str, Any]) -> ChatRequest:

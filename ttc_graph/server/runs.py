@@ -17,6 +17,8 @@ from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import to_wire_tool_calls
 from ttc_graph.nodes.select import NO_ANSWER
 from ttc_graph.selection import answer_groups
+from ttc_graph.server.allowance import open_allowance
+from ttc_graph.server.config import Limits
 from ttc_graph.server.errors import APIError, from_endpoint_error
 from ttc_graph.server.planning import RunPlan
 from ttc_graph.server.upstream import track_failures
@@ -120,12 +122,14 @@ def _candidate_progress(cand: Candidate) -> Progress:
 class StrategyRun:
     """Run ``graph`` on a plan in a task of its own; :meth:`events` yields :class:`Progress` then the
     :class:`Outcome`, or raises an :class:`APIError`. Leaving the ``async with`` cancels an unfinished run, and so
-    its upstream requests. ``time_limit`` is a hard stop (seconds) beyond the budget's own."""
+    its upstream requests. ``time_limit`` is a hard stop (seconds) beyond the budget's own; ``limits`` bound the
+    run's upstream requests and tokens of every kind (:mod:`ttc_graph.server.allowance`)."""
 
-    def __init__(self, graph: Any, plan: RunPlan, *, time_limit: float) -> None:
+    def __init__(self, graph: Any, plan: RunPlan, *, time_limit: float, limits: Limits | None = None) -> None:
         self.graph = graph
         self.plan = plan
         self.time_limit = time_limit
+        self.limits = limits
         self._queue: asyncio.Queue[Progress | Outcome | _Failed] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -162,6 +166,8 @@ class StrategyRun:
 
     async def _produce(self) -> None:
         failures = track_failures()
+        if self.limits is not None:  # every upstream request of the run, verifier's included, within the caps
+            open_allowance(self.limits.run_requests, self.limits.tokens)
         try:
             async with asyncio.timeout(self.time_limit):
                 outcome = await self._stream(failures)
