@@ -26,6 +26,7 @@ from ttc_graph.endpoints.base import (
     check_request,
     collect,
 )
+from ttc_graph.endpoints.gate import gate_admit, gate_settle
 from ttc_graph.endpoints.n_usage import (
     PROBE,
     PROBE_TOKENS,
@@ -146,6 +147,9 @@ class OpenAIEndpoint:
     bounds each HTTP attempt (a request's own, shorter timeout wins). ``max_tokens`` is the endpoint's default
     length per sample (``None``: the server's own); a run's explicit value wins.
     """
+
+    gates_requests = True
+    """Every request it sends passes the task's request gate (:mod:`ttc_graph.endpoints.gate`)."""
 
     def __init__(
         self,
@@ -372,10 +376,19 @@ class OpenAIEndpoint:
     async def _request(
         self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
-        """One HTTP request under the endpoint's concurrency limit."""
-        async with self.limit:
-            result: GenerationResult = await one(messages, n, params, prefix)
-            return result
+        """One HTTP request under the endpoint's concurrency limit, admitted by the task's request gate
+        (:mod:`ttc_graph.endpoints.gate`) first."""
+        gate = await gate_admit(1)
+        try:
+            async with self.limit:
+                result: GenerationResult = await one(messages, n, params, prefix)
+        except EndpointError as exc:
+            # a server that refuses n > 1 is asked again one sample per request: that refusal stops nothing
+            about_n = n > 1 and exc.status_code in (400, 422) and _rejects_n(exc)
+            gate_settle(gate, exc.usage, None if about_n else exc)
+            raise
+        gate_settle(gate, result.usage)
+        return result
 
     async def _send(
         self,

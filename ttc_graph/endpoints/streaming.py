@@ -8,10 +8,12 @@ send one chunk per token), and the server stops generating when the connection c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, SamplingParams
+from ttc_graph.endpoints.gate import gate_admit, gate_settle
 from ttc_graph.endpoints.retry import call_with_retries
 from ttc_graph.errors import EndpointError
 from ttc_graph.usage import RequestUsage
@@ -52,6 +54,20 @@ async def stream_chat(
     async def open_stream() -> Any:
         return await clients.api.chat.completions.create(messages=msgs, **kwargs)  # type: ignore[arg-type]
 
+    gate = await gate_admit(1)
+    try:
+        result = await _stream_one(endpoint, open_stream, what, meter)
+    except EndpointError as exc:
+        gate_settle(gate, exc.usage, exc)
+        raise
+    except asyncio.CancelledError:  # cancelled by its caller: what arrived was generated all the same
+        gate_settle(gate, RequestUsage(meter.requests, meter.prompt_tokens, meter.completion_tokens))
+        raise
+    gate_settle(gate, result.usage)
+    return result
+
+
+async def _stream_one(endpoint: OpenAIEndpoint, open_stream: Any, what: str, meter: RequestUsage) -> GenerationResult:
     async with endpoint.limit:
         meter.requests = 1
         try:

@@ -3,7 +3,9 @@
 A run's plan is checked against the caps before it starts wherever its worst case can be computed
 (:mod:`ttc_graph.server.planning`); what only shows at run time (an LLM judge judging every step of answers of
 unknown length, retries) is held here. :func:`open_allowance` gives a run its :class:`RunAllowance`; every
-request the run sends through :class:`~ttc_graph.server.upstream.TrackedEndpoint` is admitted by it:
+request the run sends is admitted by it (an OpenAI-compatible endpoint's every HTTP request, through the request
+gate of :mod:`ttc_graph.endpoints.gate`; any other endpoint's calls through
+:class:`~ttc_graph.server.upstream.TrackedEndpoint`):
 
 * the run's upstream requests stay within ``max_requests`` and its completion tokens (every kind, tokens
   reserved by lost answers included) within ``max_tokens``; past either, a request fails with
@@ -21,6 +23,7 @@ import contextlib
 import contextvars
 from dataclasses import dataclass, field
 
+from ttc_graph.endpoints.gate import install_gate
 from ttc_graph.errors import EndpointError
 from ttc_graph.usage import RequestUsage
 
@@ -93,9 +96,11 @@ class RunAllowance:
 
 
 def open_allowance(max_requests: int, max_tokens: int, *, first_wait: float = 1.0) -> RunAllowance:
-    """Give the current task (and the tasks it starts) a fresh allowance."""
+    """Give the current task (and the tasks it starts) a fresh allowance; it is their request gate too, so every
+    request an endpoint sends passes it (:mod:`ttc_graph.endpoints.gate`)."""
     allowance = RunAllowance(max_requests, max_tokens, first_wait)
     _ALLOWANCE.set(allowance)
+    install_gate(allowance)
     return allowance
 
 

@@ -57,7 +57,8 @@ class TrackedEndpoint:
         params: SamplingParams | None = None,
         prefix: str | None = None,
     ) -> GenerationResult:
-        allowance = current_allowance()
+        # an endpoint that gates each of its requests itself (OpenAIEndpoint) is not admitted twice
+        allowance = None if getattr(self.inner, "gates_requests", False) else current_allowance()
         try:
             if allowance is not None:
                 await allowance.admit(1 if getattr(self.inner, "native_n", None) else n)
