@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx2
 import pytest
 
+from tests.unit.test_endpoints_openai import MESSAGES, MockServer
 from tests.unit.test_server import MAJORITY, MODEL, chat, make
 from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingParams
 from ttc_graph.errors import EndpointError
 from ttc_graph.server import Limits
-from ttc_graph.server.allowance import RunAllowance, RunCapExceeded
+from ttc_graph.server.allowance import RunAllowance, RunCapExceeded, open_allowance
 from ttc_graph.usage import RequestUsage
 
 CONTEXT_ERROR = "the request exceeds the available context size, try increasing it"
@@ -138,3 +141,33 @@ async def test_after_a_bad_request_answer_every_later_request_of_the_run_fails_u
 def test_limits_are_finite_numbers_of_the_right_type(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         Limits(**{field: value})  # type: ignore[arg-type]
+
+
+def context_refusal(body: dict[str, Any], index: int) -> httpx2.Response:
+    error = {"code": 400, "message": CONTEXT_ERROR, "type": "exceed_context_size_error"}
+    return httpx2.Response(400, json={"error": error})
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["fan-out", "streamed"])
+async def test_an_openai_endpoint_sends_one_request_of_a_run_an_upstream_refuses(stream: bool) -> None:
+    server = MockServer(context_refusal)
+    endpoint = server.endpoint(native_n=False)
+    open_allowance(100, 10_000)
+
+    async def one() -> Any:
+        return await endpoint.stream_one(MESSAGES, meter=RequestUsage())
+
+    with pytest.raises(EndpointError, match="context size"):
+        if stream:
+            await asyncio.gather(*(one() for _ in range(8)))
+        else:
+            await endpoint.generate(MESSAGES, n=8)
+    assert len(server.bodies) == 1
+
+
+async def test_an_over_context_prompt_through_a_served_openai_endpoint_is_one_request() -> None:
+    server = MockServer(context_refusal)
+    h = make(server.endpoint(native_n=False))
+    resp = await h.client.post("/v1/chat/completions", json=chat(ttc={"n": 8}))
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
+    assert len(server.bodies) == 1
