@@ -13,10 +13,10 @@ strategy then streams its own events from its subgraph). A strategy adds its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Required, TypedDict, cast
 
-__all__ = ["ROUND_EVENT", "ProgressEvent", "read_progress", "round_event"]
+__all__ = ["ROUND_EVENT", "ProgressEvent", "read_progress", "round_event", "truncated_count"]
 
 ROUND_EVENT = "ttc.round"
 
@@ -37,6 +37,8 @@ class ProgressEvent(TypedDict, total=False):
     """Why the run stops now (``complete``, ``budget:*``, ``decisive``, ``error``), or None while it goes on."""
     usage: dict[str, Any]
     """The run's usage ledger so far."""
+    truncated: int
+    """Solutions so far cut off at the length limit (``finish_reason == "length"``): they lose the vote."""
 
 
 def round_event(
@@ -47,6 +49,7 @@ def round_event(
     planned: int = 0,
     stop: str | None = None,
     usage: Mapping[str, Any] | None = None,
+    truncated: int = 0,
     **details: Any,
 ) -> ProgressEvent:
     """A ``ttc.round`` event (``details``: the strategy's own keys)."""
@@ -58,9 +61,15 @@ def round_event(
         "planned": int(planned),
         "stop": stop,
         "usage": dict(usage or {}),
+        "truncated": int(truncated),
         **details,
     }
     return cast(ProgressEvent, event)
+
+
+def truncated_count(candidates: Iterable[Mapping[str, Any]] | None) -> int:
+    """How many of ``candidates`` stopped at the length limit (``finish_reason == "length"``)."""
+    return sum(1 for c in candidates or () if c.get("finish_reason") == "length")
 
 
 def read_progress(chunk: Any) -> ProgressEvent | None:

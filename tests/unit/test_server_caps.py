@@ -17,6 +17,7 @@ from ttc_graph.endpoints.base import ChatMessage, GenerationResult, SamplingPara
 from ttc_graph.errors import EndpointError
 from ttc_graph.server import Limits
 from ttc_graph.server.allowance import RunAllowance, RunCapExceeded, open_allowance
+from ttc_graph.testing import ScriptedEndpoint
 from ttc_graph.usage import RequestUsage
 
 CONTEXT_ERROR = "the request exceeds the available context size, try increasing it"
@@ -171,3 +172,11 @@ async def test_an_over_context_prompt_through_a_served_openai_endpoint_is_one_re
     resp = await h.client.post("/v1/chat/completions", json=chat(ttc={"n": 8}))
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
     assert len(server.bodies) == 1
+
+
+async def test_the_reply_counts_truncated_samples() -> None:
+    cut = ("Step 1: 2 + 2 is", "length")
+    h = make(ScriptedEndpoint([cut, "So \\boxed{4}.", cut, "So \\boxed{4}."], native_n=False))
+    resp = await h.client.post("/v1/chat/completions", json=chat())
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["ttc"]["truncated"] == 2

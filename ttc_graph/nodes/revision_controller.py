@@ -15,7 +15,7 @@ from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, st
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.propose import attempt_text
 from ttc_graph.nodes.revise import RevisionTask
-from ttc_graph.progress import round_event
+from ttc_graph.progress import round_event, truncated_count
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = ["ChainPlan", "chain_status", "make_revision_controller"]
@@ -109,6 +109,7 @@ def make_revision_controller(
                 planned=len(tasks),
                 stop=stop,
                 usage=state.get("usage"),
+                truncated=truncated_count(candidates),
                 chains={c: {"attempts": len(a), "status": status[c]} for c, a in by_chain.items()},
             )
         )

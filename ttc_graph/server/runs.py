@@ -52,6 +52,7 @@ class Outcome:
     candidates: int = 0
     chosen_tokens: int | None = None
     fallback: bool = False
+    truncated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ def _round_progress(event: dict[str, Any], candidates: list[Candidate]) -> Progr
         "stop": event.get("stop"),
         "leading_answer": answer,
         "leading_votes": votes,
+        "truncated": int(event.get("truncated") or 0),
         "usage": {k: int(usage.get(k, 0)) for k in ("requests", "prompt_tokens", "completion_tokens")},
     }
     parts = [f"Round {data['round']}: {drawn} generations drawn"]
@@ -248,4 +250,5 @@ class StrategyRun:
             candidates=len(candidates),
             chosen_tokens=chosen.get("tokens") if chosen else None,
             fallback=fallback,
+            truncated=sum(1 for c in candidates if c.get("finish_reason") == "length"),
         )
