@@ -104,6 +104,22 @@ def _choices(response: Any, what: str) -> list[Any]:
     return choices
 
 
+def chat_generations(response: Any, what: str, prefix: str | None = None) -> list[Generation]:
+    """The generations of a chat completion, plain or assembled from a stream (one parser for both): a 200
+    without choices is a retryable :class:`EndpointError`, as a 5xx would be."""
+    generations = []
+    for choice in _choices(response, what):
+        message = _field(choice, "message")
+        text = (_field(message, "content") if message else None) or ""
+        if prefix:
+            text = _strip_prefix(text, prefix)
+        lps, tops = _parse_chat_logprobs(choice)
+        calls = _field(message, "tool_calls") if message else None
+        tool_calls = tuple(from_wire_tool_calls(calls)) if calls else None
+        generations.append(Generation(text, _field(choice, "finish_reason"), None, lps, tops, tool_calls))
+    return generations
+
+
 def _strip_prefix(text: str, prefix: str) -> str:
     return text[len(prefix) :] if prefix and text.startswith(prefix) else text
 
@@ -479,16 +495,7 @@ class OpenAIEndpoint:
             return await client.chat.completions.create(messages=msgs, **kwargs)  # type: ignore[arg-type]
 
         def parse(response: Any) -> list[Generation]:
-            generations = []
-            for choice in _choices(response, what):
-                text = (choice.message.content if choice.message else None) or ""
-                if prefix:
-                    text = _strip_prefix(text, prefix)
-                lps, tops = _parse_chat_logprobs(choice)
-                calls = getattr(choice.message, "tool_calls", None) if choice.message else None
-                tool_calls = tuple(from_wire_tool_calls(calls)) if calls else None
-                generations.append(Generation(text, choice.finish_reason, None, lps, tops, tool_calls))
-            return generations
+            return chat_generations(response, what, prefix)
 
         what = f"chat completion on {self.name}"
         return await self._send(call, parse, n, params, what)
