@@ -38,7 +38,8 @@ class ProgressEvent(TypedDict, total=False):
     usage: dict[str, Any]
     """The run's usage ledger so far."""
     truncated: int
-    """Solutions so far cut off at the length limit (``finish_reason == "length"``): they lose the vote."""
+    """Solutions so far cut off at the length limit (``finish_reason == "length"``): they lose the vote (best-of-N,
+    adaptive and revisions controllers count them)."""
 
 
 def round_event(
@@ -49,10 +50,10 @@ def round_event(
     planned: int = 0,
     stop: str | None = None,
     usage: Mapping[str, Any] | None = None,
-    truncated: int = 0,
+    truncated: int | None = None,
     **details: Any,
 ) -> ProgressEvent:
-    """A ``ttc.round`` event (``details``: the strategy's own keys)."""
+    """A ``ttc.round`` event (``details``: the strategy's own keys; ``truncated`` when the controller counts it)."""
     event = {
         "event": ROUND_EVENT,
         "round": int(round_),
@@ -61,7 +62,7 @@ def round_event(
         "planned": int(planned),
         "stop": stop,
         "usage": dict(usage or {}),
-        "truncated": int(truncated),
+        **({} if truncated is None else {"truncated": int(truncated)}),
         **details,
     }
     return cast(ProgressEvent, event)

@@ -26,7 +26,7 @@ from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.expand import Beam, ExpandTask
-from ttc_graph.progress import round_event, truncated_count
+from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = [
@@ -264,7 +264,6 @@ def make_step_controller(
                 planned=sum(t["k"] for t in tasks),
                 stop=stop,
                 usage=state.get("usage"),
-                truncated=truncated_count(state.get("candidates")),
                 **details,
             )
         )
