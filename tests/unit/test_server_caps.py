@@ -180,3 +180,31 @@ async def test_the_reply_counts_truncated_samples() -> None:
     resp = await h.client.post("/v1/chat/completions", json=chat())
     assert resp.status_code == 200, resp.text
     assert resp.json()["ttc"]["truncated"] == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (b'"max_tokens": true', "max_tokens"),
+        (b'"max_tokens": "64"', "max_tokens"),
+        (b'"seed": false', "seed"),
+        (b'"temperature": Infinity', "temperature"),
+        (b'"temperature": NaN', "temperature"),
+        (b'"ttc": {"temperature": Infinity}', "ttc.temperature"),
+        (b'"ttc": {"n": true}', "ttc.n"),
+    ],
+)
+async def test_every_numeric_knob_of_a_request_is_a_finite_number_of_its_type(content: bytes, param: str) -> None:
+    h = make()
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], %s}' % (MAJORITY.encode(), content)
+    resp = await h.client.post("/v1/chat/completions", content=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param
+    assert h.upstream_requests == 0
+
+
+def test_a_spec_number_is_finite() -> None:
+    from ttc_graph.specs.models import BestOfNSpec
+
+    with pytest.raises(ValueError, match="finite"):
+        BestOfNSpec(n=2, selection="majority", temperature=float("inf"))

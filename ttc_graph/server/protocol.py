@@ -60,11 +60,12 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    n: int | None = Field(None, ge=1)
+    # strict: a bool or a string is not a number here, whatever JSON coercion would make of it
+    temperature: float | None = Field(None, ge=0, le=2, strict=True, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
+    seed: int | None = Field(None, strict=True)
+    n: int | None = Field(None, ge=1, strict=True)
     ttc: Any = None
 
     @property
