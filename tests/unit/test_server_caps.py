@@ -208,3 +208,22 @@ def test_a_spec_number_is_finite() -> None:
 
     with pytest.raises(ValueError, match="finite"):
         BestOfNSpec(n=2, selection="majority", temperature=float("inf"))
+
+
+@pytest.mark.parametrize(
+    ("ttc", "param"),
+    [
+        ({"temperature": 50}, "ttc.temperature"),
+        ({"seed": 2**70}, "ttc.seed"),
+        ({"verifier": {"kind": "program", "programs": 2, "max_tokens": 10**9}}, "ttc.verifier.max_tokens"),
+        ({"verifier": {"kind": "program", "programs": 2, "temperature": 9.0}}, "ttc.verifier.temperature"),
+        ({"budget": {"generations": 10**6}}, "ttc.budget.generations"),
+    ],
+)
+async def test_every_numeric_override_has_a_ceiling(ttc: dict[str, Any], param: str) -> None:
+    h = make()
+    resp = await h.client.post("/v1/chat/completions", json=chat(ttc={"selection": "weighted", **ttc}))
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["param"] == param and error["code"] == "cap_exceeded"
+    assert h.upstream_requests == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import inf
+from typing import Any
 
 from langchain_core.messages import BaseMessage
 
@@ -15,7 +17,15 @@ from ttc_graph.server.protocol import ChatRequest, request_tools, strategy_input
 from ttc_graph.specs import ComputeOptimalSpec, StrategySpec
 from ttc_graph.state import TTCContext
 
-__all__ = ["RunPlan", "generation_cost", "plan_run", "stepwise", "token_need", "verifier_requests"]
+__all__ = [
+    "RunPlan",
+    "generation_cost",
+    "override_ceilings",
+    "plan_run",
+    "stepwise",
+    "token_need",
+    "verifier_requests",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +167,51 @@ def _check_run_requests(spec: StrategySpec, limits: Limits) -> None:
         )
 
 
+def override_ceilings(limits: Limits) -> dict[str, float]:
+    """The most each numeric ``ttc`` override (and each number of a ``ttc.verifier``) may be; the counts that
+    multiply requests or tokens are also checked against the caps as a whole (:func:`generation_cost`,
+    :func:`token_need`, :func:`verifier_requests`)."""
+    return {
+        "n": limits.generations,
+        "generations": limits.generations,
+        "beam_width": limits.generations,
+        "chain_length": limits.generations,
+        "expansions": limits.generations,
+        "lookahead": limits.generations,
+        "rollout": limits.generations,
+        "max_steps": limits.tokens,
+        "max_depth": limits.tokens,
+        "max_tokens": limits.tokens,
+        "step_max_tokens": limits.tokens,
+        "probe_max_tokens": limits.tokens,
+        "temperature": 2.0,
+        "softmax_temperature": 100.0,
+        "exploration": 100.0,
+        "seed": 2**63 - 1,
+        "samples": limits.verifier_samples,
+        "programs": limits.verifier_samples,
+        "window": 1 << 20,
+        "prior_weight": 1e6,
+    }
+
+
+def _check_ceilings(values: Any, ceilings: dict[str, float], where: str) -> None:
+    """A 400 naming the first number of ``values`` (a request's ``ttc`` object) over its ceiling."""
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict):
+            _check_ceilings(value, ceilings, path)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_ceilings(item, ceilings, f"{path}.{i}")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > ceilings.get(key, inf):
+            raise APIError(
+                400, f"{path}: {value!r} is over the server's cap of {ceilings[key]:g}", param=path, code="cap_exceeded"
+            )
+
+
 def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
     """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
 
@@ -167,6 +222,7 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
     the run's context.
     """
     unsupported_by_strategies(request)
+    _check_ceilings(request.ttc, override_ceilings(limits), "ttc")
     messages, system = strategy_input(request)
     spec = apply_overrides(preset.spec, request.ttc)
     tools, tool_choice = request_tools(request)
