@@ -144,3 +144,34 @@ def test_every_verifier_spec_takes_a_timeout(monkeypatch: pytest.MonkeyPatch):
 
 def always_one(question: str, solution: str) -> float:
     return 1.0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_agent_verifier_outlasting_the_seconds_budget_ends_the_run_with_its_runs(
+    kind: str, monkeypatch: pytest.MonkeyPatch, release: threading.Event
+):
+    from tests.fakeclock import BUDGET_MODULES
+    from tests.unit.test_agent_best_of_n import PerRun, ask
+    from ttc_graph.agents import create_agent_best_of_n
+
+    clock = FakeClock().install(monkeypatch, [*BUDGET_MODULES, "ttc_graph.agents.runs"])
+
+    def slow(state: dict[str, Any]) -> float:
+        clock.advance(100)
+        release.wait(HANG_GUARD)
+        return 1.0
+
+    async def aslow(state: dict[str, Any]) -> float:
+        clock.advance(100)
+        await asyncio.Event().wait()
+        return 1.0
+
+    factory = PerRun(["5", "7", "9", "7"])
+    graph = create_agent_best_of_n(
+        None, slow if kind == "sync" else aslow, n=4, tool_factory=factory, budget=Budget(seconds=10)
+    ).compile()
+    out = await asyncio.wait_for(graph.ainvoke(ask()), HANG_GUARD)
+    assert out["stop_reason"] == "budget:seconds"
+    assert len(out["candidates"]) == 4 and all(c["score"] is None for c in out["candidates"])
+    assert out["usage"]["generations"] == 4
+    assert out["answer"] == "7"  # the unscored runs still vote

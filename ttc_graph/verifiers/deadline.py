@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from ttc_graph.budget import Budget
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem
 
-__all__ = ["POLL_SECONDS", "check_timeout", "run_deadline", "unscored", "verify_within"]
+__all__ = ["POLL_SECONDS", "check_timeout", "run_deadline", "run_until", "unscored", "verify_within"]
+
+T = TypeVar("T")
 
 POLL_SECONDS = 0.1
 """How often a waiting call re-reads the clock: a deadline holds to within this much."""
@@ -49,6 +52,28 @@ def _ignore_outcome(task: asyncio.Future[object]) -> None:
         task.exception()  # retrieved, so an abandoned call's failure is not reported as never retrieved
 
 
+async def run_until(make: Callable[[], Awaitable[T]], end: float) -> tuple[bool, T | None]:
+    """``(True, await make())``, or ``(False, None)`` when ``end`` (a ``time.time()`` value) passes first: the call
+    is then cancelled (a sync function in a worker thread is left to finish there). Past ``end`` already, ``make``
+    is not called."""
+    if end - time.time() <= 0:
+        return False, None
+    task = asyncio.ensure_future(make())
+    try:
+        while True:
+            left = end - time.time()
+            if left <= 0:
+                task.cancel()
+                task.add_done_callback(_ignore_outcome)
+                return False, None
+            done, _ = await asyncio.wait({task}, timeout=min(left, POLL_SECONDS))
+            if done:
+                return True, task.result()
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+
+
 async def verify_within(
     verifier: Verifier, items: Sequence[VerifyItem], *, deadline: float | None = None
 ) -> VerificationResult:
@@ -66,17 +91,5 @@ async def verify_within(
     end, why = min(ends)
     if end - start <= 0:
         return unscored(items, f"verifier {verifier.name}: not called, {why}")
-    task = asyncio.ensure_future(verifier.verify(items))
-    try:
-        while True:
-            left = end - time.time()
-            if left <= 0:
-                task.cancel()
-                task.add_done_callback(_ignore_outcome)
-                return unscored(items, f"verifier {verifier.name}: {why}")
-            done, _ = await asyncio.wait({task}, timeout=min(left, POLL_SECONDS))
-            if done:
-                return task.result()
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
+    finished, result = await run_until(lambda: verifier.verify(items), end)
+    return result if finished and result is not None else unscored(items, f"verifier {verifier.name}: {why}")

@@ -6,12 +6,13 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from ttc_graph.errors import ConfigurationError, VerifierError
 from ttc_graph.verifiers.base import Score, VerificationResult, Verifier, VerifyItem, check_unit_interval
 from ttc_graph.verifiers.deadline import check_timeout
 
-__all__ = ["SYNC_VERIFIER_THREADS", "FunctionVerifier", "VerifierLike", "as_verifier"]
+__all__ = ["SYNC_VERIFIER_THREADS", "FunctionVerifier", "VerifierLike", "as_verifier", "in_verifier_pool"]
 
 SYNC_VERIFIER_THREADS = 8
 """Worker threads shared by every sync verifier function: calls beyond that wait for a free one."""
@@ -19,6 +20,12 @@ _POOL = ThreadPoolExecutor(max_workers=SYNC_VERIFIER_THREADS, thread_name_prefix
 
 ScoreFn = Callable[[str, str], float] | Callable[[str, str], Awaitable[float]]
 VerifierLike = Verifier | ScoreFn
+
+
+async def in_verifier_pool(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the shared pool of sync verifier threads: a caller that stops waiting (a deadline) leaves
+    the call to finish there, without holding up the event loop or its shutdown."""
+    return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
 
 
 class FunctionVerifier(Verifier):
@@ -53,7 +60,7 @@ class FunctionVerifier(Verifier):
             if self._is_async:
                 raw = await self.fn(item.question, item.text)  # type: ignore[misc]
             elif self.threaded:
-                raw = await asyncio.get_running_loop().run_in_executor(_POOL, self.fn, item.question, item.text)
+                raw = await in_verifier_pool(self.fn, item.question, item.text)
             else:
                 raw = self.fn(item.question, item.text)
                 if inspect.isawaitable(raw):
