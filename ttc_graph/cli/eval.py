@@ -94,12 +94,14 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="Questions in flight at once.")] = 2,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 4,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
     ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
     replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,

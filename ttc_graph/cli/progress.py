@@ -79,8 +79,13 @@ class ProgressBar:
         self.rounds[namespace] = event
         drawn = sum(e["drawn"] for e in self.rounds.values())
         total = sum(e["total"] for e in self.rounds.values())
+        cut = sum(e.get("truncated", 0) for e in self.rounds.values())
         self.progress.update(
-            self.task, completed=drawn, total=max(total, drawn, 1), description=f"round {event['round'] + 1}"
+            self.task,
+            completed=drawn,
+            total=max(total, drawn, 1),
+            description=f"round {event['round'] + 1}",
+            info=f"{cut} stopped at max_tokens" if cut else "",
         )
 
 

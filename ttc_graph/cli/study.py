@@ -39,8 +39,10 @@ def run_command(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 8,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
     slot_context: Annotated[
         int, typer.Option(help="Context tokens per slot with --gguf (revisions carry 4 earlier attempts).")
     ] = 4096,
