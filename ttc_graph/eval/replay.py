@@ -172,10 +172,7 @@ def pool_from_samples(
     out = [
         PoolQuestion(
             qid,
-            tuple(
-                Sample(s.answer, s.scored_by(verifier), bool(s.correct), s.tokens)
-                for s in read_pool(samples)
-            ),
+            tuple(Sample(s.answer, s.scored_by(verifier), bool(s.correct), s.tokens) for s in read_pool(samples)),
         )
         for qid, samples in pools.items()
         if samples
