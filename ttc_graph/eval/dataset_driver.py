@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ttc_graph.errors import TTCError
-from ttc_graph.eval.store import ResultStore
+from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner
 
 __all__ = ["DatasetJob", "DatasetReport", "DatasetUnit", "Key", "UnitEvent", "drive", "keys_of", "outcome_of"]
@@ -65,7 +65,8 @@ class DatasetJob(Protocol[U]):
 @dataclass(frozen=True, slots=True)
 class UnitEvent:
     """Progress: ``plan`` (``total`` units to run, ``skipped`` already finished), then ``done`` or ``failed`` per
-    unit with what it drew (``generations``, ``tokens``) or why it failed (``message``)."""
+    unit with what it drew (``generations``, ``tokens``) and the ``rows`` it stored, or why it failed
+    (``message``)."""
 
     kind: Literal["plan", "done", "failed"]
     label: str = ""
@@ -74,6 +75,7 @@ class UnitEvent:
     generations: int = 0
     tokens: int = 0
     message: str = ""
+    rows: tuple[ResultRow, ...] = ()
 
 
 @dataclass(slots=True)
@@ -160,7 +162,8 @@ class _Driver(Generic[U]):
         report.finished += 1
         report.generations += outcome.generations
         report.tokens += outcome.tokens
-        self.progress(UnitEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens))
+        rows = tuple(outcome.rows)
+        self.progress(UnitEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens, rows=rows))
 
 
 async def drive(

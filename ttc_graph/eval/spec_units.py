@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ttc_graph.endpoints.base import Endpoint
-from ttc_graph.eval.units import scratch_store, take_outcome
+from ttc_graph.eval.dataset_driver import outcome_of
 from ttc_graph.scale.replicas import EmbeddedServerSpec
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.specs.models import LocalEndpointSpec, OpenAIEndpointSpec
@@ -37,20 +35,16 @@ def replica_of(spec: StrategySpec) -> OpenAIEndpointSpec | EmbeddedServerSpec:
 
 
 async def execute_spec_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
-    """One question of a spec run, with :func:`~ttc_graph.eval.spec_runs.run_graph_over_dataset` (the local code) on
-    the spec's graph built here with ``policy``; the row comes back for the driver to write."""
+    """One question of a spec run, answered by :class:`~ttc_graph.eval.spec_runs.SpecRun` (the local code) with the
+    spec's graph built here on ``policy``; the row comes back for the driver to write."""
     from ttc_graph.eval.datasets import Problem
-    from ttc_graph.eval.spec_runs import run_graph_over_dataset
+    from ttc_graph.eval.spec_runs import SpecRun
     from ttc_graph.specs import build_graph, parse_spec
 
     cfg = request.config
     graph = build_graph(parse_spec(cfg["spec"], cfg["strategy"]), policy=policy).compile()
-    store = scratch_store(cfg["run"], request.problem["id"], [])
-    await run_graph_over_dataset(
-        graph, strategy=cfg["strategy"], budget=cfg["budget"], problems=[Problem(**request.problem)],
-        dataset=cfg["dataset"], store=store, run=cfg["run"], concurrency=1,
-    )  # fmt: skip
-    return take_outcome(store, cfg["run"], request)
+    job = SpecRun(cfg["strategy"], cfg["budget"], [], cfg["dataset"], cfg["run"], graph=graph)
+    return await outcome_of(job.answer(Problem(**request.problem)))
 
 
 async def run_spec_on(
@@ -67,23 +61,10 @@ async def run_spec_on(
 ) -> list[ResultRow]:
     """:func:`~ttc_graph.eval.spec_runs.run_graph_over_dataset` on ``runner``: every question not yet in ``store``
     is one unit, ``runner.slots`` at a time, each written here as it returns; all rows of the slice come back."""
-    done = {qid for s, b, qid in store.done(run) if s == strategy and b == budget}
-    config: dict[str, Any] = {
-        "spec": spec.model_dump(mode="json"), "strategy": strategy, "budget": budget, "dataset": dataset, "run": run,
-    }  # fmt: skip
-    slots = asyncio.Semaphore(max(1, runner.slots))
+    from ttc_graph.eval.spec_runs import SpecRun, run_spec_job
 
-    async def one(problem: Problem) -> None:
-        async with slots:
-            outcome = await runner.run(UnitRequest("spec", f"q{problem.id} {strategy}", config, asdict(problem)))
-        store.save(outcome.rows)
-        for row in outcome.rows:
-            if on_done:
-                on_done(row)
-
-    await asyncio.gather(*(one(p) for p in problems if p.id not in done))
-    wanted = {p.id for p in problems}
-    return [r for r in store.rows(run) if r.strategy == strategy and r.budget == budget and r.question_id in wanted]
+    job = SpecRun(strategy, budget, problems, dataset, run, spec=spec.model_dump(mode="json"))
+    return await run_spec_job(job, store, runner=runner, on_done=on_done)
 
 
 register_executor("spec", execute_spec_unit)
