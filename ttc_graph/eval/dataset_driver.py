@@ -80,8 +80,8 @@ class UnitEvent:
 
 @dataclass(slots=True)
 class DatasetReport:
-    """What one call did. ``generations``/``tokens`` are what the units drew; ``requests``, ``policy_generations``
-    and ``verifier_requests`` what reached the endpoints (counted by jobs that count them)."""
+    """What one call did. ``generations``/``tokens`` are what the units drew, failed units included; ``requests``,
+    ``policy_generations`` and ``verifier_requests`` what reached the endpoints (counted by jobs that count them)."""
 
     units: int = 0
     skipped: int = 0
@@ -108,10 +108,14 @@ async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
 
 class _Driver(Generic[U]):
     def __init__(
-        self, job: DatasetJob[U], store: ResultStore, runner: UnitRunner | None, progress: Callable[[UnitEvent], None]
+        self,
+        job: DatasetJob[U],
+        store: ResultStore,
+        runner: UnitRunner | None,
+        progress: Callable[[UnitEvent], None],
+        report: DatasetReport,
     ) -> None:
-        self.job, self.store, self.runner, self.progress = job, store, runner, progress
-        self.report = DatasetReport()
+        self.job, self.store, self.runner, self.progress, self.report = job, store, runner, progress, report
 
     async def run(self) -> DatasetReport:
         t0 = time.monotonic()
@@ -151,19 +155,19 @@ class _Driver(Generic[U]):
         pool = None if outcome.pool is None else (self.job.run, unit.question_id, outcome.pool)
         report = self.report
         report.rows_written += self.store.save(outcome.rows, pool=pool)
+        report.generations += outcome.generations
+        report.tokens += outcome.tokens
         report.requests += outcome.requests
         report.policy_generations += outcome.policy_generations
         report.verifier_requests += outcome.verifier_requests
+        drawn = {"generations": outcome.generations, "tokens": outcome.tokens}
         if outcome.error is not None:
             report.failed += 1
             report.failures.append(f"{unit.label}: {outcome.error}")
-            self.progress(UnitEvent("failed", unit.label, message=outcome.error))
+            self.progress(UnitEvent("failed", unit.label, message=outcome.error, **drawn))
             return
         report.finished += 1
-        report.generations += outcome.generations
-        report.tokens += outcome.tokens
-        rows = tuple(outcome.rows)
-        self.progress(UnitEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens, rows=rows))
+        self.progress(UnitEvent("done", unit.label, rows=tuple(outcome.rows), **drawn))
 
 
 async def drive(
@@ -172,13 +176,15 @@ async def drive(
     *,
     runner: UnitRunner | None = None,
     progress: Callable[[UnitEvent], None] | None = None,
+    report: DatasetReport | None = None,
 ) -> DatasetReport:
-    """Run every unit ``job`` plans that is not finished in ``store``, writing each outcome as it comes back.
+    """Run every unit ``job`` plans that is not finished in ``store``, writing each outcome as it comes back; the
+    counts go to ``report`` (a job's own subclass, say), which comes back.
 
     ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, ``runner.slots`` at a time, with
     its own endpoints; this call stays the single writer of ``store``.
     """
-    return await _Driver(job, store, runner, progress or (lambda event: None)).run()
+    return await _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport()).run()
 
 
 def keys_of(done: Collection[Key], question_id: str) -> list[Key]:

@@ -27,7 +27,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.bootstrap import DEFAULT_RESAMPLES, bootstrap_mean
 from ttc_graph.eval.datasets import DatasetWarning
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidates, read_pool
-from ttc_graph.selection import select_answer
+from ttc_graph.selection import select_answer, subset_picks
 from ttc_graph.state import Candidate
 
 __all__ = [
@@ -219,41 +219,13 @@ def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0)
 
 
 def _subsets_correct(q: PoolQuestion, subsets: np.ndarray, how: Method) -> np.ndarray:
-    """:func:`subset_correct` of every row of ``subsets`` (ascending pool indices) at once, with the same picks:
-    the group with the largest score sum (weighted, when the subset holds a scored answer) or count, ties to the
-    group that appears first in the subset; then its member with the highest score, ties to the first."""
-    correct = np.array([s.correct for s in q.samples])
+    """:func:`subset_correct` of every row of ``subsets`` (ascending pool indices) at once, with the picks of
+    :func:`~ttc_graph.selection.subset_picks` (the same as :func:`~ttc_graph.selection.select_answer`'s)."""
+    correct = np.array([bool(s.correct) for s in q.samples])
     if how == "oracle":
         return correct[subsets].any(axis=1)
-    labels = np.array([-1 if g is None else g for g in q.groups])
-    has_score = np.array([s.score is not None for s in q.samples])
-    score = np.array([s.score if s.score is not None else 0.0 for s in q.samples])
-    n_groups = int(labels.max()) + 1
-    if n_groups == 0:
-        return np.zeros(len(subsets), dtype=bool)
-    lab = labels[subsets]  # (rows, N)
-    member = lab[:, :, None] == np.arange(n_groups)[None, None, :]  # (rows, N, groups)
-    present = member.any(axis=1)
-    scored = ((lab >= 0) & has_score[subsets]).any(axis=1)
-    counts = member.sum(axis=1).astype(float)
-    weights = np.zeros_like(counts)
-    for pos in range(subsets.shape[1]):  # in subset order, as the selection sums them
-        weights += member[:, pos, :] * score[subsets[:, pos]][:, None]
-    key = np.where(scored[:, None], weights, counts) if how == "weighted" else counts
-    first = np.where(member, np.arange(subsets.shape[1])[None, :, None], subsets.shape[1]).min(axis=1)
-    key = np.where(present, key, -np.inf)
-    best = key.max(axis=1, keepdims=True)
-    tied = (key == best) & present
-    group = np.argmin(np.where(tied, first, subsets.shape[1] + 1), axis=1)
-    in_group = lab == group[:, None]
-    member_score = np.where(has_score[subsets], score[subsets], -1.0)
-    member_score = np.where(in_group, member_score, -np.inf)
-    pick = np.argmax(member_score, axis=1)  # the first of equal scores
-    if how == "naive":  # the highest-scored scored sample, when the subset holds one
-        direct = np.where((lab >= 0) & has_score[subsets], score[subsets], -np.inf)
-        pick = np.where(scored, np.argmax(direct, axis=1), pick)
-    chosen = subsets[np.arange(len(subsets)), pick]
-    return np.where(present.any(axis=1), correct[chosen], False)
+    picks = subset_picks(q.groups, [s.score for s in q.samples], subsets, how)
+    return np.where(picks >= 0, correct[np.maximum(picks, 0)], False)
 
 
 def exact_accuracy(pool: Sequence[PoolQuestion], budget: int, how: Method) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 from ttc_graph.budget import policy_generations, policy_tokens
@@ -277,29 +277,22 @@ SweepEvent = UnitEvent
 
 
 @dataclass(slots=True)
-class SweepReport:
-    """What one call did. ``generations``/``requests`` count what reached the policy endpoint."""
+class SweepReport(DatasetReport):
+    """What one call did (the driver's report); ``generations``/``requests`` count what reached the policy."""
 
     questions: int = 0
-    units: int = 0
-    skipped_units: int = 0
-    finished_units: int = 0
-    failed_units: int = 0
-    rows_written: int = 0
-    rows_before: int = 0
-    generations: int = 0
-    requests: int = 0
-    verifier_requests: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
 
-    @classmethod
-    def of(cls, questions: int, r: DatasetReport) -> SweepReport:
-        """The sweep's view of the driver's report."""
-        return cls(
-            questions, r.units, r.skipped, r.finished, r.failed, r.rows_written, r.rows_before, r.policy_generations,
-            r.requests, r.verifier_requests, r.seconds, r.failures,
-        )  # fmt: skip
+    @property
+    def skipped_units(self) -> int:
+        return self.skipped
+
+    @property
+    def finished_units(self) -> int:
+        return self.finished
+
+    @property
+    def failed_units(self) -> int:
+        return self.failed
 
 
 # -------------------------------------------------------------------------------------------------- units
@@ -404,7 +397,8 @@ class _SweepJob:
                 outcome = await self.run_graph(unit, ends)
         except TTCError as exc:
             outcome = UnitOutcome(error=str(exc))
-        counts = {"requests": ends.policy.calls, "policy_generations": ends.policy.generations}
+        drawn = ends.policy.generations
+        counts = {"requests": ends.policy.calls, "generations": drawn, "policy_generations": drawn}
         return replace(outcome, verifier_requests=ends.judge.calls, **counts)
 
     # -- one graph per budget -------------------------------------------------------------------------------
@@ -423,7 +417,7 @@ class _SweepJob:
             grade(cfg.dataset, out.get("answer"), p.reference), policy_generations(usage), policy_tokens(usage),
             float(usage.get("seconds", 0.0)), out.get("stop_reason"), _candidates_json(cands),
         )  # fmt: skip
-        return UnitOutcome([row], generations=row.generations)
+        return UnitOutcome([row], tokens=row.tokens)
 
     # -- best-of-N from one pool ----------------------------------------------------------------------------
 
@@ -487,7 +481,8 @@ class _SweepJob:
         error = None
         if len(samples) < need:
             error = f"drew {len(samples)} of {need} samples ({'; '.join(errors[:2])}); rerun to finish"
-        return UnitOutcome(rows, None if pool == stored else pool, generations=len(samples) - have, error=error)
+        tokens = sum(s.tokens or 0 for s in samples[have:])
+        return UnitOutcome(rows, None if pool == stored else pool, tokens=tokens, error=error)
 
     def pool_row(self, spec: SweepStrategy, b: int, p: Problem, prefix: list[PoolSample]) -> ResultRow:
         cfg = self.config
@@ -545,7 +540,9 @@ async def run_sweep(
     if runner is not None and judge_policy is not None:
         raise ConfigurationError("judge_policy: units run by a runner judge with the runner's endpoints")
     job = _SweepJob(policy, problems, config, judge_policy)
-    return SweepReport.of(len(problems), await drive(job, store, runner=runner, progress=progress))
+    report = SweepReport(questions=len(problems))
+    await drive(job, store, runner=runner, progress=progress, report=report)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------- summary
