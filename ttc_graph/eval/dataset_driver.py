@@ -17,11 +17,24 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.errors import TTCError
+from ttc_graph.eval.datasets import Problem
+from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner
 
-__all__ = ["DatasetJob", "DatasetReport", "DatasetUnit", "Key", "UnitEvent", "drive", "keys_of", "outcome_of"]
+__all__ = [
+    "DatasetJob",
+    "DatasetReport",
+    "DatasetUnit",
+    "Key",
+    "UnitEvent",
+    "drive",
+    "graded_row",
+    "keys_of",
+    "outcome_of",
+]
 
 Key = tuple[str, int, str]
 """A finished ``(strategy, budget, question_id)`` of a run."""
@@ -185,6 +198,32 @@ async def drive(
     its own endpoints; this call stays the single writer of ``store``.
     """
     return await _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport()).run()
+
+
+def graded_row(
+    out: Mapping[str, Any],
+    problem: Problem,
+    *,
+    run: str,
+    strategy: str,
+    budget: int,
+    dataset: str,
+    seconds: float,
+    candidates: list[dict[str, Any]],
+    details: dict[str, Any] | None = None,
+    strict: bool = True,
+) -> ResultRow:
+    """A graph run's final state ``out`` as a row: its answer graded against ``problem``'s reference, the policy's
+    generations and completion tokens read from its usage ledger. ``strict``: a run that produced no candidate
+    because every request failed raises a :class:`TTCError` (the unit fails and is left for a rerun)."""
+    if strict and not out.get("candidates") and out.get("stop_reason") == "error":
+        raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
+    usage, answer, reference = out.get("usage") or {}, out.get("answer"), problem.reference
+    return ResultRow(
+        run, strategy, budget, problem.id, dataset, answer, reference, grade(dataset, answer, reference),
+        policy_generations(usage), policy_tokens(usage), seconds, out.get("stop_reason"), candidates,
+        details=details or {},
+    )  # fmt: skip
 
 
 def keys_of(done: Collection[Key], question_id: str) -> list[Key]:

@@ -12,11 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.errors import TTCError
-from ttc_graph.eval.dataset_driver import Key, UnitEvent, drive
+from ttc_graph.eval.dataset_driver import Key, UnitEvent, drive, graded_row
 from ttc_graph.eval.datasets import Problem
-from ttc_graph.eval.grading import grade
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner
 
@@ -71,23 +69,11 @@ class SpecRun:
         samples and their completion tokens), as in a sweep."""
         t0 = time.perf_counter()
         out = await self.graph.ainvoke({"question": problem.question})
-        usage = out.get("usage", {})
-        row = ResultRow(
-            run=self.run,
-            strategy=self.strategy,
-            budget=self.budget,
-            question_id=problem.id,
-            dataset=self.dataset,
-            answer=out.get("answer"),
-            reference=problem.reference,
-            correct=grade(self.dataset, out.get("answer"), problem.reference),
-            generations=policy_generations(usage),
-            tokens=policy_tokens(usage),
-            seconds=time.perf_counter() - t0,
-            stop_reason=out.get("stop_reason"),
-            details={"usage": usage},
-            candidates=[{k: c.get(k) for k in ("id", "answer", "score", "tokens")} for c in out.get("candidates", [])],
-        )
+        seconds = time.perf_counter() - t0
+        candidates = [{k: c.get(k) for k in ("id", "answer", "score", "tokens")} for c in out.get("candidates", [])]
+        where = {"run": self.run, "strategy": self.strategy, "budget": self.budget, "dataset": self.dataset}
+        details = {"usage": out.get("usage", {})}
+        row = graded_row(out, problem, seconds=seconds, candidates=candidates, details=details, strict=False, **where)
         return UnitOutcome([row], generations=row.generations, tokens=row.tokens)
 
 

@@ -14,10 +14,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
 from ttc_graph.errors import ConfigurationError, TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, keys_of
+from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, graded_row, keys_of
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
@@ -408,15 +407,10 @@ class _SweepJob:
         cfg, p = self.config, unit.problem
         graph = _graph(unit.spec, unit.budget, ends.policy, ends.judge, cfg).compile()
         out = await graph.ainvoke({"question": p.question})
-        cands = out.get("candidates") or []
-        if not cands and out.get("stop_reason") == "error":
-            raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
-        usage = out.get("usage") or {}
-        row = ResultRow(
-            cfg.run, unit.spec.name, unit.budget, p.id, cfg.dataset, out.get("answer"), p.reference,
-            grade(cfg.dataset, out.get("answer"), p.reference), policy_generations(usage), policy_tokens(usage),
-            float(usage.get("seconds", 0.0)), out.get("stop_reason"), _candidates_json(cands),
-        )  # fmt: skip
+        seconds = float((out.get("usage") or {}).get("seconds", 0.0))
+        candidates = _candidates_json(out.get("candidates") or [])
+        where = {"run": cfg.run, "strategy": unit.spec.name, "budget": unit.budget, "dataset": cfg.dataset}
+        row = graded_row(out, p, seconds=seconds, candidates=candidates, **where)
         return UnitOutcome([row], tokens=row.tokens)
 
     # -- best-of-N from one pool ----------------------------------------------------------------------------

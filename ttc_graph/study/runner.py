@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError, TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, keys_of, outcome_of
+from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, graded_row, keys_of, outcome_of
 from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
@@ -254,23 +253,16 @@ class _StudyJob:
         t0 = time.monotonic()
         out = await graph.ainvoke({"question": p.question})
         seconds = time.monotonic() - t0
-        cands = out.get("candidates") or []
-        usage = out.get("usage") or {}
-        if not cands and out.get("stop_reason") == "error":
-            raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
-        answer = out.get("answer")
         details = {
-            "usage": usage,
+            "usage": out.get("usage") or {},
             "diagnostics": out.get("diagnostics") or {},
             "errors": (out.get("errors") or [])[:5],
             "seed": spec.seed,
             "wall_seconds": round(seconds, 3),
         }
-        row = ResultRow(
-            cfg.name, unit.template, unit.budget, p.id, cfg.dataset, answer, p.reference,
-            grade(cfg.dataset, answer, p.reference), policy_generations(usage), policy_tokens(usage),
-            round(seconds, 3), out.get("stop_reason"), _candidates_json(cands), details=details,
-        )  # fmt: skip
+        candidates = _candidates_json(out.get("candidates") or [])
+        where = {"run": cfg.name, "strategy": unit.template, "budget": unit.budget, "dataset": cfg.dataset}
+        row = graded_row(out, p, seconds=round(seconds, 3), candidates=candidates, details=details, **where)
         nested = [
             derive_nested(cfg, row, b)
             for b in cfg.budgets
