@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.errors import TTCError
@@ -40,20 +40,27 @@ Key = tuple[str, int, str]
 """A finished ``(strategy, budget, question_id)`` of a run."""
 
 
-class DatasetUnit(Protocol):
-    """What the driver needs of a job's unit: a label for events and failures, and its question."""
+@dataclass(frozen=True, slots=True)
+class DatasetUnit:
+    """One unit: a question's best-of-N pool (``strategy`` None: every best-of-N strategy and budget of it, from one
+    set of draws) or one (``strategy``, ``budget``) run of it; ``index`` is the question's place in the run (seeds)."""
+
+    problem: Problem
+    index: int = 0
+    strategy: str | None = None
+    budget: int = 0
 
     @property
-    def label(self) -> str: ...
+    def question_id(self) -> str:
+        return self.problem.id
 
     @property
-    def question_id(self) -> str: ...
+    def label(self) -> str:
+        what = "best-of-N pool" if self.strategy is None else f"{self.strategy} b={self.budget}"
+        return f"q{self.problem.id} {what}"
 
 
-U = TypeVar("U", bound=DatasetUnit)
-
-
-class DatasetJob(Protocol[U]):
+class DatasetJob(Protocol):
     """What a sweep, a study or a spec run supplies to :func:`drive`.
 
     ``run`` names the run in the store, ``settings`` what a resumed run must keep (None: not checked), and
@@ -68,11 +75,11 @@ class DatasetJob(Protocol[U]):
     @property
     def settings(self) -> Mapping[str, Any] | None: ...
 
-    def plan(self, store: ResultStore, done: set[Key]) -> tuple[Sequence[U], int]: ...
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[Sequence[DatasetUnit], int]: ...
 
-    async def run_here(self, unit: U, store: ResultStore, done: set[Key]) -> UnitOutcome: ...
+    async def run_here(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitOutcome: ...
 
-    def request(self, unit: U, store: ResultStore, done: set[Key]) -> UnitRequest | None: ...
+    def request(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitRequest | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +126,10 @@ async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
         return UnitOutcome(error=str(exc))
 
 
-class _Driver(Generic[U]):
+class _Driver:
     def __init__(
         self,
-        job: DatasetJob[U],
+        job: DatasetJob,
         store: ResultStore,
         runner: UnitRunner | None,
         progress: Callable[[UnitEvent], None],
@@ -159,7 +166,7 @@ class _Driver(Generic[U]):
             report.seconds = time.monotonic() - t0
         return report
 
-    async def run_unit(self, unit: U, done: set[Key]) -> None:
+    async def run_unit(self, unit: DatasetUnit, done: set[Key]) -> None:
         request = None if self.runner is None else self.job.request(unit, self.store, done)
         if request is not None and self.runner is not None:
             outcome = await self.runner.run(request)
@@ -184,7 +191,7 @@ class _Driver(Generic[U]):
 
 
 async def drive(
-    job: DatasetJob[U],
+    job: DatasetJob,
     store: ResultStore,
     *,
     runner: UnitRunner | None = None,

@@ -1,23 +1,20 @@
-"""``ttc run SPEC --dataset`` on a runner: each question is a unit, the spec travels as data, the driver writes."""
+"""``ttc run SPEC --dataset`` on a runner: what each replica serves, and the run with its questions sent as units."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ttc_graph.endpoints.base import Endpoint
-from ttc_graph.eval.dataset_driver import outcome_of
+from ttc_graph.eval.spec_runs import run_graph_over_dataset
 from ttc_graph.scale.replicas import EmbeddedServerSpec
-from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
+from ttc_graph.scale.units import UnitRunner
 from ttc_graph.specs.models import LocalEndpointSpec, OpenAIEndpointSpec
 
 if TYPE_CHECKING:
-    from ttc_graph.eval.datasets import Problem
-    from ttc_graph.eval.store import ResultRow, ResultStore
+    from ttc_graph.eval.store import ResultRow
     from ttc_graph.specs.models import StrategySpec
 
-__all__ = ["execute_spec_unit", "replica_of", "run_spec_on"]
+__all__ = ["replica_of", "run_spec_on"]
 
 
 def replica_of(spec: StrategySpec) -> OpenAIEndpointSpec | EmbeddedServerSpec:
@@ -34,37 +31,7 @@ def replica_of(spec: StrategySpec) -> OpenAIEndpointSpec | EmbeddedServerSpec:
     return EmbeddedServerSpec(model=os.environ.get("TTC_LOCAL_MODEL") or None)
 
 
-async def execute_spec_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
-    """One question of a spec run, answered by :class:`~ttc_graph.eval.spec_runs.SpecRun` (the local code) with the
-    spec's graph built here on ``policy``; the row comes back for the driver to write."""
-    from ttc_graph.eval.datasets import Problem
-    from ttc_graph.eval.spec_runs import SpecRun
-    from ttc_graph.specs import build_graph, parse_spec
-
-    cfg = request.config
-    graph = build_graph(parse_spec(cfg["spec"], cfg["strategy"]), policy=policy).compile()
-    job = SpecRun(cfg["strategy"], cfg["budget"], [], cfg["dataset"], cfg["run"], graph=graph)
-    return await outcome_of(job.answer(Problem(**request.problem)))
-
-
-async def run_spec_on(
-    runner: UnitRunner,
-    spec: StrategySpec,
-    *,
-    strategy: str,
-    budget: int,
-    problems: Sequence[Problem],
-    dataset: str,
-    store: ResultStore,
-    run: str,
-    on_done: Callable[[ResultRow], None] | None = None,
-) -> list[ResultRow]:
-    """:func:`~ttc_graph.eval.spec_runs.run_graph_over_dataset` on ``runner``: every question not yet in ``store``
-    is one unit, ``runner.slots`` at a time, each written here as it returns; all rows of the slice come back."""
-    from ttc_graph.eval.spec_runs import SpecRun, run_spec_job
-
-    job = SpecRun(strategy, budget, problems, dataset, run, spec=spec.model_dump(mode="json"))
-    return await run_spec_job(job, store, runner=runner, on_done=on_done)
-
-
-register_executor("spec", execute_spec_unit)
+async def run_spec_on(runner: UnitRunner, spec: StrategySpec, **options: Any) -> list[ResultRow]:
+    """:func:`~ttc_graph.eval.spec_runs.run_graph_over_dataset` on ``runner`` (same ``options``): every question not
+    yet in the store is one unit, ``runner.slots`` at a time, each written here as it returns."""
+    return await run_graph_over_dataset(None, runner=runner, spec=spec, **options)

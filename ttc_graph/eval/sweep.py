@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, GenerationResult, SamplingParams
 from ttc_graph.errors import ConfigurationError, TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, graded_row, keys_of
+from ttc_graph.eval.dataset_driver import DatasetReport, DatasetUnit, Key, UnitEvent, drive, graded_row, keys_of
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
@@ -297,23 +297,6 @@ class SweepReport(DatasetReport):
 # -------------------------------------------------------------------------------------------------- units
 
 
-@dataclass(frozen=True, slots=True)
-class _Unit:
-    problem: Problem
-    spec: SweepStrategy | None = None  # None: the best-of-N pool of this question
-    budget: int = 0
-
-    @property
-    def question_id(self) -> str:
-        return self.problem.id
-
-    @property
-    def label(self) -> str:
-        if self.spec is None:
-            return f"q{self.problem.id} best_of_n pool"
-        return f"q{self.problem.id} {self.spec.name} b={self.budget}"
-
-
 def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     return [
         {"text": c["text"], "answer": c["answer"], "score": c["score"], "tokens": c["tokens"], "id": c["id"]}
@@ -321,17 +304,17 @@ def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     ]
 
 
-def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[Key]) -> tuple[list[_Unit], int]:
+def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[Key]) -> tuple[list[DatasetUnit], int]:
     """Units still to run, question by question (a killed sweep leaves whole questions), and how many are done."""
     bon = [s for s in config.strategies if s.reuses_samples]
-    units: list[_Unit] = []
+    units: list[DatasetUnit] = []
     skipped = 0
     for p in problems:
         keys = [(s.name, b, p.id) for s in bon for b in config.budgets]
         if keys and all(k in done for k in keys):
             skipped += 1
         elif keys:
-            units.append(_Unit(p))
+            units.append(DatasetUnit(p))
         for s in config.strategies:
             if s.reuses_samples:
                 continue
@@ -339,7 +322,7 @@ def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[Key]) -> t
                 if (s.name, b, p.id) in done:
                     skipped += 1
                 else:
-                    units.append(_Unit(p, s, b))
+                    units.append(DatasetUnit(p, 0, s.name, b))
     return units, skipped
 
 
@@ -368,29 +351,30 @@ class _SweepJob:
         self.problems, self.config = problems, config
         self.run, self.concurrency = config.run, config.concurrency
         self.bon = [s for s in config.strategies if s.reuses_samples]
+        self.strategies = {s.name: s for s in config.strategies}
 
     @property
     def settings(self) -> dict[str, Any]:
         return self.config.sampling()
 
-    def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[_Unit], int]:
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[DatasetUnit], int]:
         return _plan(self.problems, self.config, done)
 
-    def request(self, unit: _Unit, store: ResultStore, done: set[Key]) -> UnitRequest:
+    def request(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitRequest:
         cfg, p = self.config, unit.problem
         return UnitRequest(
-            "sweep", unit.label, cfg.as_data(), asdict(p), None if unit.spec is None else unit.spec.name, unit.budget,
-            pool=store.pool(cfg.run, p.id) if unit.spec is None else [], done=keys_of(done, p.id),
+            "sweep", unit.label, cfg.as_data(), asdict(p), unit.strategy, unit.budget,
+            pool=store.pool(cfg.run, p.id) if unit.strategy is None else [], done=keys_of(done, p.id),
         )  # fmt: skip
 
-    async def run_here(self, unit: _Unit, store: ResultStore, done: set[Key]) -> UnitOutcome:
-        return await self.run_unit(unit, store.pool(self.run, unit.problem.id) if unit.spec is None else [], done)
+    async def run_here(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitOutcome:
+        return await self.run_unit(unit, store.pool(self.run, unit.problem.id) if unit.strategy is None else [], done)
 
-    async def run_unit(self, unit: _Unit, pool: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
+    async def run_unit(self, unit: DatasetUnit, pool: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
         """Run ``unit`` from its question's stored ``pool``; what reached the endpoints is counted, failed or not."""
         ends = _Endpoints(CountingEndpoint(self.policy), CountingEndpoint(self.judge_policy))
         try:
-            if unit.spec is None:
+            if unit.strategy is None:
                 outcome = await self.run_pool(unit, pool, done, ends)
             else:
                 outcome = await self.run_graph(unit, ends)
@@ -402,14 +386,14 @@ class _SweepJob:
 
     # -- one graph per budget -------------------------------------------------------------------------------
 
-    async def run_graph(self, unit: _Unit, ends: _Endpoints) -> UnitOutcome:
-        assert unit.spec is not None
+    async def run_graph(self, unit: DatasetUnit, ends: _Endpoints) -> UnitOutcome:
+        assert unit.strategy is not None
         cfg, p = self.config, unit.problem
-        graph = _graph(unit.spec, unit.budget, ends.policy, ends.judge, cfg).compile()
+        graph = _graph(self.strategies[unit.strategy], unit.budget, ends.policy, ends.judge, cfg).compile()
         out = await graph.ainvoke({"question": p.question})
         seconds = float((out.get("usage") or {}).get("seconds", 0.0))
         candidates = _candidates_json(out.get("candidates") or [])
-        where = {"run": cfg.run, "strategy": unit.spec.name, "budget": unit.budget, "dataset": cfg.dataset}
+        where = {"run": cfg.run, "strategy": unit.strategy, "budget": unit.budget, "dataset": cfg.dataset}
         row = graded_row(out, p, seconds=seconds, candidates=candidates, **where)
         return UnitOutcome([row], tokens=row.tokens)
 
@@ -452,7 +436,7 @@ class _SweepJob:
                 samples[i] = samples[i].with_score(cand["score"], name)
 
     async def run_pool(
-        self, unit: _Unit, stored: list[dict[str, Any]], done: Collection[Key], ends: _Endpoints
+        self, unit: DatasetUnit, stored: list[dict[str, Any]], done: Collection[Key], ends: _Endpoints
     ) -> UnitOutcome:
         cfg, p = self.config, unit.problem
         verifiers = {name: named_verifier(name, ends.judge) for name in dict.fromkeys(s.verifier for s in self.bon)}
@@ -499,7 +483,7 @@ async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     config = SweepConfig.from_data(request.config)
     problem = Problem(**request.problem)
     job = _SweepJob(policy, [problem], config)
-    unit = _Unit(problem, None if request.strategy is None else parse_strategy(request.strategy), request.budget)
+    unit = DatasetUnit(problem, 0, request.strategy, request.budget)
     return await job.run_unit(unit, request.pool, {tuple(k) for k in request.done})  # type: ignore[misc]
 
 

@@ -86,7 +86,7 @@ UnitExecutor = Callable[[Endpoint, "UnitRequest"], Awaitable["UnitOutcome"]]
 
 EXECUTORS: dict[str, UnitExecutor] = {}
 """The executor of each unit kind, registered by the package whose code runs it: ``sweep`` by
-:mod:`ttc_graph.eval.sweep`, ``spec`` by :mod:`ttc_graph.eval.spec_units`, ``study`` by
+:mod:`ttc_graph.eval.sweep`, ``spec`` by :mod:`ttc_graph.eval.spec_runs`, ``study`` by
 :mod:`ttc_graph.study.runner` (this package imports none of them: they import it)."""
 
 

@@ -20,7 +20,16 @@ from typing import Any
 
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError, TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, Key, UnitEvent, drive, graded_row, keys_of, outcome_of
+from ttc_graph.eval.dataset_driver import (
+    DatasetReport,
+    DatasetUnit,
+    Key,
+    UnitEvent,
+    drive,
+    graded_row,
+    keys_of,
+    outcome_of,
+)
 from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
@@ -52,22 +61,12 @@ _ATTEMPT_ID = re.compile(r"ch(\d+)-a(\d+)")  # a revision attempt: chain, positi
 
 
 @dataclass(frozen=True, slots=True)
-class StudyUnit:
+class StudyUnit(DatasetUnit):
     """One question's best-of-N pool (``template`` None) or one (template, budget) run of it."""
 
-    problem: Problem
-    index: int
-    template: str | None = None
-    budget: int = 0
-
     @property
-    def question_id(self) -> str:
-        return self.problem.id
-
-    @property
-    def label(self) -> str:
-        what = "best-of-N pool" if self.template is None else f"{self.template} b={self.budget}"
-        return f"q{self.problem.id} {what}"
+    def template(self) -> str | None:
+        return self.strategy
 
 
 StudyEvent = UnitEvent
