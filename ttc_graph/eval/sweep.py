@@ -3,7 +3,8 @@
 Best-of-N strategies (``best_of_n:majority``, ``best_of_n:weighted[:verifier]``, ``best_of_n:naive[:verifier]``)
 share one pool of samples per question: the largest budget's samples are drawn once, scored by every verifier
 in use, stored, and each smaller budget is evaluated on a prefix of the same draws (the paper's method). Other
-families (``revisions:<selection>``, ``beam_search[:width]``, ``dvts[:width]``) run their graph per budget.
+families (``revisions:<selection>``, ``beam_search[:width]``, ``dvts[:width]``) run their graph per budget. A sweep
+is a job of the one dataset driver (:mod:`ttc_graph.eval.dataset_driver`), which skips, runs, stores and reports.
 """
 
 from __future__ import annotations

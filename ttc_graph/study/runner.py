@@ -2,8 +2,9 @@
 
 Best-of-N templates share one pool of samples per question (the paper's reuse): copied from a stored pool file
 when it was drawn with the study's settings, else drawn live once (``pool_size`` samples: half score best-of-N,
-half bin the question). Every other template
-runs its graph, built from its spec by :func:`ttc_graph.specs.build_graph`, once per budget.
+half bin the question). Every other template runs its graph, built from its spec by
+:func:`ttc_graph.specs.build_graph`, once per budget. The study is a job of the one dataset driver
+(:mod:`ttc_graph.eval.dataset_driver`): it plans its units and runs one; the driver skips, runs, stores and reports.
 """
 
 from __future__ import annotations
