@@ -36,8 +36,6 @@ _VERIFIERS = ", ".join(VERIFIER_NAMES)
 
 def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint: Any) -> Any:
     """Run the pending units under a progress bar; None when nothing was pending."""
-    import time
-
     from ttc_graph.eval import run_sweep
 
     if not todo:
@@ -49,21 +47,7 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
             ProgressBar("sweep", todo) as bar,
         ):
             runner, policy = split_runner(source)
-            drawn, started = 0, time.monotonic()
-
-            def on_event(event: Any) -> None:
-                nonlocal drawn
-                if event.kind in ("done", "failed"):
-                    drawn += event.generations
-                    bar.advance(info=f"{drawn} generations; last: {event.label}")
-                    bar.log_unit(  # logs get one line per finished unit
-                        f"[{bar.completed}/{todo}] {event.kind} {event.label}: +{event.generations} generations"
-                        f" ({drawn} in this call, {time.monotonic() - started:.0f}s)"
-                    )
-                if event.kind == "failed":
-                    bar.log(f"[yellow]failed:[/] {event.label}: {event.message}")
-
-            return asyncio.run(run_sweep(policy, problems, config, store, progress=on_event, runner=runner))
+            return asyncio.run(run_sweep(policy, problems, config, store, progress=bar.unit, runner=runner))
     except TTCError as exc:
         raise fail(exc) from exc
     except KeyboardInterrupt:

@@ -156,12 +156,9 @@ def run_dataset(
             "strategy": name, "budget": budget, "problems": problems, "dataset": dataset, "store": store,
             "run": run_name or name, "on_done": lambda _row: bar.advance(),
         }  # fmt: skip
-        if units is not None:
-            from ttc_graph.eval.spec_units import run_spec_on
-
-            rows = asyncio.run(run_spec_on(units, strategy, **options))
-        else:
-            rows = asyncio.run(run_graph_over_dataset(graph, concurrency=concurrency, **options))
+        rows = asyncio.run(
+            run_graph_over_dataset(graph, concurrency=concurrency, runner=units, spec=strategy, **options)
+        )
     correct = sum(r.correct for r in rows)
     console.print(
         f"{name} on {dataset}: {correct}/{len(rows)} correct ({correct / max(1, len(rows)):.1%}), "
