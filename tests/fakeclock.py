@@ -28,6 +28,7 @@ BUDGET_MODULES = (
     "ttc_graph.nodes.budget_controller",
     "ttc_graph.nodes.adaptive",
     "ttc_graph.nodes.select",
+    "ttc_graph.verifiers.deadline",
 )
 
 

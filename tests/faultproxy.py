@@ -11,6 +11,16 @@ a fault:
 - ``lost``: forwarded and served upstream, then the answer is withheld until the client gives up (a response lost
   on the way back: the server spent tokens the client never sees).
 
+Streamed requests (``"stream": true``) may draw the stream faults (a non-streamed request that draws one is
+forwarded as it is):
+
+- ``stream_cut``: forwarded and served upstream; the first half of its text chunks is delivered, then the connection
+  is reset (the client saw ``delivered_tokens`` of ``served_tokens``);
+- ``stream_no_finish``: forwarded and served; every chunk delivered with its ``finish_reason`` removed and no
+  ``[DONE]`` (the stream just ends);
+- ``stream_no_choices``: a 200 stream of ``[DONE]`` alone; ``stream_malformed``: a 200 stream whose first event
+  does not parse; nothing forwarded.
+
 Only sampling requests (``POST /v1/chat/completions`` and ``/v1/completions``) draw from the schedule; everything
 else (``/props``, ``/apply-template``, ``/metrics``) is forwarded as it is. Every forwarded request is logged with
 the completion tokens the upstream served (its ``usage``; llama.cpp under-reports a response of several choices,
@@ -38,9 +48,19 @@ from typing import Any
 import h11
 import httpx
 
-__all__ = ["FAULTS", "FaultProxy", "FaultSchedule", "Record", "metered_server", "proxied", "tokens_predicted"]
+__all__ = [
+    "FAULTS",
+    "STREAM_FAULTS",
+    "FaultProxy",
+    "FaultSchedule",
+    "Record",
+    "metered_server",
+    "proxied",
+    "tokens_predicted",
+]
 
-FAULTS = ("429", "500", "503", "reset", "stall", "malformed", "no_choices", "lost")
+STREAM_FAULTS = ("stream_cut", "stream_no_finish", "stream_no_choices", "stream_malformed")
+FAULTS = ("429", "500", "503", "reset", "stall", "malformed", "no_choices", "lost", *STREAM_FAULTS)
 SAMPLING_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
@@ -91,6 +111,8 @@ class Record:
     served_tokens: int = 0
     prompt_tokens: int = 0
     delivered: bool = False
+    delivered_tokens: int = 0
+    """Text chunks of a broken stream that reached the client (one per token, as llama.cpp streams)."""
     client_gone: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -273,9 +295,18 @@ class FaultProxy:
         except ValueError:
             parsed = {}
         record = Record(path, parsed if isinstance(parsed, dict) else {}, self.schedule.next())
+        streamed = bool(record.body.get("stream"))
+        if record.fault in STREAM_FAULTS and not streamed:
+            record.fault = None
         with self._lock:
             self.records.append(record)
         fault = record.fault
+        sse = [(b"content-type", b"text/event-stream")]
+        if fault in ("stream_no_choices", "stream_malformed"):
+            record.status = 200
+            body = b"data: [DONE]\n\n" if fault == "stream_no_choices" else b'data: {"id": "x", "choices": [\n\n'
+            await self._send(conn, writer, 200, sse, body)
+            return True
         if fault in ("429", "500", "503"):
             record.status = int(fault)
             extra = [(b"retry-after", self.retry_after.encode())] if fault == "429" else []
@@ -312,7 +343,14 @@ class FaultProxy:
             answer = json.loads(content)
         except ValueError:
             answer = {}
-        if status == 200 and isinstance(answer, dict):
+        if status == 200 and streamed:
+            events = _sse_events(content)
+            final = next((e for e in reversed(events) if isinstance(e, dict) and e.get("usage")), {})
+            record.served_tokens = int(final.get("usage", {}).get("completion_tokens", 0) or 0)
+            record.prompt_tokens = int(final.get("usage", {}).get("prompt_tokens", 0) or 0)
+            if fault in ("stream_cut", "stream_no_finish"):
+                return await self._break_stream(conn, writer, record, events, sse)
+        elif status == 200 and isinstance(answer, dict):
             record.served_tokens = served_by(answer, record.body.get("max_tokens"))
             record.prompt_tokens = int((answer.get("usage") or {}).get("prompt_tokens", 0) or 0)
         if fault == "lost":
@@ -332,6 +370,36 @@ class FaultProxy:
         await self._send(conn, writer, status, out_headers, content)
         record.delivered = True
         return True
+
+    async def _break_stream(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        record: Record,
+        events: list[Any],
+        headers: list[tuple[bytes, bytes]],
+    ) -> bool:
+        """Deliver a served stream broken as ``record.fault`` says (see the module docstring)."""
+        chunks = [e for e in events if isinstance(e, dict)]
+        if record.fault == "stream_no_finish":
+            for e in chunks:
+                for choice in e.get("choices") or []:
+                    choice["finish_reason"] = None
+            kept = chunks
+        else:
+            texts = [i for i, e in enumerate(chunks) if _text_of(e)]
+            kept = chunks[: texts[len(texts) // 2] if texts else 0]
+        record.delivered_tokens = sum(1 for e in kept if _text_of(e))
+        content = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in kept)
+        if record.fault == "stream_no_finish":
+            await self._send(conn, writer, 200, headers, content)
+            return True
+        length = (b"content-length", str(len(content) + 4096).encode())  # more promised than sent: cut short
+        data = conn.send(h11.Response(status_code=200, headers=[*headers, length])) or b""
+        writer.write(data + (conn.send(h11.Data(data=content)) or b""))
+        await writer.drain()
+        _reset(writer)
+        return False
 
     async def _forward(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -361,6 +429,25 @@ class FaultProxy:
         data = (data or b"") + (conn.send(h11.Data(data=content)) or b"") + (conn.send(h11.EndOfMessage()) or b"")
         writer.write(data)
         await writer.drain()
+
+
+def _sse_events(content: bytes) -> list[Any]:
+    """The JSON events of an SSE body (``[DONE]`` as the string, unparsable events skipped)."""
+    events: list[Any] = []
+    for line in content.decode(errors="replace").splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            events.append(payload)
+            continue
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(payload))
+    return events
+
+
+def _text_of(event: Mapping[str, Any]) -> str:
+    return "".join(((c.get("delta") or {}).get("content") or "") for c in event.get("choices") or [])
 
 
 async def _wait_for_eof(reader: asyncio.StreamReader, timeout: float | None) -> bool:

@@ -13,12 +13,12 @@ strategy then streams its own events from its subgraph). A strategy adds its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Required, TypedDict, cast
 
 from ttc_graph.tracing import note_round
 
-__all__ = ["ROUND_EVENT", "ProgressEvent", "read_progress", "round_event"]
+__all__ = ["ROUND_EVENT", "ProgressEvent", "read_progress", "round_event", "truncated_count"]
 
 ROUND_EVENT = "ttc.round"
 
@@ -39,6 +39,9 @@ class ProgressEvent(TypedDict, total=False):
     """Why the run stops now (``complete``, ``budget:*``, ``decisive``, ``error``), or None while it goes on."""
     usage: dict[str, Any]
     """The run's usage ledger so far."""
+    truncated: int
+    """Solutions so far cut off at the length limit (``finish_reason == "length"``): they lose the vote (best-of-N,
+    adaptive and revisions controllers count them)."""
 
 
 def round_event(
@@ -49,10 +52,11 @@ def round_event(
     planned: int = 0,
     stop: str | None = None,
     usage: Mapping[str, Any] | None = None,
+    truncated: int | None = None,
     **details: Any,
 ) -> ProgressEvent:
-    """A ``ttc.round`` event (``details``: the strategy's own keys); also the boundary of the run's round spans
-    (:func:`ttc_graph.tracing.note_round`)."""
+    """A ``ttc.round`` event (``details``: the strategy's own keys; ``truncated`` when the controller counts it);
+    also the boundary of the run's round spans (:func:`ttc_graph.tracing.note_round`)."""
     event = {
         "event": ROUND_EVENT,
         "round": int(round_),
@@ -61,10 +65,16 @@ def round_event(
         "planned": int(planned),
         "stop": stop,
         "usage": dict(usage or {}),
+        **({} if truncated is None else {"truncated": int(truncated)}),
         **details,
     }
     note_round(event)  # the run's round spans follow its progress events
     return cast(ProgressEvent, event)
+
+
+def truncated_count(candidates: Iterable[Mapping[str, Any]] | None) -> int:
+    """How many of ``candidates`` stopped at the length limit (``finish_reason == "length"``)."""
+    return sum(1 for c in candidates or () if c.get("finish_reason") == "length")
 
 
 def read_progress(chunk: Any) -> ProgressEvent | None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from math import comb
 from typing import Literal
 
+import numpy as np
+
 from ttc_graph.answers import group_answers
 from ttc_graph.state import Candidate
 from ttc_graph.tool_calls import ToolsLike, action_key, candidate_problems, is_action, tool_specs
@@ -41,6 +43,7 @@ __all__ = [
     "select_answer",
     "select_pooled",
     "select_revisions",
+    "subset_picks",
 ]
 
 Selection = Literal["weighted", "naive", "majority"]
@@ -283,3 +286,46 @@ def select_pooled(
     """Best-of-N weighted over ``probes`` and the :func:`finalists` of a strategy's ``candidates``: how a router
     keeps the probe samples it paid for when it routes to a strategy other than best-of-N."""
     return select_answer([*probes, *finalists(candidates, revisions, tools=tools)], "weighted", tools=tools)
+
+
+def subset_picks(
+    groups: Sequence[int | None], scores: Sequence[float | None], subsets: np.ndarray, how: Selection
+) -> np.ndarray:
+    """:func:`select_answer`'s pick in every row of ``subsets`` at once, as arrays (for the exact expectation over
+    every subset of a pool of final answers, none cut off).
+
+    Candidate ``i`` of the pool has answer group ``groups[i]`` (None: no answer) and score ``scores[i]`` (None:
+    unscored); a row of ``subsets`` holds ascending pool indices. The pick is the group with the largest score sum
+    (``weighted``, when the row holds a scored answer) or count, ties to the group that appears first in the row,
+    then its member with the highest score, ties to the first; ``naive`` picks the highest-scored scored answer
+    when the row holds one. A row with no answer picks -1.
+    """
+    labels = np.array([-1 if g is None else g for g in groups])
+    has_score = np.array([s is not None for s in scores])
+    score = np.array([0.0 if s is None else s for s in scores])
+    n_groups = int(labels.max(initial=-1)) + 1
+    if n_groups == 0:
+        return np.full(len(subsets), -1)
+    lab = labels[subsets]  # (rows, N)
+    member = lab[:, :, None] == np.arange(n_groups)[None, None, :]  # (rows, N, groups)
+    present = member.any(axis=1)
+    scored = ((lab >= 0) & has_score[subsets]).any(axis=1)
+    counts = member.sum(axis=1).astype(float)
+    weights = np.zeros_like(counts)
+    for pos in range(subsets.shape[1]):  # in row order, as select_answer sums them
+        weights += member[:, pos, :] * score[subsets[:, pos]][:, None]
+    key = np.where(scored[:, None], weights, counts) if how == "weighted" else counts
+    first = np.where(member, np.arange(subsets.shape[1])[None, :, None], subsets.shape[1]).min(axis=1)
+    key = np.where(present, key, -np.inf)
+    best = key.max(axis=1, keepdims=True)
+    tied = (key == best) & present
+    group = np.argmin(np.where(tied, first, subsets.shape[1] + 1), axis=1)
+    in_group = lab == group[:, None]
+    member_score = np.where(has_score[subsets], score[subsets], -1.0)
+    member_score = np.where(in_group, member_score, -np.inf)
+    pick = np.argmax(member_score, axis=1)  # the first of equal scores
+    if how == "naive":  # the highest-scored scored answer, when the row holds one
+        direct = np.where((lab >= 0) & has_score[subsets], score[subsets], -np.inf)
+        pick = np.where(scored, np.argmax(direct, axis=1), pick)
+    chosen = subsets[np.arange(len(subsets)), pick]
+    return np.where(present.any(axis=1), chosen, -1)

@@ -203,3 +203,53 @@ def test_repeated_asyncio_run_prints_no_event_loop_tracebacks(upstream: LocalMod
     assert done.returncode == 0 and "runs done" in done.stdout, done.stderr
     assert "Event loop is closed" not in done.stderr, done.stderr
     assert "Task exception was never retrieved" not in done.stderr, done.stderr
+
+
+STREAM_SCRIPT = ["stream_cut", None, "stream_no_finish", "stream_no_choices", None, "stream_malformed", "stream_cut"]
+
+
+def test_adaptive_best_of_n_streams_through_broken_streams_with_an_exact_ledger(upstream: LocalModelServer) -> None:
+    """Adaptive best-of-N streams its samples: each broken stream (cut mid-way, ended without a finish_reason,
+    without choices, malformed) is retried; what arrived is charged as completion tokens and the rest of its
+    ``max_tokens`` as unconfirmed, so the ledger brackets what llama.cpp's ``/metrics`` says it generated."""
+    from ttc_graph import AdaptiveStop
+
+    schedule = FaultSchedule(seed=11, script=STREAM_SCRIPT)
+    max_tokens = 24
+    with FaultProxy(upstream.server_root, schedule, stall_seconds=3 * TIMEOUT) as proxy:
+        ep = endpoint(proxy, upstream, native_n=False)
+        never_decisive = AdaptiveStop(window=2, confidence=0.999999, min_samples=6)
+        graph = create_best_of_n(
+            ep, n=6, selection="majority", max_tokens=max_tokens, seed=2, adaptive=never_decisive
+        ).compile()
+        before = tokens_predicted(upstream.server_root)
+        out = graph.invoke({"question": QUESTION})
+        proxy_settled = time.monotonic() + 10
+        while time.monotonic() < proxy_settled and tokens_predicted(upstream.server_root) < before + proxy.served():
+            time.sleep(0.2)
+        generated = tokens_predicted(upstream.server_root) - before
+        records = proxy.snapshot()
+    usage = out["usage"]
+    delivered = [r for r in records if r.delivered]
+    broken = [r for r in records if r.fault in ("stream_cut", "stream_no_finish")]
+    empty = [r for r in records if r.fault in ("stream_no_choices", "stream_malformed")]
+    arrived = sum(r.delivered_tokens for r in broken)
+    figures = (
+        f"adaptive streams: {proxy.summary()}; {len(broken)} broken after serving, {len(empty)} empty;"
+        f" ledger {usage['requests']} requests / {usage['completion_tokens']} completion tokens"
+        f" + {usage.get('unconfirmed_tokens', 0)} unconfirmed; delivered {len(delivered)} answers /"
+        f" {sum(r.served_tokens for r in delivered)} tokens, {arrived} tokens of broken streams;"
+        f" server generated {generated}; stop {out['stop_reason']}"
+    )
+    print(figures)
+    assert all(r.body.get("stream") for r in records), figures  # the adaptive path streams every sample
+    assert out["stop_reason"] == "complete" and policy_generations(usage) == 6, (figures, out.get("errors"))
+    assert len(broken) == 3 and len(empty) == 2, figures
+    assert usage["failed_requests"] == 0, figures  # every broken stream was retried
+    assert usage["requests"] == len(delivered) == 6, figures
+    # charged exactly: every delivered answer's usage plus the tokens each broken stream delivered
+    assert usage["completion_tokens"] == sum(r.served_tokens for r in delivered) + arrived, figures
+    empty_unconfirmed = len(empty) * max_tokens
+    assert usage["unconfirmed_tokens"] == sum(max_tokens - r.delivered_tokens for r in broken) + empty_unconfirmed
+    # and against the server's own counter: nothing generated goes uncharged
+    assert usage["completion_tokens"] <= generated <= usage["completion_tokens"] + usage["unconfirmed_tokens"], figures

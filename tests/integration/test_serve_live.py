@@ -289,6 +289,29 @@ def test_requests_over_a_cap_or_malformed_are_refused_upstream_untouched(
     assert stack.meter.since(before)["requests"] == 0
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_over_context_prompt_is_a_400_with_the_upstreams_message_after_one_request(
+    stack: Stack, stream: bool
+) -> None:
+    stack.settle()
+    before = stack.meter.snapshot()
+    client = openai.OpenAI(base_url=stack.base_url, api_key=KEY, max_retries=0, timeout=180)
+    prompt = "Count the words of this text. " + "word " * 6_000  # over the server's 2048 tokens per slot
+    with pytest.raises(openai.APIError) as caught:  # streamed: the stream's error event, after its 200
+        reply = client.chat.completions.create(
+            model=f"{MAJORITY}/{stack.model}",
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=16,
+            stream=stream,
+            extra_body={"ttc": {"n": 8}},
+        )
+        list(reply) if stream else None  # type: ignore[call-overload]
+    assert "context" in str(caught.value).lower()
+    assert stream or isinstance(caught.value, openai.BadRequestError)
+    stack.settle()
+    assert stack.meter.since(before)["requests"] <= 1
+
+
 async def test_past_the_run_limit_is_a_429_with_retry_after(stack: Stack) -> None:
     await asyncio.to_thread(stack.settle)
     kwargs: dict[str, Any] = {

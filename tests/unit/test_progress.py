@@ -68,3 +68,34 @@ def test_the_cli_bar_follows_a_revisions_run() -> None:
             bar.round(event)
             seen.append(bar.completed)
     assert seen == [0, 2, 4] and bar.progress.tasks[0].total == 4  # no longer stuck at 0
+
+
+CUT = ("Step 1: 17 + 25. The sum so far is 0", "length")  # stopped at max_tokens
+
+
+async def test_progress_counts_truncated_samples() -> None:
+    policy = ScriptedEndpoint([CUT, "So \\boxed{42}.", CUT, "So \\boxed{42}."])
+    events = await progress_of(create_best_of_n(policy, n=4, selection="majority"))
+    assert [e["truncated"] for e in events] == [0, 2]
+    assert events[-1]["stop"] == "complete"
+
+
+async def test_revisions_progress_counts_truncated_attempts() -> None:
+    policy = ScriptedEndpoint([CUT])
+    events = await progress_of(create_revisions(policy, n=2, chain_length=1, selection="majority"))
+    assert events[-1]["truncated"] == 2
+
+
+def test_the_cli_bar_says_how_many_samples_stopped_at_max_tokens() -> None:
+    import asyncio
+
+    from rich.console import Console
+
+    from ttc_graph.cli.progress import ProgressBar
+
+    policy = ScriptedEndpoint([CUT, "So \\boxed{42}.", CUT, CUT])
+    events = asyncio.run(progress_of(create_best_of_n(policy, n=4, selection="majority")))
+    with ProgressBar("sampling", 1, console=Console(quiet=True)) as bar:
+        for event in events:
+            bar.round(event)
+    assert bar.progress.tasks[0].fields["info"] == "3 stopped at max_tokens"

@@ -182,7 +182,7 @@ runner = CliRunner()
         (["--upstream", "http://127.0.0.1:1/v1"], "--upstream-model"),
         (["--native-n", "maybe", "--upstream", "http://127.0.0.1:1/v1", "--upstream-model", "m"], "native-n"),
         (["--api-key", "short"], "8 characters"),
-        (["--max-runs", "0"], "concurrent_runs"),
+        (["--max-runs", "0"], "--max-runs"),  # the flag the user typed, checked by the option itself
     ],
 )
 def test_serve_refuses_bad_options_before_starting(args: list[str], needle: str) -> None:

@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 from typing_extensions import TypedDict
 
-from ttc_graph.agents.scoring import RunOutcome, RunScorer, RunVerifier, as_run_scorer
+from ttc_graph.agents.scoring import RunOutcome, RunScorer, RunVerifier, as_run_scorer, score_runs_within
 from ttc_graph.agents.usage_callback import UsageCallbackHandler
 from ttc_graph.answers import extract_answer
 from ttc_graph.budget import Budget, check_n, merge_usage, remaining, usage_delta
@@ -44,6 +44,7 @@ from ttc_graph.prompts import message_text
 from ttc_graph.selection import select_answer
 from ttc_graph.state import Candidate, TTCContext, upsert_candidates
 from ttc_graph.verifiers.base import Score
+from ttc_graph.verifiers.deadline import run_deadline
 
 __all__ = [
     "AGENT_SELECTIONS",
@@ -397,7 +398,7 @@ def create_agent_best_of_n(
     graph.add_edge("prepare", "budget")
     graph.add_conditional_edges("budget", _route, ["run", "select"])
     if scorer is not None:
-        graph.add_node("verify", dual(_make_verify(scorer, input_key), name="verify"))
+        graph.add_node("verify", dual(_make_verify(scorer, input_key, budget), name="verify"))
         graph.add_edge("run", "verify")
         graph.add_edge("verify", "budget")
     else:
@@ -458,11 +459,13 @@ def _make_controller(
         launched = len(runs)
         round_ = state.get("round", 0)
         stop: str | None = None
-        if launched and all(r["error"] is not None for r in runs):
+        rem = remaining(limit, usage, state.get("started_at"))
+        if rem.seconds <= 0:
+            stop = "budget:seconds"  # past the deadline even when every run is in: their scoring may be cut short
+        elif launched and all(r["error"] is not None for r in runs):
             stop = "error"  # every run so far failed: launching more would fail the same way
         elif launched >= n:
             stop = "complete"
-        rem = remaining(limit, usage, state.get("started_at"))
         stop = stop or stop_reason_for(rem)
         k = 0 if stop else int(min(n - launched, rem.generations, window))
         plan: list[AgentRunTask] = [{"index": launched + j, "round": round_ + 1, "conversation": []} for j in range(k)]
@@ -492,13 +495,19 @@ def _outcome(state: AgentRunsState, cand: AgentRunCandidate, input_key: str) -> 
     )
 
 
-def _make_verify(scorer: RunScorer, input_key: str) -> Callable[[AgentRunsState], Awaitable[dict[str, Any]]]:
-    async def verify(state: AgentRunsState) -> dict[str, Any]:
+def _make_verify(
+    scorer: RunScorer, input_key: str, budget: Budget | None = None
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def verify(state: AgentRunsState, runtime: Runtime[Any]) -> dict[str, Any]:
         todo = [c for c in state.get("candidates", []) if c["error"] is None and not c["scored"]]
         if not todo:
             return {}
         scores: list[Score]
-        scores, spent = await scorer.score([_outcome(state, c, input_key) for c in todo])
+        scores, spent = await score_runs_within(
+            scorer,
+            [_outcome(state, c, input_key) for c in todo],
+            run_deadline(run_context(runtime).budget or budget, state.get("started_at")),
+        )
         scored = [
             {**c, "score": s.value, "step_scores": list(s.step_scores) if s.step_scores else None, "scored": True}
             for c, s in zip(todo, scores, strict=True)

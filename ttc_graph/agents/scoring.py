@@ -19,6 +19,8 @@ from ttc_graph.errors import ConfigurationError, VerifierError
 from ttc_graph.messages import render_transcript
 from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Score, Verifier, VerifyItem
+from ttc_graph.verifiers.deadline import run_until, verify_within
+from ttc_graph.verifiers.function import in_verifier_pool
 from ttc_graph.verifiers.judge import LLMJudgeVerifier
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "as_run_scorer",
     "check_run_score",
     "render_transcript",
+    "score_runs_within",
 ]
 
 RunVerifier = Callable[[Any], float] | Callable[[Any], Awaitable[float]] | Verifier | BaseChatModel
@@ -108,7 +111,7 @@ class FunctionRunScorer(RunScorer):
         where = f"verifier {self.name} on {run.run_id}"
         arg: Any = list(run.messages) if self.takes_messages else run.state
         try:
-            raw = await self.fn(arg) if self._is_async else await asyncio.to_thread(self.fn, arg)
+            raw = await self.fn(arg) if self._is_async else await in_verifier_pool(self.fn, arg)
             if inspect.isawaitable(raw):
                 raw = await raw
         except VerifierError:
@@ -131,7 +134,7 @@ class VerifierRunScorer(RunScorer):
 
     async def score(self, runs: Sequence[RunOutcome]) -> tuple[list[Score], RequestUsage]:
         items = [VerifyItem(r.question, (render_transcript(r.new_messages),)) for r in runs]
-        result = await self.verifier.verify(items)
+        result = await verify_within(self.verifier, items)  # bounded by the verifier's own timeout
         if len(result.scores) != len(items):
             raise VerifierError(f"verifier {self.name}: returned {len(result.scores)} scores for {len(items)} runs")
         scores = []
@@ -141,6 +144,20 @@ class VerifierRunScorer(RunScorer):
             else:
                 scores.append(Score(check_run_score(s.value, f"verifier {self.name} on {run.run_id}"), s.step_scores))
         return scores, result.usage
+
+
+async def score_runs_within(
+    scorer: RunScorer, runs: Sequence[RunOutcome], deadline: float | None
+) -> tuple[list[Score], RequestUsage]:
+    """``scorer.score(runs)`` ended at ``deadline`` (the run's, a ``time.time()`` value): past it the runs stay
+    unscored, saying why, and the run keeps them (:func:`~ttc_graph.verifiers.deadline.run_until`)."""
+    if deadline is None:
+        return await scorer.score(runs)
+    finished, got = await run_until(lambda: scorer.score(runs), deadline)
+    if finished and got is not None:
+        return got
+    reason = f"verifier {scorer.name}: the run's seconds budget ran out"
+    return [Score(None, error=f"{reason} ({r.run_id})") for r in runs], RequestUsage()
 
 
 def as_run_scorer(verifier: RunVerifier | None) -> RunScorer | None:

@@ -36,8 +36,6 @@ _VERIFIERS = ", ".join(VERIFIER_NAMES)
 
 def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint: Any) -> Any:
     """Run the pending units under a progress bar; None when nothing was pending."""
-    import time
-
     from ttc_graph.eval import run_sweep
 
     if not todo:
@@ -49,21 +47,7 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
             ProgressBar("sweep", todo) as bar,
         ):
             runner, policy = split_runner(source)
-            drawn, started = 0, time.monotonic()
-
-            def on_event(event: Any) -> None:
-                nonlocal drawn
-                if event.kind in ("done", "failed"):
-                    drawn += event.generations
-                    bar.advance(info=f"{drawn} generations; last: {event.label}")
-                    bar.log_unit(  # logs get one line per finished unit
-                        f"[{bar.completed}/{todo}] {event.kind} {event.label}: +{event.generations} generations"
-                        f" ({drawn} in this call, {time.monotonic() - started:.0f}s)"
-                    )
-                if event.kind == "failed":
-                    bar.log(f"[yellow]failed:[/] {event.label}: {event.message}")
-
-            return asyncio.run(run_sweep(policy, problems, config, store, progress=on_event, runner=runner))
+            return asyncio.run(run_sweep(policy, problems, config, store, progress=bar.unit, runner=runner))
     except TTCError as exc:
         raise fail(exc) from exc
     except KeyboardInterrupt:
@@ -94,12 +78,14 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="Questions in flight at once.")] = 2,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 4,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 4,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
     ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
     replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ttc_graph.cli.common import console
-from ttc_graph.errors import TTCError
+from ttc_graph.cli.common import check_gguf, console, fail
+from ttc_graph.errors import ConfigurationError, TTCError
 
 __all__ = ["models_app"]
 
@@ -43,19 +43,31 @@ def models_build() -> None:
     console.print(f"llama-server: {path}")
 
 
-@models_app.command("serve")
+@models_app.command("serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def models_serve(
-    model: Annotated[Path | None, typer.Option(help="A GGUF file (default: the bundled SmolLM2-135M).")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots (-np).")] = 4,
-    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    ctx: typer.Context,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file (default: the bundled SmolLM2-135M).")] = None,
+    model: Annotated[Path | None, typer.Option("--model", hidden=True)] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots (-np).")] = 4,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads (default: all cores).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1 (default: a free one).")] = None,
 ) -> None:
-    """Start the local llama.cpp server and keep it running until Ctrl-C."""
+    """Start the local llama.cpp server and keep it running until Ctrl-C.
+
+    Arguments after ``--`` go to llama-server as they are, e.g. ``ttc models serve --gguf m.gguf -- --metrics``."""
     import time
 
     from ttc_graph.local import LocalModelServer
 
+    extra = list(ctx.args)
     try:
-        with LocalModelServer(model, parallel=parallel, port=port) as server:
+        if model is not None and gguf is not None:
+            raise ConfigurationError("give --gguf only (--model is its old name)")
+        path = gguf if gguf is not None else model
+        check_gguf(path, None)
+        if any(not a.startswith("-") for a in extra[:1]):
+            raise ConfigurationError(f"unexpected argument {extra[0]!r}; put llama-server arguments after --")
+        with LocalModelServer(path, parallel=parallel, port=port, threads=threads, extra_args=extra) as server:
             console.print(f"serving {server.model_name} at [bold]{server.base_url}[/] (log: {server.log_path})")
             console.print("Ctrl-C to stop.")
             while True:
@@ -63,5 +75,4 @@ def models_serve(
     except KeyboardInterrupt:
         console.print("stopped")
     except TTCError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc

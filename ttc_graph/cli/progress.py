@@ -2,20 +2,24 @@
 
 A graph run feeds it the ``ttc.round`` events its controllers stream (:class:`~ttc_graph.progress.ProgressEvent`);
 a routed strategy's subgraph streams its own, and the bar shows their sum. Sweeps, studies and data-set runs feed it
-finished units.
+the dataset driver's :class:`~ttc_graph.eval.dataset_driver.UnitEvent` per unit (:meth:`ProgressBar.unit`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ttc_graph.cli.common import console as shared_console
 from ttc_graph.progress import ProgressEvent, read_progress
+
+if TYPE_CHECKING:
+    from ttc_graph.eval.dataset_driver import UnitEvent
 
 __all__ = ["ProgressBar", "run_with_progress"]
 
@@ -43,6 +47,8 @@ class ProgressBar:
         )
         self.task = self.progress.add_task(description, total=total, info="")
         self.rounds: dict[Hashable, ProgressEvent] = {}
+        self.started = time.monotonic()
+        self.drawn = self.tokens = 0
 
     def __enter__(self) -> ProgressBar:
         self.progress.__enter__()
@@ -74,13 +80,36 @@ class ProgressBar:
         if not self.progress.console.is_terminal:
             self.progress.console.print(line)
 
+    def unit(self, event: UnitEvent) -> None:
+        """A dataset driver's event: ``plan`` sets the total; each finished or failed unit advances the bar with
+        what this call drew so far, a log line per unit (in a log) and a line per failure."""
+        if event.kind == "plan":
+            self.update(total=event.total)
+            return
+        self.drawn += event.generations
+        self.tokens += event.tokens
+        seconds = time.monotonic() - self.started
+        rate = self.tokens / max(1e-9, seconds)
+        self.advance(info=f"{self.drawn} generations, {self.tokens} tokens ({rate:.0f}/s); last: {event.label}")
+        self.log_unit(
+            f"[{self.completed}] {event.kind} {event.label}: +{event.generations} generations, +{event.tokens} tokens"
+            f" ({self.drawn} generations in this call, {seconds:.0f}s)"
+        )
+        if event.kind == "failed":
+            self.log(f"[yellow]failed:[/] {event.label}: {event.message}")
+
     def round(self, event: ProgressEvent, namespace: Hashable = ()) -> None:
         """A run's ``ttc.round`` event (from the graph or one of its subgraphs): the bar shows their sum."""
         self.rounds[namespace] = event
         drawn = sum(e["drawn"] for e in self.rounds.values())
         total = sum(e["total"] for e in self.rounds.values())
+        cut = sum(e.get("truncated", 0) for e in self.rounds.values())
         self.progress.update(
-            self.task, completed=drawn, total=max(total, drawn, 1), description=f"round {event['round'] + 1}"
+            self.task,
+            completed=drawn,
+            total=max(total, drawn, 1),
+            description=f"round {event['round'] + 1}",
+            info=f"{cut} stopped at max_tokens" if cut else "",
         )
 
 

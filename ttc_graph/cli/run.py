@@ -9,12 +9,20 @@ from typing import Annotated, Any
 
 import typer
 
-from ttc_graph.cli.common import DEFAULT_DB, DEFAULT_LIMIT, check_ray, console, exit_if_no_answer, print_output
+from ttc_graph.cli.common import (
+    DEFAULT_DB,
+    DEFAULT_LIMIT,
+    check_gguf,
+    check_ray,
+    console,
+    exit_if_no_answer,
+    print_output,
+)
 from ttc_graph.cli.progress import ProgressBar, run_with_progress
 from ttc_graph.cli.runtime import POSTGRES_HELP, RAY_HELP, Runtime, runtime_of
-from ttc_graph.errors import TTCError
+from ttc_graph.errors import ConfigurationError, TTCError
 
-__all__ = ["run", "run_dataset"]
+__all__ = ["run", "run_dataset", "with_policy"]
 
 
 def run(
@@ -22,13 +30,13 @@ def run(
     spec: Annotated[Path, typer.Argument(help="A strategy spec (YAML).")],
     question: Annotated[str | None, typer.Argument(help="The question to answer (or use --dataset).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Run over a data set instead: gsm8k or math500.")] = None,
-    limit: Annotated[int, typer.Option(help="Questions of the data set to run.")] = DEFAULT_LIMIT,
+    limit: Annotated[int, typer.Option(min=1, help="Questions of the data set to run.")] = DEFAULT_LIMIT,
     db: Annotated[Path, typer.Option(help="SQLite results file for data-set runs (resumable).")] = DEFAULT_DB,
     run_name: Annotated[str | None, typer.Option("--run", help="Run name in the SQLite file (default: spec name).")] = (
         None
     ),
     run_name_alias: Annotated[str | None, typer.Option("--run-name", hidden=True)] = None,
-    concurrency: Annotated[int, typer.Option(help="Questions in flight at once.")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="Questions in flight at once.")] = 2,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
     postgres: Annotated[str | None, typer.Option(metavar="URL", help=POSTGRES_HELP)] = None,
     thread: Annotated[str | None, typer.Option(help="Thread of a --postgres run (default: spec + question).")] = None,
@@ -36,6 +44,11 @@ def run(
     replicas: Annotated[
         int | None, typer.Option(help="With --ray: K actors, each owning the spec's policy (its URL or model).")
     ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible URL to run the spec's policy on (with --model).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to run the spec's policy on locally.")] = None,
 ) -> None:
     """Answer QUESTION, or every question of --dataset, with the strategy a SPEC file describes.
 
@@ -56,7 +69,7 @@ def run(
         raise typer.Exit(2)
     try:
         check_ray(ray, replicas)
-        strategy = load_spec(spec)
+        strategy = with_policy(load_spec(spec), base_url, model, gguf)
         graph = build_graph(strategy).compile()
         total = getattr(strategy, "n", 1)
         if dataset is not None:
@@ -77,6 +90,24 @@ def run(
         stop_shared_servers()
     print_output(out, as_json)
     exit_if_no_answer(out)
+
+
+def with_policy(strategy: Any, base_url: str | None, model: str | None, gguf: Path | None) -> Any:
+    """``strategy`` with its policy replaced by ``--base-url`` / ``--model`` or ``--gguf``, if given (checked
+    before any server starts)."""
+    from ttc_graph.specs.models import LocalEndpointSpec, OpenAIEndpointSpec
+
+    if gguf is not None and (base_url or model):
+        raise ConfigurationError("give either --gguf or --base-url / --model, not both")
+    check_gguf(gguf, None)
+    if gguf is not None:
+        return strategy.model_copy(update={"policy": LocalEndpointSpec(model=str(gguf))})
+    if base_url is None and model is None:
+        return strategy
+    if base_url is None or model is None:
+        raise ConfigurationError("--base-url and --model go together: the URL of a server and a model it serves")
+    policy = OpenAIEndpointSpec(base_url=base_url, model=model, api_key_env="TTC_API_KEY")
+    return strategy.model_copy(update={"policy": policy})
 
 
 def _run_durable(strategy: Any, question: str, url: str, thread: str | None) -> dict[str, Any]:
@@ -125,12 +156,9 @@ def run_dataset(
             "strategy": name, "budget": budget, "problems": problems, "dataset": dataset, "store": store,
             "run": run_name or name, "on_done": lambda _row: bar.advance(),
         }  # fmt: skip
-        if units is not None:
-            from ttc_graph.eval.spec_units import run_spec_on
-
-            rows = asyncio.run(run_spec_on(units, strategy, **options))
-        else:
-            rows = asyncio.run(run_graph_over_dataset(graph, concurrency=concurrency, **options))
+        rows = asyncio.run(
+            run_graph_over_dataset(graph, concurrency=concurrency, runner=units, spec=strategy, **options)
+        )
     correct = sum(r.correct for r in rows)
     console.print(
         f"{name} on {dataset}: {correct}/{len(rows)} correct ({correct / max(1, len(rows)):.1%}), "

@@ -29,26 +29,31 @@ def serve_command(
         str, typer.Option(help="Whether the upstream counts n>1 usage exactly: auto (find out), on, off.")
     ] = "auto",
     gguf: Annotated[Path | None, typer.Option(help="GGUF of the embedded model (default: SmolLM2-135M).")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the embedded model.")] = 4,
-    threads: Annotated[int | None, typer.Option(help="CPU threads of the embedded model.")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the embedded model.")] = 4,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads of the embedded model.")] = None,
     presets: Annotated[
         list[Path] | None, typer.Option("--presets", help="A directory of preset specs (YAML); repeatable.")
     ] = None,
     shipped: Annotated[bool, typer.Option(help="Serve the shipped example specs as presets too.")] = True,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="An accepted bearer key (repeatable; prefer TTC_SERVE_API_KEYS)."),
     ] = None,
-    max_generations: Annotated[int, typer.Option(help="Cap on a request's policy generations.")] = 64,
-    max_run_tokens: Annotated[int, typer.Option(help="Cap on a request's policy completion tokens.")] = 131_072,
+    max_generations: Annotated[int, typer.Option(min=1, help="Cap on a request's policy generations.")] = 64,
+    max_run_tokens: Annotated[
+        int, typer.Option(help="Cap on a request's completion tokens (policy's, checked up front; verifier's too).")
+    ] = 131_072,
+    max_run_requests: Annotated[
+        int, typer.Option(help="Cap on a request's upstream requests of every kind (policy, verifier, retries).")
+    ] = 1024,
     max_seconds: Annotated[float, typer.Option(help="Cap on a request's wall seconds.")] = 600.0,
     max_run_dollars: Annotated[
         float | None, typer.Option(help="Cap on a request's cost in dollars, at the upstream model's price.")
     ] = None,
-    max_runs: Annotated[int, typer.Option(help="Requests running at once; more get a 429.")] = 8,
-    max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 1_048_576,
+    max_runs: Annotated[int, typer.Option(min=1, help="Requests running at once; more get a 429.")] = 8,
+    max_body: Annotated[int, typer.Option(min=1, help="Largest request body in bytes.")] = 1_048_576,
     max_verifier_samples: Annotated[
         int, typer.Option(help="Cap on a verifier's judge samples per candidate or programs per question.")
     ] = 16,
@@ -81,6 +86,7 @@ def serve_command(
             max_body,
             verifier_samples=max_verifier_samples,
             dollars=max_run_dollars,
+            run_requests=max_run_requests,
         )
         config = ServeConfig(
             load_presets(presets or (), shipped=shipped),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,8 +38,10 @@ def run_command(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(help="Parallel slots of the local server.")] = 8,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp threads with --gguf (default: all cores).")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
     slot_context: Annotated[
         int, typer.Option(help="Context tokens per slot with --gguf (revisions carry 4 earlier attempts).")
     ] = 4096,
@@ -52,7 +53,7 @@ def run_command(
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
-    from ttc_graph.study.runner import StudyEvent, plan_units, run_study, study_problems
+    from ttc_graph.study.runner import plan_units, run_study, study_problems
 
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
@@ -70,7 +71,6 @@ def run_command(
     )
     if not units:
         return
-    started = time.monotonic()
     runtime = runtime_of(ctx)
     source: Any = runtime.endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel)
     if ray is not None:
@@ -83,22 +83,8 @@ def run_command(
             ProgressBar("study", len(units)) as bar,
         ):
             runner, policy = split_runner(endpoint)
-            tokens = 0
-
-            def on_event(event: StudyEvent) -> None:
-                nonlocal tokens
-                if event.kind == "plan":
-                    bar.update(total=event.total)
-                    return
-                tokens += event.tokens
-                info = f"{tokens} tokens, {tokens / max(1e-9, time.monotonic() - started):.0f}/s; {event.label}"
-                bar.advance(info=info)
-                bar.log_unit(f"[{bar.completed}] {event.kind} {event.label} +{event.tokens} tokens")
-                if event.kind == "failed":
-                    bar.log(f"[yellow]failed:[/] {event.label}: {event.message}")
-
             report = asyncio.run(
-                run_study(policy, config, store, problems=problems, progress=on_event, limit=max_units, runner=runner)
+                run_study(policy, config, store, problems=problems, progress=bar.unit, limit=max_units, runner=runner)
             )
     except TTCError as exc:
         raise fail(exc) from exc

@@ -171,10 +171,10 @@ class EndpointWrapper:
         params: SamplingParams | None = None,
         prefix: str | None = None,
     ) -> GenerationResult:
-        return await self.forward(lambda endpoint: endpoint.generate(messages, n=n, params=params, prefix=prefix))
+        return await self.forward(lambda endpoint: endpoint.generate(messages, n=n, params=params, prefix=prefix), n)
 
-    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
-        """``request`` (one ``generate`` call) sent to ``inner``; override to act around it."""
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
+        """``request`` (one ``generate`` call of ``n`` samples) sent to ``inner``; override to act around it."""
         return await request(self.inner)
 
 

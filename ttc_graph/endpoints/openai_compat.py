@@ -27,6 +27,7 @@ from ttc_graph.endpoints.base import (
     check_request,
     collect,
 )
+from ttc_graph.endpoints.gate import gate_admit, gate_settle
 from ttc_graph.endpoints.n_usage import (
     PROBE,
     PROBE_TOKENS,
@@ -104,6 +105,22 @@ def _choices(response: Any, what: str) -> list[Any]:
     return choices
 
 
+def chat_generations(response: Any, what: str, prefix: str | None = None) -> list[Generation]:
+    """The generations of a chat completion, plain or assembled from a stream (one parser for both): a 200
+    without choices is a retryable :class:`EndpointError`, as a 5xx would be."""
+    generations = []
+    for choice in _choices(response, what):
+        message = _field(choice, "message")
+        text = (_field(message, "content") if message else None) or ""
+        if prefix:
+            text = _strip_prefix(text, prefix)
+        lps, tops = _parse_chat_logprobs(choice)
+        calls = _field(message, "tool_calls") if message else None
+        tool_calls = tuple(from_wire_tool_calls(calls)) if calls else None
+        generations.append(Generation(text, _field(choice, "finish_reason"), None, lps, tops, tool_calls))
+    return generations
+
+
 def _strip_prefix(text: str, prefix: str) -> str:
     return text[len(prefix) :] if prefix and text.startswith(prefix) else text
 
@@ -149,6 +166,9 @@ class OpenAIEndpoint:
     wins). ``max_tokens`` is the endpoint's default
     length per sample (``None``: the server's own); a run's explicit value wins.
     """
+
+    gates_requests = True
+    """Every request it sends passes the task's request gate (:mod:`ttc_graph.endpoints.gate`)."""
 
     def __init__(
         self,
@@ -382,13 +402,22 @@ class OpenAIEndpoint:
     async def _request(
         self, one: Any, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
     ) -> GenerationResult:
-        """One HTTP request under the endpoint's concurrency limit."""
+        """One HTTP request under the endpoint's concurrency limit, admitted by the task's request gate
+        (:mod:`ttc_graph.endpoints.gate`) first; a span of the run's trace (:mod:`ttc_graph.tracing`)."""
         operation = "text_completion" if one == self._completion_call else "chat"
-        async with self.limit:
-            with request_span(self.model, n=n, params=params, operation=operation, server=self.base_url) as span:
-                result: GenerationResult = await one(messages, n, params, prefix)
-                span.done(result)
-            return result
+        gate = await gate_admit(1)
+        try:
+            async with self.limit:
+                with request_span(self.model, n=n, params=params, operation=operation, server=self.base_url) as span:
+                    result: GenerationResult = await one(messages, n, params, prefix)
+                    span.done(result)
+        except EndpointError as exc:
+            # a server that refuses n > 1 is asked again one sample per request: that refusal stops nothing
+            about_n = n > 1 and exc.status_code in (400, 422) and _rejects_n(exc)
+            gate_settle(gate, exc.usage, None if about_n else exc)
+            raise
+        gate_settle(gate, result.usage)
+        return result
 
     async def _send(
         self,
@@ -482,16 +511,7 @@ class OpenAIEndpoint:
             return await client.chat.completions.create(messages=msgs, **kwargs)  # type: ignore[arg-type]
 
         def parse(response: Any) -> list[Generation]:
-            generations = []
-            for choice in _choices(response, what):
-                text = (choice.message.content if choice.message else None) or ""
-                if prefix:
-                    text = _strip_prefix(text, prefix)
-                lps, tops = _parse_chat_logprobs(choice)
-                calls = getattr(choice.message, "tool_calls", None) if choice.message else None
-                tool_calls = tuple(from_wire_tool_calls(calls)) if calls else None
-                generations.append(Generation(text, choice.finish_reason, None, lps, tops, tool_calls))
-            return generations
+            return chat_generations(response, what, prefix)
 
         what = f"chat completion on {self.name}"
         return await self._send(call, parse, n, params, what)

@@ -27,6 +27,7 @@ from ttc_graph.errors import EndpointError
 
 __all__ = [
     "RETRYABLE_STATUS",
+    "AnswerLost",
     "RetryConfig",
     "answer_lost",
     "call_with_retries",
@@ -58,8 +59,19 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+class AnswerLost(Exception):
+    """An answer that was being received and was lost: a stream that broke, or ended without a ``finish_reason``.
+    Transient, and the server may have generated more than arrived (``arrived`` completion tokens did)."""
+
+    def __init__(self, message: str, *, arrived: int = 0) -> None:
+        super().__init__(message)
+        self.arrived = arrived
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for transient failures only."""
+    if isinstance(exc, AnswerLost):
+        return True
     if isinstance(exc, EndpointError):
         return exc.retryable
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
@@ -78,7 +90,7 @@ _NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})  # http
 def answer_lost(exc: BaseException) -> bool:
     """Whether the server may have generated an answer the client never got: a timeout or a dropped connection
     after the request was sent, or a 200 whose body does not parse. Not for an error status or no connection."""
-    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | TimeoutError):
+    if isinstance(exc, AnswerLost | json.JSONDecodeError | openai.APIResponseValidationError | TimeoutError):
         return True
     if isinstance(exc, EndpointError):
         return False

@@ -1,10 +1,12 @@
-"""Evaluation: data sets, grading, resumable sweeps, sample replay and plots.
+"""Evaluation: data sets, grading, the dataset driver (resumable sweeps and spec runs), pool samples, replay and plots.
 
 ``plots`` needs matplotlib (the ``eval`` extra) and is imported on use: ``from ttc_graph.eval.plots import ...``.
 """
 
+from ttc_graph.eval.dataset_driver import DatasetReport, UnitEvent, drive
 from ttc_graph.eval.datasets import DatasetWarning, Problem, Problems, SkippedRow, data_dir, load_dataset
 from ttc_graph.eval.grading import grade, numeric_value
+from ttc_graph.eval.pool_samples import PoolSample, pool_candidate
 from ttc_graph.eval.replay import (
     METHODS,
     Estimate,
@@ -35,9 +37,11 @@ from ttc_graph.eval.sweep import (
 __all__ = [
     "METHODS",
     "Curve",
+    "DatasetReport",
     "DatasetWarning",
     "Estimate",
     "PoolQuestion",
+    "PoolSample",
     "Problem",
     "Problems",
     "ReplayResult",
@@ -49,7 +53,9 @@ __all__ = [
     "SweepEvent",
     "SweepReport",
     "SweepStrategy",
+    "UnitEvent",
     "data_dir",
+    "drive",
     "exact_accuracy",
     "exact_question",
     "grade",
@@ -59,6 +65,7 @@ __all__ = [
     "parse_budgets",
     "parse_strategy",
     "pending",
+    "pool_candidate",
     "pool_from_samples",
     "replay",
     "run_sweep",

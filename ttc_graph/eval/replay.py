@@ -2,8 +2,9 @@
 
 Given N samples per question (final answer, verifier score, correctness), the accuracy of naive best-of-N,
 best-of-N weighted and majority voting at a budget b <= N is estimated by drawing b of the N samples without
-replacement many times (seeded) and averaging, or computed exactly by enumerating all C(N, b) subsets. Ties
-are broken like :func:`ttc_graph.selection.select_answer` on the subset in pool order.
+replacement many times (seeded) and averaging, or computed exactly by enumerating all C(N, b) subsets. A drawn
+subset's pick is :func:`ttc_graph.selection.select_answer`'s on the subset in pool order; the exact enumeration
+computes the same picks for every subset at once, as arrays.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import random
 import statistics
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from ttc_graph.answers import group_answers
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.bootstrap import DEFAULT_RESAMPLES, bootstrap_mean
 from ttc_graph.eval.datasets import DatasetWarning
+from ttc_graph.eval.pool_samples import PoolSample, pool_candidates, read_pool
+from ttc_graph.selection import select_answer, subset_picks
 from ttc_graph.state import Candidate
 
 __all__ = [
@@ -52,14 +55,8 @@ CI = Literal["bootstrap", "normal"]
 _Z95 = 1.959963984540054
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One sampled solution: its final answer, verifier score (None: unscored) and correctness."""
-
-    answer: str | None
-    score: float | None
-    correct: bool
-    tokens: int | None = None
+Sample = PoolSample
+"""A replayed sample: its final answer, verifier score (None: unscored), correctness and tokens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +64,7 @@ class PoolQuestion:
     """N samples drawn for one question; ``groups`` labels equivalent answers (None: no answer)."""
 
     id: str
-    samples: tuple[Sample, ...]
+    samples: tuple[PoolSample, ...]
     groups: tuple[int | None, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -175,10 +172,7 @@ def pool_from_samples(
     out = [
         PoolQuestion(
             qid,
-            tuple(
-                Sample(s.get("answer"), (s.get("scores") or {}).get(verifier), bool(s.get("correct")), s.get("tokens"))
-                for s in samples
-            ),
+            tuple(Sample(s.answer, s.scored_by(verifier), bool(s.correct), s.tokens) for s in read_pool(samples)),
         )
         for qid, samples in pools.items()
         if samples
@@ -188,55 +182,19 @@ def pool_from_samples(
     return out
 
 
-def as_candidates(samples: Sequence[Sample]) -> list[Candidate]:
+def as_candidates(samples: Sequence[PoolSample]) -> list[Candidate]:
     """Samples as graph candidates (ids ``s0``, ``s1``, ...) for :func:`select_answer`."""
-    return [
-        {
-            "id": f"s{i}",
-            "text": "",
-            "answer": s.answer,
-            "parsable": s.answer is not None,
-            "score": s.score,
-            "step_scores": None,
-            "scored": s.score is not None,
-            "tokens": s.tokens,
-            "round": 1,
-            "finish_reason": "stop",
-        }
-        for i, s in enumerate(samples)
-    ]
+    return pool_candidates(samples)
 
 
 # ---------------------------------------------------------------------------------------------- selection
 
 
-def _first_max(keys: Iterable[int], value: Callable[[int], float]) -> int:
-    best: int | None = None
-    for k in keys:  # the first of equal values wins, as in select_answer
-        if best is None or value(k) > value(best):
-            best = k
-    assert best is not None
-    return best
-
-
 def choose(q: PoolQuestion, subset: Sequence[int], how: Method) -> int | None:
-    """Index of the sample ``how`` selects among ``subset`` (ascending pool indices); None if no answer."""
-    members: dict[int, list[int]] = {}
-    for i in subset:
-        g = q.groups[i]
-        if g is not None:
-            members.setdefault(g, []).append(i)
-    if not members:
-        return None
-    samples = q.samples
-    scored = [i for i in subset if q.groups[i] is not None and samples[i].score is not None]
-    if how == "naive" and scored:
-        return _first_max(scored, lambda i: samples[i].score or 0.0)
-    if how == "weighted" and scored:
-        g = _first_max(members, lambda k: sum(samples[i].score or 0.0 for i in members[k]))
-    else:
-        g = _first_max(members, lambda k: len(members[k]))
-    return _first_max(members[g], lambda i: -1.0 if samples[i].score is None else samples[i].score)  # type: ignore[return-value]
+    """Index of the sample ``how`` selects among ``subset`` (ascending pool indices) by
+    :func:`~ttc_graph.selection.select_answer`; None if no answer."""
+    picked = select_answer(as_candidates([q.samples[i] for i in subset]), how).candidate_id  # type: ignore[arg-type]
+    return None if picked is None else subset[int(picked[1:])]
 
 
 def subset_correct(q: PoolQuestion, subset: Sequence[int], how: Method) -> bool:
@@ -261,41 +219,13 @@ def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0)
 
 
 def _subsets_correct(q: PoolQuestion, subsets: np.ndarray, how: Method) -> np.ndarray:
-    """:func:`subset_correct` of every row of ``subsets`` (ascending pool indices) at once, with the same picks:
-    the group with the largest score sum (weighted, when the subset holds a scored answer) or count, ties to the
-    group that appears first in the subset; then its member with the highest score, ties to the first."""
-    correct = np.array([s.correct for s in q.samples])
+    """:func:`subset_correct` of every row of ``subsets`` (ascending pool indices) at once, with the picks of
+    :func:`~ttc_graph.selection.subset_picks` (the same as :func:`~ttc_graph.selection.select_answer`'s)."""
+    correct = np.array([bool(s.correct) for s in q.samples])
     if how == "oracle":
         return correct[subsets].any(axis=1)
-    labels = np.array([-1 if g is None else g for g in q.groups])
-    has_score = np.array([s.score is not None for s in q.samples])
-    score = np.array([s.score if s.score is not None else 0.0 for s in q.samples])
-    n_groups = int(labels.max()) + 1
-    if n_groups == 0:
-        return np.zeros(len(subsets), dtype=bool)
-    lab = labels[subsets]  # (rows, N)
-    member = lab[:, :, None] == np.arange(n_groups)[None, None, :]  # (rows, N, groups)
-    present = member.any(axis=1)
-    scored = ((lab >= 0) & has_score[subsets]).any(axis=1)
-    counts = member.sum(axis=1).astype(float)
-    weights = np.zeros_like(counts)
-    for pos in range(subsets.shape[1]):  # in subset order, as the selection sums them
-        weights += member[:, pos, :] * score[subsets[:, pos]][:, None]
-    key = np.where(scored[:, None], weights, counts) if how == "weighted" else counts
-    first = np.where(member, np.arange(subsets.shape[1])[None, :, None], subsets.shape[1]).min(axis=1)
-    key = np.where(present, key, -np.inf)
-    best = key.max(axis=1, keepdims=True)
-    tied = (key == best) & present
-    group = np.argmin(np.where(tied, first, subsets.shape[1] + 1), axis=1)
-    in_group = lab == group[:, None]
-    member_score = np.where(has_score[subsets], score[subsets], -1.0)
-    member_score = np.where(in_group, member_score, -np.inf)
-    pick = np.argmax(member_score, axis=1)  # the first of equal scores
-    if how == "naive":  # the highest-scored scored sample, when the subset holds one
-        direct = np.where((lab >= 0) & has_score[subsets], score[subsets], -np.inf)
-        pick = np.where(scored, np.argmax(direct, axis=1), pick)
-    chosen = subsets[np.arange(len(subsets)), pick]
-    return np.where(present.any(axis=1), correct[chosen], False)
+    picks = subset_picks(q.groups, [s.score for s in q.samples], subsets, how)
+    return np.where(picks >= 0, correct[np.maximum(picks, 0)], False)
 
 
 def exact_accuracy(pool: Sequence[PoolQuestion], budget: int, how: Method) -> float:

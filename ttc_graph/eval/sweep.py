@@ -3,26 +3,26 @@
 Best-of-N strategies (``best_of_n:majority``, ``best_of_n:weighted[:verifier]``, ``best_of_n:naive[:verifier]``)
 share one pool of samples per question: the largest budget's samples are drawn once, scored by every verifier
 in use, stored, and each smaller budget is evaluated on a prefix of the same draws (the paper's method). Other
-families (``revisions:<selection>``, ``beam_search[:width]``, ``dvts[:width]``) run their graph per budget.
+families (``revisions:<selection>``, ``beam_search[:width]``, ``dvts[:width]``) run their graph per budget. A sweep
+is a job of the one dataset driver (:mod:`ttc_graph.eval.dataset_driver`), which skips, runs, stores and reports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.defaults import DEFAULT_EVAL_MAX_TOKENS, DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.endpoints.base import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.errors import ConfigurationError, TTCError
+from ttc_graph.eval.dataset_driver import DatasetReport, DatasetUnit, Key, UnitEvent, drive, graded_row, keys_of
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.grading import grade
+from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
 from ttc_graph.eval.store import ResultRow, ResultStore
-from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import REVISION_SELECTIONS, SELECTIONS, select_answer
@@ -216,7 +216,7 @@ class CountingEndpoint(EndpointWrapper):
         self.calls = 0
         self.generations = 0
 
-    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
         self.calls += 1
         result = await request(self.inner)
         self.generations += len(result.generations)
@@ -252,50 +252,30 @@ def _graph(spec: SweepStrategy, budget: int, policy: Endpoint, judge: Endpoint, 
 # ------------------------------------------------------------------------------------------------ report
 
 
-@dataclass(frozen=True, slots=True)
-class SweepEvent:
-    """Progress: ``plan`` (``total`` units to run, ``skipped`` already finished), ``done`` or ``failed``."""
-
-    kind: Literal["plan", "done", "failed"]
-    label: str = ""
-    total: int = 0
-    skipped: int = 0
-    generations: int = 0
-    message: str = ""
+SweepEvent = UnitEvent
+"""Progress of a sweep: the driver's :class:`~ttc_graph.eval.dataset_driver.UnitEvent`."""
 
 
 @dataclass(slots=True)
-class SweepReport:
-    """What one call did. ``generations``/``requests`` count what reached the policy endpoint."""
+class SweepReport(DatasetReport):
+    """What one call did (the driver's report); ``generations``/``requests`` count what reached the policy."""
 
     questions: int = 0
-    units: int = 0
-    skipped_units: int = 0
-    finished_units: int = 0
-    failed_units: int = 0
-    rows_written: int = 0
-    rows_before: int = 0
-    generations: int = 0
-    requests: int = 0
-    verifier_requests: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_units(self) -> int:
+        return self.skipped
+
+    @property
+    def finished_units(self) -> int:
+        return self.finished
+
+    @property
+    def failed_units(self) -> int:
+        return self.failed
 
 
 # -------------------------------------------------------------------------------------------------- units
-
-
-@dataclass(frozen=True, slots=True)
-class _Unit:
-    problem: Problem
-    spec: SweepStrategy | None = None  # None: the best-of-N pool of this question
-    budget: int = 0
-
-    @property
-    def label(self) -> str:
-        if self.spec is None:
-            return f"q{self.problem.id} best_of_n pool"
-        return f"q{self.problem.id} {self.spec.name} b={self.budget}"
 
 
 def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
@@ -305,35 +285,17 @@ def _candidates_json(cands: Sequence[Candidate]) -> list[dict[str, Any]]:
     ]
 
 
-def _as_candidate(i: int, s: dict[str, Any], score: float | None) -> Candidate:
-    cand: Candidate = {
-        "id": f"p{i}",
-        "text": s["text"],
-        "answer": s["answer"],
-        "parsable": s["answer"] is not None,
-        "score": score,
-        "step_scores": None,
-        "scored": score is not None,
-        "tokens": s.get("tokens"),
-        "round": 1,
-        "finish_reason": s.get("finish_reason"),
-    }
-    if s.get("token_logprobs"):
-        cand["token_logprobs"] = s["token_logprobs"]
-    return cand
-
-
-def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[tuple[str, int, str]]) -> tuple[list[_Unit], int]:
+def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[Key]) -> tuple[list[DatasetUnit], int]:
     """Units still to run, question by question (a killed sweep leaves whole questions), and how many are done."""
     bon = [s for s in config.strategies if s.reuses_samples]
-    units: list[_Unit] = []
+    units: list[DatasetUnit] = []
     skipped = 0
     for p in problems:
         keys = [(s.name, b, p.id) for s in bon for b in config.budgets]
         if keys and all(k in done for k in keys):
             skipped += 1
         elif keys:
-            units.append(_Unit(p))
+            units.append(DatasetUnit(p))
         for s in config.strategies:
             if s.reuses_samples:
                 continue
@@ -341,7 +303,7 @@ def _plan(problems: Sequence[Problem], config: SweepConfig, done: set[tuple[str,
                 if (s.name, b, p.id) in done:
                     skipped += 1
                 else:
-                    units.append(_Unit(p, s, b))
+                    units.append(DatasetUnit(p, 0, s.name, b))
     return units, skipped
 
 
@@ -352,187 +314,147 @@ def pending(problems: Sequence[Problem], config: SweepConfig, store: ResultStore
     return len(units), skipped
 
 
-class _Sweep:
+@dataclass(slots=True)
+class _Endpoints:
+    """One unit's policy and judge, each counting what reaches it."""
+
+    policy: CountingEndpoint
+    judge: CountingEndpoint
+
+
+class _SweepJob:
+    """A sweep as a :class:`~ttc_graph.eval.dataset_driver.DatasetJob`: its units and how one runs."""
+
     def __init__(
-        self,
-        policy: Endpoint,
-        problems: Sequence[Problem],
-        config: SweepConfig,
-        store: ResultStore,
-        progress: Callable[[SweepEvent], None] | None,
-        judge_policy: Endpoint | None,
-        runner: UnitRunner | None = None,
+        self, policy: Endpoint, problems: Sequence[Problem], config: SweepConfig, judge_policy: Endpoint | None = None
     ) -> None:
-        self.runner = runner
-        self.policy = CountingEndpoint(policy)
-        self.judge = CountingEndpoint(judge_policy or policy)
-        self.problems = problems
-        self.config = config
-        self.store = store
-        self.progress = progress or (lambda event: None)
-        self.report = SweepReport(questions=len(problems))
+        self.policy, self.judge_policy = policy, judge_policy or policy
+        self.problems, self.config = problems, config
+        self.run, self.concurrency = config.run, config.concurrency
         self.bon = [s for s in config.strategies if s.reuses_samples]
-        self.verifiers = {
-            name: named_verifier(name, self.judge) for name in dict.fromkeys(s.verifier for s in self.bon)
-        }
-        self.logprobs = any(getattr(v, "needs_logprobs", False) for v in self.verifiers.values())
+        self.strategies = {s.name: s for s in config.strategies}
 
-    async def run(self) -> SweepReport:
-        t0 = time.monotonic()
-        cfg = self.config
-        self.store.check_run(cfg.run, cfg.sampling())
-        done = self.store.done(cfg.run)
-        self.report.rows_before = len(done)
-        units, self.report.skipped_units = _plan(self.problems, cfg, done)
-        self.report.units = len(units)
-        self.progress(SweepEvent("plan", total=len(units), skipped=self.report.skipped_units))
-        queue = iter(units)
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.config.sampling()
 
-        async def worker() -> None:
-            for unit in queue:
-                await self.run_unit(unit, done)
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[DatasetUnit], int]:
+        return _plan(self.problems, self.config, done)
 
-        slots = cfg.concurrency if self.runner is None else self.runner.slots
-        workers = [asyncio.create_task(worker()) for _ in range(min(slots, max(1, len(units))))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
-        finally:
-            self.report.generations = self.policy.generations
-            self.report.requests = self.policy.calls
-            self.report.verifier_requests = self.judge.calls
-            self.report.seconds = time.monotonic() - t0
-        return self.report
-
-    async def run_unit(self, unit: _Unit, done: set[tuple[str, int, str]]) -> None:
-        if self.runner is not None:
-            await self.run_elsewhere(self.runner, unit, done)
-            return
-        try:
-            written, drawn = await (self.run_pool(unit, done) if unit.spec is None else self.run_graph(unit))
-        except TTCError as exc:
-            self.fail(unit, str(exc))
-            return
-        self.report.rows_written += written
-        self.report.finished_units += 1
-        self.progress(SweepEvent("done", unit.label, generations=drawn))
-
-    async def run_elsewhere(self, runner: UnitRunner, unit: _Unit, done: set[tuple[str, int, str]]) -> None:
-        """The runner runs the unit where the model is; this driver writes what comes back, once."""
+    def request(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitRequest:
         cfg, p = self.config, unit.problem
-        request = UnitRequest(
-            "sweep", unit.label, cfg.as_data(), asdict(p), None if unit.spec is None else unit.spec.name, unit.budget,
-            pool=self.store.pool(cfg.run, p.id) if unit.spec is None else [], done=[k for k in done if k[2] == p.id],
+        return UnitRequest(
+            "sweep", unit.label, cfg.as_data(), asdict(p), unit.strategy, unit.budget,
+            pool=store.pool(cfg.run, p.id) if unit.strategy is None else [], done=keys_of(done, p.id),
         )  # fmt: skip
-        outcome = await runner.run(request)
-        self.policy.calls += outcome.requests
-        self.policy.generations += outcome.policy_generations
-        self.judge.calls += outcome.verifier_requests
-        pool = None if outcome.pool is None else (cfg.run, p.id, outcome.pool)
-        self.report.rows_written += self.store.save(outcome.rows, pool=pool)
-        if outcome.error is not None:
-            self.fail(unit, outcome.error)
-            return
-        self.report.finished_units += 1
-        self.progress(SweepEvent("done", unit.label, generations=outcome.generations))
 
-    def fail(self, unit: _Unit, message: str) -> None:
-        self.report.failed_units += 1
-        self.report.failures.append(f"{unit.label}: {message}")
-        self.progress(SweepEvent("failed", unit.label, message=message))
+    async def run_here(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitOutcome:
+        return await self.run_unit(unit, store.pool(self.run, unit.problem.id) if unit.strategy is None else [], done)
+
+    async def run_unit(self, unit: DatasetUnit, pool: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
+        """Run ``unit`` from its question's stored ``pool``; what reached the endpoints is counted, failed or not."""
+        ends = _Endpoints(CountingEndpoint(self.policy), CountingEndpoint(self.judge_policy))
+        try:
+            if unit.strategy is None:
+                outcome = await self.run_pool(unit, pool, done, ends)
+            else:
+                outcome = await self.run_graph(unit, ends)
+        except TTCError as exc:
+            outcome = UnitOutcome(error=str(exc))
+        drawn = ends.policy.generations
+        counts = {"requests": ends.policy.calls, "generations": drawn, "policy_generations": drawn}
+        return replace(outcome, verifier_requests=ends.judge.calls, **counts)
 
     # -- one graph per budget -------------------------------------------------------------------------------
 
-    async def run_graph(self, unit: _Unit) -> tuple[int, int]:
-        assert unit.spec is not None
+    async def run_graph(self, unit: DatasetUnit, ends: _Endpoints) -> UnitOutcome:
+        assert unit.strategy is not None
         cfg, p = self.config, unit.problem
-        graph = _graph(unit.spec, unit.budget, self.policy, self.judge, cfg).compile()
+        graph = _graph(self.strategies[unit.strategy], unit.budget, ends.policy, ends.judge, cfg).compile()
         out = await graph.ainvoke({"question": p.question})
-        cands = out.get("candidates") or []
-        if not cands and out.get("stop_reason") == "error":
-            raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
-        usage = out.get("usage") or {}
-        row = ResultRow(
-            cfg.run, unit.spec.name, unit.budget, p.id, cfg.dataset, out.get("answer"), p.reference,
-            grade(cfg.dataset, out.get("answer"), p.reference), policy_generations(usage), policy_tokens(usage),
-            float(usage.get("seconds", 0.0)), out.get("stop_reason"), _candidates_json(cands),
-        )  # fmt: skip
-        return self.store.save([row]), row.generations
+        seconds = float((out.get("usage") or {}).get("seconds", 0.0))
+        candidates = _candidates_json(out.get("candidates") or [])
+        where = {"run": cfg.run, "strategy": unit.strategy, "budget": unit.budget, "dataset": cfg.dataset}
+        row = graded_row(out, p, seconds=seconds, candidates=candidates, **where)
+        return UnitOutcome([row], tokens=row.tokens)
 
     # -- best-of-N from one pool ----------------------------------------------------------------------------
 
-    async def draw(self, p: Problem, k: int, have: int) -> tuple[list[dict[str, Any]], list[str]]:
+    async def draw(
+        self, p: Problem, k: int, have: int, ends: _Endpoints, logprobs: bool
+    ) -> tuple[list[PoolSample], list[str]]:
         cfg = self.config
         seed = None if cfg.seed is None else cfg.seed + 7919 * have  # fresh seeds for samples added later
         graph = create_best_of_n(
-            self.policy, None, n=k, selection="majority", max_tokens=cfg.max_tokens,
-            temperature=cfg.temperature, seed=seed, logprobs=self.logprobs,
+            ends.policy, None, n=k, selection="majority", max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature, seed=seed, logprobs=logprobs,
         ).compile()  # fmt: skip
         t0 = time.monotonic()
         out = await graph.ainvoke({"question": p.question})
         cands = out.get("candidates") or []
         each = (time.monotonic() - t0) / max(1, len(cands))
-        samples = []
-        for c in cands:
-            s: dict[str, Any] = {
-                "text": c["text"], "answer": c["answer"], "tokens": c["tokens"], "finish_reason": c["finish_reason"],
-                "correct": grade(cfg.dataset, c["answer"], p.reference), "seconds": round(each, 3), "scores": {},
-            }  # fmt: skip
-            if c.get("token_logprobs"):
-                s["token_logprobs"] = [round(x, 5) for x in c["token_logprobs"]]
-            samples.append(s)
+        samples = [
+            PoolSample(
+                c["answer"], None, grade(cfg.dataset, c["answer"], p.reference), c["tokens"], c["text"],
+                round(each, 3), c["finish_reason"], {},
+                [round(x, 5) for x in c["token_logprobs"]] if c.get("token_logprobs") else None,
+            )
+            for c in cands
+        ]  # fmt: skip
         return samples, list(out.get("errors") or [])
 
-    async def score(self, p: Problem, samples: list[dict[str, Any]]) -> None:
-        for name, verifier in self.verifiers.items():
+    async def score(self, p: Problem, samples: list[PoolSample], verifiers: dict[str, Any]) -> None:
+        for name, verifier in verifiers.items():
             if verifier is None:
                 continue
-            todo = [i for i, s in enumerate(samples) if name not in s["scores"]]
+            todo = [i for i, s in enumerate(samples) if name not in (s.scores or {})]
             if not todo:
                 continue
-            if getattr(verifier, "needs_logprobs", False) and any(not samples[i].get("token_logprobs") for i in todo):
+            if getattr(verifier, "needs_logprobs", False) and any(not samples[i].token_logprobs for i in todo):
                 raise TTCError(f"verifier {name!r} needs token logprobs and some samples have none")
-            cands = [_as_candidate(i, samples[i], None) for i in todo]
-            update = await verify_candidates(verifier, p.question, cands)
+            update = await verify_candidates(verifier, p.question, [pool_candidate(i, samples[i], name) for i in todo])
             for i, cand in zip(todo, update["candidates"], strict=True):
-                samples[i]["scores"][name] = cand["score"]
+                samples[i] = samples[i].with_score(cand["score"], name)
 
-    async def run_pool(self, unit: _Unit, done: set[tuple[str, int, str]]) -> tuple[int, int]:
+    async def run_pool(
+        self, unit: DatasetUnit, stored: list[dict[str, Any]], done: Collection[Key], ends: _Endpoints
+    ) -> UnitOutcome:
         cfg, p = self.config, unit.problem
+        verifiers = {name: named_verifier(name, ends.judge) for name in dict.fromkeys(s.verifier for s in self.bon)}
         need = max(cfg.budgets)
-        samples = self.store.pool(cfg.run, p.id)
+        samples = read_pool(stored)
         errors: list[str] = []
         have = len(samples)
         if have < need:
-            new, errors = await self.draw(p, need - len(samples), len(samples))
+            logprobs = any(getattr(v, "needs_logprobs", False) for v in verifiers.values())
+            new, errors = await self.draw(p, need - have, have, ends, logprobs)
             samples = samples + new
-        await self.score(p, samples)
-        rows = []
-        for spec in self.bon:
-            for b in cfg.budgets:
-                if b <= len(samples) and (spec.name, b, p.id) not in done:
-                    rows.append(self.pool_row(spec, b, p, samples[:b]))
-        written = self.store.save(rows, pool=(cfg.run, p.id, samples))
+        await self.score(p, samples, verifiers)
+        rows = [
+            self.pool_row(spec, b, p, samples[:b])
+            for spec in self.bon
+            for b in cfg.budgets
+            if b <= len(samples) and (spec.name, b, p.id) not in done
+        ]
+        pool = write_pool(samples)
+        error = None
         if len(samples) < need:
-            raise TTCError(f"drew {len(samples)} of {need} samples ({'; '.join(errors[:2])}); rerun to finish")
-        return written, len(samples) - have
+            error = f"drew {len(samples)} of {need} samples ({'; '.join(errors[:2])}); rerun to finish"
+        tokens = sum(s.tokens or 0 for s in samples[have:])
+        return UnitOutcome(rows, None if pool == stored else pool, tokens=tokens, error=error)
 
-    def pool_row(self, spec: SweepStrategy, b: int, p: Problem, prefix: list[dict[str, Any]]) -> ResultRow:
+    def pool_row(self, spec: SweepStrategy, b: int, p: Problem, prefix: list[PoolSample]) -> ResultRow:
         cfg = self.config
-        cands = [_as_candidate(i, s, s["scores"].get(spec.verifier)) for i, s in enumerate(prefix)]
+        cands = pool_candidates(prefix, spec.verifier)
         chosen = select_answer(cands, spec.option)  # type: ignore[arg-type]
         kept = [
-            {"i": i, "answer": s["answer"], "score": c["score"], "tokens": s["tokens"], "correct": s["correct"]}
+            {"i": i, "answer": s.answer, "score": c["score"], "tokens": s.tokens, "correct": s.correct}
             for i, (s, c) in enumerate(zip(prefix, cands, strict=True))
         ]
         return ResultRow(
             cfg.run, spec.name, b, p.id, cfg.dataset, chosen.answer, p.reference,
-            grade(cfg.dataset, chosen.answer, p.reference), b, sum(s["tokens"] or 0 for s in prefix),
-            round(sum(s.get("seconds", 0.0) for s in prefix), 3), "complete", kept, reused=True,
+            grade(cfg.dataset, chosen.answer, p.reference), b, sum(s.tokens or 0 for s in prefix),
+            round(sum(s.seconds or 0.0 for s in prefix), 3), "complete", kept, reused=True,
         )  # fmt: skip
 
 
@@ -541,17 +463,9 @@ async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     rows come back for the driver to write. A :class:`TTCError` becomes the outcome's ``error``, as a local unit's."""
     config = SweepConfig.from_data(request.config)
     problem = Problem(**request.problem)
-    store = scratch_store(config.run, problem.id, request.pool)
-    sweep = _Sweep(policy, [problem], config, store, None, None)
-    unit = _Unit(problem, None if request.strategy is None else parse_strategy(request.strategy), request.budget)
-    drawn, error = 0, None
-    try:
-        _, drawn = await (sweep.run_pool(unit, set(request.done)) if unit.spec is None else sweep.run_graph(unit))
-    except TTCError as exc:
-        error = str(exc)
-    counts = {"requests": sweep.policy.calls, "policy_generations": sweep.policy.generations}
-    return take_outcome(store, config.run, request, generations=drawn, verifier_requests=sweep.judge.calls,
-                        error=error, **counts)  # fmt: skip
+    job = _SweepJob(policy, [problem], config)
+    unit = DatasetUnit(problem, 0, request.strategy, request.budget)
+    return await job.run_unit(unit, request.pool, {tuple(k) for k in request.done})  # type: ignore[misc]
 
 
 register_executor("sweep", execute_unit)
@@ -567,7 +481,8 @@ async def run_sweep(
     judge_policy: Endpoint | None = None,
     runner: UnitRunner | None = None,
 ) -> SweepReport:
-    """Run every (strategy, budget, question) of ``config`` not yet in ``store``; each result commits at once.
+    """Run every (strategy, budget, question) of ``config`` not yet in ``store`` with
+    :func:`~ttc_graph.eval.dataset_driver.drive`; each result commits at once.
 
     At most ``config.concurrency`` questions run at a time. A unit that fails with a :class:`TTCError` is
     reported and left for the next call; any other exception (or cancellation) stops the sweep, keeping what
@@ -583,7 +498,10 @@ async def run_sweep(
         raise ConfigurationError("problems: question ids must be unique")
     if runner is not None and judge_policy is not None:
         raise ConfigurationError("judge_policy: units run by a runner judge with the runner's endpoints")
-    return await _Sweep(policy, problems, config, store, progress, judge_policy, runner).run()
+    job = _SweepJob(policy, problems, config, judge_policy)
+    report = SweepReport(questions=len(problems))
+    await drive(job, store, runner=runner, progress=progress, report=report)
+    return report
 
 
 # ----------------------------------------------------------------------------------------------- summary

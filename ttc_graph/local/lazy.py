@@ -73,6 +73,6 @@ class LocalEndpoint(EndpointWrapper):
                 self._endpoint = self._server.endpoint(**self.endpoint_options)
             return self._endpoint
 
-    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
         """``request`` sent to the running server's endpoint (started by the first request)."""
         return await request(await self.resolve())

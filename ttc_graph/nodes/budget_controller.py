@@ -23,7 +23,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.nodes.adaptive import AdaptiveStop, SampleTask, decisive
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.propose import ProposeTask
-from ttc_graph.progress import round_event
+from ttc_graph.progress import round_event, truncated_count
 from ttc_graph.selection import answer_groups
 from ttc_graph.state import TTCContext, TTCState
 
@@ -112,7 +112,9 @@ def make_best_of_n_controller(
         round_ = state.get("round", 0)
         candidates = state.get("candidates", [])
         stop = None
-        if drawn >= n:
+        if rem.seconds <= 0:
+            stop = "budget:seconds"  # past the deadline even when all samples are in: their scoring may be cut short
+        elif drawn >= n:
             stop = "complete"
         elif round_ > 0 and len(candidates) == 0 and (state.get("errors") or []):
             stop = "error"
@@ -169,7 +171,16 @@ def make_best_of_n_controller(
                     )
                 )
         runtime.stream_writer(
-            round_event(round_, drawn=drawn, total=n, planned=k, stop=stop, usage=usage, candidates=len(candidates))
+            round_event(
+                round_,
+                drawn=drawn,
+                total=n,
+                planned=k,
+                stop=stop,
+                usage=usage,
+                truncated=truncated_count(candidates),
+                candidates=len(candidates),
+            )
         )
         update: dict[str, Any] = {"plan": plan, "round": round_ + 1 if plan else round_}
         if stop:

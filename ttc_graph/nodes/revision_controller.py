@@ -15,7 +15,7 @@ from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, st
 from ttc_graph.nodes.context import run_context
 from ttc_graph.nodes.propose import attempt_text
 from ttc_graph.nodes.revise import RevisionTask
-from ttc_graph.progress import round_event
+from ttc_graph.progress import round_event, truncated_count
 from ttc_graph.state import Candidate, TTCState
 
 __all__ = ["ChainPlan", "chain_status", "make_revision_controller"]
@@ -67,7 +67,9 @@ def make_revision_controller(
         open_chains = [c for c, s in status.items() if s is None]
         rem = remaining(limit, state.get("usage"), state.get("started_at"))
         stop: str | None = None
-        if not open_chains:
+        if rem.seconds <= 0:
+            stop = "budget:seconds"  # past the deadline even when every chain is done: its scoring may be cut short
+        elif not open_chains:
             stop = "complete"
         elif round_ > 0 and not candidates and state.get("errors"):
             stop = "error"
@@ -107,6 +109,7 @@ def make_revision_controller(
                 planned=len(tasks),
                 stop=stop,
                 usage=state.get("usage"),
+                truncated=truncated_count(candidates),
                 chains={c: {"attempts": len(a), "status": status[c]} for c, a in by_chain.items()},
             )
         )

@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttc_graph.budget import usage_delta
+from langgraph.runtime import Runtime
+
+from ttc_graph.budget import Budget, usage_delta
 from ttc_graph.nodes.expand import Beam
-from ttc_graph.nodes.verify import verify_or_unscored
+from ttc_graph.nodes.verify import state_deadline, verify_or_unscored
 from ttc_graph.state import TTCState
 from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
@@ -26,12 +28,18 @@ class ScoredBeams:
 
 
 async def score_beams(
-    verifier: Verifier, aggregation: Aggregation, question: str, beams: Sequence[Beam]
+    verifier: Verifier,
+    aggregation: Aggregation,
+    question: str,
+    beams: Sequence[Beam],
+    *,
+    deadline: float | None = None,
 ) -> ScoredBeams:
     """Score ``beams`` in one verifier call: each prefix (its lookahead rollout appended, if any) is scored, and a
     beam's score is the ``aggregation`` of its step scores when the verifier gives them, else the verifier's value.
 
-    How a step is verified is decided here alone, so every step search scores its prefixes the same way.
+    How a step is verified is decided here alone, so every step search scores its prefixes the same way. Scoring
+    ends at ``deadline`` (a monotonic time; :func:`~ttc_graph.nodes.verify.verify_or_unscored`).
     """
     items = [
         VerifyItem(
@@ -41,7 +49,7 @@ async def score_beams(
         )
         for b in beams
     ]
-    result = await verify_or_unscored(verifier, items)
+    result = await verify_or_unscored(verifier, items, deadline=deadline)
     scored = ScoredBeams([], result.usage)
     for beam, score in zip(beams, result.scores, strict=True):
         value = aggregate(score.step_scores, aggregation) if score.step_scores else score.value
@@ -54,15 +62,17 @@ async def score_beams(
 
 
 def make_step_verify_node(
-    verifier: Verifier, aggregation: Aggregation
-) -> Callable[[TTCState], Awaitable[dict[str, Any]]]:
-    """The verify node: :func:`score_beams` over every unscored beam of the frontier."""
+    verifier: Verifier, aggregation: Aggregation, *, budget: Budget | None = None
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The verify node: :func:`score_beams` over every unscored beam of the frontier, ending at the run's deadline
+    (the seconds budget of the run's context, else ``budget``)."""
 
-    async def verify(state: TTCState) -> dict[str, Any]:
+    async def verify(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         pending: list[Beam] = [b for b in state.get("frontier", []) if not b["scored"]]  # type: ignore[typeddict-item]
         if not pending:
             return {}
-        scored = await score_beams(verifier, aggregation, state["question"], pending)
+        deadline = state_deadline(state, runtime, budget)
+        scored = await score_beams(verifier, aggregation, state["question"], pending, deadline=deadline)
         update: dict[str, Any] = {"frontier": scored.beams, "usage": usage_delta("verify", scored.usage)}
         if scored.errors:
             update["errors"] = scored.errors

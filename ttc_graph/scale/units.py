@@ -2,9 +2,9 @@
 
 A sweep or a study hands a unit to a :class:`UnitRunner` instead of running it in place; the runner sends a
 :class:`UnitRequest` to wherever the model is (a Ray actor next to a model server) and returns a :class:`UnitOutcome`
-that the driver writes to its SQLite store, once. Where the unit runs, :func:`execute` runs the executor registered
-for the unit's kind: the same code as the local path, against a private in-memory store seeded with the driver's
-stored pool (:mod:`ttc_graph.eval.units`), reading back what it wrote.
+that the driver (:mod:`ttc_graph.eval.dataset_driver`) writes to its SQLite store, once. Where the unit runs,
+:func:`execute` runs the executor registered for the unit's kind: the same code as the local path, given the
+question's stored pool and finished keys as data, returning what it would write.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ UnitExecutor = Callable[[Endpoint, "UnitRequest"], Awaitable["UnitOutcome"]]
 
 EXECUTORS: dict[str, UnitExecutor] = {}
 """The executor of each unit kind, registered by the package whose code runs it: ``sweep`` by
-:mod:`ttc_graph.eval.sweep`, ``spec`` by :mod:`ttc_graph.eval.spec_units`, ``study`` by
+:mod:`ttc_graph.eval.sweep`, ``spec`` by :mod:`ttc_graph.eval.spec_runs`, ``study`` by
 :mod:`ttc_graph.study.runner` (this package imports none of them: they import it)."""
 
 

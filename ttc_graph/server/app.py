@@ -177,7 +177,7 @@ class _Server:
         self.acquire()
         budget = plan.context.budget
         limit = (budget.seconds if budget and budget.seconds else self.config.limits.seconds) + _HARD_STOP_GRACE
-        run = StrategyRun(graph, plan, time_limit=limit)
+        run = StrategyRun(graph, plan, time_limit=limit, limits=self.config.limits)
         run.task_context = context_from_headers(request.headers.items())  # continue the caller's traceparent
         meta = {"preset": plan.preset.name, "strategy": plan.spec.kind, "upstream_model": plan.model}
         if req.stream:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ttc_graph.endpoints.base import check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.server.presets import Preset
 
@@ -25,7 +26,10 @@ class Limits:
     at once (a 429 with ``Retry-After: retry_after`` past it); a body over ``body_bytes`` is a 413.
     ``verifier_samples`` caps what multiplies a verifier's requests (an LLM judge's ``samples`` per candidate, a
     program verifier's ``programs`` per question), so no request can fan out past the generation cap through its
-    verifier. ``dollars`` caps a request's cost like ``tokens`` (a budget over it is refused; an open one gets it).
+    verifier. ``run_requests`` caps a run's upstream requests of every kind (policy, verifier, retries) and
+    ``tokens`` its completion tokens of every kind too, at run time (:mod:`ttc_graph.server.allowance`): past
+    either, the run's further requests are not sent. ``dollars`` caps a request's cost like ``tokens`` (a budget
+    over it is refused; an open one gets it).
     """
 
     generations: int = 64
@@ -35,19 +39,17 @@ class Limits:
     body_bytes: int = 1_048_576
     retry_after: int = 2
     verifier_samples: int = 16
+    run_requests: int = 1024
     dollars: float | None = None
     """A request's cost cap (the upstream model's price, :mod:`ttc_graph.prices`); None: no cap."""
 
     def __post_init__(self) -> None:
-        if self.dollars is not None and not self.dollars > 0:
-            raise ConfigurationError(f"dollars: must be > 0, got {self.dollars}")
-        for name in ("generations", "tokens", "concurrent_runs", "body_bytes", "verifier_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.seconds <= 0:
-            raise ConfigurationError(f"seconds: must be > 0, got {self.seconds}")
-        if self.retry_after < 0:
-            raise ConfigurationError(f"retry_after: must be >= 0, got {self.retry_after}")
+        for name in ("generations", "tokens", "concurrent_runs", "body_bytes", "verifier_samples", "run_requests"):
+            check_number(name, getattr(self, name), integer=True, minimum=1)
+        check_number("seconds", self.seconds, integer=False, minimum=0, strict=True)
+        check_number("retry_after", self.retry_after, integer=True, minimum=0)
+        if self.dollars is not None:
+            check_number("dollars", self.dollars, integer=False, minimum=0, strict=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import httpx
 import openai
 
 from ttc_graph.errors import EndpointError
+from ttc_graph.server.allowance import RunCapExceeded, is_bad_request
 
 __all__ = ["APIError", "from_endpoint_error", "redact"]
 
@@ -67,11 +68,18 @@ def _is_timeout(exc: BaseException | None) -> bool:
 def from_endpoint_error(exc: EndpointError, what: str = "the upstream") -> APIError:
     """The client-facing error for an upstream that failed for good (after the endpoint's retries).
 
-    Timeouts are 504; 429 and 503 (the upstream is busy or down) are 503; rejected credentials are a 502 that
-    never repeats the upstream's message (it may quote part of the key); a 404 is the client's unknown model; any
-    other failure is a 502.
+    A bad-request answer (400, 413, 422: a prompt over the model's context, ...) is a 400 with the upstream's
+    message, and a run cap reached a 400 too; timeouts are 504; 429 and 503 (the upstream is busy or down) are
+    503; rejected credentials are a 502 that never repeats the upstream's message (it may quote part of the key);
+    a 404 is the client's unknown model; any other failure is a 502.
     """
     status = exc.status_code
+    if isinstance(exc, RunCapExceeded):
+        return APIError(400, f"{exc}", code="cap_exceeded")
+    if is_bad_request(exc):  # the request itself is wrong (a prompt over the context, ...): the client's to fix
+        message = str(exc)
+        code = "context_length_exceeded" if "context" in message.lower() else "upstream_bad_request"
+        return APIError(400, f"{what} refused the request: {message}", code=code)
     if _is_timeout(exc) or status in (408, 504):
         return APIError(504, f"{what} timed out: {exc}", code="upstream_timeout")
     if status in (429, 503):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import inf
+from typing import Any
 
 from langchain_core.messages import BaseMessage
 
@@ -16,7 +18,15 @@ from ttc_graph.server.protocol import ChatRequest, request_tools, strategy_input
 from ttc_graph.specs import ComputeOptimalSpec, StrategySpec
 from ttc_graph.state import TTCContext
 
-__all__ = ["RunPlan", "generation_cost", "plan_run", "stepwise", "token_need"]
+__all__ = [
+    "RunPlan",
+    "generation_cost",
+    "override_ceilings",
+    "plan_run",
+    "stepwise",
+    "token_need",
+    "verifier_requests",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,88 @@ def _check_verifier_fan_out(verifier: object, limits: Limits, where: str) -> Non
         _check_verifier_fan_out(part, limits, f"{where}.parts.{i}")
 
 
+def verifier_requests(verifier: object, candidates: int) -> int | None:
+    """The most upstream requests ``verifier`` may send to score ``candidates`` whole answers, or None when that
+    depends on the answers (a process judge judges every step): a judgement is one request, or ``samples`` when
+    the upstream gives no logprobs; a program verifier asks once per question for ``programs`` programs."""
+    kind = getattr(verifier, "kind", None)
+    if verifier is None or kind in ("confidence", "arithmetic", "python"):
+        return 0
+    if kind == "llm_judge":
+        if getattr(verifier, "mode", "process") == "process":
+            return None
+        return candidates * (1 + int(getattr(verifier, "samples", 1)))
+    if kind == "program":
+        return int(getattr(verifier, "programs", 1))
+    if kind == "reward_model":
+        return candidates
+    if kind == "combined":
+        parts = [verifier_requests(p, candidates) for p in getattr(verifier, "parts", ())]
+        return None if any(p is None for p in parts) else sum(p or 0 for p in parts)
+    return None
+
+
+def _check_run_requests(spec: StrategySpec, limits: Limits) -> None:
+    """A 400 when the run's worst case in upstream requests (policy and verifier) is known and over the cap."""
+    if stepwise(spec) or isinstance(spec, ComputeOptimalSpec):
+        return  # scored step by step: bounded at run time by the run's allowance
+    gens = generation_cost(spec)
+    scoring = verifier_requests(getattr(spec, "verifier", None), gens)
+    if scoring is not None and gens + scoring > limits.run_requests:
+        raise APIError(
+            400,
+            f"ttc.verifier: this run may send {gens + scoring} upstream requests ({scoring} of them its verifier's),"
+            f" over the server's cap of {limits.run_requests} per run",
+            param="ttc.verifier",
+            code="cap_exceeded",
+        )
+
+
+def override_ceilings(limits: Limits) -> dict[str, float]:
+    """The most each numeric ``ttc`` override (and each number of a ``ttc.verifier``) may be; the counts that
+    multiply requests or tokens are also checked against the caps as a whole (:func:`generation_cost`,
+    :func:`token_need`, :func:`verifier_requests`)."""
+    return {
+        "n": limits.generations,
+        "generations": limits.generations,
+        "beam_width": limits.generations,
+        "chain_length": limits.generations,
+        "expansions": limits.generations,
+        "lookahead": limits.generations,
+        "rollout": limits.generations,
+        "max_steps": limits.tokens,
+        "max_depth": limits.tokens,
+        "max_tokens": limits.tokens,
+        "step_max_tokens": limits.tokens,
+        "probe_max_tokens": limits.tokens,
+        "temperature": 2.0,
+        "softmax_temperature": 100.0,
+        "exploration": 100.0,
+        "seed": 2**63 - 1,
+        "samples": limits.verifier_samples,
+        "programs": limits.verifier_samples,
+        "window": 1 << 20,
+        "prior_weight": 1e6,
+    }
+
+
+def _check_ceilings(values: Any, ceilings: dict[str, float], where: str) -> None:
+    """A 400 naming the first number of ``values`` (a request's ``ttc`` object) over its ceiling."""
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        path = f"{where}.{key}"
+        if isinstance(value, dict):
+            _check_ceilings(value, ceilings, path)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_ceilings(item, ceilings, f"{path}.{i}")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > ceilings.get(key, inf):
+            raise APIError(
+                400, f"{path}: {value!r} is over the server's cap of {ceilings[key]:g}", param=path, code="cap_exceeded"
+            )
+
+
 def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -> RunPlan:
     """The checked plan of ``request`` on ``preset``; anything a strategy cannot honour or a cap refuses is a 400.
 
@@ -136,6 +228,7 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
     the run's context.
     """
     unsupported_by_strategies(request)
+    _check_ceilings(request.ttc, override_ceilings(limits), "ttc")
     messages, system = strategy_input(request)
     spec = apply_overrides(preset.spec, request.ttc)
     tools, tool_choice = request_tools(request)
@@ -153,6 +246,7 @@ def plan_run(preset: Preset, model: str, request: ChatRequest, limits: Limits) -
             code="unsupported_parameter",
         )
     _check_verifier_fan_out(getattr(spec, "verifier", None), limits, "ttc.verifier")
+    _check_run_requests(spec, limits)
     budget = _capped_budget(spec, length, limits)
     context = TTCContext(
         budget=budget, temperature=request.temperature, max_tokens=length, seed=request.seed, tools=tools,

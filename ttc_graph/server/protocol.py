@@ -17,6 +17,7 @@ from ttc_graph.server.errors import APIError
 __all__ = [
     "ChatMessage",
     "ChatRequest",
+    "check_text_encoding",
     "chunk",
     "completion",
     "new_completion_id",
@@ -59,11 +60,12 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    n: int | None = Field(None, ge=1)
+    # strict: a bool or a string is not a number here, whatever JSON coercion would make of it
+    temperature: float | None = Field(None, ge=0, le=2, strict=True, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
+    seed: int | None = Field(None, strict=True)
+    n: int | None = Field(None, ge=1, strict=True)
     ttc: Any = None
 
     @property
@@ -84,7 +86,30 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise APIError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise APIError(400, f"The request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    check_text_encoding(data)
     return data
+
+
+def check_text_encoding(value: Any, where: str = "") -> None:
+    """A 400 naming the field when a string of ``value`` cannot be sent as UTF-8 (a lone surrogate such as
+    ``"\\ud800"``, which JSON can spell but no upstream can read); checked before anything is sent."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise APIError(
+                400,
+                f"{where or 'body'}: the text is not valid Unicode ({exc.reason} at character {exc.start})",
+                param=where or None,
+                code="invalid_encoding",
+            ) from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text_encoding(key, where)
+            check_text_encoding(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_text_encoding(item, f"{where}.{i}" if where else str(i))
 
 
 def parse_request(data: Mapping[str, Any]) -> ChatRequest:

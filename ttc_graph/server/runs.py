@@ -18,6 +18,8 @@ from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import to_wire_tool_calls
 from ttc_graph.nodes.select import NO_ANSWER
 from ttc_graph.selection import answer_groups
+from ttc_graph.server.allowance import open_allowance
+from ttc_graph.server.config import Limits
 from ttc_graph.server.errors import APIError, from_endpoint_error
 from ttc_graph.server.planning import RunPlan
 from ttc_graph.server.upstream import track_failures
@@ -51,6 +53,7 @@ class Outcome:
     candidates: int = 0
     chosen_tokens: int | None = None
     fallback: bool = False
+    truncated: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ def _round_progress(event: dict[str, Any], candidates: list[Candidate]) -> Progr
         "stop": event.get("stop"),
         "leading_answer": answer,
         "leading_votes": votes,
+        "truncated": int(event.get("truncated") or 0),
         "usage": {k: int(usage.get(k, 0)) for k in ("requests", "prompt_tokens", "completion_tokens")},
     }
     parts = [f"Round {data['round']}: {drawn} generations drawn"]
@@ -123,12 +127,14 @@ def _candidate_progress(cand: Candidate) -> Progress:
 class StrategyRun:
     """Run ``graph`` on a plan in a task of its own; :meth:`events` yields :class:`Progress` then the
     :class:`Outcome`, or raises an :class:`APIError`. Leaving the ``async with`` cancels an unfinished run, and so
-    its upstream requests. ``time_limit`` is a hard stop (seconds) beyond the budget's own."""
+    its upstream requests. ``time_limit`` is a hard stop (seconds) beyond the budget's own; ``limits`` bound the
+    run's upstream requests and tokens of every kind (:mod:`ttc_graph.server.allowance`)."""
 
-    def __init__(self, graph: Any, plan: RunPlan, *, time_limit: float) -> None:
+    def __init__(self, graph: Any, plan: RunPlan, *, time_limit: float, limits: Limits | None = None) -> None:
         self.graph = graph
         self.plan = plan
         self.time_limit = time_limit
+        self.limits = limits
         self._queue: asyncio.Queue[Progress | Outcome | _Failed] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.task_context: contextvars.Context | None = None
@@ -168,6 +174,8 @@ class StrategyRun:
 
     async def _produce(self) -> None:
         failures = track_failures()
+        if self.limits is not None:  # every upstream request of the run, verifier's included, within the caps
+            open_allowance(self.limits.run_requests, self.limits.tokens)
         try:
             async with asyncio.timeout(self.time_limit):
                 outcome = await self._stream(failures)
@@ -248,4 +256,5 @@ class StrategyRun:
             candidates=len(candidates),
             chosen_tokens=chosen.get("tokens") if chosen else None,
             fallback=fallback,
+            truncated=sum(1 for c in candidates if c.get("finish_reason") == "length"),
         )

@@ -94,6 +94,7 @@ def outcome_meta(outcome: Outcome) -> dict[str, Any]:
         "stop_reason": outcome.stop_reason,
         "candidates": outcome.candidates,
         "fallback": outcome.fallback,
+        "truncated": outcome.truncated,
         "errors": outcome.errors[:10],
     }
 

@@ -18,6 +18,7 @@ from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.endpoints.retry import RETRYABLE_STATUS, RetryConfig, call_with_retries
 from ttc_graph.errors import EndpointError
 from ttc_graph.local import LocalModelServer
+from ttc_graph.server.allowance import current_allowance
 
 __all__ = ["EmbeddedUpstream", "TrackedEndpoint", "Upstream", "track_failures"]
 
@@ -36,14 +37,26 @@ class TrackedEndpoint(EndpointWrapper):
     """An endpoint that records the failures of its ``generate`` (see :func:`track_failures`) so a run can tell a
     client why; every other attribute (``native_n``, ``continuation``, ``max_concurrency``, ...) is the inner one's."""
 
-    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]]) -> GenerationResult:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
+        # an endpoint that gates each of its requests itself (OpenAIEndpoint) is not admitted twice
+        allowance = None if getattr(self.inner, "gates_requests", False) else current_allowance()
         try:
-            return await request(self.inner)
+            if allowance is not None:
+                await allowance.admit(1 if getattr(self.inner, "native_n", None) else n)
+            try:
+                result = await request(self.inner)
+            except EndpointError as exc:
+                if allowance is not None:
+                    allowance.settle(exc.usage, exc)
+                raise
         except EndpointError as exc:
             failures = _FAILURES.get()
             if failures is not None:
                 failures.append(exc)
             raise
+        if allowance is not None:
+            allowance.settle(result.usage)
+        return result
 
 
 class Upstream:

@@ -56,7 +56,7 @@ __all__ = [
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # every number a finite one
 
     @model_validator(mode="before")
     @classmethod
@@ -107,7 +107,13 @@ EndpointSpec = Annotated[EnvEndpointSpec | OpenAIEndpointSpec | LocalEndpointSpe
 # -- verifiers ---------------------------------------------------------------------------------------------
 
 
-class LLMJudgeVerifierSpec(_Spec):
+class _VerifierSpec(_Spec):
+    timeout: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Seconds one call may take; past it, its items stay unscored."
+    )
+
+
+class LLMJudgeVerifierSpec(_VerifierSpec):
     """A chat model as a generative PRM (``process``) or outcome judge; ``endpoint`` defaults to the policy."""
 
     kind: Literal["llm_judge"] = "llm_judge"
@@ -117,7 +123,7 @@ class LLMJudgeVerifierSpec(_Spec):
     samples: int = Field(5, ge=1)
 
 
-class ConfidenceVerifierSpec(_Spec):
+class ConfidenceVerifierSpec(_VerifierSpec):
     """The policy's own token confidence (no extra model call)."""
 
     kind: Literal["confidence"] = "confidence"
@@ -125,24 +131,25 @@ class ConfidenceVerifierSpec(_Spec):
     window: int = Field(16, ge=1)
 
 
-class RewardModelVerifierSpec(_Spec):
+class RewardModelVerifierSpec(_VerifierSpec):
     """A PRM served by vLLM's pooling API (e.g. Qwen2.5-Math-PRM-7B)."""
 
     kind: Literal["reward_model"] = "reward_model"
+    timeout: float | None = Field(120.0, gt=0, allow_inf_nan=False, description="Seconds one call may take.")
     base_url: str
     model: str = Field(min_length=1)
     step_separator: str = "<extra_0>"
     aggregation: Aggregation = DEFAULT_AGGREGATION
 
 
-class PythonVerifierSpec(_Spec):
+class PythonVerifierSpec(_VerifierSpec):
     """A Python callable ``(question, solution) -> float`` named as ``module:attribute``."""
 
     kind: Literal["python"] = "python"
     target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
 
 
-class ArithmeticVerifierSpec(_Spec):
+class ArithmeticVerifierSpec(_VerifierSpec):
     """Checks the arithmetic written in each step (no model call); see ``ArithmeticVerifier``."""
 
     kind: Literal["arithmetic"] = "arithmetic"
@@ -152,7 +159,7 @@ class ArithmeticVerifierSpec(_Spec):
     aggregation: Aggregation = DEFAULT_AGGREGATION
 
 
-class ProgramVerifierSpec(_Spec):
+class ProgramVerifierSpec(_VerifierSpec):
     """Agreement with programs the model writes for the question, run in a sandbox (an outcome verifier); see
     ``ProgramVerifier``. ``endpoint`` defaults to the policy."""
 
@@ -165,7 +172,7 @@ class ProgramVerifierSpec(_Spec):
     prior_weight: float = Field(1.0, ge=0)
 
 
-class CombinedVerifierSpec(_Spec):
+class CombinedVerifierSpec(_VerifierSpec):
     """A weighted ``product`` or ``geometric`` mean of other verifiers' scores; see ``CombinedVerifier``."""
 
     kind: Literal["combined"] = "combined"

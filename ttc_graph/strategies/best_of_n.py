@@ -124,7 +124,7 @@ def create_best_of_n(
         graph.add_node("propose", dual(sampler, name="propose"))
     else:
         graph.add_node("propose", dual(make_propose_node(policy, system_prompt=system_prompt, logprobs=needs_logprobs)))
-    graph.add_node("verify", dual(make_verify_node(scorer)))
+    graph.add_node("verify", dual(make_verify_node(scorer, budget=budget)))
     rule = selection if truncated == "lose" else partial(select_answer, how=selection, truncated="vote")
     graph.add_node("select", make_select_node(rule, name=graph.strategy_name))
     connect_rounds(graph, "propose")

@@ -101,7 +101,7 @@ def create_revisions(
         "revise",
         dual(make_attempt_node(revision_policy or policy, "revise", system_prompt=system_prompt, logprobs=logprobs)),
     )
-    graph.add_node("verify", dual(make_verify_node(scorer)))
+    graph.add_node("verify", dual(make_verify_node(scorer, budget=budget)))
     graph.add_node("select", make_select_node(partial(select_revisions, how=selection), name=graph.strategy_name))
     connect_rounds(graph, "propose", "revise")
     return graph

@@ -204,7 +204,7 @@ def build_step_graph(
     graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
-    graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation)))
+    graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation, budget=options.budget)))
     graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
     connect_rounds(graph, "expand")
     return graph

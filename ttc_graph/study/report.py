@@ -35,13 +35,14 @@ from ttc_graph.eval.bootstrap import (
     sign_flip_p,
 )
 from ttc_graph.eval.grading import grade
+from ttc_graph.eval.pool_samples import pool_candidate
 from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.selection import revision_chains, select_pooled
 from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.fits import fit_cv, matching_ratio
-from ttc_graph.study.runner import sample_candidate, stored_candidate
+from ttc_graph.study.runner import stored_candidate
 
 __all__ = [
     "BIN_TABLES",
@@ -211,7 +212,7 @@ def difficulty_of(data: StudyData, qids: Sequence[str], binning: Binning) -> dic
 def pool_question(data: StudyData, qid: str, first: int | None = None) -> PoolQuestion:
     """A question's pool samples (its ``first`` only, if given), answered and graded, for exact subset
     expectations."""
-    cands = [sample_candidate(i, s) for i, s in enumerate(data.pools[qid][:first])]
+    cands = [pool_candidate(i, s) for i, s in enumerate(data.pools[qid][:first])]
     samples = tuple(
         Sample(c["answer"], c["score"], grade(data.config.dataset, c["answer"], data.references[qid]), c["tokens"])
         for c in cands
@@ -261,7 +262,7 @@ def unit_values(
     best-of-N weighted over the probes and the run's finalists (``select_pooled``)."""
     out: dict[tuple[str, int, str], float] = {}
     pools = {q: pool_question(data, q, first) for q in set(qids)}
-    probes = {q: [sample_candidate(i, s) for i, s in enumerate(data.pools[q][:given])] for q in set(qids)}
+    probes = {q: [pool_candidate(i, s) for i, s in enumerate(data.pools[q][:given])] for q in set(qids)}
     heads = {q: pool_question(data, q, given) for q in set(qids)} if given else pools
     for t in data.config.templates:
         how = _selection(data, t)

@@ -2,31 +2,39 @@
 
 Best-of-N templates share one pool of samples per question (the paper's reuse): copied from a stored pool file
 when it was drawn with the study's settings, else drawn live once (``pool_size`` samples: half score best-of-N,
-half bin the question). Every other template
-runs its graph, built from its spec by :func:`ttc_graph.specs.build_graph`, once per budget.
+half bin the question). Every other template runs its graph, built from its spec by
+:func:`ttc_graph.specs.build_graph`, once per budget. The study is a job of the one dataset driver
+(:mod:`ttc_graph.eval.dataset_driver`): it plans its units and runs one; the driver skips, runs, stores and reports.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
 import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ttc_graph.answers import extract_answer
-from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError, TTCError
+from ttc_graph.eval.dataset_driver import (
+    DatasetReport,
+    DatasetUnit,
+    Key,
+    UnitEvent,
+    drive,
+    graded_row,
+    keys_of,
+    outcome_of,
+)
 from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
 from ttc_graph.eval.grading import grade
+from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, pool_candidates, read_pool, write_pool
 from ttc_graph.eval.store import ResultRow, ResultStore
-from ttc_graph.eval.units import scratch_store, take_outcome
 from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import select_answer, select_revisions
@@ -45,7 +53,6 @@ __all__ = [
     "longest_first",
     "plan_units",
     "run_study",
-    "sample_candidate",
     "stored_candidate",
     "study_problems",
 ]
@@ -55,43 +62,19 @@ _ATTEMPT_ID = re.compile(r"ch(\d+)-a(\d+)")  # a revision attempt: chain, positi
 
 
 @dataclass(frozen=True, slots=True)
-class StudyUnit:
+class StudyUnit(DatasetUnit):
     """One question's best-of-N pool (``template`` None) or one (template, budget) run of it."""
 
-    problem: Problem
-    index: int
-    template: str | None = None
-    budget: int = 0
-
     @property
-    def label(self) -> str:
-        what = "best-of-N pool" if self.template is None else f"{self.template} b={self.budget}"
-        return f"q{self.problem.id} {what}"
+    def template(self) -> str | None:
+        return self.strategy
 
 
-@dataclass(frozen=True, slots=True)
-class StudyEvent:
-    """Progress: ``plan`` (``total`` units to run, ``skipped`` finished), ``done`` or ``failed`` per unit."""
+StudyEvent = UnitEvent
+"""Progress of a study: the driver's :class:`~ttc_graph.eval.dataset_driver.UnitEvent`."""
 
-    kind: Literal["plan", "done", "failed"]
-    label: str = ""
-    total: int = 0
-    skipped: int = 0
-    generations: int = 0
-    tokens: int = 0
-    message: str = ""
-
-
-@dataclass(slots=True)
-class StudyReport:
-    units: int = 0
-    skipped: int = 0
-    finished: int = 0
-    failed: int = 0
-    generations: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
+StudyReport = DatasetReport
+"""What one call of :func:`run_study` did: the driver's :class:`~ttc_graph.eval.dataset_driver.DatasetReport`."""
 
 
 def study_problems(config: StudyConfig) -> list[Problem]:
@@ -174,27 +157,6 @@ def stored_candidate(stored: Mapping[str, Any]) -> Candidate:
             "meta": meta}  # type: ignore[typeddict-item]  # fmt: skip
 
 
-def sample_candidate(i: int, sample: dict[str, Any]) -> Candidate:
-    """A pool sample as a candidate (its answer by the full extraction chain, its stored score if any)."""
-    answer = extract_answer(sample["text"])
-    score = sample.get("score")
-    cand: Candidate = {
-        "id": f"s{i}",
-        "text": sample["text"],
-        "answer": answer,
-        "parsable": answer is not None,
-        "score": score,
-        "step_scores": None,
-        "scored": score is not None,
-        "tokens": sample.get("tokens"),
-        "round": 1,
-        "finish_reason": None,
-    }
-    if sample.get("mean_lp") is not None:  # the confidence verifier's ``mean`` reads nothing but this mean
-        cand["token_logprobs"] = [float(sample["mean_lp"])]
-    return cand
-
-
 def _stored_pool(config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
     """The configured pool file's samples per question id (its ``idx``), when its settings match the study's."""
     if config.pool is None or not config.reuses_pool():
@@ -214,113 +176,76 @@ def _stored_pool(config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-class _Study:
+class _StudyJob:
+    """A study as a :class:`~ttc_graph.eval.dataset_driver.DatasetJob`: its units and how one runs."""
+
     def __init__(
         self,
         policy: Endpoint,
         config: StudyConfig,
-        store: ResultStore,
-        progress: Callable[[StudyEvent], None],
-        runner: UnitRunner | None = None,
+        problems: Sequence[Problem] = (),
+        limit: int | None = None,
         stored: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
-        self.runner = runner
-        self.policy = policy
-        self.config = config
-        self.store = store
-        self.progress = progress
-        self.report = StudyReport()
+        self.policy, self.config, self.problems, self.limit = policy, config, problems, limit
+        self.run, self.concurrency = config.name, config.concurrency
         self.verifier = build_verifier(config.spec_for(config.baseline, config.budgets[0]).verifier, policy)  # type: ignore[union-attr]
         self.stored = _stored_pool(config) if stored is None else stored
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        cfg = self.config
+        return {"model": cfg.model, "dataset": cfg.dataset, "temperature": cfg.temperature,
+                "max_tokens": cfg.max_tokens, "seed": cfg.seed}  # fmt: skip
+
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[StudyUnit], int]:
+        pending = plan_units(self.problems, self.config, done)
+        units = longest_first(self.config, pending[: self.limit], store.rows(self.run))
+        return units, len(plan_units(self.problems, self.config, set())) - len(pending)
+
+    def derived(self, unit: StudyUnit) -> bool:
+        return unit.template is not None and self.config.nested_in(unit.template, unit.budget) is not None
+
+    def pool_of(self, unit: StudyUnit, store: ResultStore) -> list[dict[str, Any]]:
+        """The question's pool as stored, else as the configured pool file holds it (none for a template's unit)."""
+        if unit.template is not None:
+            return []
+        return store.pool(self.run, unit.problem.id) or [dict(s) for s in self.stored.get(unit.problem.id, [])]
+
+    def request(self, unit: StudyUnit, store: ResultStore, done: set[Key]) -> UnitRequest | None:
+        if self.derived(unit):  # a derived unit needs no model: it is replayed here
+            return None
+        cfg, p = self.config, unit.problem
+        return UnitRequest(
+            "study", unit.label, cfg.model_dump(mode="json"), asdict(p), unit.template, unit.budget, unit.index,
+            pool=self.pool_of(unit, store), done=keys_of(done, p.id),
+        )  # fmt: skip
+
+    async def run_here(self, unit: StudyUnit, store: ResultStore, done: set[Key]) -> UnitOutcome:
+        if self.derived(unit):
+            return self.derive(unit, store)
+        return await self.run_unit(unit, self.pool_of(unit, store), done)
+
+    async def run_unit(self, unit: StudyUnit, pool: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
+        """Run ``unit`` from its question's ``pool`` (stored JSON samples)."""
+        return await (self.run_pool(unit, pool, done) if unit.template is None else self.run_live(unit, done))
 
     def seed(self, unit: StudyUnit) -> int:
         return self.config.seed + 1_000_003 * unit.index
 
-    async def run(self, problems: Sequence[Problem], limit: int | None) -> StudyReport:
-        t0 = time.monotonic()
-        cfg = self.config
-        self.store.check_run(cfg.name, {"model": cfg.model, "dataset": cfg.dataset, "temperature": cfg.temperature,
-                                        "max_tokens": cfg.max_tokens, "seed": cfg.seed})  # fmt: skip
-        done = self.store.done(cfg.name)
-        pending = plan_units(problems, cfg, done)
-        units = longest_first(cfg, pending[:limit], self.store.rows(cfg.name))
-        total = len(plan_units(problems, cfg, set()))
-        self.report.units, self.report.skipped = len(units), total - len(pending)
-        self.progress(StudyEvent("plan", total=len(units), skipped=self.report.skipped))
-        queue = iter(units)
-
-        async def worker() -> None:
-            for unit in queue:
-                await self.run_unit(unit, done)
-
-        try:
-            slots = cfg.concurrency if self.runner is None else self.runner.slots
-            await asyncio.gather(*(worker() for _ in range(min(slots, max(1, len(units))))))
-        finally:
-            self.report.seconds = time.monotonic() - t0
-        return self.report
-
-    async def run_unit(self, unit: StudyUnit, done: set[tuple[str, int, str]]) -> None:
-        derived = unit.template is not None and self.config.nested_in(unit.template, unit.budget) is not None
-        if self.runner is not None and not derived:  # a derived unit needs no model: it is replayed here
-            await self.run_elsewhere(self.runner, unit, done)
-            return
-        try:
-            if unit.template is None:
-                generations, tokens = await self.run_pool(unit, done)
-            elif derived:
-                generations, tokens = self.derive(unit)
-            else:
-                generations, tokens = await self.run_live(unit, done)
-        except TTCError as exc:
-            self.report.failed += 1
-            self.report.failures.append(f"{unit.label}: {exc}")
-            self.progress(StudyEvent("failed", unit.label, message=str(exc)))
-            return
-        self.report.finished += 1
-        self.report.generations += generations
-        self.report.tokens += tokens
-        self.progress(StudyEvent("done", unit.label, generations=generations, tokens=tokens))
-
-    async def run_elsewhere(self, runner: UnitRunner, unit: StudyUnit, done: set[tuple[str, int, str]]) -> None:
-        """The runner runs the unit where the model is; this driver writes what comes back, once."""
-        cfg, p = self.config, unit.problem
-        pool: list[dict[str, Any]] = []
-        if unit.template is None:
-            pool = self.store.pool(cfg.name, p.id) or [dict(s) for s in self.stored.get(p.id, [])]
-        request = UnitRequest(
-            "study", unit.label, cfg.model_dump(mode="json"), asdict(p), unit.template, unit.budget, unit.index,
-            pool=pool, done=[k for k in done if k[2] == p.id],
-        )  # fmt: skip
-        outcome = await runner.run(request)
-        self.store.save(outcome.rows, pool=None if outcome.pool is None else (cfg.name, p.id, outcome.pool))
-        if outcome.error is not None:
-            self.report.failed += 1
-            self.report.failures.append(f"{unit.label}: {outcome.error}")
-            self.progress(StudyEvent("failed", unit.label, message=outcome.error))
-            return
-        self.report.finished += 1
-        self.report.generations += outcome.generations
-        self.report.tokens += outcome.tokens
-        self.progress(StudyEvent("done", unit.label, generations=outcome.generations, tokens=outcome.tokens))
-
-    def derive(self, unit: StudyUnit) -> tuple[int, int]:
+    def derive(self, unit: StudyUnit, store: ResultStore) -> UnitOutcome:
         """A nested unit whose source run is stored: replayed from it (no model call)."""
         assert unit.template is not None
         cfg, p = self.config, unit.problem
         source = cfg.nested_in(unit.template, unit.budget)
-        rows = [
-            r
-            for r in self.store.rows(cfg.name)
-            if (r.strategy, r.budget, r.question_id) == (unit.template, source, p.id)
-        ]
+        key = (unit.template, source, p.id)
+        rows = [r for r in store.rows(cfg.name) if (r.strategy, r.budget, r.question_id) == key]
         if not rows:
             raise TTCError(f"{unit.label}: its source run at budget {source} is not stored")
-        self.store.save([derive_nested(cfg, rows[0], unit.budget)])
-        return 0, 0
+        return UnitOutcome([derive_nested(cfg, rows[0], unit.budget)])
 
-    async def run_live(self, unit: StudyUnit, done: Collection[tuple[str, int, str]] = ()) -> tuple[int, int]:
-        """Run one (template, budget) live; store it, and the smaller budgets nested in it not yet ``done``."""
+    async def run_live(self, unit: StudyUnit, done: Collection[Key] = ()) -> UnitOutcome:
+        """Run one (template, budget) live: its row, and the smaller budgets nested in it not yet ``done``."""
         assert unit.template is not None
         cfg, p = self.config, unit.problem
         spec = cfg.spec_for(unit.template, unit.budget).model_copy(update={"seed": self.seed(unit)})
@@ -328,34 +253,26 @@ class _Study:
         t0 = time.monotonic()
         out = await graph.ainvoke({"question": p.question})
         seconds = time.monotonic() - t0
-        cands = out.get("candidates") or []
-        usage = out.get("usage") or {}
-        if not cands and out.get("stop_reason") == "error":
-            raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
-        answer = out.get("answer")
         details = {
-            "usage": usage,
+            "usage": out.get("usage") or {},
             "diagnostics": out.get("diagnostics") or {},
             "errors": (out.get("errors") or [])[:5],
             "seed": spec.seed,
             "wall_seconds": round(seconds, 3),
         }
-        row = ResultRow(
-            cfg.name, unit.template, unit.budget, p.id, cfg.dataset, answer, p.reference,
-            grade(cfg.dataset, answer, p.reference), policy_generations(usage), policy_tokens(usage),
-            round(seconds, 3), out.get("stop_reason"), _candidates_json(cands), details=details,
-        )  # fmt: skip
+        candidates = _candidates_json(out.get("candidates") or [])
+        where = {"run": cfg.name, "strategy": unit.template, "budget": unit.budget, "dataset": cfg.dataset}
+        row = graded_row(out, p, seconds=round(seconds, 3), candidates=candidates, details=details, **where)
         nested = [
             derive_nested(cfg, row, b)
             for b in cfg.budgets
             if cfg.nested_in(unit.template, b) == unit.budget and (unit.template, b, p.id) not in done
         ]
-        self.store.save([row, *nested])
-        return row.generations, row.tokens
+        return UnitOutcome([row, *nested], generations=row.generations, tokens=row.tokens)
 
     # -- best-of-N from one pool per question ----------------------------------------------------------------
 
-    async def draw(self, unit: StudyUnit, k: int) -> list[dict[str, Any]]:
+    async def draw(self, unit: StudyUnit, k: int) -> list[PoolSample]:
         """``k`` new samples drawn live by majority best-of-N (no verifier call), with log-probabilities when
         the verifier reads them."""
         cfg = self.config
@@ -370,28 +287,27 @@ class _Study:
         samples = []
         for c in out.get("candidates") or []:
             lps = c.get("token_logprobs") or []
-            samples.append({"text": c["text"], "tokens": c["tokens"], "seconds": round(each, 3), "source": "live",
-                            "mean_lp": math.fsum(lps) / len(lps) if lps else None})  # fmt: skip
+            samples.append(PoolSample.from_json({
+                "text": c["text"], "tokens": c["tokens"], "seconds": round(each, 3), "source": "live",
+                "mean_lp": math.fsum(lps) / len(lps) if lps else None,
+            }))  # fmt: skip
         return samples
 
-    async def score(self, question: str, samples: list[dict[str, Any]]) -> None:
+    async def score(self, question: str, samples: list[PoolSample]) -> None:
         """Verifier scores of the samples not yet scored (a pool sample's mean log-probability stands for its
         token log-probabilities: the confidence verifier's ``mean`` depends on nothing else)."""
-        todo = [i for i, s in enumerate(samples) if "score" not in s]
+        todo = [i for i, s in enumerate(samples) if s.score is None]
         if not todo or self.verifier is None:
             return
-        cands = [sample_candidate(i, samples[i]) for i in todo]
-        update = await verify_candidates(self.verifier, question, cands)
+        update = await verify_candidates(self.verifier, question, [pool_candidate(i, samples[i]) for i in todo])
         for i, cand in zip(todo, update["candidates"], strict=True):
-            samples[i]["score"] = cand["score"]
+            samples[i] = samples[i].with_score(cand["score"])
 
-    async def run_pool(self, unit: StudyUnit, done: set[tuple[str, int, str]]) -> tuple[int, int]:
+    async def run_pool(self, unit: StudyUnit, stored: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
         cfg, p = self.config, unit.problem
         need = max(*cfg.budgets, cfg.pool_samples)  # half scores best-of-N, half bins
-        samples = self.store.pool(cfg.name, p.id)
-        if not samples and p.id in self.stored:
-            samples = [dict(s) for s in self.stored[p.id]]
-        new: list[dict[str, Any]] = []
+        samples = read_pool(stored)
+        new: list[PoolSample] = []
         if len(samples) < need:
             new = await self.draw(unit, need - len(samples))
             samples = samples + new
@@ -403,42 +319,32 @@ class _Study:
                 if b > len(samples) or (name, b, p.id) in done:
                     continue
                 prefix = samples[:b]
-                cands = [sample_candidate(i, s) for i, s in enumerate(prefix)]
+                cands = pool_candidates(prefix)
                 chosen = select_answer(cands, selection)
-                measured = [s["seconds"] for s in prefix if s.get("seconds") is not None]
+                measured = [s.seconds for s in prefix if s.seconds is not None]
                 rows.append(ResultRow(
                     cfg.name, name, b, p.id, cfg.dataset, chosen.answer, p.reference,
-                    grade(cfg.dataset, chosen.answer, p.reference), b, sum(s.get("tokens") or 0 for s in prefix),
+                    grade(cfg.dataset, chosen.answer, p.reference), b, sum(s.tokens or 0 for s in prefix),
                     round(sum(measured), 3) if len(measured) == len(prefix) else 0.0, "complete",
                     [{"id": c["id"], "answer": c["answer"], "score": c["score"], "tokens": c["tokens"],
                       "correct": grade(cfg.dataset, c["answer"], p.reference)} for c in cands],
                     reused=True,
-                    details={"sources": sorted({str(s.get("source")) for s in prefix}),
+                    details={"sources": sorted({str(s.source) for s in prefix}),
                              "seconds_measured": len(measured) == len(prefix)},
                 ))  # fmt: skip
-        self.store.save(rows, pool=(cfg.name, p.id, samples))
-        if len(samples) < need:
-            raise TTCError(f"drew {len(samples)} of {need} samples; rerun to finish")
-        return len(new), sum(s.get("tokens") or 0 for s in new)
+        pool = write_pool(samples)
+        error = None if len(samples) >= need else f"drew {len(samples)} of {need} samples; rerun to finish"
+        return UnitOutcome(
+            rows, None if pool == stored else pool, len(new), sum(s.tokens or 0 for s in new), error=error
+        )
 
 
 async def execute_unit(policy: Endpoint, request: UnitRequest) -> UnitOutcome:
     """Run one study unit a driver sent (see :mod:`ttc_graph.scale`) with the local path's code and ``policy``; its
     rows come back for the driver to write. A :class:`TTCError` becomes the outcome's ``error``, as a local unit's."""
-    config = StudyConfig.model_validate(request.config)
-    problem = Problem(**request.problem)
-    store = scratch_store(config.name, problem.id, request.pool)
-    study = _Study(policy, config, store, lambda event: None, stored={})
-    unit = StudyUnit(problem, request.index, request.strategy, request.budget)
-    generations = tokens = 0
-    error = None
-    try:
-        generations, tokens = await (
-            study.run_pool(unit, set(request.done)) if unit.template is None else study.run_live(unit, request.done)
-        )
-    except TTCError as exc:
-        error = str(exc)
-    return take_outcome(store, config.name, request, generations=generations, tokens=tokens, error=error)
+    job = _StudyJob(policy, StudyConfig.model_validate(request.config), stored={})
+    unit = StudyUnit(Problem(**request.problem), request.index, request.strategy, request.budget)
+    return await outcome_of(job.run_unit(unit, request.pool, {tuple(k) for k in request.done}))  # type: ignore[misc]
 
 
 async def run_study(
@@ -455,7 +361,7 @@ async def run_study(
     reported and left for a rerun. ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere with
     its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``."""
     items = list(problems) if problems is not None else study_problems(config)
-    return await _Study(policy, config, store, progress or (lambda event: None), runner).run(items, limit)
+    return await drive(_StudyJob(policy, config, items, limit), store, runner=runner, progress=progress)
 
 
 register_executor("study", execute_unit)  # scale runs study units without importing this package

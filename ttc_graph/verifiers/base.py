@@ -77,10 +77,16 @@ def check_unit_interval(value: float, what: str) -> float:
 
 
 class Verifier(ABC):
-    """Scores a batch of solutions. ``granularity`` says whether it judges every step or whole solutions."""
+    """Scores a batch of solutions. ``granularity`` says whether it judges every step or whole solutions.
+
+    ``timeout`` (seconds, None for none) bounds each call: a run abandons a call that outlasts it (or the run's
+    own deadline) and goes on with those items unscored (:func:`ttc_graph.verifiers.deadline.verify_within`).
+    Set it on any verifier (``verifier.timeout = 30``) or with a verifier spec's ``timeout``.
+    """
 
     granularity: ClassVar[Literal["process", "outcome"]] = "outcome"
     aggregation: Aggregation = DEFAULT_AGGREGATION
+    timeout: float | None = None
 
     @abstractmethod
     async def verify(self, items: Sequence[VerifyItem]) -> VerificationResult:

@@ -18,6 +18,7 @@ from ttc_graph.verifiers.arithmetic import ArithmeticVerifier
 from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.combined import CombinedVerifier
 from ttc_graph.verifiers.confidence import ConfidenceVerifier
+from ttc_graph.verifiers.deadline import check_timeout
 from ttc_graph.verifiers.function import FunctionVerifier
 from ttc_graph.verifiers.judge import LLMJudgeVerifier
 from ttc_graph.verifiers.program import ProgramVerifier
@@ -127,7 +128,11 @@ def build_verifier(spec: Any, policy: Endpoint, *, build_endpoint: EndpointBuild
     builder = VERIFIER_BUILDERS.get(kind)
     if builder is None:
         raise ConfigurationError(f"verifier: unknown verifier spec {spec!r}")
-    return builder(spec, policy, build_endpoint)
+    verifier = builder(spec, policy, build_endpoint)
+    timeout = check_timeout(_get(spec, "timeout"), f"verifier {kind}: timeout")
+    if timeout is not None:
+        verifier.timeout = timeout
+    return verifier
 
 
 NAMED_VERIFIERS: dict[str, dict[str, Any] | None] = {

@@ -1,0 +1,142 @@
+"""The one dataset driver with a toy job: skip what is done, run the rest, store each outcome, count and report;
+and the one pool-sample schema: stored samples read and written back as each kind wrote them."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ttc_graph.errors import TTCError
+from ttc_graph.eval.dataset_driver import DatasetReport, UnitEvent, drive
+from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, read_pool, write_pool
+from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.scale.units import UnitOutcome, UnitRequest
+from ttc_graph.selection import select_answer, subset_picks
+
+
+@dataclass(frozen=True)
+class Unit:
+    question_id: str
+
+    @property
+    def label(self) -> str:
+        return f"q{self.question_id}"
+
+
+def row(qid: str) -> ResultRow:
+    return ResultRow("r", "toy", 1, qid, "gsm8k", "2", "2", True, 1, 5, 0.0, "complete", [])
+
+
+@dataclass
+class Toy:
+    """Units q0..q4; q3 fails (a TTCError here, an error outcome from a runner) after storing its pool."""
+
+    run: str = "r"
+    concurrency: int = 2
+    running: int = 0
+    most: int = 0
+    requests: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> dict[str, int]:
+        return {"seed": 1}
+
+    def plan(self, store: ResultStore, done: set[tuple[str, int, str]]) -> tuple[list[Unit], int]:
+        units = [Unit(str(i)) for i in range(5) if ("toy", 1, str(i)) not in done]
+        return units, 5 - len(units)
+
+    async def run_here(self, unit: Unit, store: ResultStore, done: set[tuple[str, int, str]]) -> UnitOutcome:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.01)
+        self.running -= 1
+        if unit.question_id == "3":
+            raise TTCError("scripted outage")
+        return UnitOutcome([row(unit.question_id)], pool=[{"answer": "2"}], generations=2, tokens=10)
+
+    def request(self, unit: Unit, store: ResultStore, done: set[tuple[str, int, str]]) -> UnitRequest | None:
+        if unit.question_id == "0":
+            return None  # runs here even with a runner
+        self.requests.append(unit.label)
+        return UnitRequest("toy", unit.label, {}, {"id": unit.question_id})
+
+
+class Runner:
+    slots = 3
+
+    async def run(self, request: UnitRequest) -> UnitOutcome:
+        sent = pickle.loads(pickle.dumps(request))
+        qid = sent.problem["id"]
+        if qid == "3":
+            return UnitOutcome(pool=[{"answer": None}], generations=1, error="scripted outage")
+        return UnitOutcome([row(qid)], generations=2, tokens=10)
+
+
+@pytest.mark.parametrize("elsewhere", [False, True])
+async def test_the_driver_skips_runs_stores_and_reports(tmp_path: Path, elsewhere: bool) -> None:
+    events: list[UnitEvent] = []
+    job = Toy()
+    runner = Runner() if elsewhere else None
+    with ResultStore(tmp_path / "toy.sqlite") as store:
+        store.save([row("1")])
+        report = await drive(job, store, runner=runner, progress=events.append)
+        assert store.done("r") == {("toy", 1, q) for q in ("0", "1", "2", "4")}
+        assert ("3" in store.pools("r")) is elsewhere  # a failed unit's pool is written with it
+        again = await drive(job, store, runner=runner)
+    assert isinstance(report, DatasetReport)
+    assert (report.units, report.skipped, report.finished, report.failed) == (4, 1, 3, 1)
+    assert (report.rows_before, report.rows_written, report.tokens) == (1, 3, 30)
+    assert report.failures == ["q3: scripted outage"]
+    assert events[0] == UnitEvent("plan", total=4, skipped=1)
+    assert sorted(e.label for e in events if e.kind == "done") == ["q0", "q2", "q4"]
+    assert [e.rows[0].question_id for e in events if e.label == "q2"] == ["2"]
+    assert [e.message for e in events if e.kind == "failed"] == ["scripted outage"]
+    assert (again.units, again.skipped) == (1, 4)  # only the failed unit is left
+    if elsewhere:
+        assert "q0" not in job.requests and len(job.requests) == 4
+    else:
+        assert job.most == 2  # the job's concurrency
+
+
+def test_a_study_sample_reads_its_answer_from_its_text_and_keeps_its_keys() -> None:
+    stored = {"text": "So the answer is \\boxed{12}.", "tokens": 9, "mean_lp": -0.25, "source": "pool.jsonl"}
+    (sample,) = read_pool([stored])
+    assert sample.answer == "12" and sample.score is None
+    cand = pool_candidate(0, stored)
+    assert (cand["id"], cand["answer"], cand["token_logprobs"], cand["finish_reason"]) == ("s0", "12", [-0.25], None)
+    assert write_pool([sample.with_score(0.5)]) == [{**stored, "answer": "12", "score": 0.5}]
+    assert read_pool(write_pool([sample])) == [sample]
+
+
+def test_a_sweep_sample_keeps_its_stored_answer_and_scores_per_verifier() -> None:
+    stored = {"text": "cut off at 12", "answer": None, "tokens": 3, "finish_reason": "length", "correct": False,
+              "seconds": 0.1, "scores": {"confidence": 0.7}, "token_logprobs": [-0.1, -0.2]}  # fmt: skip
+    (sample,) = read_pool([stored])
+    assert sample.answer is None and sample.scored_by("confidence") == 0.7 and sample.scored_by("judge") is None
+    assert write_pool([sample]) == [stored]
+    scored = sample.with_score(0.2, "judge")
+    assert scored.scores == {"confidence": 0.7, "judge": 0.2} and sample.scores == {"confidence": 0.7}
+    cand = pool_candidate(4, scored, "judge")
+    assert (cand["id"], cand["score"], cand["token_logprobs"], cand["parsable"]) == ("s4", 0.2, [-0.1, -0.2], False)
+
+
+def test_subset_picks_are_select_answers() -> None:
+    import itertools
+
+    import numpy as np
+
+    samples = [PoolSample(a, s) for a, s in [("7", 0.1), ("3", 0.6), ("7", 0.1), ("9", 0.95), ("3", 0.6), (None, None)]]
+    groups = {"7": 0, "3": 1, "9": 2}
+    for how in ("majority", "weighted", "naive"):
+        for b in (1, 2, 3, 6):
+            subsets = np.array(list(itertools.combinations(range(len(samples)), b)))
+            picks = subset_picks(
+                [groups.get(s.answer or "") for s in samples], [s.score for s in samples], subsets, how
+            )
+            for subset, pick in zip(subsets, picks, strict=True):
+                chosen = select_answer([pool_candidate(i, samples[i]) for i in subset], how).candidate_id  # type: ignore[arg-type]
+                assert (None if pick < 0 else f"s{pick}") == chosen

@@ -1,0 +1,238 @@
+"""The one driver of runs over a data set: plan the units, run them (here or on a runner), store each, report.
+
+A sweep, a study and a spec run (``ttc run SPEC --dataset``) are each a :class:`DatasetJob`: it says which units
+are left and how one unit runs (its rows and its question's pool come back as a
+:class:`~ttc_graph.scale.units.UnitOutcome`, never written by the unit). The driver owns the rest: the run's
+settings checked against the store, skipping what is done, the units in flight (the job's ``concurrency`` here, a
+runner's ``slots`` elsewhere), writing each outcome in one transaction as it comes back (the single writer), the
+counts, and a :class:`UnitEvent` per unit. A unit that fails with a :class:`TTCError` is reported and left for a
+rerun; any other exception (or cancellation) stops the run, keeping what finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ttc_graph.budget import policy_generations, policy_tokens
+from ttc_graph.errors import TTCError
+from ttc_graph.eval.datasets import Problem
+from ttc_graph.eval.grading import grade
+from ttc_graph.eval.store import ResultRow, ResultStore
+from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner
+
+__all__ = [
+    "DatasetJob",
+    "DatasetReport",
+    "DatasetUnit",
+    "Key",
+    "UnitEvent",
+    "drive",
+    "graded_row",
+    "keys_of",
+    "outcome_of",
+]
+
+Key = tuple[str, int, str]
+"""A finished ``(strategy, budget, question_id)`` of a run."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetUnit:
+    """One unit: a question's best-of-N pool (``strategy`` None: every best-of-N strategy and budget of it, from one
+    set of draws) or one (``strategy``, ``budget``) run of it; ``index`` is the question's place in the run (seeds)."""
+
+    problem: Problem
+    index: int = 0
+    strategy: str | None = None
+    budget: int = 0
+
+    @property
+    def question_id(self) -> str:
+        return self.problem.id
+
+    @property
+    def label(self) -> str:
+        what = "best-of-N pool" if self.strategy is None else f"{self.strategy} b={self.budget}"
+        return f"q{self.problem.id} {what}"
+
+
+class DatasetJob(Protocol):
+    """What a sweep, a study or a spec run supplies to :func:`drive`.
+
+    ``run`` names the run in the store, ``settings`` what a resumed run must keep (None: not checked), and
+    ``concurrency`` how many units run at once in this process. ``plan`` returns the units left, in run order, and
+    how many units are already finished; ``run_here`` runs a unit in this process (reading, never writing,
+    ``store``); ``request`` is the unit as data for a runner (None: it runs here even with a runner).
+    """
+
+    run: str
+    concurrency: int
+
+    @property
+    def settings(self) -> Mapping[str, Any] | None: ...
+
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[Sequence[DatasetUnit], int]: ...
+
+    async def run_here(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitOutcome: ...
+
+    def request(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitRequest | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEvent:
+    """Progress: ``plan`` (``total`` units to run, ``skipped`` already finished), then ``done`` or ``failed`` per
+    unit with what it drew (``generations``, ``tokens``) and the ``rows`` it stored, or why it failed
+    (``message``)."""
+
+    kind: Literal["plan", "done", "failed"]
+    label: str = ""
+    total: int = 0
+    skipped: int = 0
+    generations: int = 0
+    tokens: int = 0
+    message: str = ""
+    rows: tuple[ResultRow, ...] = ()
+
+
+@dataclass(slots=True)
+class DatasetReport:
+    """What one call did. ``generations``/``tokens`` are what the units drew, failed units included; ``requests``,
+    ``policy_generations`` and ``verifier_requests`` what reached the endpoints (counted by jobs that count them)."""
+
+    units: int = 0
+    skipped: int = 0
+    finished: int = 0
+    failed: int = 0
+    rows_written: int = 0
+    rows_before: int = 0
+    generations: int = 0
+    tokens: int = 0
+    requests: int = 0
+    policy_generations: int = 0
+    verifier_requests: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
+    """``unit``'s outcome, a :class:`TTCError` it raises becoming the outcome's ``error`` (as a runner returns it)."""
+    try:
+        return await unit
+    except TTCError as exc:
+        return UnitOutcome(error=str(exc))
+
+
+class _Driver:
+    def __init__(
+        self,
+        job: DatasetJob,
+        store: ResultStore,
+        runner: UnitRunner | None,
+        progress: Callable[[UnitEvent], None],
+        report: DatasetReport,
+    ) -> None:
+        self.job, self.store, self.runner, self.progress, self.report = job, store, runner, progress, report
+
+    async def run(self) -> DatasetReport:
+        t0 = time.monotonic()
+        job, report = self.job, self.report
+        if job.settings is not None:
+            self.store.check_run(job.run, job.settings)
+        done = self.store.done(job.run)
+        report.rows_before = len(done)
+        units, report.skipped = job.plan(self.store, done)
+        report.units = len(units)
+        self.progress(UnitEvent("plan", total=len(units), skipped=report.skipped))
+        queue = iter(units)
+
+        async def worker() -> None:
+            for unit in queue:
+                await self.run_unit(unit, done)
+
+        slots = job.concurrency if self.runner is None else self.runner.slots
+        workers = [asyncio.create_task(worker()) for _ in range(min(max(1, slots), max(1, len(units))))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        finally:
+            report.seconds = time.monotonic() - t0
+        return report
+
+    async def run_unit(self, unit: DatasetUnit, done: set[Key]) -> None:
+        request = None if self.runner is None else self.job.request(unit, self.store, done)
+        if request is not None and self.runner is not None:
+            outcome = await self.runner.run(request)
+        else:
+            outcome = await outcome_of(self.job.run_here(unit, self.store, done))
+        pool = None if outcome.pool is None else (self.job.run, unit.question_id, outcome.pool)
+        report = self.report
+        report.rows_written += self.store.save(outcome.rows, pool=pool)
+        report.generations += outcome.generations
+        report.tokens += outcome.tokens
+        report.requests += outcome.requests
+        report.policy_generations += outcome.policy_generations
+        report.verifier_requests += outcome.verifier_requests
+        drawn = {"generations": outcome.generations, "tokens": outcome.tokens}
+        if outcome.error is not None:
+            report.failed += 1
+            report.failures.append(f"{unit.label}: {outcome.error}")
+            self.progress(UnitEvent("failed", unit.label, message=outcome.error, **drawn))
+            return
+        report.finished += 1
+        self.progress(UnitEvent("done", unit.label, rows=tuple(outcome.rows), **drawn))
+
+
+async def drive(
+    job: DatasetJob,
+    store: ResultStore,
+    *,
+    runner: UnitRunner | None = None,
+    progress: Callable[[UnitEvent], None] | None = None,
+    report: DatasetReport | None = None,
+) -> DatasetReport:
+    """Run every unit ``job`` plans that is not finished in ``store``, writing each outcome as it comes back; the
+    counts go to ``report`` (a job's own subclass, say), which comes back.
+
+    ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, ``runner.slots`` at a time, with
+    its own endpoints; this call stays the single writer of ``store``.
+    """
+    return await _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport()).run()
+
+
+def graded_row(
+    out: Mapping[str, Any],
+    problem: Problem,
+    *,
+    run: str,
+    strategy: str,
+    budget: int,
+    dataset: str,
+    seconds: float,
+    candidates: list[dict[str, Any]],
+    details: dict[str, Any] | None = None,
+    strict: bool = True,
+) -> ResultRow:
+    """A graph run's final state ``out`` as a row: its answer graded against ``problem``'s reference, the policy's
+    generations and completion tokens read from its usage ledger. ``strict``: a run that produced no candidate
+    because every request failed raises a :class:`TTCError` (the unit fails and is left for a rerun)."""
+    if strict and not out.get("candidates") and out.get("stop_reason") == "error":
+        raise TTCError("; ".join((out.get("errors") or ["every request failed"])[:2]))
+    usage, answer, reference = out.get("usage") or {}, out.get("answer"), problem.reference
+    return ResultRow(
+        run, strategy, budget, problem.id, dataset, answer, reference, grade(dataset, answer, reference),
+        policy_generations(usage), policy_tokens(usage), seconds, out.get("stop_reason"), candidates,
+        details=details or {},
+    )  # fmt: skip
+
+
+def keys_of(done: Collection[Key], question_id: str) -> list[Key]:
+    """The finished keys of one question (what a unit request carries)."""
+    return [k for k in done if k[2] == question_id]
