@@ -24,8 +24,17 @@ from ttc_graph.cli.common import (
     print_curves,
     sigterm_as_interrupt,
 )
+from ttc_graph.cli.options import (
+    BaseUrlOption,
+    GgufOption,
+    ModelOption,
+    ParallelOption,
+    RayOption,
+    ReplicasOption,
+    ThreadsOption,
+)
 from ttc_graph.cli.progress import ProgressBar
-from ttc_graph.cli.runtime import RAY_HELP, REPLICAS_HELP, runtime_of, split_runner
+from ttc_graph.cli.runtime import runtime_of, split_runner
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.verifiers.registry import VERIFIER_NAMES
 
@@ -79,16 +88,14 @@ def eval_command(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Questions in flight at once.")] = 2,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
-    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 4,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
-    ] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    gguf: GgufOption = None,
+    parallel: ParallelOption = 4,
+    threads: ThreadsOption = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
-    ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
-    replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,
+    ray: RayOption = None,
+    replicas: ReplicasOption = None,
 ) -> None:
     """Sweep strategies × budgets over a data set; every finished question is stored at once (resumable)."""
     import warnings

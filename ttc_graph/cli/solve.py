@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +18,7 @@ from ttc_graph.cli.common import (
     exit_if_no_answer,
     print_output,
 )
+from ttc_graph.cli.options import BaseUrlOption, GgufOption, ParallelOption, ThreadsOption
 from ttc_graph.cli.progress import run_with_progress
 from ttc_graph.cli.runtime import runtime_of
 from ttc_graph.endpoints.base import Endpoint
@@ -59,13 +59,11 @@ def solve(
     max_tokens: Annotated[int, typer.Option(min=1, help="Max tokens per sample.")] = DEFAULT_MAX_TOKENS,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature.")] = DEFAULT_TEMPERATURE,
     seed: Annotated[int | None, typer.Option(help="Base seed for reproducible sampling.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
+    base_url: BaseUrlOption = None,
     model: Annotated[str | None, typer.Option(help="Model name at --base-url, or a GGUF path locally.")] = None,
-    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 4,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
-    ] = None,
+    gguf: GgufOption = None,
+    parallel: ParallelOption = 4,
+    threads: ThreadsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the output state as JSON.")] = False,
 ) -> None:
     """Answer QUESTION with a best-of-N strategy on an endpoint or the embedded local model.

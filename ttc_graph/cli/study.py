@@ -9,8 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from ttc_graph.cli.common import check_gguf, check_ray, console, fail, sigterm_as_interrupt
+from ttc_graph.cli.options import (
+    BaseUrlOption,
+    GgufOption,
+    ModelOption,
+    ParallelOption,
+    RayOption,
+    ReplicasOption,
+    ThreadsOption,
+)
 from ttc_graph.cli.progress import ProgressBar
-from ttc_graph.cli.runtime import RAY_HELP, REPLICAS_HELP, runtime_of, split_runner
+from ttc_graph.cli.runtime import runtime_of, split_runner
 from ttc_graph.errors import ConfigurationError, TTCError
 
 __all__ = ["study_app"]
@@ -35,20 +44,18 @@ def run_command(
     ctx: typer.Context,
     config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
     db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
-    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 8,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
-    ] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    gguf: GgufOption = None,
+    parallel: ParallelOption = 8,
+    threads: ThreadsOption = None,
     slot_context: Annotated[
         int, typer.Option(help="Context tokens per slot with --gguf (revisions carry 4 earlier attempts).")
     ] = 4096,
     questions: Annotated[int | None, typer.Option(help="Only the first N questions of the config's set.")] = None,
     max_units: Annotated[int | None, typer.Option(help="Stop after this many units (a chunk).")] = None,
-    ray: Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)] = None,
-    replicas: Annotated[int | None, typer.Option(help=REPLICAS_HELP)] = None,
+    ray: RayOption = None,
+    replicas: ReplicasOption = None,
 ) -> None:
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
     from ttc_graph.eval.store import ResultStore
