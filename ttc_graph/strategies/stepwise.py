@@ -36,7 +36,7 @@ from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph
 from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
-from ttc_graph.nodes.expand import check_can_continue, make_expand_node
+from ttc_graph.nodes.expand import check_can_continue, endpoint_slots, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
@@ -200,7 +200,7 @@ def build_step_graph(
         lookahead=options.lookahead,
         logprobs=bool(getattr(scorer, "needs_logprobs", False)),
     )
-    controller = make_step_controller(keep, options.sampling(), options.step_delimiter)
+    controller = make_step_controller(keep, options.sampling(), options.step_delimiter, endpoint_slots(policy))
     graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
