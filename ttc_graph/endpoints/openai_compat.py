@@ -298,10 +298,11 @@ class OpenAIEndpoint:
             kwargs["timeout"] = p.timeout
         if self.extra_body:
             kwargs["extra_body"] = dict(self.extra_body)
-        slot = p.slots[0] if self.slots and p.slots else None
-        if slot is not None:  # llama.cpp: run on this slot, reusing the prompt prefix its KV cache holds
+        slots = self.slots
+        slot = p.slots[0] if slots and p.slots else None
+        if slots and slot is not None:  # llama.cpp: run on this slot, reusing the prompt prefix its KV cache holds
             body = kwargs.setdefault("extra_body", {})
-            body.setdefault("id_slot", int(slot) % self.slots)
+            body.setdefault("id_slot", int(slot) % slots)
             body.setdefault("cache_prompt", True)
         return kwargs
 

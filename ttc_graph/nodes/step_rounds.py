@@ -284,12 +284,30 @@ def id_key(node_id: str) -> tuple[Any, ...]:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in node_id.split("."))
 
 
+def _runner_task(target: str, state: TTCState, tasks: list[ExpandTask]) -> dict[str, Any]:
+    """The one plan entry that hands a first round's ``tasks`` to the node ``target`` (it runs them to the end)."""
+    return {
+        "target": target,
+        "question": state["question"],
+        "k": sum(t["k"] for t in tasks),
+        "roots": tasks,
+        "usage": state.get("usage"),
+        "started_at": state.get("started_at"),
+    }
+
+
 def make_step_controller(
-    keep: StepPolicy, defaults: SamplingDefaults, delimiter: str, slots: int | None = None
+    keep: StepPolicy,
+    defaults: SamplingDefaults,
+    delimiter: str,
+    slots: int | None = None,
+    runner: str | None = None,
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
     """The budget controller of a step-wise search: ``keep`` decides what to keep and expand, this decides
     whether the budget allows it, plans it, and records the outcome (see the module docstring). ``slots``: the
-    policy endpoint's server slots, when it takes slot hints (each expand request then names its samples' slots)."""
+    policy endpoint's server slots, when it takes slot hints (each expand request then names its samples' slots).
+    ``runner``: a node that runs the whole search from its first round's tasks (DVTS's ``subtrees``): round 0 then
+    plans one task for it, and the next round ends the search with what it left."""
 
     async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
@@ -307,6 +325,8 @@ def make_step_controller(
             expansions = step.expansions()
             if expansions:
                 tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed, slots)
+                if runner is not None and round_ == 0:
+                    tasks = [_runner_task(runner, state, tasks)]  # type: ignore[list-item]
             else:
                 stop = step.exhausted()
         update: dict[str, Any] = {}

@@ -40,6 +40,8 @@ from ttc_graph.nodes.expand import check_can_continue, endpoint_slots, make_expa
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
+from ttc_graph.nodes.step_subtrees import SUBTREES, make_subtrees_node
+from ttc_graph.nodes.step_tree import TREE, make_tree_node
 from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
@@ -200,7 +202,9 @@ def build_step_graph(
         lookahead=options.lookahead,
         logprobs=bool(getattr(scorer, "needs_logprobs", False)),
     )
-    controller = make_step_controller(keep, options.sampling(), options.step_delimiter, endpoint_slots(policy))
+    runner = getattr(keep, "runner", None)  # DVTS's subtrees, MCTS's tree: run without a round barrier
+    slots = endpoint_slots(policy)
+    controller = make_step_controller(keep, options.sampling(), options.step_delimiter, slots, runner=runner)
     graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
@@ -208,7 +212,24 @@ def build_step_graph(
     graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
-    graph.add_conditional_edges("budget", route_plan("expand", "select"), ["expand", "select"])
+    targets = ["expand", "select"]
+    if runner == SUBTREES:
+        node = make_subtrees_node(
+            keep, expand, scorer, options.aggregation, options.sampling(), options.step_delimiter,
+            slots=slots, budget=options.budget,
+        )  # fmt: skip
+    elif runner == TREE:
+        node = make_tree_node(
+            keep,  # type: ignore[arg-type]  # the policy whose runner is the tree: an MCTSPlan
+            expand, scorer, options.aggregation, options.sampling(), slots=slots, budget=options.budget,
+        )  # fmt: skip
+    elif runner is not None:
+        raise ConfigurationError(f"{kind}: unknown runner node {runner!r}")
+    if runner is not None:
+        graph.add_node(runner, dual(node))
+        graph.add_edge(runner, "budget")
+        targets.insert(1, runner)
+    graph.add_conditional_edges("budget", route_plan("expand", "select"), targets)
     graph.add_edge("expand", "verify")
     graph.add_edge("verify", "budget")
     graph.add_edge("select", END)
