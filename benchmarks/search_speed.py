@@ -255,7 +255,7 @@ async def main(args: argparse.Namespace) -> None:
         with contextlib.ExitStack() as stack:
             serve_url = stack.enter_context(serve_app(base_url, model, args)) if args.serve else None
             for p in problems:
-                for strategy in STRATEGIES:
+                for strategy in args.strategies:
                     run = await run_graph(strategy, policy, p.question, args, metrics)
                     results.runs.append(run)
                     print(
@@ -289,4 +289,13 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--serve", action="store_true", help="also run every strategy through ttc serve")
     parser.add_argument("--no-slots", action="store_true", help="send no slot hints (id_slot): the server chooses")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--strategies", default=",".join(STRATEGIES), help="a comma-separated subset (best-of-N always runs: the base)"
+    )
+    options = parser.parse_args()
+    chosen = [s for s in options.strategies.split(",") if s]
+    unknown = set(chosen) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"--strategies: unknown {', '.join(sorted(unknown))}; use some of {', '.join(STRATEGIES)}")
+    options.strategies = [s for s in STRATEGIES if s == "best_of_n" or s in chosen]
+    asyncio.run(main(options))

@@ -294,3 +294,12 @@ async def test_asynchronous_mcts_resumes_without_redoing_what_came_back(tmp_path
         out = await async_mcts(working).compile(checkpointer=saver).ainvoke(None, config)
     assert out["stop_reason"] == "complete" and len(out["candidates"]) == 8
     assert came_back and not came_back & {c.prefix for c in working.calls}  # the logged expansions were replayed
+
+
+def test_a_local_server_endpoint_sends_slot_hints_for_its_parallel_slots():
+    from ttc_graph.local import LocalModelServer
+
+    server = LocalModelServer(parallel=3)
+    server._bound_port, server._started_in = 9, 0.1  # as if started: endpoint() needs only the address
+    assert server.endpoint().slots == 3
+    assert server.endpoint(slots=None).slots is None  # a caller can turn the hints off
