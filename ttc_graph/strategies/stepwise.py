@@ -7,7 +7,10 @@ continued, a ``lookahead`` rollout follows each new step), ``verify`` scores the
 (:func:`~ttc_graph.nodes.step_verify.score_beams`), and ``budget`` is one round engine
 (:mod:`ttc_graph.nodes.step_rounds`: cost checks, round limits, expand requests, the final update) run with the
 search's own *policy* of which beams to keep and expand (:mod:`~ttc_graph.nodes.step_beam` for beam search and DVTS,
-:mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). The options every step search takes are
+:mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). A policy with no round barrier of its
+own names a ``runner`` node that runs the search after round 0 in one call, each step started as soon as its own
+work is scored: DVTS's ``subtrees`` (:mod:`~ttc_graph.nodes.step_subtrees`), and MCTS's ``tree``
+(:mod:`~ttc_graph.nodes.step_tree`, opt-in). The options every step search takes are
 one :class:`StepSearchOptions` (their names: :data:`STEP_OPTIONS`), with their defaults defined here; the step
 scores' aggregation is :mod:`ttc_graph.verifiers.aggregation`'s, the final selection :mod:`ttc_graph.selection`'s.
 
