@@ -94,7 +94,8 @@ def test_sync_invoke_matches_async(name: str) -> None:
 def test_sync_stream_emits_progress_events(name: str) -> None:
     chunks = list(GRAPHS[name]().compile().stream({"question": "q"}, stream_mode="custom", subgraphs=True))
     events = [event for _, event in chunks]
-    assert events and all(e["event"] in ("ttc.round", "ttc.sample") for e in events)  # ttc.sample: per arrival
+    # ttc.sample: per arrival (adaptive best-of-N); ttc.subtree: per scored step of a DVTS subtree
+    assert events and all(e["event"] in ("ttc.round", "ttc.sample", "ttc.subtree") for e in events)
 
 
 # -- a chat model whose async client is bound to one event loop, as ChatOpenAI's is ---------------------------

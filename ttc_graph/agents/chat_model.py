@@ -303,6 +303,10 @@ def _progress_chunk(event: Any) -> ChatGenerationChunk | None:
         line = f"Round {event.get('round', 0) + 1}: {event.get('drawn', 0)} samples drawn"
     elif kind == "ttc.sample":
         line = f"Sample {event.get('index', '')} {event.get('kind', 'arrived')}"
+    elif kind == "ttc.subtree":
+        line = f"Subtree {event.get('group', '')}: step {event.get('round', '')} scored"
+    elif kind == "ttc.expansion":
+        line = f"Expansion {event.get('index', '')} of {event.get('leaf', '')} scored"
     else:
         line = kind
     message = AIMessageChunk(content="", additional_kwargs={"reasoning_content": line + "\n"})

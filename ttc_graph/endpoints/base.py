@@ -47,6 +47,10 @@ class SamplingParams:
     connection, an unreadable body) instead of retrying it: under a token budget the controller re-plans that sample
     from what is left, since the lost attempt may have been generated. ``tools`` (OpenAI-format tool specs) and
     ``tool_choice`` go to the model as the chat API takes them; a generation then may carry ``tool_calls``.
+    ``slots``: a hint of the server slot each sample should run on (the i-th sample on ``slots[i]``, ``None``: the
+    server's choice), so a continuation lands where its prefix's KV cache already is; an endpoint sends it only when
+    it was configured for a server with such slots (:class:`~ttc_graph.endpoints.openai_compat.OpenAIEndpoint`'s
+    ``slots``, llama.cpp's ``id_slot``) and ignores it otherwise.
     """
 
     temperature: float | None = None
@@ -60,6 +64,7 @@ class SamplingParams:
     retry_lost: bool = True
     tools: tuple[dict[str, Any], ...] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    slots: tuple[int | None, ...] | None = None
 
 
 def check_number(name: str, value: object, *, integer: bool, minimum: float, strict: bool = False) -> None:

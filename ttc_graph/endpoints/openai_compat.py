@@ -164,7 +164,10 @@ class OpenAIEndpoint:
     the model up in; default: the shipped table, where an unknown model costs nothing). At most ``max_concurrency``
     requests are in flight per event loop; ``timeout`` bounds each HTTP attempt (a request's own, shorter timeout
     wins). ``max_tokens`` is the endpoint's default
-    length per sample (``None``: the server's own); a run's explicit value wins.
+    length per sample (``None``: the server's own); a run's explicit value wins. ``slots``: the server is llama.cpp
+    with this many parallel slots; a request whose :class:`~ttc_graph.endpoints.base.SamplingParams` carries a
+    ``slots`` hint is sent with ``id_slot`` (and ``cache_prompt``), so a search continues a beam on the slot whose KV
+    cache holds its prefix (:meth:`ttc_graph.local.LocalModelServer.endpoint` turns it on; ``None``: no hints sent).
     """
 
     gates_requests = True
@@ -187,6 +190,7 @@ class OpenAIEndpoint:
         extra_body: dict[str, Any] | None = None,
         http_client: Any | None = None,
         prices: PriceTable | Price | None = None,
+        slots: int | None = None,
     ) -> None:
         if not model or not str(model).strip():
             raise ConfigurationError("model: a model name is required (e.g. model='gpt-4o-mini')")
@@ -198,6 +202,8 @@ class OpenAIEndpoint:
             raise ConfigurationError(f"max_tokens: must be >= 1 or None, got {max_tokens}")
         if timeout <= 0:
             raise ConfigurationError(f"timeout: must be > 0 seconds, got {timeout}")
+        if slots is not None:
+            check_number("slots", slots, integer=True, minimum=1)
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.model = str(model)
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -212,6 +218,7 @@ class OpenAIEndpoint:
         self.max_tokens = max_tokens
         self.default_params = default_params or SamplingParams()
         self.extra_body = dict(extra_body or {})
+        self.slots = slots
         self._http_client = http_client
         self.price = price_of(self.model, prices)
         self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self), close=_LoopClients.aclose)
@@ -290,6 +297,12 @@ class OpenAIEndpoint:
             kwargs["timeout"] = p.timeout
         if self.extra_body:
             kwargs["extra_body"] = dict(self.extra_body)
+        slots = self.slots
+        slot = p.slots[0] if slots and p.slots else None
+        if slots and slot is not None:  # llama.cpp: run on this slot, reusing the prompt prefix its KV cache holds
+            body = kwargs.setdefault("extra_body", {})
+            body.setdefault("id_slot", int(slot) % slots)
+            body.setdefault("cache_prompt", True)
         return kwargs
 
     async def resolve_continuation(self) -> Continuation:
@@ -472,6 +485,9 @@ class OpenAIEndpoint:
         async def single(i: int) -> GenerationResult:
             # Distinct seeds: n single requests with one seed would return n identical samples.
             p = params if params.seed is None else replace(params, seed=params.seed + seed_offset + i)
+            if params.slots:  # the i-th single request runs on the i-th sample's slot
+                j = seed_offset + i
+                p = replace(p, slots=params.slots[j : j + 1] or None)
             return await self._request(one, messages, 1, p, prefix)
 
         return collect(await bounded_gather(single, n, self.max_concurrency), f"{n} requests on {self.name}")

@@ -212,7 +212,8 @@ class LocalModelServer:
 
         Defaults: ``max_concurrency=parallel``, ``continuation="prefill"`` and ``native_n=False``: llama.cpp
         accepts ``n`` but reports one choice's completion tokens, so samples go as concurrent single requests
-        (batched by the server's parallel slots) and the ledger counts every token; ``kwargs`` override them.
+        (batched by the server's parallel slots) and the ledger counts every token; ``slots=parallel``, so a step
+        search sends each continuation to the slot that holds its prefix (``id_slot``); ``kwargs`` override them.
         """
         self._require_started()
         options: dict[str, Any] = {
@@ -222,6 +223,7 @@ class LocalModelServer:
             "max_concurrency": self.parallel,
             "continuation": "prefill",
             "native_n": False,
+            "slots": self.parallel,
         }
         options.update(kwargs)
         return OpenAIEndpoint(**options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
@@ -20,7 +20,9 @@ __all__ = [
     "Beam",
     "ExpandTask",
     "StepOutcome",
+    "assign_slots",
     "check_can_continue",
+    "endpoint_slots",
     "extend_steps",
     "make_expand_node",
     "prefix_text",
@@ -46,6 +48,7 @@ class Beam(TypedDict):
     rollout: NotRequired[list[str]]  # the whole path after a lookahead rollout (the child's steps, then more)
     token_logprobs: NotRequired[list[float]]
     rollout_logprobs: NotRequired[list[float]]
+    slot: NotRequired[int | None]  # the server slot its last step ran on (set only when the endpoint takes hints)
 
 
 def root_beam(beam_id: str, group: int = 0) -> Beam:
@@ -67,6 +70,7 @@ class ExpandTask(TypedDict):
     timeout: float | None
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
+    slots: NotRequired[list[int | None]]  # the server slot of each of the k samples (see :func:`assign_slots`)
 
 
 def prefix_text(steps: list[str], delimiter: str, partial: bool = False) -> str:
@@ -111,6 +115,37 @@ def extend_steps(steps: list[str], partial: bool, text: str, finish_reason: str 
     return StepOutcome(steps=new_steps, partial=cut, finished=step_finishes(step, finish_reason))
 
 
+def endpoint_slots(policy: object) -> int | None:
+    """How many server slots ``policy`` takes hints for (its ``slots``), or None when it takes none."""
+    slots = getattr(policy, "slots", None)
+    return slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 else None
+
+
+def assign_slots(
+    expansions: Sequence[tuple[Beam, int]], slots: int, busy: Iterable[int] = ()
+) -> list[list[int | None]]:
+    """The server slot of every sample of ``expansions`` (a beam and its number of children), ``slots`` in all.
+
+    Prefix affinity: a beam's first child runs on its parent's slot (whose KV cache holds the parent's prefix, so
+    the server evaluates only the new tokens), its siblings spread over the slots left free, lowest first; ``busy``
+    slots (running other work) are not given out. Past the free slots a sample gets None (the server's choice), so
+    no two samples planned together ever queue on one slot.
+    """
+    taken = set(busy)
+    out: list[list[int | None]] = [[None] * k for _, k in expansions]
+    for i, (beam, k) in enumerate(expansions):
+        slot = beam.get("slot")
+        if k > 0 and slot is not None and 0 <= slot < slots and slot not in taken:
+            out[i][0] = slot
+            taken.add(slot)
+    free = iter([s for s in range(slots) if s not in taken])
+    for row in out:
+        for j, slot in enumerate(row):
+            if slot is None:
+                row[j] = next(free, None)
+    return out
+
+
 def check_can_continue(policy: object) -> None:
     """Fail before any request if ``policy`` has no way to continue a partial answer."""
     mode = getattr(policy, "continuation", "auto")
@@ -149,6 +184,7 @@ def make_expand_node(
             timeout=task["timeout"],
             logprobs=logprobs,
             retry_lost=not task.get("hold_tokens", False),
+            slots=(child["slot"],) if child.get("slot") is not None else None,
         )
         path = StepOutcome(steps=list(child["steps"]), partial=bool(child.get("partial")), finished=False)
         lps: list[float] = []
@@ -178,6 +214,7 @@ def make_expand_node(
             timeout=task["timeout"],
             logprobs=logprobs,
             retry_lost=not task.get("hold_tokens", False),
+            slots=tuple(task["slots"]) if task.get("slots") else None,
         )
         spent = RequestUsage()
         errors: list[str] = []
@@ -206,6 +243,9 @@ def make_expand_node(
                 )
                 if logprobs:
                     children[-1]["token_logprobs"] = [*beam.get("token_logprobs", []), *(gen.token_logprobs or ())]
+                if task.get("slots"):
+                    slots = task["slots"]
+                    children[-1]["slot"] = slots[i] if i < len(slots) else None
             if lookahead:
                 open_ = [c for c in children if not c["finished"]]
                 rollouts = await asyncio.gather(*(rollout(task, c, spent, errors) for c in open_))

@@ -51,6 +51,11 @@ class SearchPlan(PolicyCost):
     def label(self) -> str:
         return "DVTS" if self.diverse else "beam search"
 
+    @property
+    def runner(self) -> str | None:
+        """The node that runs the search without rounds: DVTS's ``subtrees`` (:mod:`~ttc_graph.nodes.step_subtrees`)."""
+        return "subtrees" if self.diverse else None
+
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
         return (_DVTSRound if self.diverse else _BeamRound)(self, state, round_, delimiter)
 
@@ -131,8 +136,13 @@ class _DVTSRound(_BeamRound):
         return [c if c["finish_reason"] == "stop" else {**c, "finish_reason": "truncated"} for c in retired]
 
     def stops_early(self) -> str | None:
-        """Once no subtree is left to expand (each ends when its best child finishes)."""
-        return None if self.chosen else ("complete" if self.pool else "error")
+        """Once no subtree is left to expand (each ends when its best child finishes or at the step limit; the
+        ``subtrees`` node ends them all before this round sees them, so a subtree cut at the limit says so)."""
+        if self.chosen:
+            return None
+        if not self.pool:
+            return "error"
+        return "max_steps" if any(c["finish_reason"] == "max_steps" for c in self.pool) else "complete"
 
     def candidates(self) -> list[Candidate]:
         """The final pool: every subtree's last children."""

@@ -54,14 +54,23 @@ class TreeNode(Beam):
 @dataclass(frozen=True, slots=True)
 class MCTSPlan(PolicyCost):
     """The policy of MCTS: ``n`` generations (sampled steps per depth), ``expansions`` children per expanded
-    leaf, UCT's ``exploration`` constant, a tree at most ``max_steps`` deep, rollouts of ``lookahead`` steps."""
+    leaf, UCT's ``exploration`` constant, a tree at most ``max_steps`` deep, rollouts of ``lookahead`` steps.
+    ``asynchronous``: no rounds (the ``tree`` node); off by default, since its result then depends on the order
+    expansions come back, where the round-wise search's depends on the seed alone."""
 
     n: int
     expansions: int
     exploration: float
     max_steps: int
     lookahead: int = 0
+    asynchronous: bool = False
     label = "MCTS"
+
+    @property
+    def runner(self) -> str | None:
+        """With ``asynchronous``, the node that runs the search without rounds: ``tree``
+        (:mod:`~ttc_graph.nodes.step_tree`: a new leaf is selected the moment an expansion comes back)."""
+        return "tree" if self.asynchronous else None
 
     @property
     def parallel(self) -> int:
@@ -110,6 +119,7 @@ class _Tree:
         self.reserved: Counter[int] = Counter()
         self.virtual: Counter[str] = Counter()
         self.taken: set[str] = set()
+        self.paths: dict[str, tuple[list[str], int, int]] = {}  # a selected leaf: its path, child depth, children
 
     def room(self, depth: int) -> int:
         return self.plan.n - self.layers[depth] - self.reserved[depth]
@@ -155,7 +165,24 @@ class _Tree:
         self.taken.add(current)
         for node_id in path:
             self.virtual[node_id] += 1
+        self.paths[current] = (path, depth, k)
         return self.nodes[current], k
+
+    def arrive(self, leaf_id: str, children: list[Beam]) -> list[TreeNode]:
+        """A selected leaf's expansion came back with ``children`` (scored): its virtual loss and reservation are
+        lifted, the children join the tree and every new value is backed up. Returns the new nodes."""
+        path, depth, k = self.paths.pop(leaf_id)
+        for node_id in path:
+            self.virtual[node_id] -= 1
+        self.reserved[depth] -= k
+        for child in children:
+            self.nodes[child["id"]] = {**child, "backed": False}  # type: ignore[assignment]
+            self.children.setdefault(child["id"], [])
+            self.children[leaf_id].append(child["id"])
+            self.layers[depth] += 1
+        self.children[leaf_id].sort(key=id_key)
+        self.taken.discard(leaf_id)  # with children it is no leaf; a failed expansion leaves it selectable again
+        return _backup(self.nodes)
 
     def select_round(self) -> list[tuple[TreeNode, int]]:
         """Up to ``parallel`` selections, each seeing the virtual loss of the ones before."""
@@ -201,6 +228,12 @@ def _candidate(node: TreeNode, delimiter: str, reason: str | None = None) -> Can
     return cand
 
 
+def _planned_rounds(state: TTCState) -> bool:
+    """Whether the last round planned expand requests (not the ``tree`` node's whole search)."""
+    plan = state.get("plan") or []
+    return bool(plan) and not any("roots" in task for task in plan)
+
+
 class _MCTSRound(StepRound):
     """Back up the new nodes, then select the leaves to expand by UCT."""
 
@@ -217,7 +250,7 @@ class _MCTSRound(StepRound):
         self.retired = [_candidate(b, delimiter) for b in fresh if b["finished"]]
         if len(self.finished) >= plan.n:
             self.stop = "complete"
-        elif round_ > 0 and state.get("plan") and not fresh:  # every expansion of the last round failed
+        elif round_ > 0 and _planned_rounds(state) and not fresh:  # every expansion of the last round failed
             self.stop = "complete" if self.finished else "error"
 
     def expansions(self) -> list[tuple[Beam, int]]:

@@ -28,7 +28,7 @@ from ttc_graph.budget import Budget, remaining, usage_delta
 from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
-from ttc_graph.nodes.expand import Beam, ExpandTask
+from ttc_graph.nodes.expand import Beam, ExpandTask, assign_slots
 from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
@@ -164,12 +164,15 @@ def expand_tasks(
     temperature: float,
     limits: _RoundLimits,
     seed: int | None,
+    slots: int | None = None,
 ) -> list[ExpandTask]:
     """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), so endpoints that fan a request
-    out into k single ones never repeat a seed within a round."""
+    out into k single ones never repeat a seed within a round. With ``slots`` (the endpoint takes slot hints) every
+    sample gets a server slot (:func:`~ttc_graph.nodes.expand.assign_slots`: a beam's first child on its parent's)."""
     tasks: list[ExpandTask] = []
     offset = 0
-    for beam, k in expansions:
+    placed = assign_slots(expansions, slots) if slots else None
+    for i, (beam, k) in enumerate(expansions):
         tasks.append(
             ExpandTask(
                 question=question,
@@ -183,6 +186,8 @@ def expand_tasks(
                 hold_tokens=limits.hold_tokens,
             )
         )
+        if placed is not None:
+            tasks[-1]["slots"] = placed[i]
         offset += k
     return tasks
 
@@ -279,11 +284,30 @@ def id_key(node_id: str) -> tuple[Any, ...]:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in node_id.split("."))
 
 
+def _runner_task(target: str, state: TTCState, tasks: list[ExpandTask]) -> dict[str, Any]:
+    """The one plan entry that hands a first round's ``tasks`` to the node ``target`` (it runs them to the end)."""
+    return {
+        "target": target,
+        "question": state["question"],
+        "k": sum(t["k"] for t in tasks),
+        "roots": tasks,
+        "usage": state.get("usage"),
+        "started_at": state.get("started_at"),
+    }
+
+
 def make_step_controller(
-    keep: StepPolicy, defaults: SamplingDefaults, delimiter: str
+    keep: StepPolicy,
+    defaults: SamplingDefaults,
+    delimiter: str,
+    slots: int | None = None,
+    runner: str | None = None,
 ) -> Callable[[TTCState, Runtime[Any]], Awaitable[dict[str, Any]]]:
     """The budget controller of a step-wise search: ``keep`` decides what to keep and expand, this decides
-    whether the budget allows it, plans it, and records the outcome (see the module docstring)."""
+    whether the budget allows it, plans it, and records the outcome (see the module docstring). ``slots``: the
+    policy endpoint's server slots, when it takes slot hints (each expand request then names its samples' slots).
+    ``runner``: a node that runs the whole search from its first round's tasks (DVTS's ``subtrees``): round 0 then
+    plans one task for it, and the next round ends the search with what it left."""
 
     async def control(state: TTCState, runtime: Runtime[Any]) -> dict[str, Any]:
         temperature, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
@@ -300,7 +324,9 @@ def make_step_controller(
         if stop is None:
             expansions = step.expansions()
             if expansions:
-                tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed)
+                tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed, slots)
+                if runner is not None and round_ == 0:
+                    tasks = [_runner_task(runner, state, tasks)]  # type: ignore[list-item]
             else:
                 stop = step.exhausted()
         update: dict[str, Any] = {}

@@ -7,7 +7,10 @@ continued, a ``lookahead`` rollout follows each new step), ``verify`` scores the
 (:func:`~ttc_graph.nodes.step_verify.score_beams`), and ``budget`` is one round engine
 (:mod:`ttc_graph.nodes.step_rounds`: cost checks, round limits, expand requests, the final update) run with the
 search's own *policy* of which beams to keep and expand (:mod:`~ttc_graph.nodes.step_beam` for beam search and DVTS,
-:mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). The options every step search takes are
+:mod:`~ttc_graph.nodes.step_particles`, :mod:`~ttc_graph.nodes.step_mcts`). A policy with no round barrier of its
+own names a ``runner`` node that runs the search after round 0 in one call, each step started as soon as its own
+work is scored: DVTS's ``subtrees`` (:mod:`~ttc_graph.nodes.step_subtrees`), and MCTS's ``tree``
+(:mod:`~ttc_graph.nodes.step_tree`, opt-in). The options every step search takes are
 one :class:`StepSearchOptions` (their names: :data:`STEP_OPTIONS`; defaults: :mod:`ttc_graph.defaults`); the step
 scores' aggregation is :mod:`ttc_graph.verifiers.aggregation`'s, the final selection :mod:`ttc_graph.selection`'s.
 
@@ -28,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from langgraph.graph import END, START
+
 from ttc_graph.budget import Budget, check_n
 from ttc_graph.defaults import (
     DEFAULT_MAX_STEPS,
@@ -39,17 +44,19 @@ from ttc_graph.defaults import (
 from ttc_graph.endpoints.base import Endpoint, check_number
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.graph import StrategyGraph, strategy_graph
-from ttc_graph.nodes.budget_controller import SamplingDefaults
+from ttc_graph.nodes.budget_controller import SamplingDefaults, route_plan
 from ttc_graph.nodes.dual import dual
-from ttc_graph.nodes.expand import check_can_continue, make_expand_node
+from ttc_graph.nodes.expand import check_can_continue, endpoint_slots, make_expand_node
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
+from ttc_graph.nodes.step_subtrees import SUBTREES, make_subtrees_node
+from ttc_graph.nodes.step_tree import TREE, make_tree_node
 from ttc_graph.nodes.step_verify import make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
-from ttc_graph.strategies.best_of_n import check_policy, connect_rounds
+from ttc_graph.strategies.best_of_n import check_policy
 from ttc_graph.verifiers.aggregation import DEFAULT_AGGREGATION, Aggregation, check_aggregation
 from ttc_graph.verifiers.base import Verifier
 from ttc_graph.verifiers.combined import CombinedVerifier
@@ -200,11 +207,35 @@ def build_step_graph(
         lookahead=options.lookahead,
         logprobs=bool(getattr(scorer, "needs_logprobs", False)),
     )
-    controller = make_step_controller(keep, options.sampling(), options.step_delimiter)
+    runner = getattr(keep, "runner", None)  # DVTS's subtrees, MCTS's tree: run without a round barrier
+    slots = endpoint_slots(policy)
+    controller = make_step_controller(keep, options.sampling(), options.step_delimiter, slots, runner=runner)
     graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
     graph.add_node("expand", dual(expand))
     graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation, budget=options.budget)))
     graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
-    connect_rounds(graph, "expand")
+    graph.add_edge(START, "prepare")
+    graph.add_edge("prepare", "budget")
+    targets = ["expand", "select"]
+    if runner == SUBTREES:
+        node = make_subtrees_node(
+            keep, expand, scorer, options.aggregation, options.sampling(), options.step_delimiter,
+            slots=slots, budget=options.budget,
+        )  # fmt: skip
+    elif runner == TREE:
+        node = make_tree_node(
+            keep,  # type: ignore[arg-type]  # the policy whose runner is the tree: an MCTSPlan
+            expand, scorer, options.aggregation, options.sampling(), slots=slots, budget=options.budget,
+        )  # fmt: skip
+    elif runner is not None:
+        raise ConfigurationError(f"{kind}: unknown runner node {runner!r}")
+    if runner is not None:
+        graph.add_node(runner, dual(node))
+        graph.add_edge(runner, "budget")
+        targets.insert(1, runner)
+    graph.add_conditional_edges("budget", route_plan("expand", "select"), targets)
+    graph.add_edge("expand", "verify")
+    graph.add_edge("verify", "budget")
+    graph.add_edge("select", END)
     return graph
