@@ -121,8 +121,10 @@ async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     with ResultStore(tmp_path / "s.sqlite") as store:
         report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=3)
-        assert report.finished == 3
-        assert {q for _, _, q in store.done("t")} == {"0"}  # whole questions first
+        assert report.finished == 3  # every question's pool first: best-of-N and every bin read them
+        assert {(t, q) for t, _, q in store.done("t")} == {("bon_weighted", p.id) for p in PROBLEMS}
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=4)
+        assert {q for t, _, q in store.done("t") if t != "bon_weighted"} == {"0"}  # then whole questions
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def run_command(
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
-    from ttc_graph.study.runner import plan_units, run_study, study_problems
+    from ttc_graph.study.runner import plan_units, pool_sizes, run_study, study_problems
 
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
@@ -61,7 +61,7 @@ def run_command(
         config = load_study(config_path)
         problems = study_problems(config)[:questions]
         store = ResultStore(_db_of(config_path, db))
-        units = plan_units(problems, config, store.done(config.name))
+        units = plan_units(problems, config, store.done(config.name), pool_sizes(store, config.name))
     except TTCError as exc:
         raise fail(exc) from exc
     units = units[:max_units]

@@ -72,6 +72,7 @@ FEWER_BINS = (2, 3)  # the report's fits with fewer bins
 CV_SPLITS = 100  # random two-fold splits averaged in a fit's point estimate
 BOOT_SPLITS = 10  # random two-fold splits averaged in each bootstrap resample's refit
 BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by, and fits families on
+FULL_GRID = "full grid"  # the family of every template, fit apart when some run on fewer questions
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +128,16 @@ def bins_fit(binning: str, n_bins: int) -> str:
 
 
 def fit_plan(data: StudyData) -> dict[str, Fit]:
-    """Every compute-optimal fit of the report, by name. One per binning over every template (named as the
-    binning); one per family and bin table (``"predicted:search"``), as the paper fits search and revisions
-    apart; and one per bin table with fewer bins (``"predicted:2 bins"``): with few questions a bin's choice
-    rests on few of them, and fewer bins trade resolution in difficulty for less noise in the choice."""
-    every = tuple(data.config.templates)
+    """Every compute-optimal fit of the report, by name. One per binning over every template that runs on every
+    question (named as the binning; with a trimmed grid, one per bin table over every template as well, on the
+    questions they share: ``"predicted:full grid"``); one per family and bin table (``"predicted:search"``), as
+    the paper fits search and revisions apart; and one per bin table with fewer bins (``"predicted:2 bins"``):
+    with few questions a bin's choice rests on few of them, and fewer bins trade resolution in difficulty for less
+    noise in the choice."""
+    every = tuple(data.config.grid_templates())
     plan = {m: Fit(m, every) for m in binnings(data)}
+    if len(every) < len(data.config.templates):  # a trimmed grid: the full grid too, on its fewer questions
+        plan |= {family_fit(m, FULL_GRID): Fit(m, tuple(data.config.templates)) for m in BIN_TABLES}
     for family, members in data.config.families.items():
         plan |= {family_fit(m, family): Fit(m, members) for m in BIN_TABLES}
     plan |= {bins_fit(m, k): Fit(m, every, k) for k in FEWER_BINS for m in BIN_TABLES}
@@ -172,15 +177,32 @@ def probe_views(data: StudyData, probes: int) -> list[StudyData]:
     return [data.rotated(d * probes) for d in range(max(draws, 1))]
 
 
+def question_index(qids: Sequence[str]) -> dict[str, int]:
+    """Each question's 0-based position in the data set: its id when ids are line numbers (GSM8K's), else its rank
+    among ``qids``."""
+    if all(q.isdigit() for q in qids):
+        return {q: int(q) for q in qids}
+    return {q: i for i, q in enumerate(sorted(qids, key=lambda q: (len(q), q)))}
+
+
 def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
-    """The rows of ``config``'s templates and budgets (a database may hold other templates run under the same
-    name and settings, for another config's view) and the pools."""
-    kept = [r for r in store.rows(config.name) if config.covers(r.strategy, r.budget)]
+    """The rows of ``config``'s templates, budgets and questions (a database may hold other templates or questions
+    run under the same name and settings, for another config's view) and the pools. A question is complete when
+    its pool is full and every template that runs on it is stored at each of its budgets."""
+    stored = store.rows(config.name)
+    index = question_index(sorted({r.question_id for r in stored}))
+    kept = [r for r in stored if config.covers(r.strategy, r.budget, index[r.question_id])]
     rows = {(r.strategy, r.budget, r.question_id): r for r in kept}
     pools = store.pools(config.name)
     references = {r.question_id: str(r.reference) for r in rows.values()}
     full = [q for q in sorted(references, key=lambda q: (len(q), q)) if len(pools.get(q, ())) >= config.pool_samples]
-    complete = [q for q in full if all((t, b, q) in rows for t in config.templates for b in config.budgets)]
+    complete = [
+        q
+        for q in full
+        if all(
+            (t, b, q) in rows for t in config.templates for b in config.budgets_of(t) if config.covers(t, b, index[q])
+        )
+    ]
     return StudyData(config, rows, pools, references, complete, full)
 
 
@@ -266,7 +288,7 @@ def unit_values(
     heads = {q: pool_question(data, q, given) for q in set(qids)} if given else pools
     for t in data.config.templates:
         how = _selection(data, t)
-        for b in data.config.budgets:
+        for b in data.config.budgets_of(t):
             spec = data.config.spec_for(t, b) if given else None
             chains = spec.selection if isinstance(spec, RevisionsSpec) else None
             for q in set(qids):
@@ -528,7 +550,7 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
         curves = routed_curve if kb.probes else base_q
         for b in comparable:
             spend = {t: b - probe_share(cfg.template(t), kb.probes) for t in fit.templates}
-            chosen_from = [t for t in fit.templates if spend[t] in budgets]  # the baseline always (share 0)
+            chosen_from = [t for t in fit.templates if cfg.covers(t, spend[t])]  # the baseline always (share 0)
             qs = [q for q in pool_q if all((t, spend[t], q) in u for t in chosen_from for u in per_view)]
             fit_questions[name][b] = len(qs)
             if len(qs) < 2 * fit.n_bins or len(chosen_from) < 1:
@@ -558,17 +580,19 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
                 curve=dict(zip(curve_budgets, map(float, curve_w[0]), strict=True)),
             )
 
-    # the router's tables: fit on the questions complete for every template at every comparable budget
+    # the router's tables: fit on the questions complete for every template of the main fits at every comparable
+    # budget it runs at
     tables: dict[str, PolicyTable] = {}
+    grid = tuple(cfg.grid_templates())
     for m, kb in kinds.items():
         per_view = unit[m]
-        qs = [q for q in pool_q if all((t, b, q) in per_view[0] for t in cfg.templates for b in comparable)]
+        qs = [q for q in pool_q if all((t, b, q) in per_view[0] for t in grid for b in comparable if cfg.covers(t, b))]
         if len(qs) < 2 * N_BINS or not comparable:
             continue
         keyed = {(t, b, _draw_key(q, d, draws[m])): v for d, u in enumerate(per_view) for (t, b, q), v in u.items()}
         level = {_draw_key(q, d, draws[m]): v for d, lv in enumerate(level_draws[m]) for q, v in lv.items()}
         keys = {q: [_draw_key(q, d, draws[m]) for d in range(draws[m])] for q in qs}
-        table = _fit(data, qs, kb, seed, keyed, level, tuple(cfg.templates), N_BINS, keys, comparable)
+        table = _fit(data, qs, kb, seed, keyed, level, grid, N_BINS, keys, comparable)
         done = fits[m]
         table.report["compute_optimal_cv"] = {str(b): o.optimal[0] for b, o in done.items() if o is not None}
         table.report["cv_splits"] = CV_SPLITS
@@ -583,7 +607,7 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
     for t in cfg.templates:
         cost[t], steps[t], distinct[t] = {}, {}, {}
         for b in budgets:
-            rows = [r for q in pool_q if (r := data.rows.get((t, b, q))) is not None]
+            rows = [r for q in pool_q if (r := data.rows.get((t, b, q))) is not None]  # none off the template's grid
             if not rows:
                 cost[t][b], steps[t][b], distinct[t][b] = {"runs": 0}, None, None
                 continue
@@ -698,8 +722,9 @@ class ChainSteps:
 def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
     """Whether revising helps, measured as the paper's Figure 6 (left) does: pass@1 at each attempt of the chains
     of every revisions template's runs at the largest budget, and how often a revision changes the answer."""
-    budget, out = max(data.config.budgets), {}
+    out = {}
     for t in data.config.live_templates():
+        budget = max(data.config.budgets_of(t))
         if not isinstance(data.config.spec_for(t, budget), RevisionsSpec):
             continue
         steps = ChainSteps([], [], 0, 0, 0, 0, 0, 0)
