@@ -11,13 +11,16 @@ from ttc_graph.study.report import (
     BIN_TABLES,
     BOOT_SPLITS,
     CV_SPLITS,
+    EXACT_SUBSETS,
     FEWER_BINS,
     FULL_GRID,
     N_BINS,
+    SAMPLED_SUBSETS,
     Compared,
     FitOutcome,
     StudyAnalysis,
     bins_fit,
+    exact,
     family_fit,
 )
 
@@ -167,7 +170,13 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         "",
         f"Best-of-N against pass@N (the chance that one of N samples is right: what a perfect verifier would pick) on"
         f" all {a.pool_size} pool samples of the {a.pool_questions} pool questions, each the mean over every"
-        " N-subset; no template is compared here, so the whole pool is used.",
+        " N-subset; no template is compared here, so the whole pool is used."
+        + (
+            ""
+            if all(exact(a.pool_size, n) for n in a.headroom)
+            else f" Where a pool holds more than {EXACT_SUBSETS:,} N-subsets, best-of-N is the mean over"
+            f" {SAMPLED_SUBSETS:,} of them drawn at random (seeded; pass@N stays exact)."
+        ),
         "",
         "| N | best-of-N weighted | majority | pass@N | pass@N - weighted (p) |",
         "|---|---|---|---|---|",
@@ -177,6 +186,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         cells = [_ci(row["weighted"]), _ci(row["majority"]), _ci(row["oracle"]), f"{_signed(gap)} ({_p(p)})"]
         out.append(f"| {n} | " + " | ".join(cells) + " |")
     out.append("")
+    out += _rescore_lines(a, config)
     for metric in BIN_TABLES:
         sizes = ", ".join(str(a.bin_sizes[metric][b]) for b in range(1, N_BINS + 1))
         out += [f"## Accuracy by {names[metric]} difficulty bin (1 = easiest; questions per bin: {sizes})", ""]
@@ -257,7 +267,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
     ]
     out += ["|---|---|---|---|---|---|---|---|---|"]
     for t, per_budget in a.cost.items():
-        for b in budgets:
+        for b in config.budgets_of(t):
             c = per_budget[b]
             if not c["runs"]:
                 out.append(f"| {t} | {b} | 0 | — | — | — | — | — | — |")
@@ -365,6 +375,35 @@ def _fewer_bins(a: StudyAnalysis) -> list[str]:
     out += ["", "Chosen per bin (fit on every question):", ""]
     out += [f"- {m}, {k} bins: {_chosen(a, bins_fit(m, k))}" for m in BIN_TABLES for k in FEWER_BINS]
     return out
+
+
+def _rescore_lines(a: StudyAnalysis, config: StudyConfig) -> list[str]:
+    """The program-checked verifier beside the study's (only with ``rescore``)."""
+    if config.rescore is None:
+        return []
+    spec = config.rescore
+    out = [
+        "## The program-checked verifier",
+        "",
+        f"The study's verifier times the program verifier (`{spec}`: the share of programs the model writes for"
+        " the question whose answer agrees with the candidate's, smoothed; stored per question by `ttc study"
+        " rescore`, so one set of programs scores every candidate of the question) against the study's verifier"
+        f" alone, as best-of-N weighted on {_scoring(a)} of the {a.rescored_questions} pool questions rescored so"
+        f" far (of {a.pool_questions}), each the mean over every N-subset. Search keeps the study's verifier for"
+        " its steps: a program verifier scores no prefix.",
+        "",
+    ]
+    if not a.rescored:
+        return [*out, "No question rescored yet.", ""]
+    out += [
+        "| N | study's verifier | × program | majority | pass@N | × program - study's (p) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, row in a.rescored.items():
+        gap, p = a.rescored_gap[n]
+        cells = [_ci(row[k]) for k in ("study", "checked", "majority", "oracle")] + [f"{_signed(gap)} ({_p(p)})"]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
+    return [*out, ""]
 
 
 def _grid_lines(a: StudyAnalysis, config: StudyConfig) -> list[str]:

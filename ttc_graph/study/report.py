@@ -36,18 +36,22 @@ from ttc_graph.eval.bootstrap import (
 )
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import pool_candidate
-from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
+from ttc_graph.eval.replay import Method, PoolQuestion, Sample, _subsets_correct, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.selection import revision_chains, select_pooled
 from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.fits import fit_cv, matching_ratio
+from ttc_graph.study.rescore import checked_score, stored_programs
 from ttc_graph.study.runner import stored_candidate
 
 __all__ = [
     "BIN_TABLES",
     "BOOT_SPLITS",
     "CV_SPLITS",
+    "EXACT_SUBSETS",
+    "FULL_GRID",
+    "SAMPLED_SUBSETS",
     "Binning",
     "ChainSteps",
     "Fit",
@@ -57,11 +61,14 @@ __all__ = [
     "baseline_expected",
     "binnings",
     "bins_fit",
+    "checked_question",
+    "exact",
     "family_fit",
     "fit_plan",
     "load_study_data",
     "long_paths",
     "probe_views",
+    "question_index",
     "revision_steps",
     "unit_values",
     "unsolved_by_sampling",
@@ -154,6 +161,7 @@ class StudyData:
     references: dict[str, str]
     questions: list[str] = field(default_factory=list)  # complete: every template x budget, and a full pool
     pool_questions: list[str] = field(default_factory=list)  # with a reference and a full pool (pool_samples)
+    programs: dict[str, tuple[str | None, ...]] = field(default_factory=dict)  # rescore: program answers by question
 
     def template_row(self, name: str, budget: int, qid: str) -> ResultRow:
         return self.rows[(name, budget, qid)]
@@ -163,7 +171,9 @@ class StudyData:
         samples, which a routed fit takes for the router's probes, are then another set of the scoring samples."""
         k = self.config.scoring_samples
         pools = {q: s[offset:k] + s[:offset] + s[k:] for q, s in self.pools.items()}
-        return StudyData(self.config, self.rows, pools, self.references, self.questions, self.pool_questions)
+        return StudyData(
+            self.config, self.rows, pools, self.references, self.questions, self.pool_questions, self.programs
+        )
 
 
 def probe_views(data: StudyData, probes: int) -> list[StudyData]:
@@ -193,7 +203,8 @@ def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
     index = question_index(sorted({r.question_id for r in stored}))
     kept = [r for r in stored if config.covers(r.strategy, r.budget, index[r.question_id])]
     rows = {(r.strategy, r.budget, r.question_id): r for r in kept}
-    pools = store.pools(config.name)
+    # a pool extended for another config (a larger pool_size) reads as this config's first samples
+    pools = {q: samples[: config.pool_samples] for q, samples in store.pools(config.name).items()}
     references = {r.question_id: str(r.reference) for r in rows.values()}
     full = [q for q in sorted(references, key=lambda q: (len(q), q)) if len(pools.get(q, ())) >= config.pool_samples]
     complete = [
@@ -203,7 +214,7 @@ def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
             (t, b, q) in rows for t in config.templates for b in config.budgets_of(t) if config.covers(t, b, index[q])
         )
     ]
-    return StudyData(config, rows, pools, references, complete, full)
+    return StudyData(config, rows, pools, references, complete, full, stored_programs(store, config))
 
 
 def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
@@ -242,16 +253,68 @@ def pool_question(data: StudyData, qid: str, first: int | None = None) -> PoolQu
     return PoolQuestion(qid, samples)
 
 
+def checked_question(data: StudyData, qid: str, first: int | None = None) -> PoolQuestion:
+    """:func:`pool_question` scored by the study's verifier times the program verifier (``rescore``)."""
+    plain, programs = pool_question(data, qid, first), data.programs[qid]
+    samples = tuple(
+        Sample(s.answer, checked_score(data.config, s.score, s.answer, programs), s.correct, s.tokens)
+        for s in plain.samples
+    )
+    return PoolQuestion(qid, samples)
+
+
+def _rescored(
+    data: StudyData, qids: Sequence[str], resamples: int, seed: int
+) -> tuple[dict[int, dict[str, Interval]], dict[int, tuple[Interval, float]]]:
+    """Best-of-N on the scoring samples of ``qids`` at N = 1, 2, 4, ... with the study's verifier, with it times
+    the program verifier, majority and pass@N; and the paired difference checked - study's at each N."""
+    k = data.config.scoring_samples
+    plain = {q: pool_question(data, q, k) for q in qids}
+    checked = {q: checked_question(data, q, k) for q in qids}
+    table: dict[int, dict[str, Interval]] = {}
+    gaps: dict[int, tuple[Interval, float]] = {}
+    for n in _powers(k):
+        per = {
+            "study": [_expected(plain[q], n, "weighted") for q in qids],
+            "checked": [_expected(checked[q], n, "weighted") for q in qids],
+            "majority": [_expected(plain[q], n, "majority") for q in qids],
+            "oracle": [_expected(plain[q], n, "oracle") for q in qids],
+        }
+        table[n] = {how: _with_ci(v, resamples, _seed(seed, "rescore", how, n)) for how, v in per.items()}
+        diff = [x - y for x, y in zip(per["checked"], per["study"], strict=True)]
+        gaps[n] = (
+            paired_bootstrap(per["checked"], per["study"], resamples, _seed(seed, "rescore gap", n)),
+            sign_flip_p(diff, resamples, _seed(seed, "rescore gap", n)),
+        )
+    return table, gaps
+
+
 def _selection(data: StudyData, template: str) -> Method | None:
     """How a best-of-N template selects (None: not best-of-N, its live runs are its records)."""
     spec = data.config.templates[template]
     return spec.get("selection", "weighted") if spec.get("kind") == "best_of_n" else None
 
 
+EXACT_SUBSETS = 100_000  # above this many N-subsets, an expectation is the mean over SAMPLED_SUBSETS random ones
+SAMPLED_SUBSETS = 20_000
+
+
+def exact(n: int, budget: int, given: int = 0) -> bool:
+    """Whether the expectation at ``budget`` over a pool of ``n`` enumerates every subset (else it samples)."""
+    return math.comb(n - given, budget - given) <= EXACT_SUBSETS
+
+
 @functools.lru_cache(maxsize=16384)
 def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) -> float:
-    """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets."""
-    return exact_question(question, budget, how, given=given)
+    """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets. Beyond
+    ``EXACT_SUBSETS`` subsets (a 32-sample pool at N = 8 holds 10.5 million) the mean over ``SAMPLED_SUBSETS``
+    uniformly drawn ones, seeded by the question, budget and method (pass@N stays exact: it has a closed form)."""
+    if (how == "oracle" and not given) or exact(question.n, budget, given):
+        return exact_question(question, budget, how, given=given)
+    rng = np.random.default_rng(_seed(0, question.id, budget, how, given))
+    rest = np.sort(np.argsort(rng.random((SAMPLED_SUBSETS, question.n - given)), axis=1)[:, : budget - given], axis=1)
+    subsets = np.hstack([np.tile(np.arange(given), (SAMPLED_SUBSETS, 1)), rest + given])
+    return float(_subsets_correct(question, subsets, how).mean())
 
 
 def baseline_expected(
@@ -369,6 +432,9 @@ class StudyAnalysis:
     long_paths: dict[str, int]  # see long_paths
     unsolved: dict[str, int]  # see unsolved_by_sampling
     revision_steps: dict[str, ChainSteps]  # see revision_steps
+    rescored_questions: int = 0  # pool questions with the rescore verifier's programs stored
+    rescored: dict[int, dict[str, Interval]] = field(default_factory=dict)  # N -> study, checked, majority, pass@N
+    rescored_gap: dict[int, tuple[Interval, float]] = field(default_factory=dict)  # N -> checked - study [CI], p
 
 
 def _fit(
@@ -631,6 +697,9 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
             medians = [m for m in medians if m is not None]
             steps[t][b] = statistics.median(medians) if medians else None
 
+    checked_q = [q for q in pool_q if q in data.programs]
+    rescored, rescored_gap = _rescored(data, checked_q, resamples, seed) if checked_q else ({}, {})
+
     return StudyAnalysis(
         questions=len(data.questions),
         pool_questions=len(pool_q),
@@ -658,6 +727,9 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
         long_paths=long_paths(data),
         unsolved=unsolved_by_sampling(data),
         revision_steps=revision_steps(data),
+        rescored_questions=len(checked_q),
+        rescored=rescored,
+        rescored_gap=rescored_gap,
     )
 
 
