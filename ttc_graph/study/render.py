@@ -491,7 +491,7 @@ def write_figures(analysis: StudyAnalysis, config: StudyConfig, outdir: Path) ->
         for k, t in enumerate(templates):
             xs = [bn + (k - (len(templates) - 1) / 2) * width for bn in range(1, N_BINS + 1)]
             cells = [a.bins[metric][t][bn][b] for bn in range(1, N_BINS + 1)]
-            ax.bar(xs, [0.0 if c is None else c[1] for c in cells], width, label=t)
+            ax.bar(xs, [math.nan if c is None else c[1] for c in cells], width, label=t)  # nan: no bar
         ax.set(xlabel=f"{metric} difficulty bin (1 = easiest)", ylabel="accuracy", title=f"{metric} bins, budget {b}")
     axes[0].legend(fontsize=7)
     paths.append(outdir / "bins.png")

@@ -285,7 +285,7 @@ class _StudyJob:
         row = graded_row(out, p, seconds=round(seconds, 3), candidates=candidates, details=details, **where)
         nested = [
             derive_nested(cfg, row, b)
-            for b in cfg.budgets
+            for b in cfg.budgets_of(unit.template)
             if cfg.nested_in(unit.template, b) == unit.budget and (unit.template, b, p.id) not in done
         ]
         return UnitOutcome([row, *nested], generations=row.generations, tokens=row.tokens)
