@@ -847,6 +847,9 @@ async def test_the_report_on_a_trimmed_grid_pairs_each_comparison_on_its_common_
     assert "seq: 6 questions at budgets 2)" in text and "12 questions complete" in text
     assert "| seq | 50.0 [" in text and "(n=6)" in text
     assert "| seq | 4 |" not in text  # no bin rows off the template's grid
+    # seq's chains are read at its own largest budget, and the table says so
+    assert analysis.revision_steps["seq"].chains == [6, 6]
+    assert "attempt by attempt (each template's largest budget)" in text and "| seq (budget 2) | 6 |" in text
 
 
 def programs_too(call: FakeCall, index: int) -> str:

@@ -231,7 +231,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         f"| {t} | " + " | ".join("—" if (v := a.distinct[t][b]) is None else f"{v:.2f}" for b in budgets) + " |"
         for t in a.distinct
     ]
-    out += ["", *_revision_steps(a)]
+    out += ["", *_revision_steps(a, config)]
     out += ["## Compute-optimal against best-of-N weighted", ""]
     out += _fit_table(a, [(label, m) for m, label in names.items()], "bins")
     out += [
@@ -321,14 +321,17 @@ def _fit_table(a: StudyAnalysis, rows: list[tuple[str, str]], head: str) -> list
     return out
 
 
-def _revision_steps(a: StudyAnalysis) -> list[str]:
+def _revision_steps(a: StudyAnalysis, config: StudyConfig) -> list[str]:
     """Pass@1 at each attempt of the revision chains, and what the revisions changed (none without chains)."""
     steps = {t: s for t, s in a.revision_steps.items() if s.chains}
     if not steps:
         return []
     longest = max(len(s.chains) for s in steps.values())
+    largest = {t: max(config.budgets_of(t)) for t in steps}  # the budget each template's chains are read at
+    same = all(b == max(a.budgets) for b in largest.values())
     out = [
-        f"## Revision chains attempt by attempt (budget {max(a.budgets)})",
+        "## Revision chains attempt by attempt "
+        + (f"(budget {max(a.budgets)})" if same else "(each template's largest budget)"),
         "",
         "Pass@1 of each attempt over the chains that reached it (the paper's Figure 6, left: its fine-tuned revision"
         " model improves with each attempt), and what the revisions did. Lost and gained: the chains whose first"
@@ -342,7 +345,7 @@ def _revision_steps(a: StudyAnalysis) -> list[str]:
     for t, s in steps.items():
         cells = [_pct(c / n) for c, n in zip(s.correct, s.chains, strict=True)] + [""] * (longest - len(s.chains))
         out.append(
-            f"| {t} | {s.chains[0]} | "
+            f"| {t if same else f'{t} (budget {largest[t]})'} | {s.chains[0]} | "
             + " | ".join(cells)
             + f" | {s.revisions} | {s.changed} | {s.right_to_wrong} | {s.wrong_to_right} |"
             + f" {s.lost}, {s.gained} ({s.p_value:.2f}) |"
