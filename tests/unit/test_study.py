@@ -847,6 +847,9 @@ async def test_the_report_on_a_trimmed_grid_pairs_each_comparison_on_its_common_
     assert "seq: 6 questions at budgets 2)" in text and "12 questions complete" in text
     assert "| seq | 50.0 [" in text and "(n=6)" in text
     assert "| seq | 4 |" not in text  # no bin rows off the template's grid
+    assert "the routed fit there can choose only best-of-N" not in text  # 4 probes: no budget above them
+    one_probe = render_markdown(analysis, trimmed(tmp_path, router_probes=1))
+    assert "At budget 2 (it would need runs at 1), 4 (it would need runs at 3) no other template ran" in one_probe
     # seq's chains are read at its own largest budget, and the table says so
     assert analysis.revision_steps["seq"].chains == [6, 6]
     assert "attempt by attempt (each template's largest budget)" in text and "| seq (budget 2) | 6 |" in text

@@ -252,7 +252,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
         " finalists, as the router does; its baseline is best-of-N weighted given the same probes (their luck"
         f" cancels). The routed fit averages over the {a.probe_draws['routed']} disjoint sets of"
         f" {config.router_probes} probes of {_scoring(a)}: a question is one record per set, its records share a"
-        " fold.",
+        " fold." + _routed_gaps(a, config),
         "",
         "Strategies chosen per bin (fit on every question):",
         "",
@@ -378,6 +378,20 @@ def _fewer_bins(a: StudyAnalysis) -> list[str]:
     out += ["", "Chosen per bin (fit on every question):", ""]
     out += [f"- {m}, {k} bins: {_chosen(a, bins_fit(m, k))}" for m in BIN_TABLES for k in FEWER_BINS]
     return out
+
+
+def _routed_gaps(a: StudyAnalysis, config: StudyConfig) -> str:
+    """A note on the budgets whose routed fit can choose only best-of-N: no template ran at the budget minus the
+    probes (none when every such budget was run)."""
+    probes = config.router_probes
+    gaps = [b for b in a.comparable if b > probes and b - probes not in config.budgets]
+    if not gaps:
+        return ""
+    at = ", ".join(f"{b} (it would need runs at {b - probes})" for b in gaps)
+    return (
+        f" At budget {at} no other template ran at the budget minus the probes: the routed fit there can choose"
+        " only best-of-N and reads 1x by construction; the oracle and predicted fits answer for that budget."
+    )
 
 
 def _rescore_lines(a: StudyAnalysis, config: StudyConfig) -> list[str]:
