@@ -2,9 +2,12 @@
 # Run the compute-optimal study in chunks on the benchmark model, committing the database and the report after
 # every chunk, so a stopped run loses at most one chunk and the next call resumes where it stopped.
 #   scripts/run-study.sh [CONFIG]   (CHUNK=units per chunk, GGUF=model file, THREADS=llama.cpp threads, COMMIT=0
-#                                    to skip commits, DB=the database when not study.sqlite beside CONFIG)
+#                                    to skip commits, DB=the database when not study.sqlite beside CONFIG,
+#                                    BASE_URL and MODEL=an OpenAI-compatible server already running instead of GGUF,
+#                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier)
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
+# A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-docs/study/gsm8k-qwen-0.5b.yaml}
@@ -12,17 +15,32 @@ DIR=$(dirname "$CONFIG")
 DB=${DB:-$DIR/study.sqlite}
 CHUNK=${CHUNK:-20}
 THREADS=${THREADS:-1}
-GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
+TTC=${TTC:-.venv/bin/ttc}
+if [ -n "${BASE_URL:-}" ]; then
+  MODEL_ARGS=(--base-url "$BASE_URL" --model "${MODEL:-bench}")
+else
+  GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
+  MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS")
+fi
+rescores=0
+if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi
 while :; do
-  out=$(nice -n 10 .venv/bin/ttc study run "$CONFIG" --db "$DB" --gguf "$GGUF" --threads "$THREADS" --max-units "$CHUNK" 2>&1 | tee /dev/stderr)
-  nice -n 10 .venv/bin/ttc study report "$CONFIG" --db "$DB" >/dev/null 2>&1 || true  # needs 10 complete questions
-  .venv/bin/ttc study status "$CONFIG" --db "$DB" || true
+  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee /dev/stderr)
+  failed_run=0
+  grep -q "^error:" <<<"$out" && failed_run=1
+  more=0
+  if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ]; then
+    rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee /dev/stderr)
+    grep -Eq "rescore: [1-9][0-9]* question\(s\) stored" <<<"$rescored" && more=1  # some stored: more may be left
+  fi
+  nice -n 10 $TTC study report "$CONFIG" --db "$DB" >/dev/null 2>&1 || true  # needs 10 complete questions
+  $TTC study status "$CONFIG" --db "$DB" || true
   if [ "${COMMIT:-1}" = 1 ]; then
     files=$(ls "$DB" "$DIR"/report.md "$DIR"/table_*.json "$DIR"/*.png 2>/dev/null)
     # shellcheck disable=SC2086
     git add -f $files && git commit -q -m "Study: $(grep -o '[0-9]* unit(s) finished' <<<"$out" | head -1) ($(date -u +%H:%M))" -- $files \
       || echo "commit skipped (index busy?); the next chunk commits it" >&2
   fi
-  grep -q " 0 unit(s) to run" <<<"$out" && break
-  grep -q "^error:" <<<"$out" && { echo "stopping: the study command failed" >&2; exit 1; }
+  [ "$failed_run" = 1 ] && { echo "stopping: the study command failed" >&2; exit 1; }
+  grep -q " 0 unit(s) to run" <<<"$out" && [ "$more" = 0 ] && break
 done

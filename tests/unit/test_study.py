@@ -121,8 +121,10 @@ async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     with ResultStore(tmp_path / "s.sqlite") as store:
         report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=3)
-        assert report.finished == 3
-        assert {q for _, _, q in store.done("t")} == {"0"}  # whole questions first
+        assert report.finished == 3  # every question's pool first: best-of-N and every bin read them
+        assert {(t, q) for t, _, q in store.done("t")} == {("bon_weighted", p.id) for p in PROBLEMS}
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=4)
+        assert {q for t, _, q in store.done("t") if t != "bon_weighted"} == {"0"}  # then whole questions
 
 
 @pytest.mark.parametrize(
@@ -164,6 +166,19 @@ def test_the_shipped_study_config_validates() -> None:
     assert follow_up.name == cfg.name and follow_up.budgets == cfg.budgets  # it shares the study's rows
     assert follow_up.templates["particle_filtering"] == cfg.templates["particle_filtering"]
     assert follow_up.spec_for("particle_filtering_logit", 4).weighting == "logit"  # type: ignore[union-attr]
+    extension = load_study(Path(__file__).resolve().parents[2] / "docs" / "study" / "extension" / "study.yaml")
+    assert extension.name == cfg.name and extension.reuses_pool()  # it shares the study's rows and pools
+    assert (extension.questions, extension.budgets, extension.pool_samples) == (200, (4, 8, 16), 32)
+    for t in cfg.templates:  # the study's templates as they ran, on its questions and budgets at least
+        own = {k: v for k, v in extension.templates[t].items() if k not in ("questions", "budgets")}
+        assert own == cfg.templates[t]
+        assert extension.questions_of(t) >= cfg.questions and set(extension.budgets_of(t)) >= set(cfg.budgets)
+    assert extension.templates["pf_logit"] == follow_up.templates["particle_filtering_logit"]
+    assert extension.grid_templates() == [
+        "bon_weighted", "majority", "beam_m4", "beam_sqrt", "revisions_sqrt", "pf_logit",
+    ]  # fmt: skip
+    assert extension.nested_in("revisions_sqrt", 4) == extension.nested_in("revisions_sqrt", 8) == 16
+    assert extension.rescore == {"kind": "program", "programs": 4, "temperature": 0.4, "max_tokens": 256}
 
 
 def many_problems(n: int = 12) -> list[Problem]:
@@ -648,16 +663,21 @@ def test_a_chunk_starts_its_longest_units_first(tmp_path: Path) -> None:
     assert ordered == [("beam", 4), ("seq", 4), ("beam", 2), (None, 0), ("seq", 2)]
 
 
-async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_budget(tmp_path: Path) -> None:
-    """One estimator of best-of-N per comparison: samples 1-8 of each pool score it (in the fits and on the curve the
-    ratio reads), samples 9-16 bin it, and they differ here (1-8 lucky, 9-16 mostly wrong): scored on one set and
-    matched on another, an always-best-of-N policy would not read 1x."""
+@pytest.mark.parametrize("pool_size", [16, 32])
+async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_budget(
+    tmp_path: Path, pool_size: int
+) -> None:
+    """One estimator of best-of-N per comparison: the first half of each pool (samples 1-8 of 16, 1-16 of 32) scores
+    it (in the fits and on the curve the ratio reads), the second half bins it, and they differ here (the first half
+    lucky, the second mostly wrong): scored on one set and matched on another, an always-best-of-N policy would not
+    read 1x."""
     from dataclasses import replace
 
     from ttc_graph.study.render import render_markdown
     from ttc_graph.study.report import analyze, baseline_expected, load_study_data
 
-    cfg = config(tmp_path, pool=None, pool_size=16, families={"revisions": ["bon_weighted", "seq"]})
+    cfg = config(tmp_path, pool=None, pool_size=pool_size, families={"revisions": ["bon_weighted", "seq"]})
+    half = pool_size // 2
     with ResultStore(tmp_path / "s.sqlite") as store:
         await run_study(ScriptedEndpoint(solve), cfg, store, problems=many_problems())
         data = load_study_data(store, cfg)
@@ -667,8 +687,8 @@ async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_bu
 
     for i, q in enumerate(data.questions):
         right = int(data.references[q])
-        lucky = [sample(right, 0.7)] * 2 + [sample(right + 1 + k, 0.6) for k in range(6)]  # best-of-N rises with N
-        binned = [sample(right, 0.5)] * (i % 4) + [sample(right + 100, 0.5)] * (8 - i % 4)  # 9-16: mostly wrong
+        lucky = [sample(right, 0.7)] * 2 + [sample(right + 1 + k, 0.6) for k in range(half - 2)]  # rises with N
+        binned = [sample(right, 0.5)] * (i % 4) + [sample(right + 100, 0.5)] * (half - i % 4)  # mostly wrong
         data.pools[q] = lucky + binned
         for t in ("beam", "seq"):  # every live run wrong: every fit always picks best-of-N
             for b in cfg.budgets:
@@ -682,7 +702,224 @@ async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_bu
             assert set(o.chosen.values()) == {"bon_weighted"}
             assert o.ratio == (1.0, 1.0, 1.0), (fit, b)  # the point and every resample
             assert o.optimal[0] == pytest.approx(o.baseline[0]) and o.p == 1.0
-    # the two halves differ: best-of-N on all 16 samples is another estimate than on samples 1-8
+    # the two halves differ: best-of-N on the whole pool is another estimate than on its first half
     whole = statistics.fmean(baseline_expected(data, q, [4])[4] for q in data.questions)
     assert whole < analysis.baseline[4][0] - 0.1
-    assert "| predicted (mean verifier score of pool samples 9-16) | 4 | 12 |" in render_markdown(analysis, cfg)
+    binned_by = f"| predicted (mean verifier score of pool samples {half + 1}-{pool_size}) | 4 | 12 |"
+    assert binned_by in render_markdown(analysis, cfg)
+
+
+# -- a trimmed grid: per-template questions and budgets -------------------------------------------------------
+
+
+def trimmed(tmp_path: Path, **overrides: Any) -> StudyConfig:
+    """``seq`` on the first 6 questions at budget 2 only; ``bon_weighted`` and ``beam`` on the whole grid."""
+    templates = {
+        "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+        "beam": {"kind": "beam_search", "beam_width": 2},
+        "seq": {"kind": "revisions", "chain_length": "full", "selection": "hierarchical", "questions": 6,
+                "budgets": [2]},
+    }  # fmt: skip
+    return config(tmp_path, **{"pool": None, "questions": 12, "templates": templates, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("seq", "message"),
+    [
+        ({"budgets": [8]}, r"templates.seq.budgets: must be distinct budgets of the study's \[2, 4\]"),
+        ({"budgets": [2, 2]}, "templates.seq.budgets"),
+        ({"budgets": []}, "templates.seq.budgets"),
+        ({"questions": 13}, r"templates.seq.questions: must be an integer in 1..12"),
+        ({"questions": 0}, "templates.seq.questions"),
+        ({"questions": True}, "templates.seq.questions"),
+    ],
+)
+def test_a_templates_own_questions_and_budgets_are_validated(tmp_path: Path, seq: dict[str, Any], message: str) -> None:
+    templates = {"bon_weighted": {"kind": "best_of_n"}, "seq": {"kind": "revisions", "chain_length": "full", **seq}}
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, questions=12, templates=templates)
+
+
+def test_a_trimmed_grid_names_each_templates_part(tmp_path: Path) -> None:
+    cfg = trimmed(tmp_path)
+    assert cfg.trimmed() and not config(tmp_path).trimmed()
+    assert (cfg.budgets_of("seq"), cfg.questions_of("seq")) == ((2,), 6)
+    assert (cfg.budgets_of("beam"), cfg.questions_of("beam")) == ((2, 4), 12)
+    assert cfg.grid_templates() == ["bon_weighted", "beam"]
+    assert "questions" not in cfg.template("seq") and "budgets" not in cfg.template("seq")  # not spec fields
+    assert cfg.spec_for("seq", 2).n == 2
+    assert cfg.covers("seq", 2, 5) and not cfg.covers("seq", 2, 6) and not cfg.covers("seq", 4)
+    # revisions nest in the template's own largest budget: with only budget 2, nothing is replayed
+    nested = trimmed(tmp_path, nested_revisions=True)
+    assert nested.nested_in("seq", 2) is None
+
+
+def test_the_plan_runs_every_pool_first_then_each_templates_own_grid_question_by_question(tmp_path: Path) -> None:
+    cfg = trimmed(tmp_path)
+    problems = many_problems()
+    units = plan_units(problems, cfg, set(), {})
+    assert [u.label for u in units[:12]] == [f"q{i} best-of-N pool" for i in range(12)]
+    live = [(u.index, u.template, u.budget) for u in units[12:]]
+    assert live[:5] == [(0, "beam", 2), (0, "beam", 4), (0, "seq", 2), (1, "beam", 2), (1, "beam", 4)]
+    assert {(t, b) for i, t, b in live if i >= 6} == {("beam", 2), ("beam", 4)}  # seq only on its 6 questions
+    assert len(live) == 12 * 2 + 6
+    # a pool is planned again while it holds fewer samples than pool_size, even with its rows stored
+    done = {("bon_weighted", b, p.id) for b in (2, 4) for p in problems}
+    short = {p.id: 8 for p in problems} | {"3": 4}
+    assert [u.index for u in plan_units(problems, cfg, done, short) if u.template is None] == [3]
+    assert not [u for u in plan_units(problems, cfg, done, {p.id: 8 for p in problems}) if u.template is None]
+
+
+class Seeded:
+    """Pool samples that name their seed, as a server draws sample ``i`` of a request seeded ``s`` with seed
+    ``s + i`` (the OpenAI-compatible endpoint's fan-out): a repeated seed gives a repeated sample."""
+
+    def __init__(self) -> None:
+        self.starts: dict[int, int] = {}
+
+    def __call__(self, call: FakeCall, index: int) -> str:
+        start = self.starts.setdefault(id(call), index)
+        assert call.params is not None and call.params.seed is not None
+        seed = call.params.seed + index - start
+        return f"seed {seed}.{DELIM}So the answer is \\boxed{{{seed}}}."
+
+
+async def test_a_pool_grows_from_16_to_32_samples_keeping_its_first_16_and_drawing_new_seeds(tmp_path: Path) -> None:
+    from ttc_graph.study.report import load_study_data
+
+    templates = {"bon_weighted": {"kind": "best_of_n", "selection": "weighted"}}
+    small = config(tmp_path, pool=None, pool_size=16, templates=templates)
+    large = config(tmp_path, pool=None, pool_size=32, templates=templates)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(Seeded()), small, store, problems=PROBLEMS)
+        first = {p.id: store.pool("t", p.id) for p in PROBLEMS}
+        assert plan_units(PROBLEMS, large, store.done("t"), {q: len(s) for q, s in first.items()}) != []
+        policy = ScriptedEndpoint(Seeded())
+        report = await run_study(policy, large, store, problems=PROBLEMS)
+        assert report.finished == 3 and report.failed == 0
+        assert sum(c.n for c in policy.calls) == 3 * 16  # 16 more per question, nothing redrawn
+        seeds = {int(first[p.id][0]["text"].split()[1].rstrip(".")) for p in PROBLEMS}
+        assert {c.params.seed for c in policy.calls} == {s + 16 for s in seeds}  # type: ignore[union-attr]
+        for p in PROBLEMS:
+            grown = store.pool("t", p.id)
+            assert len(grown) == 32 and grown[:16] == first[p.id]
+            texts = [s["text"] for s in grown]
+            assert len(set(texts)) == 32, "an extension repeated a sample"
+        # a pool drawn whole holds the same samples as one drawn in two parts
+        with ResultStore(tmp_path / "whole.sqlite") as whole:
+            await run_study(ScriptedEndpoint(Seeded()), large, whole, problems=PROBLEMS)
+            assert [s["text"] for s in whole.pool("t", "2")] == [s["text"] for s in store.pool("t", "2")]
+        assert await run_study(ScriptedEndpoint(Seeded()), large, store, problems=PROBLEMS) is not None
+        assert plan_units(PROBLEMS, large, store.done("t"), {p.id: 32 for p in PROBLEMS}) == []
+        # the 16-sample config still reads its 16: a pool extended for another config leaves its report as it was
+        assert {len(s) for s in load_study_data(store, small).pools.values()} == {16}
+
+
+async def test_the_report_on_a_trimmed_grid_pairs_each_comparison_on_its_common_questions(tmp_path: Path) -> None:
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import FULL_GRID, analyze, family_fit, load_study_data
+
+    cfg = trimmed(tmp_path)
+    everywhere = trimmed(tmp_path, templates={**cfg.templates, "seq": {"kind": "revisions", "chain_length": "full"}})
+    problems = many_problems()
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=problems)
+        assert report.finished == 12 + 12 * 2 + 6
+        data = load_study_data(store, cfg)
+        assert data.questions == [p.id for p in problems]  # complete: seq is not needed beyond its 6
+        # rows another config ran beyond seq's questions and budgets stay out of this config's report
+        await run_study(ScriptedEndpoint(solve), everywhere, store, problems=problems)
+        assert load_study_data(store, cfg).rows.keys() == data.rows.keys()
+    assert {(t, b) for t, b, q in data.rows if t == "seq"} == {("seq", 2)}
+    analysis = analyze(data, resamples=20)
+    assert analysis.accuracy["seq"][2][0] == 6 and analysis.accuracy["seq"][4] is None
+    assert analysis.accuracy["beam"][4][0] == 12
+    assert analysis.difference["seq"][2].n == 6 and analysis.difference["seq"][4] is None
+    assert analysis.difference["beam"][2].n == 12
+    # the fits named by their bins choose among the templates on every question; the full grid's on fewer
+    assert analysis.fit_questions["oracle"] == {2: 12, 4: 12}
+    full = family_fit("oracle", FULL_GRID)
+    assert analysis.fit_questions[full] == {2: 6, 4: 12}  # at 4 seq does not run: the others on all 12
+    assert analysis.fits[full][2] is None and analysis.fits[full][4] is not None
+    assert set(analysis.tables) == {"oracle", "predicted", "routed"}
+    text = render_markdown(analysis, cfg)
+    assert "A trimmed grid (bon_weighted: 12 questions at budgets 2, 4; beam: 12 questions" in text
+    assert "seq: 6 questions at budgets 2)" in text and "12 questions complete" in text
+    assert "| seq | 50.0 [" in text and "(n=6)" in text
+    assert "| seq | 4 |" not in text  # no bin rows off the template's grid
+    assert "the routed fit there can choose only best-of-N" not in text  # 4 probes: no budget above them
+    one_probe = render_markdown(analysis, trimmed(tmp_path, router_probes=1))
+    assert "At budget 2 (it would need runs at 1), 4 (it would need runs at 3) no other template ran" in one_probe
+    # seq's chains are read at its own largest budget, and the table says so
+    assert analysis.revision_steps["seq"].chains == [6, 6]
+    assert "attempt by attempt (each template's largest budget)" in text and "| seq (budget 2) | 6 |" in text
+
+
+def programs_too(call: FakeCall, index: int) -> str:
+    """:func:`solve`, and a program printing the right answer when asked for one."""
+    if any("Python programmer" in m["content"] for m in call.messages if m["role"] == "system"):
+        question = next(m["content"] for m in call.messages if m["role"] == "user")
+        i = int(question.split()[2])
+        return f"```python\nprint({2 * i})\n```"
+    return solve(call, index)
+
+
+async def test_rescore_stores_each_pool_questions_programs_once_and_the_report_scores_best_of_n_with_them(
+    tmp_path: Path,
+) -> None:
+    from ttc_graph.study.render import render_markdown
+    from ttc_graph.study.report import analyze, load_study_data
+    from ttc_graph.study.rescore import rescore_key, rescore_study, stored_programs
+
+    cfg = config(tmp_path, pool=None, rescore={"kind": "program", "programs": 2, "temperature": 0.4})
+    problems = many_problems()
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert store.checks("t", rescore_key(cfg)) == {}  # nothing stored, and reading made no table
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=problems)
+        policy = ScriptedEndpoint(programs_too)
+        first = await rescore_study(policy, cfg, store, problems, limit=5)
+        assert (first.stored, first.failed) == (5, 0)
+        assert all(c.n == 2 and c.params.temperature == 0.4 for c in policy.calls)  # type: ignore[union-attr]
+        rest = await rescore_study(ScriptedEndpoint(programs_too), cfg, store, problems)
+        assert (rest.stored, rest.skipped) == (7, 5)  # resumed: the first 5 are not asked again
+        programs = stored_programs(store, cfg)
+        assert programs["3"] == ("6", "6")
+        data = load_study_data(store, cfg)
+    analysis = analyze(data, resamples=20)
+    assert analysis.rescored_questions == 12 and set(analysis.rescored) == {1, 2, 4}
+    # every sample of a question gives its one answer: right on even questions, whatever the verifier
+    assert all(row[k][0] == 0.5 for row in analysis.rescored.values() for k in ("study", "checked"))
+    text = render_markdown(analysis, cfg)
+    assert "## The program-checked verifier" in text and "of the 12 pool questions rescored so far" in text
+    assert "## The program-checked verifier" not in render_markdown(analysis, config(tmp_path, pool=None))
+
+
+def test_a_rescore_verifier_must_be_a_program_verifier(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"(?s)rescore.*must be a program verifier"):
+        config(tmp_path, rescore={"kind": "arithmetic"})
+    with pytest.raises(ValueError, match="programs"):
+        config(tmp_path, rescore={"kind": "program", "programs": 0})
+
+
+def test_the_rescore_command_stores_programs_and_refuses_a_config_without_rescore(tmp_path: Path) -> None:
+    from ttc_graph.cli import StaticRuntime
+    from ttc_graph.study.rescore import stored_programs
+
+    data = {"name": "t", "model": "m", "budgets": [4], "questions": 3, "verifier": {"kind": "arithmetic"},
+            "templates": {"bon_weighted": {"kind": "best_of_n"}}}  # fmt: skip
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    db = tmp_path / "s.sqlite"
+    ResultStore(db).close()
+    runner = CliRunner()
+    runtime = StaticRuntime(ScriptedEndpoint(["```python\nprint(7)\n```"]))
+    result = runner.invoke(app, ["study", "rescore", str(path), "--db", str(db)], obj=runtime)
+    assert result.exit_code != 0 and "names no rescore verifier" in " ".join(result.output.split())
+    path.write_text(yaml.safe_dump({**data, "rescore": {"kind": "program", "programs": 2}}))
+    with ResultStore(db) as store:
+        store.save([], pool=("t", "0", [{"text": "So \\boxed{0}.", "tokens": 3}]))
+    result = runner.invoke(app, ["study", "rescore", str(path), "--db", str(db)], obj=runtime)
+    assert result.exit_code == 0, result.output
+    assert "1 question(s) stored" in result.output  # only questions with a pool
+    with ResultStore(db) as store:
+        assert stored_programs(store, load_study(path)) == {"0": ("7", "7")}

@@ -27,6 +27,7 @@ OUTPUTS = ("report.md", "table_oracle.json", "table_predicted.json", "table_rout
 
 
 FOLLOW_UP = STUDY / "particle-weights" / "study.yaml"  # more templates in the study's database, reported apart
+EXTENSION = STUDY / "extension" / "study.yaml"  # 200 questions, a trimmed grid at budgets 4-16, 32-sample pools
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -36,7 +37,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-@pytest.mark.parametrize("config_path", [CONFIG, FOLLOW_UP], ids=["study", "particle-weights"])
+@pytest.mark.parametrize("config_path", [CONFIG, FOLLOW_UP, EXTENSION], ids=["study", "particle-weights", "extension"])
 def test_the_committed_report_is_rebuilt_from_the_committed_database(config_path: Path, tmp_path: Path) -> None:
     config, folder = load_study(config_path), config_path.parent
     with ResultStore(STUDY / "study.sqlite") as store:

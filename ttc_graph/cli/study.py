@@ -60,7 +60,7 @@ def run_command(
     """Run every unit of the study not yet in the database; rerun to resume (finished units are never redone)."""
     from ttc_graph.eval.store import ResultStore
     from ttc_graph.study.config import load_study
-    from ttc_graph.study.runner import plan_units, run_study, study_problems
+    from ttc_graph.study.runner import plan_units, pool_sizes, run_study, study_problems
 
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
@@ -68,7 +68,7 @@ def run_command(
         config = load_study(config_path)
         problems = study_problems(config)[:questions]
         store = ResultStore(_db_of(config_path, db))
-        units = plan_units(problems, config, store.done(config.name))
+        units = plan_units(problems, config, store.done(config.name), pool_sizes(store, config.name))
     except TTCError as exc:
         raise fail(exc) from exc
     units = units[:max_units]
@@ -135,6 +135,56 @@ def report_command(
     except TTCError as exc:
         raise fail(exc) from exc
     console.print(f"{analysis.questions} complete questions; wrote {', '.join(str(p) for p in paths)}")
+
+
+@study_app.command("rescore")
+def rescore_command(
+    ctx: typer.Context,
+    config_path: Annotated[
+        Path, typer.Argument(help="Study config (YAML) with a `rescore` verifier.", metavar="CONFIG")
+    ],
+    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
+    ] = None,
+    max_questions: Annotated[int | None, typer.Option(min=1, help="Stop after this many questions (a chunk).")] = None,
+) -> None:
+    """Sample and store the rescore verifier's programs for every pool question that has none yet (resumable)."""
+    from ttc_graph.eval.store import ResultStore
+    from ttc_graph.study.config import load_study
+    from ttc_graph.study.rescore import rescore_study
+    from ttc_graph.study.runner import study_problems
+
+    try:
+        gguf = check_gguf(gguf, base_url)
+        config = load_study(config_path)
+        if config.rescore is None:
+            raise ConfigurationError(f"rescore: {config_path} names no rescore verifier (`rescore: {{kind: program}}`)")
+        problems = study_problems(config)
+        store = ResultStore(_stored_db(config_path, db))
+        runtime = runtime_of(ctx)
+        source: Any = runtime.endpoint(base_url, model, gguf, parallel, threads, 1024 * parallel)
+        with sigterm_as_interrupt(), source as endpoint:
+            _, policy = split_runner(endpoint)
+            report = asyncio.run(rescore_study(policy, config, store, problems, limit=max_questions))
+    except TTCError as exc:
+        raise fail(exc) from exc
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] the questions stored so far are kept; rerun to resume")
+        raise typer.Exit(130) from None
+    store.close()
+    console.print(
+        f"rescore: {report.stored} question(s) stored, {report.failed} failed, {report.skipped} already stored;"
+        f" {report.tokens} completion tokens"
+    )
+    for failure in report.failures[:5]:
+        console.print(f"[yellow]failed:[/] {failure}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 @study_app.command("status")

@@ -156,6 +156,31 @@ class ResultStore:
 
     # -- writes ---------------------------------------------------------------------------------------------
 
+    # -- a second verifier's per-question material (e.g. the program verifier's programs) --------------------
+
+    def checks(self, run: str, verifier: str) -> dict[str, dict[str, Any]]:
+        """What ``verifier`` (a key naming its settings) stored per question of ``run``: empty when nothing was
+        (the table is made by the first :meth:`save_check`, so reading leaves the file as it is)."""
+        found = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'checks'").fetchone()
+        if found is None:
+            return {}
+        rows = self._db.execute(
+            "SELECT question_id, data FROM checks WHERE run = ? AND verifier = ?", (run, verifier)
+        ).fetchall()
+        return {q: json.loads(d) for q, d in rows}
+
+    def save_check(self, run: str, verifier: str, question_id: str, data: Mapping[str, Any]) -> None:
+        """Store ``verifier``'s material for one question of ``run`` (committed at once)."""
+        with self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS checks (run TEXT NOT NULL, verifier TEXT NOT NULL, question_id TEXT NOT"
+                " NULL, data TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (run, verifier, question_id))"
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?)",
+                (run, verifier, question_id, json.dumps(dict(data)), time.time()),
+            )
+
     def save(
         self,
         rows: Iterable[ResultRow],

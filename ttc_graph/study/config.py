@@ -20,6 +20,7 @@ __all__ = ["PoolSource", "StudyConfig", "load_study"]
 
 _TAKES_VERIFIER = ("best_of_n", "beam_search", "dvts", "particle_filtering", "mcts", "revisions")
 _SEARCH = ("beam_search", "dvts", "particle_filtering", "mcts")
+_GRID_KEYS = ("questions", "budgets")  # a template's own part of the grid, not spec fields
 
 
 class PoolSource(BaseModel):
@@ -45,6 +46,11 @@ class StudyConfig(BaseModel):
     template may say ``chain_length: full`` for fully sequential revisions (one chain of ``budget`` attempts).
     ``verifier`` is a verifier spec given to every template that takes one and names none itself. ``families``
     adds compute-optimal fits that choose only among a family's templates.
+
+    A trimmed grid: a template may say ``questions: N`` (its first N of the study's questions) and ``budgets:
+    [...]`` (a subset of the study's) to run on less than the whole grid; the study's ``questions`` and
+    ``budgets`` are then the largest and the union. A question counts as complete when every template that runs on
+    it is stored at each of that template's budgets, and every comparison states on how many questions it rests.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -83,6 +89,12 @@ class StudyConfig(BaseModel):
         description="Probe samples of the routable table (table_routed.json): difficulty from the mean verifier score"
         " of a question's first k samples, charged to the budget as the router charges them.",
     )
+    rescore: dict[str, Any] | None = Field(
+        None,
+        description="A second, outcome-only verifier (``kind: program``) that ``ttc study rescore`` runs offline on"
+        " every pool question: its program answers are stored per question, and the report scores best-of-N"
+        " weighted with the study's verifier times it beside the study's verifier alone.",
+    )
     families: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
         description="Families of templates to fit compute-optimal within as well as across all templates, as the"
@@ -96,10 +108,40 @@ class StudyConfig(BaseModel):
             raise ValueError(f"must be distinct integers >= 1, got {list(value)}")
         return tuple(sorted(value))
 
+    @field_validator("rescore")
+    @classmethod
+    def _rescore(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from ttc_graph.specs.models import ProgramVerifierSpec
+
+            if value.get("kind") != "program":
+                raise ValueError(f"must be a program verifier (kind: program), got kind {value.get('kind')!r}")
+            ProgramVerifierSpec.model_validate(value)
+        return value
+
     @model_validator(mode="after")
     def _grid(self) -> StudyConfig:
-        for name in self.templates:
-            for budget in self.budgets:
+        for name, entry in self.templates.items():
+            own = entry.get("budgets")
+            if own is not None and (
+                not isinstance(own, list | tuple)
+                or not own
+                or len(set(own)) != len(own)
+                or not set(own) <= set(self.budgets)
+            ):
+                raise ValueError(
+                    f"templates.{name}.budgets: must be distinct budgets of the study's {list(self.budgets)},"
+                    f" got {own!r}"
+                )
+            count = entry.get("questions")
+            if count is not None and (
+                isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= self.questions
+            ):
+                raise ValueError(
+                    f"templates.{name}.questions: must be an integer in 1..{self.questions} (the study's),"
+                    f" got {count!r}"
+                )
+            for budget in self.budgets_of(name):
                 self.spec_for(name, budget)  # raises naming the template and budget
         if self.pool_size is not None and self.pool_size % 2:
             raise ValueError(f"pool_size: must be even (half scores, half bins), got {self.pool_size}")
@@ -133,7 +175,7 @@ class StudyConfig(BaseModel):
         """Template ``name`` with the study's verifier and sampling settings filled in (``n`` not yet)."""
         if name not in self.templates:
             raise ConfigurationError(f"templates: unknown template {name!r}; known: {sorted(self.templates)}")
-        out = dict(self.templates[name])
+        out = {k: v for k, v in self.templates[name].items() if k not in _GRID_KEYS}
         kind = out.get("kind")
         if kind not in _TAKES_VERIFIER:
             raise ConfigurationError(f"templates.{name}: unknown kind {kind!r}; use one of {list(_TAKES_VERIFIER)}")
@@ -168,9 +210,29 @@ class StudyConfig(BaseModel):
             self.system_prompt,
         )
 
+    def budgets_of(self, name: str) -> tuple[int, ...]:
+        """The budgets template ``name`` runs at: its own ``budgets``, else the study's."""
+        own = self.templates[name].get("budgets")
+        return tuple(sorted(own)) if own is not None else self.budgets
+
+    def questions_of(self, name: str) -> int:
+        """How many of the study's first questions template ``name`` runs on: its own ``questions``, else all."""
+        own = self.templates[name].get("questions")
+        return int(own) if own is not None else self.questions
+
+    def trimmed(self) -> bool:
+        """Whether some template runs on less than the whole grid (questions or budgets)."""
+        return any(any(k in t for k in _GRID_KEYS) for t in self.templates.values())
+
+    def grid_templates(self) -> list[str]:
+        """The templates that run on every question of the study (the fits over every template choose among
+        these; with no overrides, every template)."""
+        return [n for n in self.templates if self.questions_of(n) == self.questions]
+
     def nested_in(self, name: str, budget: int) -> int | None:
-        """The budget whose run ``name`` at ``budget`` is derived from (its largest), or None: it runs live."""
-        largest = max(self.budgets)
+        """The budget whose run ``name`` at ``budget`` is derived from (the template's largest), or None: it runs
+        live."""
+        largest = max(self.budgets_of(name))
         if not self.nested_revisions or budget == largest or self.templates[name].get("kind") != "revisions":
             return None
         small, large = (self.spec_for(name, b) for b in (budget, largest))
@@ -178,10 +240,15 @@ class StudyConfig(BaseModel):
         most, longest = split_budget(large.n, large.chain_length)  # type: ignore[union-attr]
         return largest if chains <= most and length <= longest else None
 
-    def covers(self, template: str, budget: int) -> bool:
-        """Whether a ``(template, budget)`` row is this config's: a database may also hold a follow-up config's
-        templates, run under the same name and settings."""
-        return template in self.templates and budget in self.budgets
+    def covers(self, template: str, budget: int, index: int | None = None) -> bool:
+        """Whether a ``(template, budget)`` row (of the question at 0-based ``index``, when given) is this
+        config's: a database may also hold a follow-up config's templates or questions, run under the same name
+        and settings."""
+        return (
+            template in self.templates
+            and budget in self.budgets_of(template)
+            and (index is None or index < self.questions_of(template))
+        )
 
     def live_templates(self) -> list[str]:
         return [n for n, t in self.templates.items() if t.get("kind") != "best_of_n"]

@@ -36,18 +36,22 @@ from ttc_graph.eval.bootstrap import (
 )
 from ttc_graph.eval.grading import grade
 from ttc_graph.eval.pool_samples import pool_candidate
-from ttc_graph.eval.replay import Method, PoolQuestion, Sample, exact_question
+from ttc_graph.eval.replay import Method, PoolQuestion, Sample, _subsets_correct, exact_question
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.selection import revision_chains, select_pooled
 from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.study.config import StudyConfig
 from ttc_graph.study.fits import fit_cv, matching_ratio
+from ttc_graph.study.rescore import checked_score, stored_programs
 from ttc_graph.study.runner import stored_candidate
 
 __all__ = [
     "BIN_TABLES",
     "BOOT_SPLITS",
     "CV_SPLITS",
+    "EXACT_SUBSETS",
+    "FULL_GRID",
+    "SAMPLED_SUBSETS",
     "Binning",
     "ChainSteps",
     "Fit",
@@ -57,11 +61,14 @@ __all__ = [
     "baseline_expected",
     "binnings",
     "bins_fit",
+    "checked_question",
+    "exact",
     "family_fit",
     "fit_plan",
     "load_study_data",
     "long_paths",
     "probe_views",
+    "question_index",
     "revision_steps",
     "unit_values",
     "unsolved_by_sampling",
@@ -72,6 +79,7 @@ FEWER_BINS = (2, 3)  # the report's fits with fewer bins
 CV_SPLITS = 100  # random two-fold splits averaged in a fit's point estimate
 BOOT_SPLITS = 10  # random two-fold splits averaged in each bootstrap resample's refit
 BIN_TABLES = ("oracle", "predicted")  # the binnings the report breaks accuracy down by, and fits families on
+FULL_GRID = "full grid"  # the family of every template, fit apart when some run on fewer questions
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +135,16 @@ def bins_fit(binning: str, n_bins: int) -> str:
 
 
 def fit_plan(data: StudyData) -> dict[str, Fit]:
-    """Every compute-optimal fit of the report, by name. One per binning over every template (named as the
-    binning); one per family and bin table (``"predicted:search"``), as the paper fits search and revisions
-    apart; and one per bin table with fewer bins (``"predicted:2 bins"``): with few questions a bin's choice
-    rests on few of them, and fewer bins trade resolution in difficulty for less noise in the choice."""
-    every = tuple(data.config.templates)
+    """Every compute-optimal fit of the report, by name. One per binning over every template that runs on every
+    question (named as the binning; with a trimmed grid, one per bin table over every template as well, on the
+    questions they share: ``"predicted:full grid"``); one per family and bin table (``"predicted:search"``), as
+    the paper fits search and revisions apart; and one per bin table with fewer bins (``"predicted:2 bins"``):
+    with few questions a bin's choice rests on few of them, and fewer bins trade resolution in difficulty for less
+    noise in the choice."""
+    every = tuple(data.config.grid_templates())
     plan = {m: Fit(m, every) for m in binnings(data)}
+    if len(every) < len(data.config.templates):  # a trimmed grid: the full grid too, on its fewer questions
+        plan |= {family_fit(m, FULL_GRID): Fit(m, tuple(data.config.templates)) for m in BIN_TABLES}
     for family, members in data.config.families.items():
         plan |= {family_fit(m, family): Fit(m, members) for m in BIN_TABLES}
     plan |= {bins_fit(m, k): Fit(m, every, k) for k in FEWER_BINS for m in BIN_TABLES}
@@ -149,6 +161,7 @@ class StudyData:
     references: dict[str, str]
     questions: list[str] = field(default_factory=list)  # complete: every template x budget, and a full pool
     pool_questions: list[str] = field(default_factory=list)  # with a reference and a full pool (pool_samples)
+    programs: dict[str, tuple[str | None, ...]] = field(default_factory=dict)  # rescore: program answers by question
 
     def template_row(self, name: str, budget: int, qid: str) -> ResultRow:
         return self.rows[(name, budget, qid)]
@@ -158,7 +171,9 @@ class StudyData:
         samples, which a routed fit takes for the router's probes, are then another set of the scoring samples."""
         k = self.config.scoring_samples
         pools = {q: s[offset:k] + s[:offset] + s[k:] for q, s in self.pools.items()}
-        return StudyData(self.config, self.rows, pools, self.references, self.questions, self.pool_questions)
+        return StudyData(
+            self.config, self.rows, pools, self.references, self.questions, self.pool_questions, self.programs
+        )
 
 
 def probe_views(data: StudyData, probes: int) -> list[StudyData]:
@@ -172,16 +187,34 @@ def probe_views(data: StudyData, probes: int) -> list[StudyData]:
     return [data.rotated(d * probes) for d in range(max(draws, 1))]
 
 
+def question_index(qids: Sequence[str]) -> dict[str, int]:
+    """Each question's 0-based position in the data set: its id when ids are line numbers (GSM8K's), else its rank
+    among ``qids``."""
+    if all(q.isdigit() for q in qids):
+        return {q: int(q) for q in qids}
+    return {q: i for i, q in enumerate(sorted(qids, key=lambda q: (len(q), q)))}
+
+
 def load_study_data(store: ResultStore, config: StudyConfig) -> StudyData:
-    """The rows of ``config``'s templates and budgets (a database may hold other templates run under the same
-    name and settings, for another config's view) and the pools."""
-    kept = [r for r in store.rows(config.name) if config.covers(r.strategy, r.budget)]
+    """The rows of ``config``'s templates, budgets and questions (a database may hold other templates or questions
+    run under the same name and settings, for another config's view) and the pools. A question is complete when
+    its pool is full and every template that runs on it is stored at each of its budgets."""
+    stored = store.rows(config.name)
+    index = question_index(sorted({r.question_id for r in stored}))
+    kept = [r for r in stored if config.covers(r.strategy, r.budget, index[r.question_id])]
     rows = {(r.strategy, r.budget, r.question_id): r for r in kept}
-    pools = store.pools(config.name)
+    # a pool extended for another config (a larger pool_size) reads as this config's first samples
+    pools = {q: samples[: config.pool_samples] for q, samples in store.pools(config.name).items()}
     references = {r.question_id: str(r.reference) for r in rows.values()}
     full = [q for q in sorted(references, key=lambda q: (len(q), q)) if len(pools.get(q, ())) >= config.pool_samples]
-    complete = [q for q in full if all((t, b, q) in rows for t in config.templates for b in config.budgets)]
-    return StudyData(config, rows, pools, references, complete, full)
+    complete = [
+        q
+        for q in full
+        if all(
+            (t, b, q) in rows for t in config.templates for b in config.budgets_of(t) if config.covers(t, b, index[q])
+        )
+    ]
+    return StudyData(config, rows, pools, references, complete, full, stored_programs(store, config))
 
 
 def _sample_correct(data: StudyData, qid: str, sample: dict[str, Any]) -> bool:
@@ -220,16 +253,68 @@ def pool_question(data: StudyData, qid: str, first: int | None = None) -> PoolQu
     return PoolQuestion(qid, samples)
 
 
+def checked_question(data: StudyData, qid: str, first: int | None = None) -> PoolQuestion:
+    """:func:`pool_question` scored by the study's verifier times the program verifier (``rescore``)."""
+    plain, programs = pool_question(data, qid, first), data.programs[qid]
+    samples = tuple(
+        Sample(s.answer, checked_score(data.config, s.score, s.answer, programs), s.correct, s.tokens)
+        for s in plain.samples
+    )
+    return PoolQuestion(qid, samples)
+
+
+def _rescored(
+    data: StudyData, qids: Sequence[str], resamples: int, seed: int
+) -> tuple[dict[int, dict[str, Interval]], dict[int, tuple[Interval, float]]]:
+    """Best-of-N on the scoring samples of ``qids`` at N = 1, 2, 4, ... with the study's verifier, with it times
+    the program verifier, majority and pass@N; and the paired difference checked - study's at each N."""
+    k = data.config.scoring_samples
+    plain = {q: pool_question(data, q, k) for q in qids}
+    checked = {q: checked_question(data, q, k) for q in qids}
+    table: dict[int, dict[str, Interval]] = {}
+    gaps: dict[int, tuple[Interval, float]] = {}
+    for n in _powers(k):
+        per = {
+            "study": [_expected(plain[q], n, "weighted") for q in qids],
+            "checked": [_expected(checked[q], n, "weighted") for q in qids],
+            "majority": [_expected(plain[q], n, "majority") for q in qids],
+            "oracle": [_expected(plain[q], n, "oracle") for q in qids],
+        }
+        table[n] = {how: _with_ci(v, resamples, _seed(seed, "rescore", how, n)) for how, v in per.items()}
+        diff = [x - y for x, y in zip(per["checked"], per["study"], strict=True)]
+        gaps[n] = (
+            paired_bootstrap(per["checked"], per["study"], resamples, _seed(seed, "rescore gap", n)),
+            sign_flip_p(diff, resamples, _seed(seed, "rescore gap", n)),
+        )
+    return table, gaps
+
+
 def _selection(data: StudyData, template: str) -> Method | None:
     """How a best-of-N template selects (None: not best-of-N, its live runs are its records)."""
     spec = data.config.templates[template]
     return spec.get("selection", "weighted") if spec.get("kind") == "best_of_n" else None
 
 
+EXACT_SUBSETS = 100_000  # above this many N-subsets, an expectation is the mean over SAMPLED_SUBSETS random ones
+SAMPLED_SUBSETS = 20_000
+
+
+def exact(n: int, budget: int, given: int = 0) -> bool:
+    """Whether the expectation at ``budget`` over a pool of ``n`` enumerates every subset (else it samples)."""
+    return math.comb(n - given, budget - given) <= EXACT_SUBSETS
+
+
 @functools.lru_cache(maxsize=16384)
 def _expected(question: PoolQuestion, budget: int, how: Method, given: int = 0) -> float:
-    """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets."""
-    return exact_question(question, budget, how, given=given)
+    """:func:`exact_question`, remembered: the baseline curve and the best-of-N units share their subsets. Beyond
+    ``EXACT_SUBSETS`` subsets (a 32-sample pool at N = 8 holds 10.5 million) the mean over ``SAMPLED_SUBSETS``
+    uniformly drawn ones, seeded by the question, budget and method (pass@N stays exact: it has a closed form)."""
+    if (how == "oracle" and not given) or exact(question.n, budget, given):
+        return exact_question(question, budget, how, given=given)
+    rng = np.random.default_rng(_seed(0, question.id, budget, how, given))
+    rest = np.sort(np.argsort(rng.random((SAMPLED_SUBSETS, question.n - given)), axis=1)[:, : budget - given], axis=1)
+    subsets = np.hstack([np.tile(np.arange(given), (SAMPLED_SUBSETS, 1)), rest + given])
+    return float(_subsets_correct(question, subsets, how).mean())
 
 
 def baseline_expected(
@@ -266,7 +351,7 @@ def unit_values(
     heads = {q: pool_question(data, q, given) for q in set(qids)} if given else pools
     for t in data.config.templates:
         how = _selection(data, t)
-        for b in data.config.budgets:
+        for b in data.config.budgets_of(t):
             spec = data.config.spec_for(t, b) if given else None
             chains = spec.selection if isinstance(spec, RevisionsSpec) else None
             for q in set(qids):
@@ -347,6 +432,9 @@ class StudyAnalysis:
     long_paths: dict[str, int]  # see long_paths
     unsolved: dict[str, int]  # see unsolved_by_sampling
     revision_steps: dict[str, ChainSteps]  # see revision_steps
+    rescored_questions: int = 0  # pool questions with the rescore verifier's programs stored
+    rescored: dict[int, dict[str, Interval]] = field(default_factory=dict)  # N -> study, checked, majority, pass@N
+    rescored_gap: dict[int, tuple[Interval, float]] = field(default_factory=dict)  # N -> checked - study [CI], p
 
 
 def _fit(
@@ -528,7 +616,7 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
         curves = routed_curve if kb.probes else base_q
         for b in comparable:
             spend = {t: b - probe_share(cfg.template(t), kb.probes) for t in fit.templates}
-            chosen_from = [t for t in fit.templates if spend[t] in budgets]  # the baseline always (share 0)
+            chosen_from = [t for t in fit.templates if cfg.covers(t, spend[t])]  # the baseline always (share 0)
             qs = [q for q in pool_q if all((t, spend[t], q) in u for t in chosen_from for u in per_view)]
             fit_questions[name][b] = len(qs)
             if len(qs) < 2 * fit.n_bins or len(chosen_from) < 1:
@@ -558,17 +646,19 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
                 curve=dict(zip(curve_budgets, map(float, curve_w[0]), strict=True)),
             )
 
-    # the router's tables: fit on the questions complete for every template at every comparable budget
+    # the router's tables: fit on the questions complete for every template of the main fits at every comparable
+    # budget it runs at
     tables: dict[str, PolicyTable] = {}
+    grid = tuple(cfg.grid_templates())
     for m, kb in kinds.items():
         per_view = unit[m]
-        qs = [q for q in pool_q if all((t, b, q) in per_view[0] for t in cfg.templates for b in comparable)]
+        qs = [q for q in pool_q if all((t, b, q) in per_view[0] for t in grid for b in comparable if cfg.covers(t, b))]
         if len(qs) < 2 * N_BINS or not comparable:
             continue
         keyed = {(t, b, _draw_key(q, d, draws[m])): v for d, u in enumerate(per_view) for (t, b, q), v in u.items()}
         level = {_draw_key(q, d, draws[m]): v for d, lv in enumerate(level_draws[m]) for q, v in lv.items()}
         keys = {q: [_draw_key(q, d, draws[m]) for d in range(draws[m])] for q in qs}
-        table = _fit(data, qs, kb, seed, keyed, level, tuple(cfg.templates), N_BINS, keys, comparable)
+        table = _fit(data, qs, kb, seed, keyed, level, grid, N_BINS, keys, comparable)
         done = fits[m]
         table.report["compute_optimal_cv"] = {str(b): o.optimal[0] for b, o in done.items() if o is not None}
         table.report["cv_splits"] = CV_SPLITS
@@ -583,7 +673,7 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
     for t in cfg.templates:
         cost[t], steps[t], distinct[t] = {}, {}, {}
         for b in budgets:
-            rows = [r for q in pool_q if (r := data.rows.get((t, b, q))) is not None]
+            rows = [r for q in pool_q if (r := data.rows.get((t, b, q))) is not None]  # none off the template's grid
             if not rows:
                 cost[t][b], steps[t][b], distinct[t][b] = {"runs": 0}, None, None
                 continue
@@ -606,6 +696,9 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
             ]
             medians = [m for m in medians if m is not None]
             steps[t][b] = statistics.median(medians) if medians else None
+
+    checked_q = [q for q in pool_q if q in data.programs]
+    rescored, rescored_gap = _rescored(data, checked_q, resamples, seed) if checked_q else ({}, {})
 
     return StudyAnalysis(
         questions=len(data.questions),
@@ -634,6 +727,9 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
         long_paths=long_paths(data),
         unsolved=unsolved_by_sampling(data),
         revision_steps=revision_steps(data),
+        rescored_questions=len(checked_q),
+        rescored=rescored,
+        rescored_gap=rescored_gap,
     )
 
 
@@ -698,8 +794,9 @@ class ChainSteps:
 def revision_steps(data: StudyData) -> dict[str, ChainSteps]:
     """Whether revising helps, measured as the paper's Figure 6 (left) does: pass@1 at each attempt of the chains
     of every revisions template's runs at the largest budget, and how often a revision changes the answer."""
-    budget, out = max(data.config.budgets), {}
+    out = {}
     for t in data.config.live_templates():
+        budget = max(data.config.budgets_of(t))
         if not isinstance(data.config.spec_for(t, budget), RevisionsSpec):
             continue
         steps = ChainSteps([], [], 0, 0, 0, 0, 0, 0)

@@ -85,20 +85,40 @@ def study_problems(config: StudyConfig) -> list[Problem]:
     return list(problems)
 
 
-def plan_units(problems: Sequence[Problem], config: StudyConfig, done: set[tuple[str, int, str]]) -> list[StudyUnit]:
-    """What is left, question by question, so that a stopped study holds whole questions first."""
-    units: list[StudyUnit] = []
-    pooled = config.pool_templates()
+def plan_units(
+    problems: Sequence[Problem],
+    config: StudyConfig,
+    done: set[tuple[str, int, str]],
+    pooled: Mapping[str, int] | None = None,
+) -> list[StudyUnit]:
+    """What is left: every question's best-of-N pool first (cheap, and every comparison and difficulty bin reads
+    it), then the other templates question by question, so that a stopped study holds whole questions first. A
+    pool is planned while a best-of-N row of it is missing or while it holds fewer than ``pool_samples`` samples
+    (``pooled``: samples stored per question id; None: not checked)."""
+    pools: list[StudyUnit] = []
+    live: list[StudyUnit] = []
+    templates = config.pool_templates()
     for i, p in enumerate(problems):
-        if pooled and not all((t, b, p.id) in done for t in pooled for b in config.budgets):
-            units.append(StudyUnit(p, i))
+        missing = any(
+            (t, b, p.id) not in done for t in templates for b in config.budgets_of(t) if config.covers(t, b, i)
+        )
+        short = pooled is not None and pooled.get(p.id, 0) < config.pool_samples
+        if templates and (missing or short):
+            pools.append(StudyUnit(p, i))
         for name in config.live_templates():
-            for b in config.budgets:
+            for b in config.budgets_of(name):
+                if not config.covers(name, b, i):
+                    continue
                 source = config.nested_in(name, b)
                 if (name, b, p.id) in done or (source is not None and (name, source, p.id) not in done):
                     continue  # done, or derived when its source runs
-                units.append(StudyUnit(p, i, name, b))
-    return units
+                live.append(StudyUnit(p, i, name, b))
+    return pools + live
+
+
+def pool_sizes(store: ResultStore, run: str) -> dict[str, int]:
+    """Samples stored in each question's pool of ``run``."""
+    return {q: len(samples) for q, samples in store.pools(run).items()}
 
 
 def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequence[ResultRow]) -> list[StudyUnit]:
@@ -199,7 +219,7 @@ class _StudyJob:
                 "max_tokens": cfg.max_tokens, "seed": cfg.seed}  # fmt: skip
 
     def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[StudyUnit], int]:
-        pending = plan_units(self.problems, self.config, done)
+        pending = plan_units(self.problems, self.config, done, pool_sizes(store, self.run))
         units = longest_first(self.config, pending[: self.limit], store.rows(self.run))
         return units, len(plan_units(self.problems, self.config, set())) - len(pending)
 
@@ -265,20 +285,22 @@ class _StudyJob:
         row = graded_row(out, p, seconds=round(seconds, 3), candidates=candidates, details=details, **where)
         nested = [
             derive_nested(cfg, row, b)
-            for b in cfg.budgets
+            for b in cfg.budgets_of(unit.template)
             if cfg.nested_in(unit.template, b) == unit.budget and (unit.template, b, p.id) not in done
         ]
         return UnitOutcome([row, *nested], generations=row.generations, tokens=row.tokens)
 
     # -- best-of-N from one pool per question ----------------------------------------------------------------
 
-    async def draw(self, unit: StudyUnit, k: int) -> list[PoolSample]:
+    async def draw(self, unit: StudyUnit, k: int, start: int = 0) -> list[PoolSample]:
         """``k`` new samples drawn live by majority best-of-N (no verifier call), with log-probabilities when
-        the verifier reads them."""
+        the verifier reads them. Sample ``i`` of a pool is drawn with seed ``pool seed + i``: the samples after
+        ``start`` ones already stored are new draws, not repeats of the first (a pool drawn whole and a pool
+        extended later hold the same samples)."""
         cfg = self.config
         graph = create_best_of_n(
             self.policy, None, n=k, selection="majority", temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-            seed=self.seed(unit) + 7919, system_prompt=cfg.system_prompt,
+            seed=self.seed(unit) + 7919 + start, system_prompt=cfg.system_prompt,
             logprobs=bool(getattr(self.verifier, "needs_logprobs", False)),
         ).compile()  # fmt: skip
         t0 = time.monotonic()
@@ -306,17 +328,17 @@ class _StudyJob:
     async def run_pool(self, unit: StudyUnit, stored: list[dict[str, Any]], done: Collection[Key]) -> UnitOutcome:
         cfg, p = self.config, unit.problem
         need = max(*cfg.budgets, cfg.pool_samples)  # half scores best-of-N, half bins
-        samples = read_pool(stored)
+        samples = read_pool(stored)  # a stored pool is extended, never redrawn: its samples stay first
         new: list[PoolSample] = []
         if len(samples) < need:
-            new = await self.draw(unit, need - len(samples))
+            new = await self.draw(unit, need - len(samples), start=len(samples))
             samples = samples + new
         await self.score(p.question, samples)
         rows = []
         for name in cfg.pool_templates():
             selection = cfg.templates[name].get("selection", "weighted")
-            for b in cfg.budgets:
-                if b > len(samples) or (name, b, p.id) in done:
+            for b in cfg.budgets_of(name):
+                if b > len(samples) or (name, b, p.id) in done or not cfg.covers(name, b, unit.index):
                     continue
                 prefix = samples[:b]
                 cands = pool_candidates(prefix)

@@ -56,23 +56,33 @@ def _rate(timeline: Sequence[tuple[float, str, int, int]]) -> float | None:
 def study_status(config: StudyConfig, store: ResultStore, problems: Sequence[Problem]) -> StudyStatus:
     """Progress of ``config``'s study in ``store`` over ``problems`` (no model call)."""
     done = store.done(config.name)
-    left = plan_units(problems, config, done)
+    pools = store.pools(config.name)
+    sizes = {q: len(samples) for q, samples in pools.items()}
+    left = plan_units(problems, config, done, sizes)
     total = len(plan_units(problems, config, set()))
     timeline = [e for e in store.timeline(config.name) if config.covers(e[1], e[2])]
     per_unit: dict[tuple[str, int], list[int]] = defaultdict(list)
     for _, strategy, budget, tokens in timeline:
         per_unit[(strategy, budget)].append(tokens)
     remaining: float | None = 0.0
+    drawn = [int(s["tokens"]) for samples in pools.values() for s in samples if s.get("tokens") is not None]
     for unit in left:
-        if unit.template is None:  # a best-of-N pool: drawn once per question (free when a stored pool is reused)
+        if unit.template is None:  # a best-of-N pool: its missing samples at the stored samples' mean length
+            missing = max(0, config.pool_samples - sizes.get(unit.problem.id, 0))
+            if missing and remaining is not None:
+                remaining = remaining + missing * statistics.fmean(drawn) if drawn else None
             continue
         seen = per_unit.get((unit.template, unit.budget))
         if not seen:
             remaining = None
             break
         remaining += statistics.fmean(seen)
-    keys = [(t, b) for t in config.templates for b in config.budgets]
-    complete = sum(1 for p in problems if all((t, b, p.id) in done for t, b in keys))
+    complete = sum(
+        1
+        for i, p in enumerate(problems)
+        if sizes.get(p.id, 0) >= config.pool_samples
+        and all((t, b, p.id) in done for t in config.templates for b in config.budgets_of(t) if config.covers(t, b, i))
+    )
     return StudyStatus(
         questions=len(problems),
         complete=complete,
