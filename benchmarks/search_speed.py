@@ -114,7 +114,7 @@ def build(strategy: str, policy: Endpoint, n: int, args: argparse.Namespace) -> 
     makers: dict[str, Callable[[], Any]] = {
         "best_of_n": lambda: create_best_of_n(policy, CONSTANT, max_tokens=args.max_tokens, **common),
         "beam_search": lambda: create_beam_search(policy, CONSTANT, beam_width=4, **step, **common),
-        "dvts": lambda: create_dvts(policy, CONSTANT, beam_width=2, **step, **common),
+        "dvts": lambda: create_dvts(policy, CONSTANT, beam_width=2, asynchronous=True, **step, **common),
         "particle_filtering": lambda: create_particle_filtering(policy, CONSTANT, **step, **common),
         "mcts": lambda: create_mcts(policy, CONSTANT, **step, **common),
     }
@@ -132,7 +132,7 @@ def spec_of(strategy: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     if strategy == "beam_search":
         spec["beam_width"] = 4
     if strategy == "dvts":
-        spec["beam_width"] = 2
+        spec.update(beam_width=2, asynchronous=True)
     return spec
 
 

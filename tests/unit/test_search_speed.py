@@ -153,7 +153,9 @@ class GatedEndpoint(ScriptedEndpoint):
 
 
 def dvts(policy: ScriptedEndpoint) -> Any:
-    return create_dvts(policy, lambda q, t: hashed(path_of(t.split(DELIM)[-1])), n=4, beam_width=WIDTH, seed=SEED)
+    return create_dvts(
+        policy, lambda q, t: hashed(path_of(t.split(DELIM)[-1])), n=4, beam_width=WIDTH, seed=SEED, asynchronous=True
+    )
 
 
 async def test_a_dvts_subtree_steps_on_while_another_subtree_is_still_generating():

@@ -46,6 +46,7 @@ class SearchPlan(PolicyCost):
     lookahead: int
     max_steps: int
     diverse: bool = False
+    asynchronous: bool = False
 
     @property
     def label(self) -> str:
@@ -53,8 +54,9 @@ class SearchPlan(PolicyCost):
 
     @property
     def runner(self) -> str | None:
-        """The node that runs the search without rounds: DVTS's ``subtrees`` (:mod:`~ttc_graph.nodes.step_subtrees`)."""
-        return "subtrees" if self.diverse else None
+        """The node that runs the search without rounds, when ``asynchronous``: DVTS's ``subtrees``
+        (:mod:`~ttc_graph.nodes.step_subtrees`)."""
+        return "subtrees" if self.diverse and self.asynchronous else None
 
     def begin(self, state: TTCState, round_: int, seed: int | None, delimiter: str) -> StepRound:
         return (_DVTSRound if self.diverse else _BeamRound)(self, state, round_, delimiter)

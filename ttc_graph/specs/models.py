@@ -301,6 +301,7 @@ class DVTSSpec(_SearchSpec):
     """Diverse verifier tree search: ``n / beam_width`` independent subtrees."""
 
     kind: Literal["dvts"] = "dvts"
+    asynchronous: bool = False
 
 
 class ParticleFilteringSpec(_StepSpec):

@@ -102,11 +102,18 @@ def create_dvts(
     name: str | None = None,
     state_schema: type[Any] | None = None,
     context_schema: type[Any] | None = None,
+    asynchronous: bool = False,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Diverse verifier tree search: ``n / beam_width`` independent subtrees, each expanding its current beam
     ``beam_width`` times and keeping its best child, so one strong early step cannot take over every beam. The
-    other arguments are :func:`create_beam_search`'s; the answer is over every subtree's last children."""
+    other arguments are :func:`create_beam_search`'s; the answer is over every subtree's last children.
+
+    ``asynchronous``: run the subtrees without rounds (one ``subtrees`` node, each subtree's next step started as
+    soon as its own step is scored; :mod:`~ttc_graph.nodes.step_subtrees`). Off by default: round-wise, each round
+    is a checkpointed super-step, while the node logs its steps through a ``@task`` whose writes reach the
+    checkpointer in the background, so a process killed mid-search may redo the steps of its last moments; and
+    on llama.cpp it measured no faster (docs/results.md, section 13)."""
     width = resolve_width(n, beam_width)
     options = StepSearchOptions.of(locals())
-    plan = SearchPlan(n, width, n // width, 1, lookahead, max_steps, diverse=True)
+    plan = SearchPlan(n, width, n // width, 1, lookahead, max_steps, diverse=True, asynchronous=asynchronous)
     return build_step_graph("DVTS", policy, verifier, plan, options, "dvts")
