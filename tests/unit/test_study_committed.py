@@ -45,6 +45,11 @@ def test_the_committed_report_is_rebuilt_from_the_committed_database(config_path
     if complete < 2 * N_BINS:
         assert not any((folder / name).exists() for name in OUTPUTS), "a report without the questions it needs"
         assert not list(folder.glob("*.png")), "figures without the questions they need"
+        # and the report command refuses to write one (scripts/run-study.sh runs it after every chunk)
+        args = ["study", "report", str(config_path), "--db", str(STUDY / "study.sqlite"), "--out", str(tmp_path)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0 and "the report needs at least 10" in " ".join(result.output.split())
+        assert not list(tmp_path.iterdir())
         return
     db = STUDY / "study.sqlite"
     args = ["study", "report", str(config_path), "--db", str(db), "--out", str(tmp_path)]

@@ -526,6 +526,11 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
             f"study: {len(pool_q)} complete questions (a reference and a pool of {cfg.pool_samples} samples);"
             f" the analysis needs at least {2 * N_BINS}"
         )
+    if len(data.questions) < 2 * N_BINS:
+        raise ValueError(
+            f"study: {len(data.questions)} complete questions (a full pool and every template that runs on the"
+            f" question at each of its budgets); the report needs at least {2 * N_BINS}"
+        )
     budgets, base, k = cfg.budgets, cfg.baseline, cfg.scoring_samples
     comparable = tuple(b for b in budgets if b <= k)
     kinds = binnings(data)
