@@ -4,6 +4,7 @@ the hub: no test reaches a real host."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ runner = CliRunner()
 GSM8K_ROWS = b"".join(
     b'{"question": "What is %d + 1?", "answer": "Add one.\\n#### %d"}\n' % (i, i + 1) for i in range(200)
 )
-SHARED = Path("/work/shared/data")
+# the shared data sets this repository's CI reads: TTC_DATA_DIR, else ../shared/data beside the checkout
+SHARED = Path(os.environ.get("TTC_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def sha(data: bytes) -> str:
