@@ -25,7 +25,7 @@ import contextlib
 import re
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ from ttc_graph import (
     create_mcts,
     create_particle_filtering,
 )
-from ttc_graph.endpoints import Endpoint
+from ttc_graph.endpoints import Endpoint, EndpointWrapper, GenerationResult
 from ttc_graph.eval import load_dataset
 from ttc_graph.verifiers import Score, VerificationResult, Verifier, VerifyItem
 
@@ -58,28 +58,22 @@ class ConstantVerifier(Verifier):
 CONSTANT = ConstantVerifier()
 
 
-class InFlight:
+class InFlight(EndpointWrapper):
     """An endpoint wrapper that counts the policy's samples in flight (the most at once is the window kept).
 
-    A call for ``n`` samples counts ``n`` (the endpoint sends them as ``n`` single requests on llama.cpp). Its
-    ``generate`` takes ``prefix`` by name, so the step searches see an endpoint that can continue a prefix.
+    A call for ``n`` samples counts ``n`` (the endpoint sends them as ``n`` single requests on llama.cpp).
     """
 
     def __init__(self, inner: Endpoint) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.now = 0
         self.most = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def generate(
-        self, messages: Sequence[Any], *, n: int = 1, params: Any = None, prefix: str | None = None
-    ) -> Any:
+    async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
         self.now += n
         self.most = max(self.most, self.now)
         try:
-            return await self.inner.generate(messages, n=n, params=params, prefix=prefix)
+            return await request(self.inner)
         finally:
             self.now -= n
 
