@@ -18,7 +18,7 @@ FACADE = "ttc_graph"
 
 CORE = frozenset(
     {"errors", "usage", "messages", "budget", "state", "prompts", "answers", "tool_calls", "selection", "_loop",
-     "_limit", "progress", "tracing", "prices", "defaults"}
+     "_limit", "_files", "progress", "tracing", "prices", "defaults"}
 )  # fmt: skip
 """Data and rules every layer shares: they import nothing of ttc_graph above themselves."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_ray",
     "console",
     "exit_if_no_answer",
+    "exit_on_failures",
     "fail",
     "failure",
     "print_curves",
@@ -68,6 +69,14 @@ def exit_if_no_answer(out: dict[str, Any]) -> None:
     if reason := failure(out):
         first = next(iter(out.get("errors") or []), "no detail")
         console.print(f"[red]error:[/] no answer: {reason}; first error: {first}")
+        raise typer.Exit(1)
+
+
+def exit_on_failures(failures: Sequence[str], failed: int) -> None:
+    """Print the first five ``failures`` of a call's units; exit 1 when any unit ``failed``."""
+    for failure in failures[:5]:
+        console.print(f"[yellow]failed:[/] {failure}")
+    if failed:
         raise typer.Exit(1)
 
 

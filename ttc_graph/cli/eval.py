@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ttc_graph._files import existing_file
 from ttc_graph.cli.common import (
     DEFAULT_DB,
     DEFAULT_LIMIT,
@@ -186,8 +187,7 @@ def replay_command(
         if pool.suffix in (".sqlite", ".db", ".sqlite3"):
             if not run:
                 raise ConfigurationError("replay: a SQLite pool needs --run")
-            if not pool.is_file():
-                raise ConfigurationError(f"replay: {pool} does not exist")
+            existing_file(pool, "replay")
             with ResultStore(pool) as store:
                 questions = pool_from_samples(store.pools(run), verifier)
         else:
@@ -236,8 +236,7 @@ def plot_command(
     from ttc_graph.eval import ResultStore, summarize
 
     try:
-        if not db.is_file():
-            raise ConfigurationError(f"plot: {db} does not exist")
+        existing_file(db, "plot")
         with console.status("plotting..."), ResultStore(db) as store:
             rows = store.rows(run)
             if not rows:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ttc_graph.cli.common import check_gguf, check_ray, console, fail, sigterm_as_interrupt
+from ttc_graph.cli.common import check_gguf, check_ray, console, exit_on_failures, fail, sigterm_as_interrupt
 from ttc_graph.cli.options import (
     BaseUrlOption,
     GgufOption,
@@ -26,6 +26,9 @@ __all__ = ["study_app"]
 
 study_app = typer.Typer(help="The compute-optimal study: every (question, template, budget) as a live run.")
 
+_ConfigArgument = Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")]
+_DbOption = Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")]
+
 
 def _db_of(config_path: Path, db: Path | None) -> Path:
     return db if db is not None else config_path.with_name("study.sqlite")
@@ -42,8 +45,8 @@ def _stored_db(config_path: Path, db: Path | None) -> Path:
 @study_app.command("run")
 def run_command(
     ctx: typer.Context,
-    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
-    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    config_path: _ConfigArgument,
+    db: _DbOption = None,
     base_url: BaseUrlOption = None,
     model: ModelOption = None,
     gguf: GgufOption = None,
@@ -102,17 +105,14 @@ def run_command(
         f"this call: {report.finished} unit(s) finished, {report.failed} failed, {report.skipped} already done; "
         f"{report.generations} generations, {report.tokens} tokens in {report.seconds:.0f}s"
     )
-    for failure in report.failures[:5]:
-        console.print(f"[yellow]failed:[/] {failure}")
     store.close()
-    if report.failed:
-        raise typer.Exit(1)
+    exit_on_failures(report.failures, report.failed)
 
 
 @study_app.command("report")
 def report_command(
-    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
-    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    config_path: _ConfigArgument,
+    db: _DbOption = None,
     out: Annotated[Path | None, typer.Option(help="Folder of the report (default: beside CONFIG).")] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples over questions.")] = 10_000,
     figures: Annotated[bool, typer.Option(help="Also draw the figures (PNG).")] = True,
@@ -143,14 +143,12 @@ def rescore_command(
     config_path: Annotated[
         Path, typer.Argument(help="Study config (YAML) with a `rescore` verifier.", metavar="CONFIG")
     ],
-    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible URL (or TTC_BASE_URL).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at --base-url.")] = None,
+    db: _DbOption = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
     gguf: Annotated[Path | None, typer.Option(help="A GGUF file to serve locally with llama.cpp.")] = None,
-    parallel: Annotated[int, typer.Option(min=1, help="Parallel slots of the local server.")] = 8,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")
-    ] = None,
+    parallel: ParallelOption = 8,
+    threads: ThreadsOption = None,
     max_questions: Annotated[int | None, typer.Option(min=1, help="Stop after this many questions (a chunk).")] = None,
 ) -> None:
     """Sample and store the rescore verifier's programs for every pool question that has none yet (resumable)."""
@@ -181,16 +179,13 @@ def rescore_command(
         f"rescore: {report.stored} question(s) stored, {report.failed} failed, {report.skipped} already stored;"
         f" {report.tokens} completion tokens"
     )
-    for failure in report.failures[:5]:
-        console.print(f"[yellow]failed:[/] {failure}")
-    if report.failed:
-        raise typer.Exit(1)
+    exit_on_failures(report.failures, report.failed)
 
 
 @study_app.command("status")
 def status_command(
-    config_path: Annotated[Path, typer.Argument(help="Study config (YAML).", metavar="CONFIG")],
-    db: Annotated[Path | None, typer.Option(help="SQLite results (default: study.sqlite beside CONFIG).")] = None,
+    config_path: _ConfigArgument,
+    db: _DbOption = None,
 ) -> None:
     """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
     from ttc_graph.eval.store import ResultStore

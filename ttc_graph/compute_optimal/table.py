@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ttc_graph._files import existing_file
 from ttc_graph.compute_optimal.difficulty import DifficultyBins
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.io import SpecError, parse_spec
@@ -116,9 +117,7 @@ class PolicyTable(BaseModel):
 
 def load_table(path: str | Path) -> PolicyTable:
     """A validated table from JSON; problems name the field."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"table: {file} does not exist")
+    file = existing_file(path, "table")
     try:
         return PolicyTable.model_validate(json.loads(file.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:

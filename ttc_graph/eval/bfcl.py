@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from ttc_graph._files import existing_file
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.sources import locate
 
@@ -205,8 +206,7 @@ def bfcl_tools(functions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _read_rows(file: Path) -> list[dict[str, Any]]:
-    if not file.is_file():
-        raise ConfigurationError(f"bfcl: {file} does not exist")
+    existing_file(file, "bfcl")
     rows: list[dict[str, Any]] = []
     with file.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttc_graph._files import existing_file
 from ttc_graph.answers import gsm8k_reference
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.sources import locate
@@ -99,8 +100,7 @@ def load_dataset(
         raise ConfigurationError(f"limit: must be >= 0, got {limit}")
     if offset < 0:
         raise ConfigurationError(f"offset: must be >= 0, got {offset}")
-    if not file.is_file():
-        raise ConfigurationError(f"dataset: {file} does not exist")
+    existing_file(file, "dataset")
     problems: list[Problem] = []
     skipped: list[SkippedRow] = []
     with file.open(encoding="utf-8") as fh:

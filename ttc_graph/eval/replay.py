@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ttc_graph._files import existing_file
 from ttc_graph.answers import group_answers
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.eval.bootstrap import DEFAULT_RESAMPLES, bootstrap_mean
@@ -128,9 +129,7 @@ def load_pool(path: str | Path, *, score: Literal["mean_lp", "min_lp"] = "mean_l
     A sample's score is ``exp(mean_lp)`` (the policy's geometric-mean token probability) or ``exp(min_lp)``.
     Bad JSON lines are skipped with a :class:`DatasetWarning`; a line without ``samples`` is an error.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"pool: {file} does not exist")
+    file = existing_file(path, "pool")
     if score not in ("mean_lp", "min_lp"):
         raise ConfigurationError(f"score: unknown {score!r}; use 'mean_lp' or 'min_lp'")
     pool: list[PoolQuestion] = []

@@ -23,23 +23,16 @@ only the rest.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, NotRequired
+from typing import Any
 
 from langgraph.runtime import Runtime
-from typing_extensions import TypedDict
 
-from ttc_graph.budget import Budget, merge_usage, usage_delta
-from ttc_graph.endpoints.base import ChatMessage
-from ttc_graph.nodes.adaptive import _durable, _log, _replay
-from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.context import run_context
+from ttc_graph.budget import merge_usage, usage_delta
+from ttc_graph.nodes.adaptive import _log, _replay
 from ttc_graph.nodes.expand import Beam, ExpandTask, assign_slots
-from ttc_graph.nodes.step_rounds import _round_limits, by_score, id_key, retire
-from ttc_graph.nodes.step_verify import score_beams
-from ttc_graph.nodes.verify import state_deadline
+from ttc_graph.nodes.step_rounds import by_score, id_key, retire
+from ttc_graph.nodes.step_runner import RunnerNode, RunnerParts, StepRunner, SubtreesTask
 from ttc_graph.state import Candidate
-from ttc_graph.verifiers.base import Aggregation, Verifier
 
 __all__ = ["SUBTREES", "SubtreesTask", "make_subtrees_node", "subtree_slots"]
 
@@ -47,57 +40,22 @@ SUBTREES = "subtrees"
 """The node's name in the graph (and the ``target`` of the plan entry that starts it)."""
 
 
-class SubtreesTask(TypedDict):
-    """The plan entry that hands every subtree to the ``subtrees`` node: their roots' first expand tasks."""
-
-    target: str
-    question: str
-    k: int
-    roots: list[ExpandTask]
-    usage: dict[str, Any] | None
-    started_at: float | None
-    history: NotRequired[list[ChatMessage]]
-
-
 def subtree_slots(group: int, width: int, slots: int) -> set[int]:
     """The server slots subtree ``group`` owns: ``width`` of them, side by side (none past ``slots``)."""
     return {s for s in range(group * width, (group + 1) * width) if s < slots}
 
 
-class _Subtrees:
+class _Subtrees(StepRunner):
     """One call of the ``subtrees`` node: the subtrees' loops, their shared ledger and their durable log."""
 
-    def __init__(
-        self,
-        task: SubtreesTask,
-        plan: Any,
-        expand: Callable[[ExpandTask], Awaitable[dict[str, Any]]],
-        verifier: Verifier,
-        aggregation: Aggregation,
-        delimiter: str,
-        slots: int | None,
-        limit: Budget | None,
-        max_tokens: int | None,
-        seed: int | None,
-        deadline: float | None,
-        emit: Callable[[dict[str, Any]], None],
-    ) -> None:
-        self.task, self.plan, self.expand = task, plan, expand
-        self.verifier, self.aggregation, self.delimiter = verifier, aggregation, delimiter
-        self.slots, self.limit, self.max_tokens, self.seed = slots, limit, max_tokens, seed
-        self.deadline, self.emit = deadline, emit
-        self.spent: dict[str, Any] = {}
+    def __init__(self, parts: RunnerParts, task: SubtreesTask, runtime: Runtime[Any], delimiter: str) -> None:
+        super().__init__(parts, task, runtime)
+        self.delimiter = delimiter
         self.logged: dict[tuple[int, int], dict[str, Any]] = {}
         self.entries: list[dict[str, Any]] = []
         self.retired: list[Candidate] = []
         self.live: list[Beam] = []
         self.expanding = 0
-        self.durable = _durable()
-
-    def limits(self) -> Any:
-        """The budget of the next step, from every subtree's spend so far (as a round's would be computed)."""
-        state = {"usage": merge_usage(self.task.get("usage"), self.spent), "started_at": self.task.get("started_at")}
-        return _round_limits(self.limit, state, 1, self.plan.generations, self.max_tokens)  # type: ignore[arg-type]
 
     async def step(self, root: ExpandTask, beam: Beam, k: int, r: int) -> dict[str, Any] | None:
         """Sample and score one step of a subtree (its log entry), or None when the budget allows none."""
@@ -119,14 +77,12 @@ class _Subtrees:
                 task["slots"] = assign_slots([(beam, k)], self.slots, busy)[0]
         self.expanding += 1
         try:
-            out = await self.expand(task)  # type: ignore[arg-type]
+            out = await self.parts.expand(task)  # type: ignore[arg-type]
             children: list[Beam] = out.get("frontier", [])
             errors = list(out.get("errors", []))
             verify_usage: dict[str, Any] = {}
             if children:
-                scored = await score_beams(
-                    self.verifier, self.aggregation, self.task["question"], children, deadline=self.deadline
-                )
+                scored = await self.score(children)
                 children, verify_usage = scored.beams, usage_delta("verify", scored.usage)
                 errors += scored.errors
         finally:
@@ -204,15 +160,9 @@ class _Subtrees:
             await asyncio.gather(*loops, return_exceptions=True)
             raise
         order = sorted(self.entries, key=lambda e: (e["g"], e["r"]))
-        update: dict[str, Any] = {
-            "candidates": sorted(self.retired, key=_retired_order),
-            "frontier": sorted(self.live, key=lambda b: (b["group"], id_key(b["id"]))),
-            "usage": self.spent or usage_delta("propose"),
-        }
+        frontier = sorted(self.live, key=lambda b: (b["group"], id_key(b["id"])))
         errors = [e for entry in order for e in entry["errors"]]
-        if errors:
-            update["errors"] = errors
-        return update
+        return self.update(frontier, errors, candidates=sorted(self.retired, key=_retired_order))
 
 
 def _retired_order(cand: Candidate) -> tuple[Any, ...]:
@@ -220,29 +170,13 @@ def _retired_order(cand: Candidate) -> tuple[Any, ...]:
     return (cand["round"], int(cand.get("meta", {}).get("group", 0)), id_key(cand["id"]))
 
 
-def make_subtrees_node(
-    plan: Any,
-    expand: Callable[[ExpandTask], Awaitable[dict[str, Any]]],
-    verifier: Verifier,
-    aggregation: Aggregation,
-    defaults: SamplingDefaults,
-    delimiter: str,
-    *,
-    slots: int | None = None,
-    budget: Budget | None = None,
-) -> Callable[[SubtreesTask, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """The ``subtrees`` node of DVTS (``plan``: its :class:`~ttc_graph.nodes.step_beam.SearchPlan`): every subtree's
-    steps, each started as soon as the subtree's last one is scored (see the module docstring). ``expand`` is the
-    expand node's function, ``slots`` the endpoint's server slots when it takes slot hints (subtree ``g`` keeps to
-    its own ``width`` slots, so its next step finds its prefix where it left it)."""
+def make_subtrees_node(parts: RunnerParts, delimiter: str) -> RunnerNode:
+    """The ``subtrees`` node of DVTS (``parts.plan``: its :class:`~ttc_graph.nodes.step_beam.SearchPlan`): every
+    subtree's steps, each started as soon as the subtree's last one is scored (see the module docstring). With
+    ``parts.slots`` (the endpoint takes slot hints) subtree ``g`` keeps to its own ``width`` slots, so its next step
+    finds its prefix where it left it."""
 
     async def subtrees(task: SubtreesTask, runtime: Runtime[Any]) -> dict[str, Any]:
-        _, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
-        deadline = state_deadline({"started_at": task.get("started_at")}, runtime, budget)
-        runner = _Subtrees(
-            task, plan, expand, verifier, aggregation, delimiter, slots, limit, max_tokens, seed, deadline,
-            runtime.stream_writer,
-        )  # fmt: skip
-        return await runner.run()
+        return await _Subtrees(parts, task, runtime, delimiter).run()
 
     return subtrees

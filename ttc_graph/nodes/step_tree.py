@@ -23,22 +23,16 @@ engine, whose next round ends the search.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ttc_graph.budget import Budget, merge_usage, usage_delta
-from ttc_graph.nodes.adaptive import _durable, _log, _replay
-from ttc_graph.nodes.budget_controller import SamplingDefaults
-from ttc_graph.nodes.context import run_context
-from ttc_graph.nodes.expand import Beam, ExpandTask, assign_slots
+from ttc_graph.budget import merge_usage, usage_delta
+from ttc_graph.nodes.adaptive import _log, _replay
+from ttc_graph.nodes.expand import Beam, assign_slots
 from ttc_graph.nodes.step_mcts import ROOT, MCTSPlan, _root, _Tree
-from ttc_graph.nodes.step_rounds import _round_limits, id_key
-from ttc_graph.nodes.step_subtrees import SubtreesTask
-from ttc_graph.nodes.step_verify import score_beams
-from ttc_graph.nodes.verify import state_deadline
-from ttc_graph.verifiers.base import Aggregation, Verifier
+from ttc_graph.nodes.step_rounds import id_key
+from ttc_graph.nodes.step_runner import RunnerNode, RunnerParts, StepRunner, SubtreesTask
 
 __all__ = ["TREE", "make_tree_node"]
 
@@ -46,42 +40,23 @@ TREE = "tree"
 """The node's name in the graph (and the ``target`` of the plan entry that starts it)."""
 
 
-class _TreeRun:
+class _TreeRun(StepRunner):
     """One call of the ``tree`` node: the window of expansions, the tree, the ledger and the durable log."""
 
-    def __init__(
-        self,
-        task: SubtreesTask,
-        plan: MCTSPlan,
-        expand: Callable[[ExpandTask], Awaitable[dict[str, Any]]],
-        verifier: Verifier,
-        aggregation: Aggregation,
-        slots: int | None,
-        limit: Budget | None,
-        max_tokens: int | None,
-        seed: int | None,
-        deadline: float | None,
-        emit: Callable[[dict[str, Any]], None],
-    ) -> None:
-        self.task, self.plan, self.expand = task, plan, expand
-        self.verifier, self.aggregation, self.slots = verifier, aggregation, slots
-        self.limit, self.max_tokens, self.seed, self.deadline, self.emit = limit, max_tokens, seed, deadline, emit
-        self.tree = _Tree(plan, {ROOT: _root()})
-        self.spent: dict[str, Any] = {}
+    plan: MCTSPlan
+
+    def __init__(self, parts: RunnerParts, task: SubtreesTask, runtime: Runtime[Any]) -> None:
+        super().__init__(parts, task, runtime)
+        self.tree = _Tree(self.plan, {ROOT: _root()})
         self.errors: list[str] = []
         self.started = 0  # expansions started (their index e)
         self.failures = 0  # failed expansions in a row
         self.stopping = False
-        self.durable = _durable()
         self.in_flight: dict[int, tuple[str, asyncio.Future[dict[str, Any]] | None]] = {}  # e -> (leaf, request)
         self.slot_of: dict[int, list[int | None]] = {}
 
     def finished(self) -> int:
         return sum(1 for b in self.tree.nodes.values() if b["finished"])
-
-    def limits(self) -> Any:
-        state = {"usage": merge_usage(self.task.get("usage"), self.spent), "started_at": self.task.get("started_at")}
-        return _round_limits(self.limit, state, 1, self.plan.generations, self.max_tokens)  # type: ignore[arg-type]
 
     def busy_slots(self) -> set[int]:
         return {s for row in self.slot_of.values() for s in row if s is not None}
@@ -97,14 +72,12 @@ class _TreeRun:
         task.pop("slots", None)
         if e in self.slot_of:
             task["slots"] = self.slot_of[e]
-        out = await self.expand(task)  # type: ignore[arg-type]
+        out = await self.parts.expand(task)  # type: ignore[arg-type]
         children: list[Beam] = out.get("frontier", [])
         errors = list(out.get("errors", []))
         usage = out["usage"]
         if children:
-            scored = await score_beams(
-                self.verifier, self.aggregation, self.task["question"], children, deadline=self.deadline
-            )
+            scored = await self.score(children)
             children, errors = scored.beams, errors + scored.errors
             usage = merge_usage(usage, usage_delta("verify", scored.usage))
         return {"kind": "expansion", "e": e, "leaf": leaf["id"], "children": children, "usage": usage, "errors": errors}
@@ -190,35 +163,16 @@ class _TreeRun:
             await asyncio.gather(*pending, return_exceptions=True)
             raise
         nodes = self.tree.nodes
-        update: dict[str, Any] = {
-            "frontier": [nodes[i] for i in sorted(nodes, key=id_key)],
-            "usage": self.spent or usage_delta("propose"),
-        }
-        if self.errors:
-            update["errors"] = self.errors
-        return update
+        return self.update([nodes[i] for i in sorted(nodes, key=id_key)], self.errors)
 
 
-def make_tree_node(
-    plan: MCTSPlan,
-    expand: Callable[[ExpandTask], Awaitable[dict[str, Any]]],
-    verifier: Verifier,
-    aggregation: Aggregation,
-    defaults: SamplingDefaults,
-    *,
-    slots: int | None = None,
-    budget: Budget | None = None,
-) -> Callable[[SubtreesTask, Runtime[Any]], Awaitable[dict[str, Any]]]:
-    """The ``tree`` node of MCTS: a window of ``plan.parallel`` expansions, a new leaf selected the moment one comes
-    back (see the module docstring). ``expand`` is the expand node's function, ``slots`` the endpoint's server slots
-    when it takes slot hints (a leaf's first child runs on the leaf's slot, its siblings on slots not in use)."""
+def make_tree_node(parts: RunnerParts) -> RunnerNode:
+    """The ``tree`` node of MCTS (``parts.plan``: its :class:`~ttc_graph.nodes.step_mcts.MCTSPlan`): a window of
+    ``plan.parallel`` expansions, a new leaf selected the moment one comes back (see the module docstring). With
+    ``parts.slots`` (the endpoint takes slot hints) a leaf's first child runs on the leaf's slot, its siblings on
+    slots not in use."""
 
     async def tree(task: SubtreesTask, runtime: Runtime[Any]) -> dict[str, Any]:
-        _, max_tokens, seed, limit = defaults.resolve(run_context(runtime))
-        deadline = state_deadline({"started_at": task.get("started_at")}, runtime, budget)
-        run = _TreeRun(
-            task, plan, expand, verifier, aggregation, slots, limit, max_tokens, seed, deadline, runtime.stream_writer
-        )
-        return await run.run()
+        return await _TreeRun(parts, task, runtime).run()
 
     return tree

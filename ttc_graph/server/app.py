@@ -9,7 +9,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +19,7 @@ from starlette.routing import Route
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.server.auth import authorize
 from ttc_graph.server.config import ServeConfig
+from ttc_graph.server.disconnect import until_disconnect
 from ttc_graph.server.errors import APIError, from_endpoint_error, redact
 from ttc_graph.server.metrics import NO_PRESET, PASSTHROUGH, ServeMetrics
 from ttc_graph.server.planning import RunPlan, plan_run, price_budget
@@ -248,25 +248,12 @@ class _Server:
 
     async def until_disconnect(self, request: Request, run: StrategyRun) -> Outcome | None:
         """The run's outcome, or None when the client went away first (the run, and its requests, cancelled)."""
-        outcome: Outcome | None = None
-        failure: APIError | None = None
-        async with anyio.create_task_group() as group:
 
-            async def watch() -> None:
-                while (await request.receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
+        async def outcome() -> Outcome:
+            async with run:
+                return await run.outcome()
 
-            group.start_soon(watch)
-            try:
-                async with run:
-                    outcome = await run.outcome()
-            except APIError as exc:
-                failure = exc
-            group.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return outcome
+        return await until_disconnect(request, outcome, reraise=(APIError,))
 
     async def pass_through(
         self, request: Request, req: ChatRequest, body: dict[str, Any], rid: str, started: float

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ttc_graph.server.disconnect import until_disconnect
+
 __all__ = ["Meter", "MeteringProxy", "serve_in_thread"]
 
 _FORWARDED = ("content-type", "authorization", "accept")
@@ -122,7 +124,7 @@ class MeteringProxy:
                             await resp.aclose()
 
                 return StreamingResponse(relay(), resp.status_code, media_type=resp.headers.get("content-type"))
-            answer = await self._until_disconnect(request, upstream)
+            answer = await until_disconnect(request, lambda: self.http.send(upstream))
             if answer is None:
                 return Response(status_code=499)
             if generating and answer.status_code == 200:
@@ -131,20 +133,6 @@ class MeteringProxy:
         finally:
             if generating and not done:
                 self.meter.in_flight -= 1
-
-    async def _until_disconnect(self, request: Request, upstream: httpx.Request) -> httpx.Response | None:
-        answer: httpx.Response | None = None
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                while (await request.receive())["type"] != "http.disconnect":
-                    pass
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
-            answer = await self.http.send(upstream)
-            group.cancel_scope.cancel()
-        return answer
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from ttc_graph._files import existing_file
 from ttc_graph.errors import ConfigurationError
 from ttc_graph.specs.models import EndpointSpec, StrategySpec, VerifierSpec
 
@@ -64,9 +65,7 @@ def parse_spec(data: Any, source: str = "spec") -> StrategySpec:
 
 def load_spec(path: str | Path) -> StrategySpec:
     """A validated spec from a YAML (or JSON) file."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"spec: {file} does not exist")
+    file = existing_file(path, "spec")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -50,6 +50,7 @@ from ttc_graph.nodes.expand import check_can_continue, endpoint_slots, make_expa
 from ttc_graph.nodes.prepare import make_prepare_node
 from ttc_graph.nodes.select import make_select_node
 from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
+from ttc_graph.nodes.step_runner import RunnerParts
 from ttc_graph.nodes.step_subtrees import SUBTREES, make_subtrees_node
 from ttc_graph.nodes.step_tree import TREE, make_tree_node
 from ttc_graph.nodes.step_verify import make_step_verify_node
@@ -218,16 +219,11 @@ def build_step_graph(
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "budget")
     targets = ["expand", "select"]
+    parts = RunnerParts(keep, expand, scorer, options.aggregation, options.sampling(), slots, options.budget)
     if runner == SUBTREES:
-        node = make_subtrees_node(
-            keep, expand, scorer, options.aggregation, options.sampling(), options.step_delimiter,
-            slots=slots, budget=options.budget,
-        )  # fmt: skip
+        node = make_subtrees_node(parts, options.step_delimiter)
     elif runner == TREE:
-        node = make_tree_node(
-            keep,  # type: ignore[arg-type]  # the policy whose runner is the tree: an MCTSPlan
-            expand, scorer, options.aggregation, options.sampling(), slots=slots, budget=options.budget,
-        )  # fmt: skip
+        node = make_tree_node(parts)  # keep: an MCTSPlan, the policy whose runner is the tree
     elif runner is not None:
         raise ConfigurationError(f"{kind}: unknown runner node {runner!r}")
     if runner is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ttc_graph._files import existing_file
 from ttc_graph.compute_optimal.table import spec_at_budget
 from ttc_graph.defaults import DEFAULT_EVAL_TEMPERATURE
 from ttc_graph.errors import ConfigurationError
@@ -259,9 +260,7 @@ class StudyConfig(BaseModel):
 
 def load_study(path: str | Path) -> StudyConfig:
     """A validated study config from YAML; every problem names its field, before any model call."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigurationError(f"study: {file} does not exist")
+    file = existing_file(path, "study")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ttc_graph._files import existing_file
 from ttc_graph.endpoints.base import Endpoint
 from ttc_graph.errors import ConfigurationError, TTCError
 from ttc_graph.eval.dataset_driver import (
@@ -183,8 +184,7 @@ def _stored_pool(config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
         return {}
     path = Path(config.pool.path)
     file = path if path.is_absolute() else data_dir() / path
-    if not file.is_file():
-        raise ConfigurationError(f"pool.path: {file} does not exist")
+    existing_file(file, "pool.path")
     out: dict[str, list[dict[str, Any]]] = {}
     for line in file.read_text(encoding="utf-8").splitlines():
         if line.strip():
