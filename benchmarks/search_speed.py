@@ -15,6 +15,7 @@ Nothing else may use the model server while this runs: the evaluated-token count
 
     .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --threads 2
     .venv/bin/python benchmarks/search_speed.py --base-url http://127.0.0.1:8080/v1 --model qwen --serve
+    .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --llamacpp-n
 """
 
 from __future__ import annotations
@@ -68,14 +69,27 @@ class InFlight(EndpointWrapper):
         super().__init__(inner)
         self.now = 0
         self.most = 0
+        self.area = 0.0  # samples in flight integrated over time (sample-seconds)
+        self.since = time.perf_counter()
+
+    def _move(self, delta: int) -> None:
+        now = time.perf_counter()
+        self.area += self.now * (now - self.since)
+        self.since = now
+        self.now += delta
+        self.most = max(self.most, self.now)
+
+    def mean(self, wall: float) -> float:
+        """The time-weighted mean of samples in flight over a run of ``wall`` seconds that started at zero."""
+        self._move(0)
+        return self.area / wall if wall > 0 else 0.0
 
     async def forward(self, request: Callable[[Endpoint], Awaitable[GenerationResult]], n: int) -> GenerationResult:
-        self.now += n
-        self.most = max(self.most, self.now)
+        self._move(n)
         try:
             return await request(self.inner)
         finally:
-            self.now -= n
+            self._move(-n)
 
 
 @dataclass
@@ -87,6 +101,7 @@ class Run:
     prompt_sent: int
     prompt_evaluated: float
     in_flight: int
+    mean_in_flight: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -143,14 +158,14 @@ async def run_graph(strategy: str, policy: Endpoint, question: str, args: argpar
     counted = InFlight(policy)
     graph = build(strategy, counted, args.n, args)  # type: ignore[arg-type]
     before = evaluated_prompt_tokens(metrics)
-    start = time.perf_counter()
+    start = counted.since = time.perf_counter()
     out = await graph.ainvoke({"question": question})
     wall = time.perf_counter() - start
     evaluated = evaluated_prompt_tokens(metrics) - before
     usage = out["usage"]
     return Run(
         strategy, "graph", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), evaluated,
-        counted.most,
+        counted.most, counted.mean(wall),
     )  # fmt: skip
 
 
@@ -170,12 +185,13 @@ async def run_served(strategy: str, serve_url: str, question: str, metrics: str)
 
 
 def endpoint(base_url: str, model: str, args: argparse.Namespace) -> OpenAIEndpoint:
-    """The policy endpoint: concurrent single requests, a window of the server's slots, and (unless
-    ``--no-slots``) slot hints, so a beam's continuation runs on the slot that holds its prefix."""
+    """The policy endpoint: concurrent single requests (with ``--llamacpp-n``, a call's ``n`` samples in one
+    ``/completion`` request), a window of the server's slots, and (unless ``--no-slots``) slot hints, so a beam's
+    continuation runs on the slot that holds its prefix."""
     slots = None if args.no_slots else args.parallel
     return OpenAIEndpoint(
         base_url, model, api_key="local", native_n=False, max_concurrency=args.parallel, continuation="prefill",
-        slots=slots,
+        slots=slots, llamacpp_n=args.llamacpp_n,
     )  # fmt: skip
 
 
@@ -189,7 +205,7 @@ def model_server(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
     server = LocalModelServer(
         args.gguf, parallel=args.parallel, threads=args.threads, ctx_size=4096 * args.parallel,
-        extra_args=["--metrics"],
+        extra_args=["--metrics", *args.server_args.split()],
     )  # fmt: skip
     with server:
         yield server.base_url, server.model_name
@@ -217,8 +233,8 @@ def serve_app(base_url: str, model: str, args: argparse.Namespace) -> Iterator[s
 def table(results: Results, paths: Sequence[str]) -> str:
     lines = [
         "| path | strategy | completion tokens/s (median) | vs best-of-N (median ratio) | prompt tokens sent"
-        " | evaluated by the server | most in flight |",
-        "|---|---|---|---|---|---|---|",
+        " | evaluated by the server | most in flight | mean in flight |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
         base = {id(r): r for r in results.of("best_of_n", path)}
@@ -232,9 +248,10 @@ def table(results: Results, paths: Sequence[str]) -> str:
             evaluated = sum(r.prompt_evaluated for r in runs)
             share = f"{evaluated / sent:.0%}" if sent else "-"
             most = max(r.in_flight for r in runs) if path == "graph" else "-"
+            mean = f"{statistics.median(r.mean_in_flight for r in runs):.1f}" if path == "graph" else "-"
             lines.append(
                 f"| {path} | {strategy} | {statistics.median(r.rate for r in runs):.1f}"
-                f" | {statistics.median(ratios):.2f} | {sent:,} | {evaluated:,.0f} ({share}) | {most} |"
+                f" | {statistics.median(ratios):.2f} | {sent:,} | {evaluated:,.0f} ({share}) | {most} | {mean} |"
             )
     return "\n".join(lines)
 
@@ -255,7 +272,7 @@ async def main(args: argparse.Namespace) -> None:
                     print(
                         f"q{p.id} {strategy:<18} graph: {run.completion} tokens in {run.wall:.1f} s"
                         f" ({run.rate:.1f}/s), prompt sent {run.prompt_sent}, evaluated {run.prompt_evaluated:.0f},"
-                        f" most in flight {run.in_flight}",
+                        f" most in flight {run.in_flight}, mean {run.mean_in_flight:.1f}",
                         flush=True,
                     )
                     if serve_url is not None:
@@ -264,6 +281,8 @@ async def main(args: argparse.Namespace) -> None:
                         print(f"q{p.id} {strategy:<18} serve: {run.completion} tokens ({run.rate:.1f}/s)", flush=True)
     paths = ["graph", "serve"] if args.serve else ["graph"]
     hints = "no slot hints" if args.no_slots else "slot hints (id_slot)"
+    if args.llamacpp_n:
+        hints += ", n samples of a call in one /completion request (llamacpp_n)"
     print(f"\nn = {args.n}, {len(problems)} GSM8K test questions, {args.parallel} slots, {hints}, constant verifier\n")
     print(table(results, paths))
 
@@ -283,6 +302,10 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--serve", action="store_true", help="also run every strategy through ttc serve")
     parser.add_argument("--no-slots", action="store_true", help="send no slot hints (id_slot): the server chooses")
+    parser.add_argument("--server-args", default="", help="more llama-server flags for the server started here")
+    parser.add_argument(
+        "--llamacpp-n", action="store_true", help="a call's n samples as one /completion request (OpenAIEndpoint)"
+    )
     parser.add_argument(
         "--strategies", default=",".join(STRATEGIES), help="a comma-separated subset (best-of-N always runs: the base)"
     )

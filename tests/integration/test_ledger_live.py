@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ttc_graph import LangChainEndpoint, OpenAIEndpoint, create_beam_search, create_best_of_n
+from ttc_graph.endpoints import SamplingParams
 from ttc_graph.endpoints.n_usage import forget_verdicts, n_usage_verdict
 from ttc_graph.local import LocalModelServer
 from ttc_graph.specs import build_graph, parse_spec
@@ -103,6 +104,40 @@ def test_beam_search_ledger_equals_tokens_generated(metered: LocalModelServer) -
     out = graph.invoke({"question": QUESTION})
     assert not out.get("errors")
     assert out["usage"]["completion_tokens"] == generated(metered) - before > 0
+
+
+def evaluated(server: LocalModelServer) -> int:
+    """Prompt tokens the server has evaluated (not taken from a slot's cache) since it started."""
+    with _OPENER.open(server.server_root + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("llamacpp:prompt_tokens_total"):
+                return int(float(line.split()[-1]))
+    raise AssertionError("llama-server /metrics has no llamacpp:prompt_tokens_total")
+
+
+def test_llamacpp_n_samples_a_shared_prefix_once_with_an_exact_ledger(metered: LocalModelServer) -> None:
+    """``llamacpp_n``: four children of one partial answer are one ``/completion`` request; the server evaluates
+    the prompt once (not four times) and the ledger equals what it generated, stop strings and EOS alike."""
+    ep = OpenAIEndpoint(metered.base_url, metered.model_name, "local", llamacpp_n=True)
+    messages = [{"role": "user", "content": "List three fruits, one per line, then say done."}]
+    for stop in (("\n",), None):  # a stop string, then EOS or the length limit
+        params = SamplingParams(temperature=0.9, max_tokens=24, seed=3, stop=stop)
+        before, prompt_before = generated(metered), evaluated(metered)
+        out = asyncio.run(ep.generate(messages, n=4, params=params, prefix=f"Fruits ({stop!r}):"))
+        assert len(out.generations) == 4 and out.usage.requests == 1
+        assert out.usage.completion_tokens == generated(metered) - before > 0
+        assert sum(g.completion_tokens or 0 for g in out.generations) == out.usage.completion_tokens
+        assert evaluated(metered) - prompt_before <= out.usage.prompt_tokens  # once, not once per child
+
+    def score(question: str, solution: str) -> float:
+        return min(1.0, len(solution) / 200)
+
+    graph = create_beam_search(ep, score, n=8, beam_width=4, max_steps=2, step_max_tokens=12, temperature=0.8)
+    before = generated(metered)
+    out = graph.compile().invoke({"question": QUESTION})
+    assert not out.get("errors")
+    assert out["usage"]["completion_tokens"] == generated(metered) - before > 0
+    assert out["usage"]["requests"] <= 2 * 2  # two rounds of two parents, one request each
 
 
 def test_an_env_configured_spec_ledger_equals_tokens_generated(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -84,6 +84,34 @@ async def test_beam_search_continues_each_beam_on_the_slot_of_its_prefix():
         per_round.setdefault(depth, []).extend(call.params.slots or ())  # type: ignore[union-attr]
     for used in per_round.values():
         assert len(set(used)) == len(used), "no two samples of a round queue on one slot"
+
+
+@dataclass
+class ServerSlottedEndpoint(SlottedEndpoint):
+    """As llama.cpp's ``/completion`` with ``n`` (``llamacpp_n``): the server picks each sample's slot and says
+    which (here the planned slot shifted by 3), so the planned slot is not where the prefix is."""
+
+    reported: dict[str, int] = field(default_factory=dict)
+
+    async def generate(self, messages: Any, *, n: int = 1, params: Any = None, prefix: Any = None) -> Any:
+        result = await super().generate(messages, n=n, params=params, prefix=prefix)
+        planned = params.slots if params is not None and params.slots else (None,) * n
+        for j, gen in enumerate(result.generations):
+            slot = ((planned[j] or 0) + 3) % self.slots
+            result.generations[j] = replace(gen, slot=slot)
+            self.reported[gen.text.strip()] = slot
+        return result
+
+
+async def test_a_beam_continues_on_the_slot_the_server_says_its_step_ran_on():
+    policy = ServerSlottedEndpoint(slotted().script)
+    graph = create_beam_search(policy, lambda q, t: hashed(path_of(t.split(DELIM)[-1])), n=4, beam_width=2, seed=3)
+    await graph.compile().ainvoke({"question": QUESTION})
+    continued = [c for c in policy.calls if c.prefix]
+    assert len(continued) >= 2
+    for call in continued:
+        parent = call.prefix.split(DELIM)[:-1][-1].strip()
+        assert call.params.slots[0] == policy.reported[parent]  # type: ignore[union-attr]
 
 
 def test_openai_endpoint_sends_id_slot_only_when_configured_for_slots():

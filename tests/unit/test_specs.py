@@ -375,6 +375,14 @@ def test_openai_policy_needs_a_model() -> None:
     assert problems_of(data) == [("policy.model", "Field required")]
 
 
+def test_an_openai_policy_takes_llamacpp_slots_and_n() -> None:
+    spec = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "slots": 8, "llamacpp_n": True}
+    endpoint = build_module.build_endpoint(parse_spec({**MAJORITY, "policy": spec}).policy)
+    assert isinstance(endpoint, OpenAIEndpoint)
+    assert (endpoint.slots, endpoint.llamacpp_n) == (8, True)
+    assert problem_at({**MAJORITY, "policy": {**spec, "slots": 0}}, "policy.slots").startswith("Input should be")
+
+
 def test_judge_endpoint_needs_a_model() -> None:
     data = {**MAJORITY, "verifier": {"kind": "llm_judge", "endpoint": {"kind": "openai", "base_url": "http://j/v1"}}}
     assert problem_at(data, "verifier.endpoint.model") == "Field required"

@@ -103,7 +103,8 @@ def check_request(n: object, params: SamplingParams | None) -> None:
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One sampled completion; ``tool_calls`` (LangChain's shape: ``name``, ``args``, ``id``) when the model called
-    tools through the API."""
+    tools through the API; ``slot`` the llama.cpp slot that generated it, where the server said (its KV cache
+    holds this sample's prefix, so a continuation is best sent there)."""
 
     text: str
     finish_reason: str | None = None
@@ -111,6 +112,7 @@ class Generation:
     token_logprobs: tuple[float, ...] | None = None
     top_logprobs: tuple[dict[str, float], ...] | None = None
     tool_calls: tuple[ToolCall, ...] | None = None
+    slot: int | None = None
 
     @property
     def tokens(self) -> int | None:

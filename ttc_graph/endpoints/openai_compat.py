@@ -28,6 +28,7 @@ from ttc_graph.endpoints.base import (
     collect,
 )
 from ttc_graph.endpoints.gate import gate_admit, gate_settle
+from ttc_graph.endpoints.llamacpp_n import completion_body, parse_completion_results
 from ttc_graph.endpoints.n_usage import (
     PROBE,
     PROBE_TOKENS,
@@ -168,6 +169,9 @@ class OpenAIEndpoint:
     with this many parallel slots; a request whose :class:`~ttc_graph.endpoints.base.SamplingParams` carries a
     ``slots`` hint is sent with ``id_slot`` (and ``cache_prompt``), so a search continues a beam on the slot whose KV
     cache holds its prefix (:meth:`ttc_graph.local.LocalModelServer.endpoint` turns it on; ``None``: no hints sent).
+    ``llamacpp_n``: the server is llama.cpp, and a call for ``n > 1`` samples without tools or logprobs is one
+    request to its native ``/completion`` with ``n`` (the prompt evaluated once and copied to the children's slots,
+    usage exact from each result's ``tokens_predicted``; see :mod:`ttc_graph.endpoints.llamacpp_n`).
     """
 
     gates_requests = True
@@ -191,6 +195,7 @@ class OpenAIEndpoint:
         http_client: Any | None = None,
         prices: PriceTable | Price | None = None,
         slots: int | None = None,
+        llamacpp_n: bool = False,
     ) -> None:
         if not model or not str(model).strip():
             raise ConfigurationError("model: a model name is required (e.g. model='gpt-4o-mini')")
@@ -219,6 +224,8 @@ class OpenAIEndpoint:
         self.default_params = default_params or SamplingParams()
         self.extra_body = dict(extra_body or {})
         self.slots = slots
+        self.llamacpp_n = bool(llamacpp_n)
+        self._llamacpp_width: int | None = None
         self._http_client = http_client
         self.price = price_of(self.model, prices)
         self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self), close=_LoopClients.aclose)
@@ -335,6 +342,8 @@ class OpenAIEndpoint:
         check_request(n, params)
         p = self._params(params)
         check_request(n, p)
+        if n > 1 and self.llamacpp_n and not p.tools and not p.logprobs:  # the prefix is appended to the prompt
+            return await self._llamacpp_n(messages, n, p, prefix)
         mode: Continuation | None = await self.resolve_continuation() if prefix else None
         if mode == "prompt" and prefix:
             messages = [*messages, {"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)}]
@@ -417,7 +426,7 @@ class OpenAIEndpoint:
     ) -> GenerationResult:
         """One HTTP request under the endpoint's concurrency limit, admitted by the task's request gate
         (:mod:`ttc_graph.endpoints.gate`) first; a span of the run's trace (:mod:`ttc_graph.tracing`)."""
-        operation = "text_completion" if one == self._completion_call else "chat"
+        operation = "chat" if one == self._chat_call else "text_completion"
         gate = await gate_admit(1)
         try:
             async with self.limit:
@@ -439,8 +448,10 @@ class OpenAIEndpoint:
         n: int,
         params: SamplingParams,
         what: str,
+        result_of: Callable[[Any, list[Generation]], GenerationResult] | None = None,
     ) -> GenerationResult:
-        """One request under the retry policy, its answer parsed inside it (no choices is retried like a 5xx).
+        """One request under the retry policy, its answer parsed inside it (no choices is retried like a 5xx);
+        ``result_of`` (default: the OpenAI response's usage) turns the answer and its generations into the result.
 
         Each attempt whose answer was lost after it was sent reserves ``n * max_tokens`` in ``unconfirmed_tokens``;
         with ``params.retry_lost`` False such an attempt is not retried. A failure for good raises an
@@ -469,7 +480,7 @@ class OpenAIEndpoint:
         except EndpointError as exc:
             exc.usage = RequestUsage(failed_requests=1, unconfirmed_tokens=lost)
             raise
-        result = self._result(response, generations, params)
+        result = (result_of or (lambda r, g: self._result(r, g, params)))(response, generations)
         result.usage.unconfirmed_tokens += lost
         return result
 
@@ -562,6 +573,66 @@ class OpenAIEndpoint:
                 "continuation='completions' needs chat_template=... or a server with /apply-template "
                 f"(llama.cpp): {exc}"
             ) from exc
+
+    async def _llamacpp_n(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
+    ) -> GenerationResult:
+        """``n`` samples as ``/completion`` requests of at most the server's slots each (llama.cpp refuses more):
+        the k-th sample keeps seed ``seed + k`` and slot hint ``slots[k]`` whichever request carries it."""
+        width = self.slots or await self._server_slots()
+        starts = list(range(0, n, width))
+
+        async def part(i: int) -> GenerationResult:
+            start = starts[i]
+            k = min(width, n - start)
+            p = params if params.seed is None else replace(params, seed=params.seed + start)
+            if params.slots:
+                p = replace(p, slots=params.slots[start : start + k] or None)
+            return await self._request(self._llamacpp_call, messages, k, p, prefix)
+
+        if len(starts) == 1:
+            return await part(0)
+        return collect(await bounded_gather(part, len(starts), self.max_concurrency), f"{n} samples on {self.name}")
+
+    async def _server_slots(self) -> int:
+        """llama.cpp's parallel slots (``/props`` ``total_slots``), asked once; 1 when it does not say."""
+        if self._llamacpp_width is None:
+            http = self._clients.get().http
+
+            async def call() -> int:
+                resp = await http.get(self.server_root + "/props", timeout=30.0)
+                resp.raise_for_status()
+                return max(1, int(resp.json().get("total_slots") or 1))
+
+            self._llamacpp_width = await call_with_retries(call, self.retry, f"props of {self.server_root}")
+        return self._llamacpp_width
+
+    async def _llamacpp_call(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None
+    ) -> GenerationResult:
+        """``n`` samples in one request to llama.cpp's ``/completion`` (:mod:`ttc_graph.endpoints.llamacpp_n`)."""
+        http = self._clients.get().http
+        prompt = await self.render_prompt(messages) + (prefix or "")
+        body = completion_body(prompt, n, params, slots=self.slots, extra=self.extra_body)
+        what = f"completion (n={n}) on {self.server_root}"
+        counts: dict[str, int] = {}
+
+        async def call() -> Any:
+            resp = await http.post(self.server_root + "/completion", json=body, timeout=params.timeout or self.timeout)
+            resp.raise_for_status()
+            return resp.json()
+
+        def parse(data: Any) -> list[Generation]:
+            generations, counts["prompt"], counts["completion"] = parse_completion_results(data, n, what)
+            return generations
+
+        def result_of(_: Any, generations: list[Generation]) -> GenerationResult:
+            prompt_tokens, completion = counts["prompt"], counts["completion"]
+            cost = self.price.cost(prompt_tokens, completion) if self.price else 0.0
+            usage = RequestUsage(requests=1, prompt_tokens=prompt_tokens, completion_tokens=completion, cost=cost)
+            return GenerationResult(generations, usage)
+
+        return await self._send(call, parse, n, params, what, result_of)
 
     async def _completion_call(
         self, messages: Sequence[ChatMessage], n: int, params: SamplingParams, prefix: str | None

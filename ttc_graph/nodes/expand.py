@@ -243,9 +243,10 @@ def make_expand_node(
                 )
                 if logprobs:
                     children[-1]["token_logprobs"] = [*beam.get("token_logprobs", []), *(gen.token_logprobs or ())]
-                if task.get("slots"):
+                if task.get("slots"):  # where the server ran it if it says (llamacpp_n), else where it was sent
                     slots = task["slots"]
-                    children[-1]["slot"] = slots[i] if i < len(slots) else None
+                    planned = slots[i] if i < len(slots) else None
+                    children[-1]["slot"] = gen.slot if gen.slot is not None else planned
             if lookahead:
                 open_ = [c for c in children if not c["finished"]]
                 rollouts = await asyncio.gather(*(rollout(task, c, spent, errors) for c in open_))

@@ -74,6 +74,8 @@ def build_endpoint(spec: EndpointSpec) -> Endpoint:
             max_concurrency=spec.max_concurrency,
             native_n=spec.native_n,
             continuation=spec.continuation,
+            slots=spec.slots,
+            llamacpp_n=spec.llamacpp_n,
         )
     from ttc_graph.local.lazy import LocalEndpoint
 

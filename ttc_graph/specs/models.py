@@ -91,6 +91,8 @@ class OpenAIEndpointSpec(_Spec):
     max_concurrency: int = Field(16, ge=1)
     native_n: bool | None = None
     continuation: Literal["auto", "completions", "prefill", "prompt"] = "auto"
+    slots: int | None = Field(None, ge=1, description="llama.cpp's parallel slots: send slot hints (id_slot).")
+    llamacpp_n: bool = Field(False, description="llama.cpp: a call's n samples in one /completion request.")
 
 
 class LocalEndpointSpec(_Spec):
