@@ -38,13 +38,23 @@ def _judge_afresh() -> None:
     forget_verdicts()
 
 
-def generated(server: LocalModelServer) -> int:
-    """Completion tokens the server has generated since it started."""
+def counter(server: LocalModelServer, name: str) -> int:
+    """A counter of the server's ``/metrics`` (``llamacpp:<name>``) since it started."""
     with _OPENER.open(server.server_root + "/metrics", timeout=10) as resp:
         for line in resp.read().decode().splitlines():
-            if line.startswith("llamacpp:tokens_predicted_total"):
+            if line.startswith(f"llamacpp:{name}"):
                 return int(float(line.split()[-1]))
-    raise AssertionError("llama-server /metrics has no llamacpp:tokens_predicted_total")
+    raise AssertionError(f"llama-server /metrics has no llamacpp:{name}")
+
+
+def generated(server: LocalModelServer) -> int:
+    """Completion tokens the server has generated since it started."""
+    return counter(server, "tokens_predicted_total")
+
+
+def evaluated(server: LocalModelServer) -> int:
+    """Prompt tokens the server has evaluated (not taken from a slot's cache) since it started."""
+    return counter(server, "prompt_tokens_total")
 
 
 def chat(server: LocalModelServer, body: dict[str, Any]) -> dict[str, Any]:
@@ -104,15 +114,6 @@ def test_beam_search_ledger_equals_tokens_generated(metered: LocalModelServer) -
     out = graph.invoke({"question": QUESTION})
     assert not out.get("errors")
     assert out["usage"]["completion_tokens"] == generated(metered) - before > 0
-
-
-def evaluated(server: LocalModelServer) -> int:
-    """Prompt tokens the server has evaluated (not taken from a slot's cache) since it started."""
-    with _OPENER.open(server.server_root + "/metrics", timeout=10) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("llamacpp:prompt_tokens_total"):
-                return int(float(line.split()[-1]))
-    raise AssertionError("llama-server /metrics has no llamacpp:prompt_tokens_total")
 
 
 def test_llamacpp_n_samples_a_shared_prefix_once_with_an_exact_ledger(metered: LocalModelServer) -> None:
