@@ -7,7 +7,14 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ttc_graph.endpoints.base import ChatMessage, Generation, GenerationResult, RequestUsage, SamplingParams
+from ttc_graph.endpoints.base import (
+    BaseEndpoint,
+    ChatMessage,
+    Generation,
+    GenerationResult,
+    RequestUsage,
+    SamplingParams,
+)
 from ttc_graph.errors import EndpointError
 from ttc_graph.prices import Price
 from ttc_graph.tracing import request_span
@@ -27,7 +34,7 @@ Responder = Callable[[FakeCall, int], "str | tuple[str, str]"]
 
 
 @dataclass
-class ScriptedEndpoint:
+class ScriptedEndpoint(BaseEndpoint):
     """Answers from a script: a list of texts served round-robin, or ``fn(call, index) -> text``.
 
     A script entry may be ``(text, finish_reason)`` (e.g. ``"length"`` for a sample cut off by ``max_tokens``);
@@ -57,13 +64,8 @@ class ScriptedEndpoint:
             return self.script(call, index)
         return self.script[index % len(self.script)]
 
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
+    async def _sample(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams | None, prefix: str | None
     ) -> GenerationResult:
         requests = [n] if self.native_n else [1] * n
         result = GenerationResult()

@@ -1,6 +1,7 @@
 """Policy endpoints: OpenAI-compatible servers and LangChain chat models."""
 
 from ttc_graph.endpoints.base import (
+    BaseEndpoint,
     ChatMessage,
     Continuation,
     Endpoint,
@@ -15,6 +16,7 @@ from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.endpoints.retry import RetryConfig, is_retryable, retry_after_seconds
 
 __all__ = [
+    "BaseEndpoint",
     "ChatMessage",
     "Continuation",
     "Endpoint",

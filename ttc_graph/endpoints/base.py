@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from langchain_core.messages import ToolCall  # re-exported: the usage types live in ttc_graph.usage
 
 __all__ = [
+    "BaseEndpoint",
     "ChatMessage",
     "Continuation",
     "Endpoint",
@@ -152,6 +154,34 @@ class Endpoint(Protocol):
         least one generation succeeded; when all fail an :class:`~ttc_graph.errors.EndpointError` is raised.
         """
         ...
+
+
+class BaseEndpoint(ABC):
+    """A base for endpoints: :meth:`generate` refuses a bad request (:func:`check_request`) before any call, then
+    :meth:`_sample` does the sampling. The library's endpoints derive from it; an endpoint only has to satisfy
+    :class:`Endpoint`."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+    async def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        n: int = 1,
+        params: SamplingParams | None = None,
+        prefix: str | None = None,
+    ) -> GenerationResult:
+        """Sample ``n`` completions of ``messages`` (see :meth:`Endpoint.generate`)."""
+        check_request(n, params)
+        return await self._sample(messages, n, params, prefix)
+
+    @abstractmethod
+    async def _sample(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams | None, prefix: str | None
+    ) -> GenerationResult:
+        """What :meth:`generate` does once the request is known to be valid."""
 
 
 class EndpointWrapper:

@@ -13,12 +13,12 @@ from langchain_core.runnables import ensure_config
 from ttc_graph._limit import SharedLimit
 from ttc_graph._loop import serving_sync_call
 from ttc_graph.endpoints.base import (
+    BaseEndpoint,
     ChatMessage,
     Generation,
     GenerationResult,
     SamplingParams,
     bounded_gather,
-    check_request,
     collect,
 )
 from ttc_graph.endpoints.openai_compat import NEXT_STEP_PROMPT
@@ -46,7 +46,7 @@ def _token_usage(message: Any, llm_output: dict[str, Any] | None) -> tuple[int, 
     return None
 
 
-class LangChainEndpoint:
+class LangChainEndpoint(BaseEndpoint):
     """A policy backed by any ``BaseChatModel``.
 
     ``n`` samples are ``n`` concurrent ``agenerate`` (or ``generate``) calls, not ``invoke`` (which returns only the
@@ -101,15 +101,9 @@ class LangChainEndpoint:
                 kwargs[key] = getattr(params, key)
         return kwargs
 
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
+    async def _sample(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams | None, prefix: str | None
     ) -> GenerationResult:
-        check_request(n, params)
         msgs = list(messages)
         if prefix:
             msgs.append({"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)})

@@ -17,6 +17,7 @@ from ttc_graph._limit import SharedLimit
 from ttc_graph._loop import PerLoop
 from ttc_graph.defaults import DEFAULT_MAX_TOKENS
 from ttc_graph.endpoints.base import (
+    BaseEndpoint,
     ChatMessage,
     Continuation,
     Generation,
@@ -153,7 +154,7 @@ class _LoopClients:
             await self.api.close()
 
 
-class OpenAIEndpoint:
+class OpenAIEndpoint(BaseEndpoint):
     """A policy served by an OpenAI-compatible HTTP API.
 
     ``n`` samples are asked for in one request where the server honours ``n`` and counts every choice's tokens;
@@ -331,15 +332,9 @@ class OpenAIEndpoint:
 
     # -- sampling -------------------------------------------------------------------------------------------
 
-    async def generate(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        n: int = 1,
-        params: SamplingParams | None = None,
-        prefix: str | None = None,
+    async def _sample(
+        self, messages: Sequence[ChatMessage], n: int, params: SamplingParams | None, prefix: str | None
     ) -> GenerationResult:
-        check_request(n, params)
         p = self._params(params)
         check_request(n, p)
         if n > 1 and self.llamacpp_n and not p.tools and not p.logprobs:  # the prefix is appended to the prompt
