@@ -16,11 +16,12 @@ import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from tests.steptree import DELIM, hashed, path_of
-from ttc_graph import create_beam_search, create_dvts
+from ttc_graph import create_beam_search, create_dvts, create_mcts
 from ttc_graph.endpoints.base import SamplingParams
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
 from ttc_graph.nodes.expand import assign_slots, root_beam
 from ttc_graph.nodes.step_mcts import MCTSPlan
+from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.strategies.stepwise import StepSearchOptions, build_step_graph
 from ttc_graph.testing import FakeCall, ScriptedEndpoint
 
@@ -254,6 +255,14 @@ def async_mcts(policy: ScriptedEndpoint, n: int = 8) -> Any:
     plan = MCTSPlan(n, 2, 1.0, options.max_steps, asynchronous=True)
     verifier = lambda q, t: hashed(path_of(t.split(DELIM)[-1]))  # noqa: E731
     return build_step_graph("MCTS", policy, verifier, plan, options, "mcts")
+
+
+def test_create_mcts_and_its_spec_run_without_rounds_on_request():
+    verifier = lambda q, t: 0.5  # noqa: E731
+    assert "tree" not in create_mcts(slotted(), verifier, n=4).nodes
+    assert "tree" in create_mcts(slotted(), verifier, n=4, asynchronous=True).nodes
+    spec = {"kind": "mcts", "n": 4, "asynchronous": True, "verifier": {"kind": "confidence"}}
+    assert "tree" in build_graph(parse_spec(spec)).nodes
 
 
 def label_path(call: FakeCall) -> tuple[str, ...]:

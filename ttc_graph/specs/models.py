@@ -336,6 +336,7 @@ class MCTSSpec(_StepSpec):
     selection: FinalSelection = DEFAULT_PATH_SELECTION
     expansions: int = Field(4, ge=1)
     exploration: float = Field(1.0, ge=0)
+    asynchronous: bool = False
 
     @model_validator(mode="before")
     @classmethod

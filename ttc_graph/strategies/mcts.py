@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from ttc_graph.budget import Budget
@@ -73,6 +74,7 @@ def create_mcts(
     rollout: int | None = None,
     state_schema: type[Any] | None = None,
     context_schema: type[Any] | None = None,
+    asynchronous: bool = False,
 ) -> StrategyGraph[TTCState, TTCContext, TTCInput, TTCOutput]:
     """Monte Carlo tree search whose nodes are partial solutions.
 
@@ -87,6 +89,11 @@ def create_mcts(
     (they warn). ``history``, ``name``, ``state_schema``, ``context_schema``: as in
     :func:`~ttc_graph.strategies.create_best_of_n`. Details in
     :mod:`ttc_graph.nodes.step_mcts`.
+
+    ``asynchronous``: no rounds (one ``tree`` node, :mod:`~ttc_graph.nodes.step_tree`): a leaf is selected, with
+    virtual loss on the paths in flight, as soon as a slot of the window frees. Off by default: the tree then
+    depends on the order answers arrive in, so a seeded run is not reproducible, and on llama.cpp it measured no
+    faster (docs/results.md, section 13).
     """
     if max_depth is not None:
         max_steps = deprecated_alias("max_depth", max_depth, "max_steps", max_steps, DEFAULT_MAX_STEPS, 1)
@@ -94,4 +101,6 @@ def create_mcts(
         lookahead = deprecated_alias("rollout", rollout, "lookahead", lookahead, 0, 0)
     options = StepSearchOptions.of(locals())
     plan = check_mcts(n, expansions=expansions, exploration=exploration, max_steps=max_steps, lookahead=lookahead)
+    if asynchronous:
+        plan = replace(plan, asynchronous=True)
     return build_step_graph("MCTS", policy, verifier, plan, options, "mcts")
