@@ -120,11 +120,13 @@ async def test_a_crash_mid_study_keeps_finished_units_and_a_rerun_does_only_the_
 async def test_a_limit_runs_a_chunk_in_plan_order(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     with ResultStore(tmp_path / "s.sqlite") as store:
-        report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=3)
-        assert report.finished == 3  # every question's pool first: best-of-N and every bin read them
-        assert {(t, q) for t, _, q in store.done("t")} == {("bon_weighted", p.id) for p in PROBLEMS}
-        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=4)
-        assert {q for t, _, q in store.done("t") if t != "bon_weighted"} == {"0"}  # then whole questions
+        per_question = len(plan_units(PROBLEMS[:1], cfg, set()))
+        report = await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=per_question)
+        assert report.finished == per_question  # question by question: the first question whole, its pool included
+        assert {q for _, _, q in store.done("t")} == {PROBLEMS[0].id}
+        assert len(store.pools("t")) == 1
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS, limit=1)
+        assert {(t, q) for t, _, q in store.done("t") if q != PROBLEMS[0].id} == {("bon_weighted", PROBLEMS[1].id)}
 
 
 @pytest.mark.parametrize(
@@ -754,13 +756,18 @@ def test_a_trimmed_grid_names_each_templates_part(tmp_path: Path) -> None:
     assert nested.nested_in("seq", 2) is None
 
 
-def test_the_plan_runs_every_pool_first_then_each_templates_own_grid_question_by_question(tmp_path: Path) -> None:
+def test_the_plan_runs_question_by_question_each_pool_then_each_templates_own_grid(tmp_path: Path) -> None:
     cfg = trimmed(tmp_path)
     problems = many_problems()
     units = plan_units(problems, cfg, set(), {})
-    assert [u.label for u in units[:12]] == [f"q{i} best-of-N pool" for i in range(12)]
-    live = [(u.index, u.template, u.budget) for u in units[12:]]
-    assert live[:5] == [(0, "beam", 2), (0, "beam", 4), (0, "seq", 2), (1, "beam", 2), (1, "beam", 4)]
+    plan = [(u.index, u.template, u.budget) for u in units]
+    assert plan[:8] == [
+        (0, None, 0), (0, "beam", 2), (0, "beam", 4), (0, "seq", 2), (1, None, 0), (1, "beam", 2), (1, "beam", 4),
+        (1, "seq", 2),
+    ]
+    assert [u.label for u in units if u.template is None] == [f"q{i} best-of-N pool" for i in range(12)]
+    assert [i for i, _, _ in plan] == sorted(i for i, _, _ in plan)  # a stopped run holds whole questions
+    live = [(i, t, b) for i, t, b in plan if t is not None]
     assert {(t, b) for i, t, b in live if i >= 6} == {("beam", 2), ("beam", 4)}  # seq only on its 6 questions
     assert len(live) == 12 * 2 + 6
     # a pool is planned again while it holds fewer samples than pool_size, even with its rows stored

@@ -92,12 +92,11 @@ def plan_units(
     done: set[tuple[str, int, str]],
     pooled: Mapping[str, int] | None = None,
 ) -> list[StudyUnit]:
-    """What is left: every question's best-of-N pool first (cheap, and every comparison and difficulty bin reads
-    it), then the other templates question by question, so that a stopped study holds whole questions first. A
-    pool is planned while a best-of-N row of it is missing or while it holds fewer than ``pool_samples`` samples
-    (``pooled``: samples stored per question id; None: not checked)."""
-    pools: list[StudyUnit] = []
-    live: list[StudyUnit] = []
+    """What is left, question by question: each question's best-of-N pool (best-of-N and its difficulty bin read
+    it), then its other templates, so that a stopped study holds whole questions and its report grows with every
+    chunk. A pool is planned while a best-of-N row of it is missing or while it holds fewer than ``pool_samples``
+    samples (``pooled``: samples stored per question id; None: not checked)."""
+    units: list[StudyUnit] = []
     templates = config.pool_templates()
     for i, p in enumerate(problems):
         missing = any(
@@ -105,7 +104,7 @@ def plan_units(
         )
         short = pooled is not None and pooled.get(p.id, 0) < config.pool_samples
         if templates and (missing or short):
-            pools.append(StudyUnit(p, i))
+            units.append(StudyUnit(p, i))
         for name in config.live_templates():
             for b in config.budgets_of(name):
                 if not config.covers(name, b, i):
@@ -113,8 +112,8 @@ def plan_units(
                 source = config.nested_in(name, b)
                 if (name, b, p.id) in done or (source is not None and (name, source, p.id) not in done):
                     continue  # done, or derived when its source runs
-                live.append(StudyUnit(p, i, name, b))
-    return pools + live
+                units.append(StudyUnit(p, i, name, b))
+    return units
 
 
 def pool_sizes(store: ResultStore, run: str) -> dict[str, int]:
