@@ -762,7 +762,13 @@ def test_the_plan_runs_question_by_question_each_pool_then_each_templates_own_gr
     units = plan_units(problems, cfg, set(), {})
     plan = [(u.index, u.template, u.budget) for u in units]
     assert plan[:8] == [
-        (0, None, 0), (0, "beam", 2), (0, "beam", 4), (0, "seq", 2), (1, None, 0), (1, "beam", 2), (1, "beam", 4),
+        (0, None, 0),
+        (0, "beam", 2),
+        (0, "beam", 4),
+        (0, "seq", 2),
+        (1, None, 0),
+        (1, "beam", 2),
+        (1, "beam", 4),
         (1, "seq", 2),
     ]
     assert [u.label for u in units if u.template is None] == [f"q{i} best-of-N pool" for i in range(12)]
