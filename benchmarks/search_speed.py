@@ -5,8 +5,9 @@ On one llama.cpp server (started here with ``--metrics``, or yours with ``--base
 same ``--n``, interleaved by question, with a constant process verifier so that only the orchestration differs.
 For each run it records the completion tokens the ledger counted, the wall time, the prompt tokens sent, the
 prompt tokens the server evaluated (the growth of its ``llamacpp:prompt_tokens_total`` counter: cached prefix
-tokens are sent but not evaluated) and the most requests in flight at once. It prints, per strategy, the medians
-over questions and the median of per-question ratios of completion tokens per second to best-of-N's.
+tokens are sent but not evaluated), the most requests in flight at once, and, from the server's own counters, the
+busy slots and the wall milliseconds per decode call, and the CPU seconds of this process. It prints, per strategy,
+the medians over questions and the median of per-question ratios of completion tokens per second to best-of-N's.
 
 With ``--serve`` the same strategies also run through ``ttc serve`` (presets built from specs, the constant
 verifier named as ``__main__:CONSTANT``), so the server path's overhead shows beside the in-process graphs.
@@ -48,11 +49,16 @@ STRATEGIES = ("best_of_n", "beam_search", "dvts", "particle_filtering", "mcts")
 
 
 class ConstantVerifier(Verifier):
-    """Scores every step and solution 0.5: ties everywhere, so only the orchestration differs between runs."""
+    """Scores every step and solution 0.5: ties everywhere, so only the orchestration differs between runs. With
+    ``latency`` each call takes that many seconds per item it scores, as a reward model that scores one prefix at a
+    time per call would (concurrent calls overlap)."""
 
     granularity = "process"
+    latency = 0.0
 
     async def verify(self, items: Sequence[VerifyItem]) -> VerificationResult:
+        if self.latency:
+            await asyncio.sleep(self.latency * len(items))
         return VerificationResult([Score(0.5) for _ in items])
 
 
@@ -99,13 +105,28 @@ class Run:
     wall: float
     completion: int
     prompt_sent: int
-    prompt_evaluated: float
+    server: Counters
     in_flight: int
     mean_in_flight: float = 0.0
+    client_cpu: float = 0.0  # CPU seconds this process spent in the run (it shares the machine with the server)
 
     @property
     def rate(self) -> float:
         return self.completion / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def prompt_evaluated(self) -> float:
+        return self.server.prompt
+
+    @property
+    def busy_per_decode(self) -> float:
+        """Slots busy in the server's mean decode call (``llamacpp:n_busy_slots_per_decode`` over this run)."""
+        return self.server.busy / self.server.decodes if self.server.decodes else 0.0
+
+    @property
+    def ms_per_decode(self) -> float:
+        """Wall milliseconds per decode call of the server."""
+        return 1000 * self.wall / self.server.decodes if self.server.decodes else 0.0
 
 
 @dataclass
@@ -145,32 +166,53 @@ def spec_of(strategy: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def evaluated_prompt_tokens(metrics_url: str) -> float:
-    """The server's count of prompt tokens it evaluated so far (``llamacpp:prompt_tokens_total``)."""
+@dataclass(frozen=True)
+class Counters:
+    """The server's counters at one moment (``/metrics``): prompt tokens it evaluated, decode calls, and
+    slot-decodes (busy slots summed over its decode calls)."""
+
+    prompt: float
+    decodes: float
+    busy: float
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(self.prompt - other.prompt, self.decodes - other.decodes, self.busy - other.busy)
+
+
+def server_counters(metrics_url: str) -> Counters:
+    """Read ``llamacpp:prompt_tokens_total``, ``n_decode_total`` and the mean busy slots per decode (times the
+    decodes: the slot-decodes so far)."""
     text = httpx.get(metrics_url, timeout=30).text
-    match = re.search(r"^llamacpp:prompt_tokens_total\s+([0-9.e+]+)", text, re.M)
-    if match is None:
-        raise SystemExit(f"{metrics_url} has no llamacpp:prompt_tokens_total: start llama-server with --metrics")
-    return float(match.group(1))
+
+    def metric(name: str) -> float:
+        match = re.search(rf"^llamacpp:{name}\s+([0-9.e+]+)", text, re.M)
+        if match is None:
+            raise SystemExit(f"{metrics_url} has no llamacpp:{name}: start llama-server with --metrics")
+        return float(match.group(1))
+
+    decodes = metric("n_decode_total")
+    return Counters(metric("prompt_tokens_total"), decodes, metric("n_busy_slots_per_decode") * decodes)
 
 
 async def run_graph(strategy: str, policy: Endpoint, question: str, args: argparse.Namespace, metrics: str) -> Run:
     counted = InFlight(policy)
     graph = build(strategy, counted, args.n, args)  # type: ignore[arg-type]
-    before = evaluated_prompt_tokens(metrics)
+    before = server_counters(metrics)
+    cpu = time.process_time()
     start = counted.since = time.perf_counter()
     out = await graph.ainvoke({"question": question})
     wall = time.perf_counter() - start
-    evaluated = evaluated_prompt_tokens(metrics) - before
+    cpu = time.process_time() - cpu
+    server = server_counters(metrics) - before
     usage = out["usage"]
     return Run(
-        strategy, "graph", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), evaluated,
-        counted.most, counted.mean(wall),
+        strategy, "graph", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), server,
+        counted.most, counted.mean(wall), cpu,
     )  # fmt: skip
 
 
 async def run_served(strategy: str, serve_url: str, question: str, metrics: str) -> Run:
-    before = evaluated_prompt_tokens(metrics)
+    before = server_counters(metrics)
     start = time.perf_counter()
     async with httpx.AsyncClient(timeout=3600) as client:
         reply = await client.post(
@@ -180,8 +222,8 @@ async def run_served(strategy: str, serve_url: str, question: str, metrics: str)
     wall = time.perf_counter() - start
     reply.raise_for_status()
     usage = reply.json()["usage"]
-    evaluated = evaluated_prompt_tokens(metrics) - before
-    return Run(strategy, "serve", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), evaluated, 0)
+    server = server_counters(metrics) - before
+    return Run(strategy, "serve", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), server, 0)
 
 
 def endpoint(base_url: str, model: str, args: argparse.Namespace) -> OpenAIEndpoint:
@@ -233,8 +275,9 @@ def serve_app(base_url: str, model: str, args: argparse.Namespace) -> Iterator[s
 def table(results: Results, paths: Sequence[str]) -> str:
     lines = [
         "| path | strategy | completion tokens/s (median) | vs best-of-N (median ratio) | prompt tokens sent"
-        " | evaluated by the server | most in flight | mean in flight |",
-        "|---|---|---|---|---|---|---|---|",
+        " | evaluated by the server | most in flight | mean in flight | busy slots per decode | ms per decode"
+        " | client CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
         base = {id(r): r for r in results.of("best_of_n", path)}
@@ -249,9 +292,13 @@ def table(results: Results, paths: Sequence[str]) -> str:
             share = f"{evaluated / sent:.0%}" if sent else "-"
             most = max(r.in_flight for r in runs) if path == "graph" else "-"
             mean = f"{statistics.median(r.mean_in_flight for r in runs):.1f}" if path == "graph" else "-"
+            busy = statistics.median(r.busy_per_decode for r in runs)
+            per_decode = statistics.median(r.ms_per_decode for r in runs)
+            cpu = f"{statistics.median(r.client_cpu for r in runs):.1f}" if path == "graph" else "-"
             lines.append(
                 f"| {path} | {strategy} | {statistics.median(r.rate for r in runs):.1f}"
-                f" | {statistics.median(ratios):.2f} | {sent:,} | {evaluated:,.0f} ({share}) | {most} | {mean} |"
+                f" | {statistics.median(ratios):.2f} | {sent:,} | {evaluated:,.0f} ({share}) | {most} | {mean}"
+                f" | {busy:.2f} | {per_decode:.0f} | {cpu} |"
             )
     return "\n".join(lines)
 
@@ -261,7 +308,7 @@ async def main(args: argparse.Namespace) -> None:
     results = Results()
     with model_server(args) as (base_url, model):
         metrics = base_url.removesuffix("/v1") + "/metrics"
-        evaluated_prompt_tokens(metrics)  # fail early without --metrics
+        server_counters(metrics)  # fail early without --metrics
         policy = endpoint(base_url, model, args)
         with contextlib.ExitStack() as stack:
             serve_url = stack.enter_context(serve_app(base_url, model, args)) if args.serve else None
@@ -272,7 +319,9 @@ async def main(args: argparse.Namespace) -> None:
                     print(
                         f"q{p.id} {strategy:<18} graph: {run.completion} tokens in {run.wall:.1f} s"
                         f" ({run.rate:.1f}/s), prompt sent {run.prompt_sent}, evaluated {run.prompt_evaluated:.0f},"
-                        f" most in flight {run.in_flight}, mean {run.mean_in_flight:.1f}",
+                        f" most in flight {run.in_flight}, mean {run.mean_in_flight:.1f}, server: busy slots per decode"
+                        f" {run.busy_per_decode:.2f}, {run.ms_per_decode:.0f} ms per decode,"
+                        f" client CPU {run.client_cpu:.1f} s",
                         flush=True,
                     )
                     if serve_url is not None:
@@ -283,7 +332,8 @@ async def main(args: argparse.Namespace) -> None:
     hints = "no slot hints" if args.no_slots else "slot hints (id_slot)"
     if args.llamacpp_n:
         hints += ", n samples of a call in one /completion request (llamacpp_n)"
-    print(f"\nn = {args.n}, {len(problems)} GSM8K test questions, {args.parallel} slots, {hints}, constant verifier\n")
+    verifier = "constant verifier" + (f" taking {args.verify_seconds:g} s per item" if args.verify_seconds else "")
+    print(f"\nn = {args.n}, {len(problems)} GSM8K test questions, {args.parallel} slots, {hints}, {verifier}\n")
     print(table(results, paths))
 
 
@@ -304,6 +354,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-slots", action="store_true", help="send no slot hints (id_slot): the server chooses")
     parser.add_argument("--server-args", default="", help="more llama-server flags for the server started here")
     parser.add_argument(
+        "--verify-seconds", type=float, default=0.0, help="seconds per item scored (a reward model's time per prefix)"
+    )
+    parser.add_argument(
         "--llamacpp-n", action="store_true", help="a call's n samples as one /completion request (OpenAIEndpoint)"
     )
     parser.add_argument(
@@ -315,4 +368,7 @@ if __name__ == "__main__":
     if unknown:
         parser.error(f"--strategies: unknown {', '.join(sorted(unknown))}; use some of {', '.join(STRATEGIES)}")
     options.strategies = [s for s in STRATEGIES if s == "best_of_n" or s in chosen]
+    if options.verify_seconds < 0:
+        parser.error("--verify-seconds: must be >= 0")
+    CONSTANT.latency = options.verify_seconds
     asyncio.run(main(options))

@@ -657,8 +657,9 @@ async def test_aggregation_decides_which_beams_are_kept(aggregation: str, root: 
                 "prod": expected[0] * expected[1] * expected[2],
             }[aggregation]
         )
-    # one verifier batch per round, scoring every new beam once
-    assert [len(b) for b in prm.batches] == [4, 4, 4]
+    # one verifier batch per expansion as it arrives (the root's 4 children, then 2 children of each kept beam),
+    # scoring every new beam once
+    assert [len(b) for b in prm.batches] == [4, 2, 2, 2, 2]
 
 
 # -- robustness -----------------------------------------------------------------------------------------------------

@@ -105,8 +105,9 @@ async def test_resume_after_a_crash_in_round_three(tmp_path, reference, which):
     assert working.calls
     assert all(depth_of(c) == 2 for c in working.calls)
     assert len(working.calls) <= N // WIDTH
-    if which == "one":  # the branches that succeeded before the crash were checkpointed as pending writes
-        assert [path_of(c.prefix.split(DELIM)[-2]) for c in working.calls] == [victim]
+    if which == "one":  # the branches that finished before the crash were checkpointed as pending writes; those
+        # whose children were still being scored (as they arrive) when it struck are redone with the victim
+        assert victim in [path_of(c.prefix.split(DELIM)[-2]) for c in working.calls]
     else:
         assert len(working.calls) == N // WIDTH
     redone = {c.prefix for c in working.calls}

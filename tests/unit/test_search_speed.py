@@ -16,10 +16,11 @@ import pytest
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from tests.steptree import DELIM, hashed, path_of
-from ttc_graph import create_beam_search, create_dvts, create_mcts
+from ttc_graph import create_beam_search, create_dvts, create_mcts, create_particle_filtering
 from ttc_graph.endpoints.base import SamplingParams
 from ttc_graph.endpoints.openai_compat import OpenAIEndpoint
-from ttc_graph.nodes.expand import assign_slots, root_beam
+from ttc_graph.nodes import expand, step_rounds, step_tree
+from ttc_graph.nodes.expand import assign_slots, root_beam, shared_prefix
 from ttc_graph.nodes.step_mcts import MCTSPlan
 from ttc_graph.specs import build_graph, parse_spec
 from ttc_graph.strategies.stepwise import StepSearchOptions, build_step_graph
@@ -60,6 +61,77 @@ def test_assign_slots_children_inherit_the_parents_slot_and_siblings_spread():
     assert assign_slots([(a, 2), (b, 2), (fresh, 2)], 8) == [[5, 0], [2, 1], [3, 4]]
     assert assign_slots([(a, 3)], 2) == [[0, 1, None]]  # a's slot is out of range: spread, then server's choice
     assert assign_slots([(a, 2)], 8, busy=[0, 5]) == [[1, 2]]  # busy slots are not given out
+
+
+def test_siblings_go_where_a_slot_already_holds_most_of_their_prefix():
+    parent = {**root_beam("p"), "steps": ["s1", "s2"], "slot": 0}
+    held = {0: ["s1", "s2"], 1: ["x"], 2: ["s1"], 3: ["s1", "s2", "z"], 4: ["s1", "y"]}
+    assert assign_slots([(parent, 2)], 8, held=held) == [[0, 3]]  # slot 3 holds all of the parent's path
+    assert assign_slots([(parent, 3)], 8, busy=[3], held=held) == [[0, 2, 4]]  # then one shared step, lowest first
+    assert shared_prefix(["s1", "s2"], ["s1", "s3"]) == 3 and shared_prefix(["s1"], None) == 0
+
+
+def reevaluated(policy: SlottedEndpoint) -> int:
+    """Prefix characters a llama.cpp server would evaluate again over ``policy``'s calls: each call's prefix minus
+    what the slot of each of its samples last generated shares with it (replayed in call order)."""
+    kv: dict[int, list[str]] = {}
+    total = 0
+    for call in policy.calls:
+        steps = [s.strip() for s in call.prefix.split(DELIM)[:-1]] if call.prefix else []
+        counters: dict[int, int] = {}
+        for j, slot in enumerate(call.params.slots or ()):  # type: ignore[union-attr]
+            assert slot is not None
+            total += max(0, sum(len(s) + 1 for s in steps) - shared_prefix(steps, kv.get(slot)))
+            kv[slot] = [*steps, tree_step(call, j, counters).strip()]
+    return total
+
+
+@pytest.mark.parametrize("search", ["beam", "particles"])
+async def test_knowing_what_each_slot_holds_cuts_the_prefix_the_server_evaluates_again(
+    search: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run() -> SlottedEndpoint:
+        policy = slotted()
+        score = lambda q, t: hashed(path_of(t.split(DELIM)[-1]))  # noqa: E731
+        if search == "beam":
+            graph = create_beam_search(policy, score, n=8, beam_width=4, seed=3, max_steps=4)
+        else:
+            graph = create_particle_filtering(policy, score, n=8, seed=3, max_steps=4)
+        asyncio.run(graph.compile().ainvoke({"question": QUESTION}))
+        return policy
+
+    aware = reevaluated(await asyncio.to_thread(run))
+    for module in (step_rounds, step_tree):
+        monkeypatch.setattr(module, "held_paths", lambda beams: {})  # siblings as before: lowest free slot first
+    blind = reevaluated(await asyncio.to_thread(run))
+    assert expand.held_paths is not None and aware < blind
+
+
+async def test_mcts_places_each_expansion_knowing_what_every_slot_last_generated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[dict[int, list[str]]] = []
+
+    def recording(expansions: Any, slots: int, busy: Any = (), held: Any = None) -> list[list[int | None]]:
+        seen.append(dict(held or {}))
+        return expand.assign_slots(expansions, slots, busy, held)
+
+    monkeypatch.setattr(step_tree, "assign_slots", recording)
+    policy = slotted()
+    score = lambda q, t: hashed(path_of(t.split(DELIM)[-1]))  # noqa: E731
+    await (
+        create_mcts(policy, score, n=8, expansions=2, seed=3, max_steps=4, asynchronous=True)
+        .compile()
+        .ainvoke({"question": QUESTION})
+    )
+    generated: set[tuple[int, tuple[str, ...]]] = set()  # (slot, path) of every sample, replayed from the calls
+    for call in policy.calls:
+        steps = [s.strip() for s in call.prefix.split(DELIM)[:-1]] if call.prefix else []
+        counters: dict[int, int] = {}
+        for j, slot in enumerate(call.params.slots or ()):  # type: ignore[union-attr]
+            generated.add((slot, (*steps, tree_step(call, j, counters).strip())))  # type: ignore[arg-type]
+    assert len(seen) == len(policy.calls) and seen[0] == {} and len(seen[-1]) >= 4
+    assert all((slot, tuple(path)) in generated for held in seen for slot, path in held.items())
 
 
 async def test_beam_search_continues_each_beam_on_the_slot_of_its_prefix():
@@ -342,3 +414,40 @@ def test_a_local_server_endpoint_sends_slot_hints_for_its_parallel_slots():
     server._bound_port, server._started_in = 9, 0.1  # as if started: endpoint() needs only the address
     assert server.endpoint().slots == 3
     assert server.endpoint(slots=None).slots is None  # a caller can turn the hints off
+
+
+# -- scoring on arrival -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundGatedEndpoint(ScriptedEndpoint):
+    """The first request of the second round answers at once; the round's other requests hold until a two-step
+    path has been scored (or 5 s pass), and record whether it had been."""
+
+    scored: list[str] = field(default_factory=list)
+    held_until_scored: list[bool] = field(default_factory=list)
+    second_round: int = 0
+
+    async def _sample(self, messages: Any, n: int, params: Any, prefix: Any) -> Any:
+        if prefix and len(prefix.split(DELIM)) == 2:  # one step so far: a request of the second round
+            self.second_round += 1
+            if self.second_round > 1:
+                for _ in range(500):
+                    if any(len(t.split(DELIM)) >= 2 for t in self.scored):
+                        break
+                    await asyncio.sleep(0.01)
+                self.held_until_scored.append(any(len(t.split(DELIM)) >= 2 for t in self.scored))
+        return await super()._sample(messages, n, params, prefix)
+
+
+async def test_a_beams_children_are_scored_while_the_rounds_other_requests_still_generate():
+    counters: dict[int, int] = {}
+    policy = RoundGatedEndpoint(lambda call, i: tree_step(call, i, counters))
+
+    def score(question: str, text: str) -> float:
+        policy.scored.append(text)
+        return hashed(path_of(text.split(DELIM)[-1]))
+
+    await create_beam_search(policy, score, n=4, beam_width=2, seed=3).compile().ainvoke({"question": QUESTION})
+    assert policy.second_round >= 2 and policy.held_until_scored
+    assert all(policy.held_until_scored), "a child was scored before the round's last request returned"

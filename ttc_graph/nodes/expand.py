@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
@@ -24,9 +24,11 @@ __all__ = [
     "check_can_continue",
     "endpoint_slots",
     "extend_steps",
+    "held_paths",
     "make_expand_node",
     "prefix_text",
     "root_beam",
+    "shared_prefix",
     "step_finishes",
 ]
 
@@ -71,6 +73,7 @@ class ExpandTask(TypedDict):
     history: NotRequired[list[ChatMessage]]  # the conversation before the question (added by ``route_plan``)
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
     slots: NotRequired[list[int | None]]  # the server slot of each of the k samples (see :func:`assign_slots`)
+    started_at: NotRequired[float | None]  # when the run started (its seconds budget's deadline counts from here)
 
 
 def prefix_text(steps: list[str], delimiter: str, partial: bool = False) -> str:
@@ -121,28 +124,53 @@ def endpoint_slots(policy: object) -> int | None:
     return slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 else None
 
 
+def held_paths(beams: Iterable[Beam]) -> dict[int, list[str]]:
+    """What each server slot's KV cache holds, as far as ``beams`` (in the order they were generated) tell: the
+    steps of the last beam generated on it."""
+    return {b["slot"]: b["steps"] for b in beams if b.get("slot") is not None}  # type: ignore[misc]
+
+
+def shared_prefix(path: Sequence[str], held: Sequence[str] | None) -> int:
+    """Characters of ``path``'s leading steps that ``held`` (a slot's path) shares: the prompt the slot need not
+    evaluate again."""
+    if not held:
+        return 0
+    shared = 0
+    for mine, theirs in zip(path, held, strict=False):
+        if mine != theirs:
+            break
+        shared += len(mine) + 1
+    return shared
+
+
 def assign_slots(
-    expansions: Sequence[tuple[Beam, int]], slots: int, busy: Iterable[int] = ()
+    expansions: Sequence[tuple[Beam, int]],
+    slots: int,
+    busy: Iterable[int] = (),
+    held: Mapping[int, Sequence[str]] | None = None,
 ) -> list[list[int | None]]:
     """The server slot of every sample of ``expansions`` (a beam and its number of children), ``slots`` in all.
 
     Prefix affinity: a beam's first child runs on its parent's slot (whose KV cache holds the parent's prefix, so
-    the server evaluates only the new tokens), its siblings spread over the slots left free, lowest first; ``busy``
-    slots (running other work) are not given out. Past the free slots a sample gets None (the server's choice), so
-    no two samples planned together ever queue on one slot.
+    the server evaluates only the new tokens). Its siblings take the free slot whose ``held`` path (what each slot
+    last generated, :func:`held_paths`) shares the longest prefix with the parent's, such as a pruned sibling's,
+    lowest first among equals; ``busy`` slots (running other work) are not given out. Past the free slots a sample
+    gets None (the server's choice), so no two samples planned together ever queue on one slot.
     """
     taken = set(busy)
+    held = held or {}
     out: list[list[int | None]] = [[None] * k for _, k in expansions]
     for i, (beam, k) in enumerate(expansions):
         slot = beam.get("slot")
         if k > 0 and slot is not None and 0 <= slot < slots and slot not in taken:
             out[i][0] = slot
             taken.add(slot)
-    free = iter([s for s in range(slots) if s not in taken])
-    for row in out:
+    for (beam, _), row in zip(expansions, out, strict=True):
         for j, slot in enumerate(row):
-            if slot is None:
-                row[j] = next(free, None)
+            free = [s for s in range(slots) if s not in taken]
+            if slot is None and free:
+                row[j] = max(free, key=lambda s: (shared_prefix(beam["steps"], held.get(s)), -s))
+                taken.add(row[j])  # type: ignore[arg-type]
     return out
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 import statistics
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -28,7 +28,7 @@ from ttc_graph.budget import Budget, remaining, usage_delta
 from ttc_graph.errors import BudgetError
 from ttc_graph.nodes.budget_controller import SamplingDefaults, holds_tokens, stop_reason_for
 from ttc_graph.nodes.context import run_context
-from ttc_graph.nodes.expand import Beam, ExpandTask, assign_slots
+from ttc_graph.nodes.expand import Beam, ExpandTask, assign_slots, held_paths
 from ttc_graph.progress import round_event
 from ttc_graph.state import Candidate, TTCState
 
@@ -165,13 +165,16 @@ def expand_tasks(
     limits: _RoundLimits,
     seed: int | None,
     slots: int | None = None,
+    held: Mapping[int, Sequence[str]] | None = None,
+    started_at: float | None = None,
 ) -> list[ExpandTask]:
     """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), so endpoints that fan a request
     out into k single ones never repeat a seed within a round. With ``slots`` (the endpoint takes slot hints) every
-    sample gets a server slot (:func:`~ttc_graph.nodes.expand.assign_slots`: a beam's first child on its parent's)."""
+    sample gets a server slot (:func:`~ttc_graph.nodes.expand.assign_slots`: a beam's first child on its parent's,
+    its siblings where ``held``, the slots' last paths, shares most of its prefix)."""
     tasks: list[ExpandTask] = []
     offset = 0
-    placed = assign_slots(expansions, slots) if slots else None
+    placed = assign_slots(expansions, slots, held=held) if slots else None
     for i, (beam, k) in enumerate(expansions):
         tasks.append(
             ExpandTask(
@@ -184,6 +187,7 @@ def expand_tasks(
                 seed=None if seed is None else seed + 7919 * round_ + offset,
                 timeout=limits.timeout,
                 hold_tokens=limits.hold_tokens,
+                started_at=started_at,
             )
         )
         if placed is not None:
@@ -324,7 +328,11 @@ def make_step_controller(
         if stop is None:
             expansions = step.expansions()
             if expansions:
-                tasks = expand_tasks(state["question"], expansions, round_, temperature, limits, seed, slots)
+                held = held_paths(state.get("frontier", [])) if slots else None  # type: ignore[arg-type]
+                tasks = expand_tasks(
+                    state["question"], expansions, round_, temperature, limits, seed, slots, held,
+                    state.get("started_at"),
+                )  # fmt: skip
                 if runner is not None and round_ == 0:
                     tasks = [_runner_task(runner, state, tasks)]  # type: ignore[list-item]
             else:

@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 
 from ttc_graph.budget import merge_usage, usage_delta
 from ttc_graph.nodes.adaptive import _log, _replay
-from ttc_graph.nodes.expand import Beam, assign_slots
+from ttc_graph.nodes.expand import Beam, assign_slots, held_paths
 from ttc_graph.nodes.step_mcts import ROOT, MCTSPlan, _root, _Tree
 from ttc_graph.nodes.step_rounds import id_key
 from ttc_graph.nodes.step_runner import RunnerNode, RunnerParts, StepRunner, SubtreesTask
@@ -103,7 +103,8 @@ class _TreeRun(StepRunner):
             if e in logged and logged[e]["leaf"] != leaf["id"]:  # the log no longer matches: request from here on
                 logged.clear()
             if self.slots:
-                self.slot_of[e] = assign_slots([(leaf, k)], self.slots, self.busy_slots())[0]
+                held = held_paths(self.tree.nodes.values())  # nodes in the order they arrived: a slot's last path wins
+                self.slot_of[e] = assign_slots([(leaf, k)], self.slots, self.busy_slots(), held)[0]
             future = None if e in logged else asyncio.ensure_future(self.request(e, leaf, k, lim))
             self.in_flight[e] = (leaf["id"], future)
 

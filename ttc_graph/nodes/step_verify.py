@@ -8,14 +8,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from ttc_graph.budget import Budget, usage_delta
-from ttc_graph.nodes.expand import Beam
+from ttc_graph.budget import Budget, merge_usage, usage_delta
+from ttc_graph.nodes.expand import Beam, ExpandTask
 from ttc_graph.nodes.verify import state_deadline, verify_or_unscored
 from ttc_graph.state import TTCState
 from ttc_graph.usage import RequestUsage
 from ttc_graph.verifiers.base import Aggregation, Verifier, VerifyItem, aggregate
 
-__all__ = ["ScoredBeams", "make_step_verify_node", "score_beams"]
+__all__ = ["ScoredBeams", "make_scored_expand_node", "make_step_verify_node", "score_beams"]
 
 
 @dataclass(slots=True)
@@ -79,3 +79,30 @@ def make_step_verify_node(
         return update
 
     return verify
+
+
+def make_scored_expand_node(
+    expand: Callable[[ExpandTask], Awaitable[dict[str, Any]]],
+    verifier: Verifier,
+    aggregation: Aggregation,
+    *,
+    budget: Budget | None = None,
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The ``expand`` node with its children scored as soon as they arrive (:func:`score_beams`, ending at the
+    run's deadline): a model verifier scores one beam's children while the round's other requests still generate,
+    and the verify node after the round finds nothing left to score."""
+
+    async def expand_and_score(task: ExpandTask, runtime: Runtime[Any]) -> dict[str, Any]:
+        out = await expand(task)
+        children: list[Beam] = out.get("frontier", [])
+        if not children:
+            return out
+        deadline = state_deadline({"started_at": task.get("started_at")}, runtime, budget)
+        scored = await score_beams(verifier, aggregation, task["question"], children, deadline=deadline)
+        usage = merge_usage(out["usage"], usage_delta("verify", scored.usage))
+        update = {**out, "frontier": scored.beams, "usage": usage}
+        if scored.errors:
+            update["errors"] = [*out.get("errors", []), *scored.errors]
+        return update
+
+    return expand_and_score

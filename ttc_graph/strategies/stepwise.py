@@ -53,7 +53,7 @@ from ttc_graph.nodes.step_rounds import StepPolicy, make_step_controller
 from ttc_graph.nodes.step_runner import RunnerParts
 from ttc_graph.nodes.step_subtrees import SUBTREES, make_subtrees_node
 from ttc_graph.nodes.step_tree import TREE, make_tree_node
-from ttc_graph.nodes.step_verify import make_step_verify_node
+from ttc_graph.nodes.step_verify import make_scored_expand_node, make_step_verify_node
 from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.selection import FINAL_SELECTIONS, FinalSelection
 from ttc_graph.state import History, TTCContext, TTCInput, TTCOutput, TTCState
@@ -213,7 +213,7 @@ def build_step_graph(
     controller = make_step_controller(keep, options.sampling(), options.step_delimiter, slots, runner=runner)
     graph.add_node("prepare", make_prepare_node(options.history, takes_tools=False))
     graph.add_node("budget", dual(controller, io=False))
-    graph.add_node("expand", dual(expand))
+    graph.add_node("expand", dual(make_scored_expand_node(expand, scorer, options.aggregation, budget=options.budget)))
     graph.add_node("verify", dual(make_step_verify_node(scorer, options.aggregation, budget=options.budget)))
     graph.add_node("select", make_select_node(options.selection, name=graph.strategy_name))
     graph.add_edge(START, "prepare")
