@@ -229,11 +229,11 @@ async def run_served(strategy: str, serve_url: str, question: str, metrics: str)
 def endpoint(base_url: str, model: str, args: argparse.Namespace) -> OpenAIEndpoint:
     """The policy endpoint: concurrent single requests (with ``--llamacpp-n``, a call's ``n`` samples in one
     ``/completion`` request), a window of the server's slots, and (unless ``--no-slots``) slot hints, so a beam's
-    continuation runs on the slot that holds its prefix."""
+    continuation runs on the slot that holds its prefix (with ``--slot-copy``, copied first to its siblings' slots)."""
     slots = None if args.no_slots else args.parallel
     return OpenAIEndpoint(
         base_url, model, api_key="local", native_n=False, max_concurrency=args.parallel, continuation="prefill",
-        slots=slots, llamacpp_n=args.llamacpp_n,
+        slots=slots, llamacpp_n=args.llamacpp_n, slot_copy=args.slot_copy,
     )  # fmt: skip
 
 
@@ -332,6 +332,8 @@ async def main(args: argparse.Namespace) -> None:
     hints = "no slot hints" if args.no_slots else "slot hints (id_slot)"
     if args.llamacpp_n:
         hints += ", n samples of a call in one /completion request (llamacpp_n)"
+    if args.slot_copy:
+        hints += ", a beam's slot copied to its siblings' slots (slot_copy)"
     verifier = "constant verifier" + (f" taking {args.verify_seconds:g} s per item" if args.verify_seconds else "")
     print(f"\nn = {args.n}, {len(problems)} GSM8K test questions, {args.parallel} slots, {hints}, {verifier}\n")
     print(table(results, paths))
@@ -355,6 +357,9 @@ if __name__ == "__main__":
     parser.add_argument("--server-args", default="", help="more llama-server flags for the server started here")
     parser.add_argument(
         "--verify-seconds", type=float, default=0.0, help="seconds per item scored (a reward model's time per prefix)"
+    )
+    parser.add_argument(
+        "--slot-copy", action="store_true", help="copy a beam's slot to its siblings' slots first (OpenAIEndpoint)"
     )
     parser.add_argument(
         "--llamacpp-n", action="store_true", help="a call's n samples as one /completion request (OpenAIEndpoint)"

@@ -12,6 +12,7 @@ import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -165,3 +166,30 @@ def test_a_chat_openai_policy_ledger_equals_tokens_generated(metered: LocalModel
     out = graph.invoke({"question": QUESTION})
     assert out["stop_reason"] == "complete", out.get("errors")
     assert out["usage"]["completion_tokens"] == generated(metered) - before
+
+
+def test_slot_copy_spares_siblings_the_prefix_and_keeps_the_ledger_exact(metered: LocalModelServer) -> None:
+    """A beam's path on slot 0, other paths on slots 1-3; four children hinted to slots 0-3. Without a copy the
+    three siblings evaluate the beam's path again; with ``slot_copy`` (the server runs with ``--slot-save-path``,
+    which ``LocalModelServer`` passes) slot 0's cache is copied to them first and almost nothing is evaluated."""
+    messages = [{"role": "user", "content": "Count from one to twenty in words, separated by commas."}]
+    filler = "one, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, thirteen, fourteen, "
+
+    def children(copy: bool, tag: str) -> tuple[int, int]:
+        ep = metered.endpoint(slot_copy=copy)
+        prefix = f"({tag}) {filler * 3}"
+        one = SamplingParams(temperature=0.0, max_tokens=1, seed=1)
+        asyncio.run(ep.generate(messages, n=3, params=replace(one, slots=(1, 2, 3)), prefix=f"[{tag}] other path: "))
+        asyncio.run(ep.generate(messages, n=1, params=replace(one, slots=(0,)), prefix=prefix))
+        before, prompt_before = generated(metered), evaluated(metered)
+        params = SamplingParams(temperature=0.8, max_tokens=8, seed=5, slots=(0, 1, 2, 3))
+        out = asyncio.run(ep.generate(messages, n=4, params=params, prefix=prefix))
+        assert len(out.generations) == 4 and out.usage.completion_tokens == generated(metered) - before > 0
+        assert ep.slot_copy is copy  # the server accepted the copies
+        return evaluated(metered) - prompt_before, out.usage.prompt_tokens
+
+    without, sent = children(False, "a")
+    copied, _ = children(True, "b")
+    assert without >= 3 * 40  # three siblings evaluate the path (about 60 tokens) again
+    assert copied <= 4 * 2 < without  # each child evaluates at most its last prompt token or two
+    assert sent > 4 * 60

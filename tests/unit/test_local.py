@@ -307,18 +307,20 @@ def test_fake_server_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
         port = server.base_url.rsplit(":", 1)[1].removesuffix("/v1")
         args = argv_file.read_text().split("\n")
+        slots_dir = Path(args[-1])
         assert args == [
             "-m", str(gguf.resolve()), "--host", "127.0.0.1", "--port", port, "-np", "2", "-c", "4096",
-            "--alias", "tiny-model", "--threads", "1", "--no-webui",
+            "--alias", "tiny-model", "--threads", "1", "--no-webui", "--slot-save-path", str(slots_dir),
         ]  # fmt: skip
+        assert slots_dir.is_dir()  # slot save and restore (an endpoint's slot_copy) write here
         ep = server.endpoint()
         assert ep.base_url == server.base_url and ep.model == "tiny-model"
-        assert ep.max_concurrency == 2 and ep.continuation == "prefill"
+        assert ep.max_concurrency == 2 and ep.continuation == "prefill" and ep.slots == 2 and ep.slot_copy
         assert server.endpoint(max_concurrency=1, continuation="completions").max_concurrency == 1
         proc = server._proc
         assert proc is not None
     assert proc.poll() is not None
-    assert not server.running
+    assert not server.running and not slots_dir.exists()
     server.stop()  # idempotent
     assert "fake llama-server listening" in log.read_text()
 

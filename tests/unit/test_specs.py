@@ -376,10 +376,13 @@ def test_openai_policy_needs_a_model() -> None:
 
 
 def test_an_openai_policy_takes_llamacpp_slots_and_n() -> None:
-    spec = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "slots": 8, "llamacpp_n": True}
+    spec = {
+        "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "slots": 8, "llamacpp_n": True,
+        "slot_copy": True,
+    }  # fmt: skip
     endpoint = build_module.build_endpoint(parse_spec({**MAJORITY, "policy": spec}).policy)
     assert isinstance(endpoint, OpenAIEndpoint)
-    assert (endpoint.slots, endpoint.llamacpp_n) == (8, True)
+    assert (endpoint.slots, endpoint.llamacpp_n, endpoint.slot_copy) == (8, True, True)
     assert problem_at({**MAJORITY, "policy": {**spec, "slots": 0}}, "policy.slots").startswith("Input should be")
 
 

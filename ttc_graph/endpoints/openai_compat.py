@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
+import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from types import TracebackType
@@ -39,12 +42,15 @@ from ttc_graph.endpoints.n_usage import (
     record_n_usage_verdict,
 )
 from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retries
+from ttc_graph.endpoints.slot_copy import SlotCopyUnsupported, copy_slot, copy_targets
 from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import from_wire_tool_calls
 from ttc_graph.prices import Price, PriceTable, price_of
 from ttc_graph.tracing import request_span
 from ttc_graph.usage import RequestUsage
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "NEXT_STEP_PROMPT", "OpenAIEndpoint"]
 
@@ -140,6 +146,7 @@ class _LoopClients:
             http_client=endpoint._http_client,
         )
         self.judging = asyncio.Lock()
+        self.slot_locks: dict[int, asyncio.Lock] = {}
         self.http = httpx.AsyncClient(timeout=endpoint.timeout)
         self._owns_api_client = endpoint._http_client is None  # a client the caller passed stays theirs to close
         self._closed = False
@@ -172,7 +179,12 @@ class OpenAIEndpoint(BaseEndpoint):
     cache holds its prefix (:meth:`ttc_graph.local.LocalModelServer.endpoint` turns it on; ``None``: no hints sent).
     ``llamacpp_n``: the server is llama.cpp, and a call for ``n > 1`` samples without tools or logprobs is one
     request to its native ``/completion`` with ``n`` (the prompt evaluated once and copied to the children's slots,
-    usage exact from each result's ``tokens_predicted``; see :mod:`ttc_graph.endpoints.llamacpp_n`).
+    usage exact from each result's ``tokens_predicted``; see :mod:`ttc_graph.endpoints.llamacpp_n`). ``slot_copy``
+    (with ``slots``): before a call whose samples are hinted to several slots continues a prefix, the first hinted
+    slot's KV cache is copied to the others (llama.cpp's slot save and restore; the server needs
+    ``--slot-save-path``, which :class:`~ttc_graph.local.LocalModelServer` passes), so a beam's siblings do not
+    evaluate its path again (:mod:`ttc_graph.endpoints.slot_copy`). A server that refuses turns it off with a
+    warning; the samples are drawn either way.
     """
 
     gates_requests = True
@@ -197,6 +209,7 @@ class OpenAIEndpoint(BaseEndpoint):
         prices: PriceTable | Price | None = None,
         slots: int | None = None,
         llamacpp_n: bool = False,
+        slot_copy: bool = False,
     ) -> None:
         if not model or not str(model).strip():
             raise ConfigurationError("model: a model name is required (e.g. model='gpt-4o-mini')")
@@ -226,6 +239,8 @@ class OpenAIEndpoint(BaseEndpoint):
         self.extra_body = dict(extra_body or {})
         self.slots = slots
         self.llamacpp_n = bool(llamacpp_n)
+        self.slot_copy = bool(slot_copy)
+        self._slot_file = f"ttc-{uuid.uuid4().hex[:12]}"  # this endpoint's files, one per home slot (overwritten)
         self._llamacpp_width: int | None = None
         self._http_client = http_client
         self.price = price_of(self.model, prices)
@@ -337,6 +352,8 @@ class OpenAIEndpoint(BaseEndpoint):
     ) -> GenerationResult:
         p = self._params(params)
         check_request(n, p)
+        if self.slot_copy and self.slots and prefix:
+            await self._copy_prefix(p.slots)
         if n > 1 and self.llamacpp_n and not p.tools and not p.logprobs:  # the prefix is appended to the prompt
             return await self._llamacpp_n(messages, n, p, prefix)
         mode: Continuation | None = await self.resolve_continuation() if prefix else None
@@ -588,6 +605,25 @@ class OpenAIEndpoint(BaseEndpoint):
         if len(starts) == 1:
             return await part(0)
         return collect(await bounded_gather(part, len(starts), self.max_concurrency), f"{n} samples on {self.name}")
+
+    async def _copy_prefix(self, hints: Sequence[int | None] | None) -> None:
+        """Copy the first hinted slot's KV cache to the call's other hinted slots (see ``slot_copy``)."""
+        assert self.slots is not None
+        plan = copy_targets(hints, self.slots)
+        if plan is None:
+            return
+        home, targets = plan
+        clients = self._clients.get()
+        lock = clients.slot_locks.setdefault(home, asyncio.Lock())
+        async with lock:  # one save of this home slot's file at a time
+            try:
+                await copy_slot(clients.http, self.server_root, home, targets, f"{self._slot_file}-{home}.bin")
+            except SlotCopyUnsupported as exc:
+                if self.slot_copy:
+                    warnings.warn(f"{exc}; slot_copy is now off for {self.name}", RuntimeWarning, stacklevel=2)
+                self.slot_copy = False
+            except EndpointError as exc:  # a failed copy costs the siblings an evaluation, never the samples
+                logger.warning("%s", exc)
 
     async def _server_slots(self) -> int:
         """llama.cpp's parallel slots (``/props`` ``total_slots``), asked once; 1 when it does not say."""

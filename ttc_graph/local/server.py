@@ -8,6 +8,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,6 +138,7 @@ class LocalModelServer:
         self.progress = progress
         self._requested_log_path = Path(log_path).expanduser() if log_path is not None else None
         self._log_path: Path | None = self._requested_log_path
+        self._slots_dir: str | None = None
         self._model_path: Path | None = None
         self._alias: str | None = None
         self._bound_port: int | None = None
@@ -213,7 +215,9 @@ class LocalModelServer:
         Defaults: ``max_concurrency=parallel``, ``continuation="prefill"`` and ``native_n=False``: llama.cpp
         accepts ``n`` but reports one choice's completion tokens, so samples go as concurrent single requests
         (batched by the server's parallel slots) and the ledger counts every token; ``slots=parallel``, so a step
-        search sends each continuation to the slot that holds its prefix (``id_slot``); ``kwargs`` override them.
+        search sends each continuation to the slot that holds its prefix (``id_slot``); ``slot_copy=True``, so a
+        beam's siblings get a copy of that slot's cache first (this server runs with ``--slot-save-path``);
+        ``kwargs`` override them.
         """
         self._require_started()
         options: dict[str, Any] = {
@@ -224,6 +228,7 @@ class LocalModelServer:
             "continuation": "prefill",
             "native_n": False,
             "slots": self.parallel,
+            "slot_copy": True,  # the server runs with --slot-save-path (ours, or the one extra_args gave)
         }
         options.update(kwargs)
         return OpenAIEndpoint(**options)
@@ -284,6 +289,9 @@ class LocalModelServer:
             "-np", str(self.parallel), "-c", str(self.ctx_size), "--alias", model_path.stem,
             "--threads", str(self.threads), "--no-webui", *self.extra_args,
         ]  # fmt: skip
+        if "--slot-save-path" not in self.extra_args:  # slot save and restore: an endpoint's slot_copy
+            self._slots_dir = self._slots_dir or tempfile.mkdtemp(prefix="ttc-llama-slots-")
+            cmd += ["--slot-save-path", self._slots_dir]
         self._command = cmd
         assert self._log_path is not None
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in _terminate
@@ -353,6 +361,9 @@ class LocalModelServer:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=_STOP_TIMEOUT)
         self._bound_port = None
+        if self._slots_dir is not None:
+            shutil.rmtree(self._slots_dir, ignore_errors=True)
+            self._slots_dir = None
         if self._log_file is not None:
             with contextlib.suppress(OSError):
                 self._log_file.close()

@@ -76,6 +76,7 @@ def build_endpoint(spec: EndpointSpec) -> Endpoint:
             continuation=spec.continuation,
             slots=spec.slots,
             llamacpp_n=spec.llamacpp_n,
+            slot_copy=spec.slot_copy,
         )
     from ttc_graph.local.lazy import LocalEndpoint
 

@@ -93,6 +93,9 @@ class OpenAIEndpointSpec(_Spec):
     continuation: Literal["auto", "completions", "prefill", "prompt"] = "auto"
     slots: int | None = Field(None, ge=1, description="llama.cpp's parallel slots: send slot hints (id_slot).")
     llamacpp_n: bool = Field(False, description="llama.cpp: a call's n samples in one /completion request.")
+    slot_copy: bool = Field(
+        False, description="llama.cpp (with slots and --slot-save-path): copy a beam's slot to its siblings' slots."
+    )
 
 
 class LocalEndpointSpec(_Spec):
