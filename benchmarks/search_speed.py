@@ -17,6 +17,7 @@ Nothing else may use the model server while this runs: the evaluated-token count
     .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --threads 2
     .venv/bin/python benchmarks/search_speed.py --base-url http://127.0.0.1:8080/v1 --model qwen --serve
     .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --llamacpp-n
+    .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --no-slot-copy
 """
 
 from __future__ import annotations
@@ -359,7 +360,11 @@ if __name__ == "__main__":
         "--verify-seconds", type=float, default=0.0, help="seconds per item scored (a reward model's time per prefix)"
     )
     parser.add_argument(
-        "--slot-copy", action="store_true", help="copy a beam's slot to its siblings' slots first (OpenAIEndpoint)"
+        "--slot-copy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="copy a beam's slot to its siblings' slots first (OpenAIEndpoint's slot_copy; the server started here"
+        " has --slot-save-path, yours needs it)",
     )
     parser.add_argument(
         "--llamacpp-n", action="store_true", help="a call's n samples as one /completion request (OpenAIEndpoint)"
