@@ -139,7 +139,14 @@ async def ttc_batch(graph: Any) -> tuple[Batch, str | None, int]:
 
 
 async def measure(
-    endpoint: OpenAIEndpoint, results: Results, *, repeats: int, max_tokens: int, temperature: float, seed: int
+    endpoint: OpenAIEndpoint,
+    results: Results,
+    *,
+    repeats: int,
+    max_tokens: int,
+    temperature: float,
+    seed: int,
+    concurrency: Sequence[int] = CONCURRENCY,
 ) -> None:
     client = AsyncOpenAI(base_url=endpoint.base_url, api_key="local", max_retries=0, timeout=600.0)
     model = endpoint.model
@@ -155,7 +162,7 @@ async def measure(
 
         # 2. Throughput: concurrency levels interleaved within each repeat, so drift hits them alike.
         for r in range(repeats):
-            for k in CONCURRENCY:
+            for k in concurrency:
                 batch = await raw_batch(client, model, k, seed=seed + 100 * (r + 1), **params)
                 results.throughput.setdefault(k, []).append(batch)
                 print(
@@ -260,6 +267,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8, help="server slots (and the endpoint's concurrency)")
     parser.add_argument("--threads", type=int, default=None, help="llama-server threads (default: all cores)")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--concurrency", default=",".join(map(str, CONCURRENCY)), help="concurrent requests to measure, e.g. 1,8,16"
+    )
     args = parser.parse_args()
     if args.base_url and not args.model:
         parser.error("--base-url needs --model")
@@ -269,6 +279,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     load_before = os.getloadavg()[0]
     opts = {"repeats": args.repeats, "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    opts["concurrency"] = tuple(int(k) for k in args.concurrency.split(","))
 
     if args.base_url:
         endpoint = OpenAIEndpoint(

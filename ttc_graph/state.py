@@ -108,6 +108,7 @@ class TTCState(TypedDict, total=False):
     round: int
     plan: list[dict[str, Any]]
     started_at: float
+    run_key: str  # a random key of this run: a step search leases server slots under it
     answer: str | None
     stop_reason: str | None
     diagnostics: dict[str, Any] | None

@@ -52,7 +52,9 @@ class SamplingParams:
     ``slots``: a hint of the server slot each sample should run on (the i-th sample on ``slots[i]``, ``None``: the
     server's choice), so a continuation lands where its prefix's KV cache already is; an endpoint sends it only when
     it was configured for a server with such slots (:class:`~ttc_graph.endpoints.openai_compat.OpenAIEndpoint`'s
-    ``slots``, llama.cpp's ``id_slot``) and ignores it otherwise.
+    ``slots``, llama.cpp's ``id_slot``) and ignores it otherwise. ``slot_owner``: the hints are this search's own
+    numbers (any key unique to the run), which the endpoint leases to server slots, so concurrent searches never
+    queue on one slot (:mod:`ttc_graph.endpoints.slot_leases`); None: the hints name server slots.
     """
 
     temperature: float | None = None
@@ -67,6 +69,7 @@ class SamplingParams:
     tools: tuple[dict[str, Any], ...] | None = None
     tool_choice: str | dict[str, Any] | None = None
     slots: tuple[int | None, ...] | None = None
+    slot_owner: str | None = None
 
 
 def check_number(name: str, value: object, *, integer: bool, minimum: float, strict: bool = False) -> None:

@@ -43,6 +43,7 @@ from ttc_graph.endpoints.n_usage import (
 )
 from ttc_graph.endpoints.retry import RetryConfig, answer_lost, call_with_retries
 from ttc_graph.endpoints.slot_copy import SlotCopyUnsupported, copy_slot, copy_targets
+from ttc_graph.endpoints.slot_leases import SlotLeases
 from ttc_graph.endpoints.streaming import stream_chat
 from ttc_graph.errors import ConfigurationError, EndpointError
 from ttc_graph.messages import from_wire_tool_calls
@@ -242,6 +243,7 @@ class OpenAIEndpoint(BaseEndpoint):
         self.slot_copy = bool(slot_copy)
         self._slot_file = f"ttc-{uuid.uuid4().hex[:12]}"  # this endpoint's files, one per home slot (overwritten)
         self._llamacpp_width: int | None = None
+        self._leases: SlotLeases | None = None  # the server's slots, leased to concurrent searches' own numbers
         self._http_client = http_client
         self.price = price_of(self.model, prices)
         self._clients: PerLoop[_LoopClients] = PerLoop(lambda: _LoopClients(self), close=_LoopClients.aclose)
@@ -352,6 +354,30 @@ class OpenAIEndpoint(BaseEndpoint):
     ) -> GenerationResult:
         p = self._params(params)
         check_request(n, p)
+        if not (self.slots and p.slots):
+            return await self._sample_on(messages, n, p, prefix)
+        owner, leases = p.slot_owner, self._slot_leases()
+        held = leases.acquire(owner, p.slots)  # a search's own slot numbers, as server slots (None: all busy)
+        try:
+            result = await self._sample_on(messages, n, replace(p, slots=held, slot_owner=None), prefix)
+        finally:
+            leases.release(held)
+        if owner is not None:  # where a sample ran, in the search's own numbers again
+            result.generations[:] = [
+                replace(g, slot=leases.hint_of(owner, g.slot)) if g.slot is not None else g for g in result.generations
+            ]
+        return result
+
+    def _slot_leases(self) -> SlotLeases:
+        assert self.slots is not None
+        if self._leases is None or self._leases.slots != self.slots:
+            self._leases = SlotLeases(self.slots)
+        return self._leases
+
+    async def _sample_on(
+        self, messages: Sequence[ChatMessage], n: int, p: SamplingParams, prefix: str | None
+    ) -> GenerationResult:
+        """Sample with ``p.slots`` naming server slots (see :meth:`_sample`)."""
         if self.slot_copy and self.slots and prefix:
             await self._copy_prefix(p.slots)
         if n > 1 and self.llamacpp_n and not p.tools and not p.logprobs:  # the prefix is appended to the prompt

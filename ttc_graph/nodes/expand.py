@@ -74,6 +74,7 @@ class ExpandTask(TypedDict):
     hold_tokens: NotRequired[bool]  # a token budget is set: a lost answer is charged and re-planned, not retried
     slots: NotRequired[list[int | None]]  # the server slot of each of the k samples (see :func:`assign_slots`)
     started_at: NotRequired[float | None]  # when the run started (its seconds budget's deadline counts from here)
+    slot_owner: NotRequired[str | None]  # whose numbers ``slots`` are (the run's key; the endpoint leases them)
 
 
 def prefix_text(steps: list[str], delimiter: str, partial: bool = False) -> str:
@@ -213,6 +214,7 @@ def make_expand_node(
             logprobs=logprobs,
             retry_lost=not task.get("hold_tokens", False),
             slots=(child["slot"],) if child.get("slot") is not None else None,
+            slot_owner=task.get("slot_owner"),
         )
         path = StepOutcome(steps=list(child["steps"]), partial=bool(child.get("partial")), finished=False)
         lps: list[float] = []
@@ -243,6 +245,7 @@ def make_expand_node(
             logprobs=logprobs,
             retry_lost=not task.get("hold_tokens", False),
             slots=tuple(task["slots"]) if task.get("slots") else None,
+            slot_owner=task.get("slot_owner"),
         )
         spent = RequestUsage()
         errors: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
@@ -121,6 +122,7 @@ def make_prepare_node(history: History = "all", reset: Iterable[str] = (), *, ta
             "round": 0,
             "plan": [],
             "started_at": time.time(),
+            "run_key": uuid.uuid4().hex[:12],
         }
         for key in (*RESET_TO_NONE, *extra):
             if state.get(key) is not None:

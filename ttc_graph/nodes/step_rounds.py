@@ -167,11 +167,13 @@ def expand_tasks(
     slots: int | None = None,
     held: Mapping[int, Sequence[str]] | None = None,
     started_at: float | None = None,
+    owner: str | None = None,
 ) -> list[ExpandTask]:
     """One expand task per (beam, k); a task of k samples owns seeds [s, s + k), so endpoints that fan a request
     out into k single ones never repeat a seed within a round. With ``slots`` (the endpoint takes slot hints) every
     sample gets a server slot (:func:`~ttc_graph.nodes.expand.assign_slots`: a beam's first child on its parent's,
-    its siblings where ``held``, the slots' last paths, shares most of its prefix)."""
+    its siblings where ``held``, the slots' last paths, shares most of its prefix), numbered as run ``owner``'s own
+    (the endpoint leases them to server slots)."""
     tasks: list[ExpandTask] = []
     offset = 0
     placed = assign_slots(expansions, slots, held=held) if slots else None
@@ -192,6 +194,7 @@ def expand_tasks(
         )
         if placed is not None:
             tasks[-1]["slots"] = placed[i]
+            tasks[-1]["slot_owner"] = owner
         offset += k
     return tasks
 
@@ -331,7 +334,7 @@ def make_step_controller(
                 held = held_paths(state.get("frontier", [])) if slots else None  # type: ignore[arg-type]
                 tasks = expand_tasks(
                     state["question"], expansions, round_, temperature, limits, seed, slots, held,
-                    state.get("started_at"),
+                    state.get("started_at"), state.get("run_key"),
                 )  # fmt: skip
                 if runner is not None and round_ == 0:
                     tasks = [_runner_task(runner, state, tasks)]  # type: ignore[list-item]
