@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the compute-optimal study in chunks on the benchmark model, committing the database and the report after
 # every chunk, so a stopped run loses at most one chunk and the next call resumes where it stopped.
-#   scripts/run-study.sh [CONFIG]   (CHUNK=units per chunk, GGUF=model file, THREADS=llama.cpp threads, COMMIT=0
+#   scripts/run-study.sh [CONFIG]   (CHUNK=units per chunk, GGUF=model file, THREADS=llama.cpp threads,
+#                                    PARALLEL=its slots (8), COMMIT=0
 #                                    to skip commits, DB=the database when not study.sqlite beside CONFIG,
 #                                    BASE_URL and MODEL=an OpenAI-compatible server already running instead of GGUF,
 #                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier)
@@ -20,7 +21,7 @@ if [ -n "${BASE_URL:-}" ]; then
   MODEL_ARGS=(--base-url "$BASE_URL" --model "${MODEL:-bench}")
 else
   GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
-  MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS")
+  MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS" --parallel "${PARALLEL:-8}")
 fi
 rescores=0
 if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi
