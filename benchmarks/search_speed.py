@@ -18,6 +18,11 @@ Nothing else may use the model server while this runs: the evaluated-token count
     .venv/bin/python benchmarks/search_speed.py --base-url http://127.0.0.1:8080/v1 --model qwen --serve
     .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --llamacpp-n
     .venv/bin/python benchmarks/search_speed.py --gguf "$(bash ../shared/models/fetch-bench-model.sh)" --no-slot-copy
+    .venv/bin/python benchmarks/search_speed.py --gguf ... --questions 6 --concurrent 3 [--no-leases]
+
+``--concurrent K`` runs each strategy on K questions at once (a row is then one batch), as a study's concurrent
+units or several users of ``ttc serve`` do; ``--no-leases`` sends each run's own slot numbers to the server as they
+are, as the searches did before slot leases (``ttc_graph/endpoints/slot_leases.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ttc_graph import (
     create_particle_filtering,
 )
 from ttc_graph.endpoints import Endpoint, EndpointWrapper, GenerationResult
+from ttc_graph.endpoints.slot_leases import SlotLeases
 from ttc_graph.eval import load_dataset
 from ttc_graph.verifiers import Score, VerificationResult, Verifier, VerifyItem
 
@@ -195,20 +201,23 @@ def server_counters(metrics_url: str) -> Counters:
     return Counters(metric("prompt_tokens_total"), decodes, metric("n_busy_slots_per_decode") * decodes)
 
 
-async def run_graph(strategy: str, policy: Endpoint, question: str, args: argparse.Namespace, metrics: str) -> Run:
+async def run_graph(
+    strategy: str, policy: Endpoint, questions: Sequence[str], args: argparse.Namespace, metrics: str
+) -> Run:
+    """One run of ``strategy`` per question, all at once (``--concurrent``), measured together."""
     counted = InFlight(policy)
     graph = build(strategy, counted, args.n, args)  # type: ignore[arg-type]
     before = server_counters(metrics)
     cpu = time.process_time()
     start = counted.since = time.perf_counter()
-    out = await graph.ainvoke({"question": question})
+    outs = await asyncio.gather(*(graph.ainvoke({"question": q}) for q in questions))
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu
     server = server_counters(metrics) - before
-    usage = out["usage"]
+    usages = [out["usage"] for out in outs]
     return Run(
-        strategy, "graph", wall, usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0), server,
-        counted.most, counted.mean(wall), cpu,
+        strategy, "graph", wall, sum(u.get("completion_tokens", 0) for u in usages),
+        sum(u.get("prompt_tokens", 0) for u in usages), server, counted.most, counted.mean(wall), cpu,
     )  # fmt: skip
 
 
@@ -313,22 +322,24 @@ async def main(args: argparse.Namespace) -> None:
         policy = endpoint(base_url, model, args)
         with contextlib.ExitStack() as stack:
             serve_url = stack.enter_context(serve_app(base_url, model, args)) if args.serve else None
-            for p in problems:
+            batches = [problems[i : i + args.concurrent] for i in range(0, len(problems), args.concurrent)]
+            for batch in batches:
+                ids = "+".join(q.id for q in batch)
                 for strategy in args.strategies:
-                    run = await run_graph(strategy, policy, p.question, args, metrics)
+                    run = await run_graph(strategy, policy, [q.question for q in batch], args, metrics)
                     results.runs.append(run)
                     print(
-                        f"q{p.id} {strategy:<18} graph: {run.completion} tokens in {run.wall:.1f} s"
+                        f"q{ids} {strategy:<18} graph: {run.completion} tokens in {run.wall:.1f} s"
                         f" ({run.rate:.1f}/s), prompt sent {run.prompt_sent}, evaluated {run.prompt_evaluated:.0f},"
                         f" most in flight {run.in_flight}, mean {run.mean_in_flight:.1f}, server: busy slots per decode"
                         f" {run.busy_per_decode:.2f}, {run.ms_per_decode:.0f} ms per decode,"
                         f" client CPU {run.client_cpu:.1f} s",
                         flush=True,
                     )
-                    if serve_url is not None:
-                        run = await run_served(strategy, serve_url, p.question, metrics)
+                    if serve_url is not None and len(batch) == 1:
+                        run = await run_served(strategy, serve_url, batch[0].question, metrics)
                         results.runs.append(run)
-                        print(f"q{p.id} {strategy:<18} serve: {run.completion} tokens ({run.rate:.1f}/s)", flush=True)
+                        print(f"q{ids} {strategy:<18} serve: {run.completion} tokens ({run.rate:.1f}/s)", flush=True)
     paths = ["graph", "serve"] if args.serve else ["graph"]
     hints = "no slot hints" if args.no_slots else "slot hints (id_slot)"
     if args.llamacpp_n:
@@ -336,6 +347,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.slot_copy:
         hints += ", a beam's slot copied to its siblings' slots (slot_copy)"
     verifier = "constant verifier" + (f" taking {args.verify_seconds:g} s per item" if args.verify_seconds else "")
+    if args.concurrent > 1:
+        hints += f", {args.concurrent} runs at once" + (" without slot leases" if args.no_leases else " (slot leases)")
     print(f"\nn = {args.n}, {len(problems)} GSM8K test questions, {args.parallel} slots, {hints}, {verifier}\n")
     print(table(results, paths))
 
@@ -367,6 +380,14 @@ if __name__ == "__main__":
         " has --slot-save-path, yours needs it)",
     )
     parser.add_argument(
+        "--concurrent", type=int, default=1, help="runs of a strategy at once, each on its own question (--serve: 1)"
+    )
+    parser.add_argument(
+        "--no-leases",
+        action="store_true",
+        help="with --concurrent: every run's slot hints name server slots directly, as before slot leases",
+    )
+    parser.add_argument(
         "--llamacpp-n", action="store_true", help="a call's n samples as one /completion request (OpenAIEndpoint)"
     )
     parser.add_argument(
@@ -381,4 +402,8 @@ if __name__ == "__main__":
     if options.verify_seconds < 0:
         parser.error("--verify-seconds: must be >= 0")
     CONSTANT.latency = options.verify_seconds
+    if options.concurrent < 1:
+        parser.error("--concurrent: must be >= 1")
+    if options.no_leases:  # the comparison: a run's own slot numbers go to the server as they are
+        SlotLeases._place = lambda self, key: key[1] % self.slots  # type: ignore[method-assign]
     asyncio.run(main(options))
