@@ -365,3 +365,42 @@ async def test_concurrent_first_calls_of_a_lazy_endpoint_start_one_server_and_sh
     a, b = await asyncio.gather(first, second)
     assert a is b and calls == [(None, 2)]
     assert await endpoint.resolve() is a
+
+
+def test_the_watchdog_stops_the_server_and_removes_its_slot_folder_once_the_parent_is_gone(tmp_path: Path):
+    import subprocess
+
+    from ttc_graph.local.server import _with_watchdog
+
+    scratch = tmp_path / "slots"
+    scratch.mkdir()
+    (scratch / "ttc-home-0.bin").write_bytes(b"kv")
+    parent = subprocess.Popen(["sleep", "60"])
+    server = tmp_path / "server.pid"
+    watchdog = subprocess.Popen(_with_watchdog(["sh", "-c", f"echo $$ > {server}; exec sleep 60"], str(scratch),
+                                               parent=parent.pid))  # fmt: skip
+    try:
+        for _ in range(300):  # the server has started
+            if server.is_file() and server.read_text().strip():
+                break
+            time.sleep(0.1)
+        parent.kill()  # as SIGKILL or the OOM killer would: no atexit handler runs
+        parent.wait()
+        watchdog.wait(timeout=30)
+    finally:
+        watchdog.kill()
+    assert not scratch.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(server.read_text()), 0)
+
+
+def test_the_watchdog_leaves_the_slot_folder_to_a_living_parent(tmp_path: Path):
+    import subprocess
+
+    from ttc_graph.local.server import _with_watchdog
+
+    scratch = tmp_path / "slots"
+    scratch.mkdir()
+    watchdog = subprocess.Popen(_with_watchdog(["sh", "-c", "exit 3"], str(scratch)))  # the server dies on its own
+    assert watchdog.wait(timeout=30) == 3
+    assert scratch.is_dir()  # LocalModelServer.stop() removes it

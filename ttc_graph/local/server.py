@@ -51,16 +51,19 @@ def _log_tail(path: Path | None, lines: int = _TAIL_LINES) -> str:
 
 
 # A parent killed outright (SIGKILL, OOM) runs no atexit handler: a tiny shell watchdog between us and
-# llama-server stops the server once this Python process is gone, so no orphan keeps a port and the CPU busy.
+# llama-server stops the server once this Python process is gone, so no orphan keeps a port and the CPU busy, and
+# then removes the server's temporary slot folder (its second argument; empty: none).
 _WATCHDOG = (
-    "parent=$1; shift; \"$@\" & child=$!; trap 'kill $child 2>/dev/null; wait $child' TERM INT; "
+    "parent=$1; scratch=$2; shift 2; \"$@\" & child=$!; trap 'kill $child 2>/dev/null; wait $child' TERM INT; "
     "while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; "
-    "kill $child 2>/dev/null; wait $child"
+    "kill $child 2>/dev/null; wait $child; status=$?; "
+    "if ! kill -0 $parent 2>/dev/null && [ -n \"$scratch\" ]; then rm -rf \"$scratch\"; fi; exit $status"
 )
 
 
-def _with_watchdog(cmd: list[str]) -> list[str]:
-    return ["/bin/sh", "-c", _WATCHDOG, "ttc-watchdog", str(os.getpid()), *cmd]
+def _with_watchdog(cmd: list[str], scratch: str | None = None, parent: int | None = None) -> list[str]:
+    """``cmd`` under the watchdog of process ``parent`` (this one), which removes ``scratch`` once both are gone."""
+    return ["/bin/sh", "-c", _WATCHDOG, "ttc-watchdog", str(parent or os.getpid()), scratch or "", *cmd]
 
 
 def _free_port(host: str) -> int:
@@ -289,8 +292,9 @@ class LocalModelServer:
             "-np", str(self.parallel), "-c", str(self.ctx_size), "--alias", model_path.stem,
             "--threads", str(self.threads), "--no-webui", *self.extra_args,
         ]  # fmt: skip
+        scratch = None
         if "--slot-save-path" not in self.extra_args:  # slot save and restore: an endpoint's slot_copy
-            self._slots_dir = self._slots_dir or tempfile.mkdtemp(prefix="ttc-llama-slots-")
+            self._slots_dir = scratch = self._slots_dir or tempfile.mkdtemp(prefix="ttc-llama-slots-")
             cmd += ["--slot-save-path", self._slots_dir]
         self._command = cmd
         assert self._log_path is not None
@@ -300,7 +304,7 @@ class LocalModelServer:
         t0 = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                _with_watchdog(cmd),
+                _with_watchdog(cmd, scratch),
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
