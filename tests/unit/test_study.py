@@ -619,6 +619,57 @@ async def test_a_nested_budget_missing_beside_a_stored_source_is_replayed_on_rer
         assert ("seq", 2, "0") in store.done("t")
 
 
+# -- one run for two templates whose specs coincide at a budget (beam search M = 2 and M = √N at N = 4) ----------
+
+
+def same_at_4(tmp_path: Path) -> StudyConfig:
+    return config(tmp_path, templates={
+        "bon_weighted": {"kind": "best_of_n", "selection": "weighted"},
+        "beam": {"kind": "beam_search", "beam_width": 2},
+        "beam_sqrt": {"kind": "beam_search", "beam_width": "sqrt"},  # √4 = 2: beam at 4; √2 -> 1 at 2
+        "seq": {"kind": "revisions", "chain_length": "full", "selection": "hierarchical"}})  # fmt: skip
+
+
+def test_a_template_with_the_same_spec_as_an_earlier_one_at_a_budget_is_that_run(tmp_path: Path) -> None:
+    cfg = same_at_4(tmp_path)
+    assert cfg.same_as("beam_sqrt", 4) == "beam" and cfg.source_of("beam_sqrt", 4) == ("beam", 4)
+    assert cfg.same_as("beam_sqrt", 2) is None and cfg.same_as("beam", 4) is None  # the earlier one runs
+    assert cfg.same_as("seq", 4) is None and cfg.same_as("bon_weighted", 4) is None
+    extension = load_study(Path(__file__).parents[2] / "docs/study/extension/study.yaml")
+    assert extension.source_of("beam_sqrt", 16) == ("beam_m4", 16)
+    assert extension.source_of("beam_sqrt", 8) is None and extension.source_of("beam_m4", 16) is None
+
+
+async def test_the_same_spec_runs_once_and_both_templates_get_its_row(tmp_path: Path) -> None:
+    cfg = same_at_4(tmp_path)
+    units = plan_units(PROBLEMS[:1], cfg, set())
+    assert [(u.template, u.budget) for u in units if u.template and "beam" in u.template] == [
+        ("beam", 2), ("beam", 4), ("beam_sqrt", 2)]  # fmt: skip
+    policy = ScriptedEndpoint(solve)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        report = await run_study(policy, cfg, store, problems=PROBLEMS[:1])
+        rows = {(r.strategy, r.budget): r for r in store.rows("t")}
+        assert report.failed == 0 and not plan_units(PROBLEMS[:1], cfg, store.done("t"))
+    one, same = rows[("beam", 4)], rows[("beam_sqrt", 4)]
+    assert not one.reused and same.reused and same.details["same_as"] == "beam"
+    assert (same.answer, same.correct, same.generations, same.tokens, same.candidates) == (
+        one.answer, one.correct, one.generations, one.tokens, one.candidates)  # fmt: skip
+
+
+async def test_a_same_spec_row_missing_beside_its_stored_source_is_replayed_without_a_model_call(
+    tmp_path: Path,
+) -> None:
+    cfg = same_at_4(tmp_path)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        await run_study(ScriptedEndpoint(solve), cfg, store, problems=PROBLEMS[:1])
+        store._db.execute("DELETE FROM runs WHERE strategy = 'beam_sqrt' AND budget = 4")  # as if it had never run
+        store._db.commit()
+        assert [(u.template, u.budget) for u in plan_units(PROBLEMS[:1], cfg, store.done("t"))] == [("beam_sqrt", 4)]
+        policy = ScriptedEndpoint(solve)
+        await run_study(policy, cfg, store, problems=PROBLEMS[:1])
+        assert not policy.calls and ("beam_sqrt", 4, "0") in store.done("t")
+
+
 async def test_the_report_counts_only_the_runs_that_measured_their_seconds(tmp_path: Path) -> None:
     from ttc_graph.study.render import render_markdown
     from ttc_graph.study.report import analyze, load_study_data

@@ -57,7 +57,7 @@ _WATCHDOG = (
     "parent=$1; scratch=$2; shift 2; \"$@\" & child=$!; trap 'kill $child 2>/dev/null; wait $child' TERM INT; "
     "while kill -0 $parent 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; "
     "kill $child 2>/dev/null; wait $child; status=$?; "
-    "if ! kill -0 $parent 2>/dev/null && [ -n \"$scratch\" ]; then rm -rf \"$scratch\"; fi; exit $status"
+    'if ! kill -0 $parent 2>/dev/null && [ -n "$scratch" ]; then rm -rf "$scratch"; fi; exit $status'
 )
 
 

@@ -16,6 +16,7 @@ from ttc_graph.prompts import DEFAULT_SYSTEM_PROMPT
 from ttc_graph.specs.io import SpecError
 from ttc_graph.specs.models import StrategySpec
 from ttc_graph.strategies.revisions import split_budget
+from ttc_graph.strategies.search import resolve_width
 
 __all__ = ["PoolSource", "StudyConfig", "load_study"]
 
@@ -241,6 +242,33 @@ class StudyConfig(BaseModel):
         most, longest = split_budget(large.n, large.chain_length)  # type: ignore[union-attr]
         return largest if chains <= most and length <= longest else None
 
+    def same_as(self, name: str, budget: int) -> str | None:
+        """An earlier template that runs the very same spec at ``budget`` on every question ``name`` covers (beam
+        search M = 4 and M = √N at N = 16), whose run is then ``name``'s too: one run, not two of one thing."""
+        if name not in self.live_templates():
+            return None
+        spec = _concrete(self.spec_for(name, budget))
+        for other in self.live_templates():
+            if other == name:
+                return None
+            if (
+                budget in self.budgets_of(other)
+                and self.questions_of(other) >= self.questions_of(name)
+                and self.nested_in(other, budget) is None
+                and _concrete(self.spec_for(other, budget)) == spec
+            ):
+                return other
+        return None
+
+    def source_of(self, name: str, budget: int) -> tuple[str, int] | None:
+        """The (template, budget) run that ``name`` at ``budget`` is replayed from (:meth:`nested_in`,
+        :meth:`same_as`), or None: it runs live."""
+        nested = self.nested_in(name, budget)
+        if nested is not None:
+            return name, nested
+        other = self.same_as(name, budget)
+        return None if other is None else (other, budget)
+
     def covers(self, template: str, budget: int, index: int | None = None) -> bool:
         """Whether a ``(template, budget)`` row (of the question at 0-based ``index``, when given) is this
         config's: a database may also hold a follow-up config's templates or questions, run under the same name
@@ -256,6 +284,17 @@ class StudyConfig(BaseModel):
 
     def pool_templates(self) -> list[str]:
         return [n for n, t in self.templates.items() if t.get("kind") == "best_of_n"]
+
+
+def _concrete(spec: StrategySpec) -> dict[str, Any]:
+    """``spec`` as data, with ``"sqrt"`` widths and chain lengths resolved at its ``n``."""
+    data = spec.model_dump(mode="json")
+    n = data.get("n")
+    if isinstance(n, int) and data.get("beam_width") == "sqrt":
+        data["beam_width"] = resolve_width(n, "sqrt")
+    if isinstance(n, int) and data.get("chain_length") in ("sqrt", "full"):
+        data["chain_length"] = split_budget(n, data["chain_length"])[1]
+    return data
 
 
 def load_study(path: str | Path) -> StudyConfig:

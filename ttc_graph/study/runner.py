@@ -15,7 +15,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,8 @@ def plan_units(
             for b in config.budgets_of(name):
                 if not config.covers(name, b, i):
                     continue
-                source = config.nested_in(name, b)
-                if (name, b, p.id) in done or (source is not None and (name, source, p.id) not in done):
+                source = config.source_of(name, b)
+                if (name, b, p.id) in done or (source is not None and (*source, p.id) not in done):
                     continue  # done, or derived when its source runs
                 units.append(StudyUnit(p, i, name, b))
     return units
@@ -131,12 +131,19 @@ def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequenc
             seconds.setdefault((r.strategy, r.budget), []).append(r.seconds)
 
     def expected(unit: StudyUnit) -> float:
-        if unit.template is None or config.nested_in(unit.template, unit.budget) is not None:
+        if unit.template is None or config.source_of(unit.template, unit.budget) is not None:
             return 0.0
         measured = seconds.get((unit.template, unit.budget))
         return statistics.fmean(measured) if measured else math.inf
 
     return sorted(units, key=lambda u: -expected(u))
+
+
+def derive_same(source: ResultRow, template: str) -> ResultRow:
+    """``source`` (a run of a template with the very same spec, :meth:`StudyConfig.same_as`) as ``template``'s."""
+    details = {"same_as": source.strategy, "sources": ["replay"], "seconds_measured": False,
+               "seed": source.details.get("seed")}  # fmt: skip
+    return replace(source, strategy=template, reused=True, details=details)
 
 
 def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> ResultRow:
@@ -223,7 +230,7 @@ class _StudyJob:
         return units, len(plan_units(self.problems, self.config, set())) - len(pending)
 
     def derived(self, unit: StudyUnit) -> bool:
-        return unit.template is not None and self.config.nested_in(unit.template, unit.budget) is not None
+        return unit.template is not None and self.config.source_of(unit.template, unit.budget) is not None
 
     def pool_of(self, unit: StudyUnit, store: ResultStore) -> list[dict[str, Any]]:
         """The question's pool as stored, else as the configured pool file holds it (none for a template's unit)."""
@@ -253,14 +260,16 @@ class _StudyJob:
         return self.config.seed + 1_000_003 * unit.index
 
     def derive(self, unit: StudyUnit, store: ResultStore) -> UnitOutcome:
-        """A nested unit whose source run is stored: replayed from it (no model call)."""
+        """A unit whose source run is stored: replayed from it (no model call)."""
         assert unit.template is not None
         cfg, p = self.config, unit.problem
-        source = cfg.nested_in(unit.template, unit.budget)
-        key = (unit.template, source, p.id)
-        rows = [r for r in store.rows(cfg.name) if (r.strategy, r.budget, r.question_id) == key]
+        source = cfg.source_of(unit.template, unit.budget)
+        assert source is not None
+        rows = [r for r in store.rows(cfg.name) if (r.strategy, r.budget, r.question_id) == (*source, p.id)]
         if not rows:
-            raise TTCError(f"{unit.label}: its source run at budget {source} is not stored")
+            raise TTCError(f"{unit.label}: its source run {source[0]} at budget {source[1]} is not stored")
+        if source[0] != unit.template:
+            return UnitOutcome([derive_same(rows[0], unit.template)])
         return UnitOutcome([derive_nested(cfg, rows[0], unit.budget)])
 
     async def run_live(self, unit: StudyUnit, done: Collection[Key] = ()) -> UnitOutcome:
@@ -287,7 +296,14 @@ class _StudyJob:
             for b in cfg.budgets_of(unit.template)
             if cfg.nested_in(unit.template, b) == unit.budget and (unit.template, b, p.id) not in done
         ]
-        return UnitOutcome([row, *nested], generations=row.generations, tokens=row.tokens)
+        same = [
+            derive_same(row, other)
+            for other in cfg.live_templates()
+            if cfg.covers(other, unit.budget, unit.index)
+            and cfg.same_as(other, unit.budget) == unit.template
+            and (other, unit.budget, p.id) not in done
+        ]
+        return UnitOutcome([row, *nested, *same], generations=row.generations, tokens=row.tokens)
 
     # -- best-of-N from one pool per question ----------------------------------------------------------------
 
