@@ -9,6 +9,7 @@
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
+# (tee -a: a log file given as stderr is appended to, not truncated at every command)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-docs/study/gsm8k-qwen-0.5b.yaml}
@@ -26,12 +27,12 @@ fi
 rescores=0
 if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi
 while :; do
-  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee /dev/stderr)
+  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee -a /dev/stderr)
   failed_run=0
   grep -q "^error:" <<<"$out" && failed_run=1
   more=0
   if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ]; then
-    rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee /dev/stderr)
+    rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee -a /dev/stderr)
     grep -Eq "rescore: [1-9][0-9]* question\(s\) stored" <<<"$rescored" && more=1  # some stored: more may be left
   fi
   nice -n 10 $TTC study report "$CONFIG" --db "$DB" >/dev/null 2>&1 || true  # needs 10 complete questions
