@@ -9,7 +9,8 @@
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
-# (tee -a: a log file given as stderr is appended to, not truncated at every command)
+# (tee -a: a log file given as stderr is appended to, not truncated at every command; redirect to a log with >>,
+# since a log opened with > is written at this script's own offset, over what tee appended)
 # To stop without losing work: Ctrl-C once, or SIGTERM to the `study run` process (pkill -TERM -f "study run"):
 # its units in flight finish and are stored, this chunk is committed, and the loop ends. A second signal stops at once.
 set -uo pipefail
