@@ -212,5 +212,6 @@ def test_samples_of_one_prompt_evaluate_it_once_and_keep_the_ledger_exact(metere
 
     without, prompt = sample(False, "a")
     copied, _ = sample(True, "b")
+    print(f"4 samples of a {prompt}-token prompt: {without} prompt tokens evaluated without slot_copy, {copied} with")
     assert prompt > 50 and without >= 4 * (prompt - 30)  # each sample evaluates the prompt (a template prefix cached)
     assert copied <= prompt + 4 * 2 < without  # once, then a token or two per sample
