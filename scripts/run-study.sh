@@ -10,6 +10,8 @@
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
 # (tee -a: a log file given as stderr is appended to, not truncated at every command)
+# To stop without losing work: Ctrl-C once, or SIGTERM to the `study run` process (pkill -TERM -f "study run"):
+# its units in flight finish and are stored, this chunk is committed, and the loop ends. A second signal stops at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-docs/study/gsm8k-qwen-0.5b.yaml}
@@ -30,8 +32,10 @@ while :; do
   out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee -a /dev/stderr)
   failed_run=0
   grep -q "^error:" <<<"$out" && failed_run=1
+  stopped=0
+  grep -q "^stopped early" <<<"$out" && stopped=1  # asked to stop: commit what finished, then end
   more=0
-  if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ]; then
+  if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ] && [ "$stopped" = 0 ]; then
     rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee -a /dev/stderr)
     grep -Eq "rescore: [1-9][0-9]* question\(s\) stored" <<<"$rescored" && more=1  # some stored: more may be left
   fi
@@ -44,5 +48,6 @@ while :; do
       || echo "commit skipped (index busy?); the next chunk commits it" >&2
   fi
   [ "$failed_run" = 1 ] && { echo "stopping: the study command failed" >&2; exit 1; }
+  [ "$stopped" = 1 ] && { echo "stopped as asked; rerun to resume" >&2; exit 0; }
   grep -q " 0 unit(s) to run" <<<"$out" && [ "$more" = 0 ] && break
 done

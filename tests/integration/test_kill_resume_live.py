@@ -263,3 +263,38 @@ def test_a_killed_checkpointed_search_resumes_with_only_the_unfinished_requests(
     assert resumed["stop_reason"] == clean["stop_reason"]
     for key in ("requests", "completion_tokens", "generations"):  # the resumed ledger counts the whole search
         assert resumed["usage"][key] == clean["usage"][key], key
+
+
+def test_a_sigterm_drains_ttc_eval_its_units_in_flight_are_stored_and_no_other_starts(
+    upstream: LocalModelServer, tmp_path: Path
+) -> None:
+    """One SIGTERM while units are in flight: they finish and are stored, no other starts, the command exits 0
+    saying how many were not started (every unit is either stored or not started: none is lost), and a rerun
+    does only those."""
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    db = tmp_path / "eval.sqlite"
+    units = len(QUESTIONS) * 2
+    with FaultProxy(upstream.server_root) as proxy:
+        common = [
+            "eval", "--dataset", "jsonl", "--path", str(data), "--question-field", "question", "--answer-field",
+            "answer", "--strategy", "best_of_n:majority", "--strategy", "revisions:majority", "--budgets", "2",
+            "--max-tokens", "12", "--temperature", "0.8", "--seed", "7", "--concurrency", "2", "--base-url",
+            proxy.url, "--model", upstream.model_name, "--db", str(db), "--run", "drained",
+        ]  # fmt: skip
+        env = {**os.environ, "COLUMNS": "200"}
+        proc = subprocess.Popen([TTC, *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + 300
+        while not [r for r in proxy.snapshot() if PROBE[0]["content"] not in json.dumps(r.body or "")]:
+            assert proc.poll() is None and time.monotonic() < deadline, "ttc eval ended before a unit started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=300)
+        kept = rows(db, "drained")
+        resumed = run_cli(common)
+    last = resumed.stdout.splitlines()[-1]
+    print(f"ttc eval drained by SIGTERM: {len(kept)} of {units} units stored; the rerun: {last}")
+    assert proc.returncode == 0, out
+    assert "stopping:" in out and f"stopped early: {units - len(kept)} unit(s) not started" in out, out
+    assert 1 <= len(kept) < units, out
+    assert len(rows(db, "drained")) == units

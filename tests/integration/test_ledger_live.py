@@ -193,3 +193,24 @@ def test_slot_copy_spares_siblings_the_prefix_and_keeps_the_ledger_exact(metered
     assert without >= 3 * 40  # three siblings evaluate the path (about 60 tokens) again
     assert copied <= 4 * 2 < without  # each child evaluates at most its last prompt token or two
     assert sent > 4 * 60
+
+
+def test_samples_of_one_prompt_evaluate_it_once_and_keep_the_ledger_exact(metered: LocalModelServer) -> None:
+    """Four samples of a prompt no slot holds (best-of-N, a search's root): with ``slot_copy`` one request of one
+    token evaluates it on one slot (the server samples that token from the prompt's logits) and the other three
+    slots get a copy; without it each of the four evaluates the whole prompt. The priming token is in the ledger."""
+
+    def sample(copy: bool, tag: str) -> tuple[int, int]:
+        ep = metered.endpoint(slot_copy=copy)
+        question = f"({tag}) Count from one to twenty in words, separated by commas. " * 3
+        params = SamplingParams(temperature=0.8, max_tokens=8, seed=5)
+        before, prompt_before = generated(metered), evaluated(metered)
+        out = asyncio.run(ep.generate([{"role": "user", "content": question}], n=4, params=params))
+        assert len(out.generations) == 4 and out.usage.completion_tokens == generated(metered) - before > 0
+        assert out.usage.requests == 4 + copy and ep.slot_copy is copy
+        return evaluated(metered) - prompt_before, out.usage.prompt_tokens // out.usage.requests
+
+    without, prompt = sample(False, "a")
+    copied, _ = sample(True, "b")
+    assert prompt > 50 and without >= 4 * (prompt - 30)  # each sample evaluates the prompt (a template prefix cached)
+    assert copied <= prompt + 4 * 2 < without  # once, then a token or two per sample

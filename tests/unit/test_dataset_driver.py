@@ -4,7 +4,10 @@ and the one pool-sample schema: stored samples read and written back as each kin
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +103,41 @@ async def test_the_driver_skips_runs_stores_and_reports(tmp_path: Path, elsewher
         assert "q0" not in job.requests and len(job.requests) == 4
     else:
         assert job.most == 2  # the job's concurrency
+
+
+async def test_a_stop_drains_the_run_the_units_in_flight_finish_and_are_stored(tmp_path: Path) -> None:
+    """Stop set while q0 and q1 run (two at a time): both finish and are stored, q2-q4 never start; a rerun
+    does the rest."""
+    stop = threading.Event()
+    started: list[str] = []
+
+    class Stopping(Toy):
+        async def run_here(self, unit: Unit, store: ResultStore, done: set[tuple[str, int, str]]) -> UnitOutcome:
+            started.append(unit.question_id)
+            if len(started) == 2:
+                stop.set()  # as a signal handler does, while two units are in flight
+            await asyncio.sleep(0.01)
+            return UnitOutcome([row(unit.question_id)], generations=1, tokens=5)
+
+    with ResultStore(tmp_path / "toy.sqlite") as store:
+        report = await drive(Stopping(), store, stop=stop)
+        assert started == ["0", "1"] and store.done("r") == {("toy", 1, "0"), ("toy", 1, "1")}
+        assert (report.finished, report.not_started, report.rows_written) == (2, 3, 2)
+        rest = await drive(Stopping(), store)
+    assert (rest.skipped, rest.finished, rest.not_started) == (2, 3, 0)
+
+
+def test_the_first_signal_asks_a_run_to_drain_the_second_stops_it() -> None:
+    from ttc_graph.cli.common import drain_on_signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with drain_on_signal() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.is_set()  # nothing raised: the units in flight go on
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_study_sample_reads_its_answer_from_its_text_and_keeps_its_keys() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "check_gguf",
     "check_ray",
     "console",
+    "drain_on_signal",
     "exit_if_no_answer",
     "exit_on_failures",
     "fail",
@@ -100,6 +102,28 @@ def check_ray(ray: str | None, replicas: int | None) -> None:
         from ttc_graph.cli.runtime import check_ray_options
 
         check_ray_options(ray, replicas)
+
+
+@contextlib.contextmanager
+def drain_on_signal(what: str = "units") -> Iterator[threading.Event]:
+    """An event the first SIGINT (Ctrl-C) or SIGTERM sets, so a long run drains (no new unit starts, the ones in
+    flight finish and are kept); a second signal raises KeyboardInterrupt, stopping at once."""
+    import signal
+
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        console.print(f"[yellow]stopping:[/] the {what} in flight finish and are kept; signal again to stop now")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager

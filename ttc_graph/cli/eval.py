@@ -21,9 +21,9 @@ from ttc_graph.cli.common import (
     check_gguf,
     check_ray,
     console,
+    drain_on_signal,
     fail,
     print_curves,
-    sigterm_as_interrupt,
 )
 from ttc_graph.cli.options import (
     BaseUrlOption,
@@ -52,12 +52,17 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
         return None
     try:
         with (
-            sigterm_as_interrupt(),
+            drain_on_signal() as stop,
             endpoint as source,
             ProgressBar("sweep", todo) as bar,
         ):
             runner, policy = split_runner(source)
-            return asyncio.run(run_sweep(policy, problems, config, store, progress=bar.unit, runner=runner))
+            report = asyncio.run(
+                run_sweep(policy, problems, config, store, progress=bar.unit, runner=runner, stop=stop)
+            )
+        if report.not_started:
+            console.print(f"stopped early: {report.not_started} unit(s) not started; rerun to resume")
+        return report
     except TTCError as exc:
         raise fail(exc) from exc
     except KeyboardInterrupt:

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ttc_graph.cli.common import check_gguf, check_ray, console, exit_on_failures, fail, sigterm_as_interrupt
+from ttc_graph.cli.common import (
+    check_gguf,
+    check_ray,
+    console,
+    drain_on_signal,
+    exit_on_failures,
+    fail,
+    sigterm_as_interrupt,
+)
 from ttc_graph.cli.options import (
     BaseUrlOption,
     GgufOption,
@@ -88,14 +96,17 @@ def run_command(
         source = runtime.ray(ray, replicas, config.concurrency, ctx_size=slot_context * parallel, **options)
     try:
         with (
-            sigterm_as_interrupt(),
+            drain_on_signal() as stop,
             source as endpoint,
             ProgressBar("study", len(units)) as bar,
         ):
             runner, policy = split_runner(endpoint)
             report = asyncio.run(
-                run_study(policy, config, store, problems=problems, progress=bar.unit, limit=max_units, runner=runner)
-            )
+                run_study(
+                    policy, config, store, problems=problems, progress=bar.unit, limit=max_units, runner=runner,
+                    stop=stop,
+                )
+            )  # fmt: skip
     except TTCError as exc:
         raise fail(exc) from exc
     except KeyboardInterrupt:
@@ -105,6 +116,8 @@ def run_command(
         f"this call: {report.finished} unit(s) finished, {report.failed} failed, {report.skipped} already done; "
         f"{report.generations} generations, {report.tokens} tokens in {report.seconds:.0f}s"
     )
+    if report.not_started:
+        console.print(f"stopped early: {report.not_started} unit(s) not started; rerun to resume")
     store.close()
     exit_on_failures(report.failures, report.failed)
 

@@ -184,8 +184,11 @@ class OpenAIEndpoint(BaseEndpoint):
     (with ``slots``): before a call whose samples are hinted to several slots continues a prefix, the first hinted
     slot's KV cache is copied to the others (llama.cpp's slot save and restore; the server needs
     ``--slot-save-path``, which :class:`~ttc_graph.local.LocalModelServer` passes), so a beam's siblings do not
-    evaluate its path again (:mod:`ttc_graph.endpoints.slot_copy`). A server that refuses turns it off with a
-    warning; the samples are drawn either way.
+    evaluate its path again (:mod:`ttc_graph.endpoints.slot_copy`). A call of ``n > 1`` samples of a prompt with no
+    prefix (best-of-N, a search's root; unhinted calls get slots of their own) first evaluates the prompt on one
+    slot with a one-token request, then copies it, so the prompt is evaluated once, not ``n`` times (not under a
+    token budget, which plans no extra request). A server that refuses turns it off with a warning; the samples are
+    drawn either way.
     """
 
     gates_requests = True
@@ -354,6 +357,9 @@ class OpenAIEndpoint(BaseEndpoint):
     ) -> GenerationResult:
         p = self._params(params)
         check_request(n, p)
+        shared = not p.slots and not prefix and self._copies_prompt(n, p)
+        if shared:  # n samples of one prompt on slots of their own, so the prompt is evaluated once and copied
+            p = replace(p, slots=tuple(range(n)), slot_owner=f"call-{uuid.uuid4().hex[:12]}")
         if not (self.slots and p.slots):
             return await self._sample_on(messages, n, p, prefix)
         owner, leases = p.slot_owner, self._slot_leases()
@@ -362,11 +368,19 @@ class OpenAIEndpoint(BaseEndpoint):
             result = await self._sample_on(messages, n, replace(p, slots=held, slot_owner=None), prefix)
         finally:
             leases.release(held)
-        if owner is not None:  # where a sample ran, in the search's own numbers again
+        if owner is not None:  # where a sample ran, in the search's own numbers again (none for a call's own slots)
             result.generations[:] = [
-                replace(g, slot=leases.hint_of(owner, g.slot)) if g.slot is not None else g for g in result.generations
+                replace(g, slot=None if shared else leases.hint_of(owner, g.slot)) if g.slot is not None else g
+                for g in result.generations
             ]
         return result
+
+    def _copies_prompt(self, n: int, p: SamplingParams) -> bool:
+        """Whether a call of ``n`` samples of a prompt without a prefix evaluates the prompt once and copies it to
+        its other slots (``slot_copy`` on llama.cpp; not under a token budget, which plans no extra request, nor
+        when the call goes as one request with ``n``, whose server shares the prompt itself)."""
+        native = (self.llamacpp_n and not p.tools and not p.logprobs) or self.native_n is True
+        return bool(self.slot_copy and self.slots and n > 1 and p.retry_lost and not native)
 
     def _slot_leases(self) -> SlotLeases:
         assert self.slots is not None
@@ -378,8 +392,26 @@ class OpenAIEndpoint(BaseEndpoint):
         self, messages: Sequence[ChatMessage], n: int, p: SamplingParams, prefix: str | None
     ) -> GenerationResult:
         """Sample with ``p.slots`` naming server slots (see :meth:`_sample`)."""
+        primed: RequestUsage | None = None
         if self.slot_copy and self.slots and prefix:
             await self._copy_prefix(p.slots)
+        elif self.slot_copy and self.slots and p.slots and self._copies_prompt(n, p):
+            primed = await self._prime_and_copy(messages, p)
+        if primed is None:
+            return await self._draw(messages, n, p, prefix)
+        try:
+            result = await self._draw(messages, n, p, prefix)
+        except EndpointError as exc:  # the error carries what the call cost, the priming request included
+            exc.usage = exc.usage or RequestUsage(failed_requests=1)
+            exc.usage.add(primed)
+            raise
+        result.usage.add(primed)
+        return result
+
+    async def _draw(
+        self, messages: Sequence[ChatMessage], n: int, p: SamplingParams, prefix: str | None
+    ) -> GenerationResult:
+        """The samples of :meth:`_sample_on`, once any slot copy is done."""
         if n > 1 and self.llamacpp_n and not p.tools and not p.logprobs:  # the prefix is appended to the prompt
             return await self._llamacpp_n(messages, n, p, prefix)
         mode: Continuation | None = await self.resolve_continuation() if prefix else None
@@ -631,6 +663,24 @@ class OpenAIEndpoint(BaseEndpoint):
         if len(starts) == 1:
             return await part(0)
         return collect(await bounded_gather(part, len(starts), self.max_concurrency), f"{n} samples on {self.name}")
+
+    async def _prime_and_copy(self, messages: Sequence[ChatMessage], p: SamplingParams) -> RequestUsage:
+        """Evaluate the prompt of ``messages`` once on the first hinted slot (a request for one token at
+        temperature 0, which the server samples from the prompt's own logits, so it costs no decode step) and copy
+        that slot to the call's other hinted slots: its samples then evaluate one prompt token each instead of the
+        whole prompt. Returns what the priming request cost; a failed one costs the samples an evaluation only."""
+        plan = copy_targets(p.slots, self.slots or 1)
+        if plan is None:
+            return RequestUsage()
+        home = plan[0]
+        prime = replace(p, max_tokens=1, temperature=0.0, seed=None, logprobs=False, top_logprobs=0, slots=(home,))
+        try:
+            primed = await self._request(self._chat_call, messages, 1, prime, None)
+        except EndpointError as exc:
+            logger.warning("slot copy: priming slot %s failed (%s); the samples evaluate the prompt", home, exc)
+            return exc.usage or RequestUsage(failed_requests=1)
+        await self._copy_prefix(p.slots)
+        return primed.usage
 
     async def _copy_prefix(self, hints: Sequence[int | None] | None) -> None:
         """Copy the first hinted slot's KV cache to the call's other hinted slots (see ``slot_copy``)."""

@@ -6,12 +6,14 @@ are left and how one unit runs (its rows and its question's pool come back as a
 settings checked against the store, skipping what is done, the units in flight (the job's ``concurrency`` here, a
 runner's ``slots`` elsewhere), writing each outcome in one transaction as it comes back (the single writer), the
 counts, and a :class:`UnitEvent` per unit. A unit that fails with a :class:`TTCError` is reported and left for a
-rerun; any other exception (or cancellation) stops the run, keeping what finished.
+rerun; any other exception (or cancellation) stops the run, keeping what finished. A ``stop`` event set while it
+runs drains it: no unit starts after it, the units in flight finish and are stored, the rest are left for a rerun.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,7 +103,8 @@ class UnitEvent:
 @dataclass(slots=True)
 class DatasetReport:
     """What one call did. ``generations``/``tokens`` are what the units drew, failed units included; ``requests``,
-    ``policy_generations`` and ``verifier_requests`` what reached the endpoints (counted by jobs that count them)."""
+    ``policy_generations`` and ``verifier_requests`` what reached the endpoints (counted by jobs that count them).
+    ``not_started``: units left unstarted because the run was asked to stop (``drive``'s ``stop``)."""
 
     units: int = 0
     skipped: int = 0
@@ -115,6 +118,7 @@ class DatasetReport:
     policy_generations: int = 0
     verifier_requests: int = 0
     seconds: float = 0.0
+    not_started: int = 0
     failures: list[str] = field(default_factory=list)
 
 
@@ -134,8 +138,10 @@ class _Driver:
         runner: UnitRunner | None,
         progress: Callable[[UnitEvent], None],
         report: DatasetReport,
+        stop: threading.Event | None = None,
     ) -> None:
         self.job, self.store, self.runner, self.progress, self.report = job, store, runner, progress, report
+        self.stop = stop or threading.Event()
 
     async def run(self) -> DatasetReport:
         t0 = time.monotonic()
@@ -151,6 +157,9 @@ class _Driver:
 
         async def worker() -> None:
             for unit in queue:
+                if self.stop.is_set():  # drained: this unit and the rest are left for a rerun
+                    report.not_started += 1
+                    continue
                 await self.run_unit(unit, done)
 
         slots = job.concurrency if self.runner is None else self.runner.slots
@@ -197,14 +206,18 @@ async def drive(
     runner: UnitRunner | None = None,
     progress: Callable[[UnitEvent], None] | None = None,
     report: DatasetReport | None = None,
+    stop: threading.Event | None = None,
 ) -> DatasetReport:
     """Run every unit ``job`` plans that is not finished in ``store``, writing each outcome as it comes back; the
     counts go to ``report`` (a job's own subclass, say), which comes back.
 
     ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, ``runner.slots`` at a time, with
-    its own endpoints; this call stays the single writer of ``store``.
+    its own endpoints; this call stays the single writer of ``store``. Once ``stop`` is set (from a signal handler,
+    another thread, or a task), no further unit starts: the ones in flight finish and are stored, and the report
+    counts the rest as ``not_started``.
     """
-    return await _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport()).run()
+    driver = _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport(), stop)
+    return await driver.run()
 
 
 def graded_row(

@@ -10,6 +10,7 @@ is a job of the one dataset driver (:mod:`ttc_graph.eval.dataset_driver`), which
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -480,6 +481,7 @@ async def run_sweep(
     progress: Callable[[SweepEvent], None] | None = None,
     judge_policy: Endpoint | None = None,
     runner: UnitRunner | None = None,
+    stop: threading.Event | None = None,
 ) -> SweepReport:
     """Run every (strategy, budget, question) of ``config`` not yet in ``store`` with
     :func:`~ttc_graph.eval.dataset_driver.drive`; each result commits at once.
@@ -490,6 +492,7 @@ async def run_sweep(
 
     ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, with its own endpoints (``policy`` is
     then never called): this call stays the single writer of ``store``, ``runner.slots`` units at a time.
+    ``stop``, once set, drains the sweep: the units in flight finish and are stored, no other starts.
     """
     if not problems:
         raise ConfigurationError("problems: the data set slice is empty")
@@ -500,7 +503,7 @@ async def run_sweep(
         raise ConfigurationError("judge_policy: units run by a runner judge with the runner's endpoints")
     job = _SweepJob(policy, problems, config, judge_policy)
     report = SweepReport(questions=len(problems))
-    await drive(job, store, runner=runner, progress=progress, report=report)
+    await drive(job, store, runner=runner, progress=progress, report=report, stop=stop)
     return report
 
 

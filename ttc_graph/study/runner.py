@@ -13,6 +13,7 @@ import json
 import math
 import re
 import statistics
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -393,12 +394,14 @@ async def run_study(
     progress: Callable[[StudyEvent], None] | None = None,
     limit: int | None = None,
     runner: UnitRunner | None = None,
+    stop: threading.Event | None = None,
 ) -> StudyReport:
     """Run every unit of ``config`` not yet in ``store`` (at most ``limit``, in plan order); a unit that fails is
     reported and left for a rerun. ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere with
-    its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``."""
+    its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``.
+    ``stop``, once set, drains the run: the units in flight finish and are stored, no other starts."""
     items = list(problems) if problems is not None else study_problems(config)
-    return await drive(_StudyJob(policy, config, items, limit), store, runner=runner, progress=progress)
+    return await drive(_StudyJob(policy, config, items, limit), store, runner=runner, progress=progress, stop=stop)
 
 
 register_executor("study", execute_unit)  # scale runs study units without importing this package
