@@ -395,7 +395,7 @@ class OpenAIEndpoint(BaseEndpoint):
         primed: RequestUsage | None = None
         if self.slot_copy and self.slots and prefix:
             await self._copy_prefix(p.slots)
-        elif self.slot_copy and self.slots and p.slots and self._copies_prompt(n, p):
+        elif p.slots and self._copies_prompt(n, p):  # (it checks slot_copy and slots)
             primed = await self._prime_and_copy(messages, p)
         if primed is None:
             return await self._draw(messages, n, p, prefix)
