@@ -199,6 +199,9 @@ def rescore_command(
 def status_command(
     config_path: _ConfigArgument,
     db: _DbOption = None,
+    until: Annotated[
+        int | None, typer.Option(min=1, help="Also price what is left before the first UNTIL questions are complete.")
+    ] = None,
 ) -> None:
     """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
     from ttc_graph.eval.store import ResultStore
@@ -209,7 +212,7 @@ def status_command(
     try:
         config = load_study(config_path)
         with ResultStore(_stored_db(config_path, db)) as store:
-            status = study_status(config, store, study_problems(config))
+            status = study_status(config, store, study_problems(config), until=until)
     except TTCError as exc:
         raise fail(exc) from exc
     s = status
@@ -222,3 +225,8 @@ def status_command(
     eta = s.eta_seconds
     when = "" if eta is None else f", about {eta / 3600:.1f} h at that rate"
     console.print(f"left: {rest}; recent rate {rate}{when}")
+    if s.until is not None:
+        part = "unknown" if s.until_tokens is None else f"about {s.until_tokens:,.0f} tokens"
+        eta = s.until_eta_seconds
+        when = "" if eta is None else f", about {eta / 3600:.1f} h at that rate"
+        console.print(f"left before the first {s.until} questions are complete: {part}{when}")
