@@ -5,13 +5,16 @@
 #                                    PARALLEL=its slots (8), COMMIT=0
 #                                    to skip commits, DB=the database when not study.sqlite beside CONFIG,
 #                                    BASE_URL and MODEL=an OpenAI-compatible server already running instead of GGUF,
-#                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier)
+#                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier,
+#                                    STOP_BY=HH:MM or an ISO time: start no unit that would end past it, then end)
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
 # (tee -a: a log file given as stderr is appended to, not truncated at every command; redirect to a log with >>,
 # since a log opened with > is written at this script's own offset, over what tee appended)
-# To stop without losing work: Ctrl-C once, or SIGTERM to the `study run` process (pkill -TERM -f "study run"):
+# To stop at a time without losing work, STOP_BY: each chunk starts only the units its recent mean times say finish
+# by then (`ttc study run --stop-by`), and the run ends at the first chunk that leaves some unstarted.
+# To stop now without losing work: Ctrl-C once, or SIGTERM to the `study run` process (pkill -TERM -f "study run"):
 # its units in flight finish and are stored, this chunk is committed, and the loop ends. A second signal stops at once.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +30,16 @@ else
   GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
   MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS" --parallel "${PARALLEL:-8}")
 fi
+STOP_ARGS=()
+[ -n "${STOP_BY:-}" ] && STOP_ARGS=(--stop-by "$STOP_BY")
 rescores=0
 if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi
 while :; do
-  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee -a /dev/stderr)
+  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" "${STOP_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee -a /dev/stderr)
   failed_run=0
   grep -q "^error:" <<<"$out" && failed_run=1
   stopped=0
-  grep -q "^stopped early" <<<"$out" && stopped=1  # asked to stop: commit what finished, then end
+  grep -q "^stopped early" <<<"$out" && stopped=1  # asked to stop, or STOP_BY: commit what finished, then end
   more=0
   if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ] && [ "$stopped" = 0 ]; then
     rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee -a /dev/stderr)

@@ -8,13 +8,15 @@ import os
 import pickle
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ttc_graph.errors import TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, UnitEvent, drive
+from ttc_graph.eval.dataset_driver import DatasetReport, DatasetUnit, UnitEvent, drive, measured_seconds
+from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, read_pool, write_pool
 from ttc_graph.eval.store import ResultRow, ResultStore
 from ttc_graph.scale.units import UnitOutcome, UnitRequest
@@ -125,6 +127,62 @@ async def test_a_stop_drains_the_run_the_units_in_flight_finish_and_are_stored(t
         assert (report.finished, report.not_started, report.rows_written) == (2, 3, 2)
         rest = await drive(Stopping(), store)
     assert (rest.skipped, rest.finished, rest.not_started) == (2, 3, 0)
+
+
+def timed(strategy: str, qid: str, seconds: float, reused: bool = False) -> ResultRow:
+    return ResultRow("r", strategy, 1, qid, "gsm8k", "2", "2", True, 1, 5, seconds, "complete", [], reused=reused)
+
+
+def test_measured_seconds_are_the_mean_of_each_kinds_latest_live_units() -> None:
+    rows = [timed("long", str(i), 10_000.0) for i in range(5)] + [timed("long", str(i), 100.0) for i in range(5, 15)]
+    rows += [timed("short", "0", 2.0), timed("short", "1", 4.0), timed("short", "2", 0.0),  # untimed
+             timed("short", "3", 500.0, reused=True)]  # fmt: skip
+    assert measured_seconds(rows) == {("long", 1): 100.0, ("short", 1): 3.0}  # the latest 10 of "long"
+
+
+@dataclass
+class Timed(Toy):
+    """Units of kinds whose stored rows took 1,000 s ("long"), 1 s ("short"), none yet ("new"), and a pool draw."""
+
+    started: list[str] = field(default_factory=list)
+
+    def plan(self, store: ResultStore, done: set[tuple[str, int, str]]) -> tuple[list[DatasetUnit], int]:
+        kinds = [("long", 1), ("short", 1), (None, 0), ("new", 1)]
+        return [DatasetUnit(Problem(f"{i}", "?", "2"), i, s, b) for i, (s, b) in enumerate(kinds)], 0
+
+    async def run_here(self, unit: Unit, store: ResultStore, done: set[tuple[str, int, str]]) -> UnitOutcome:
+        self.started.append(unit.label)
+        return UnitOutcome([], generations=1, tokens=5)
+
+
+async def test_a_deadline_starts_only_units_expected_to_finish_by_it(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "toy.sqlite") as store:
+        store.save([timed("long", "9", 1000.0), timed("short", "9", 1.0)])
+        ahead = Timed()
+        report = await drive(ahead, store, deadline=time.time() + 300)  # the long kind's 1,000 s would end past it
+        assert sorted(ahead.started) == ["q1 short b=1", "q2 best-of-N pool", "q3 new b=1"]
+        assert (report.finished, report.not_started) == (3, 1)
+        past = Timed()
+        report = await drive(past, store, deadline=time.time() - 1)
+        assert past.started == [] and (report.finished, report.not_started) == (0, 4)
+        unbounded = Timed()
+        assert (await drive(unbounded, store)).finished == 4 and unbounded.started[0] == "q0 long b=1"
+
+
+def test_stop_by_reads_a_clock_time_today_or_an_iso_date_and_time() -> None:
+    import datetime
+
+    from ttc_graph.cli.common import stop_instant
+    from ttc_graph.errors import ConfigurationError
+
+    utc = datetime.UTC
+    now = datetime.datetime(2026, 12, 7, 18, 0, tzinfo=utc)
+    assert stop_instant("19:30", now) == datetime.datetime(2026, 12, 7, 19, 30, tzinfo=utc).timestamp()
+    assert stop_instant("09:00", now) < now.timestamp()  # today's, already past: nothing starts
+    assert stop_instant("2026-12-08T01:15+00:00", now) == datetime.datetime(2026, 12, 8, 1, 15, tzinfo=utc).timestamp()
+    assert stop_instant(None, now) is None
+    with pytest.raises(ConfigurationError, match="stop-by: 'soon' is neither"):
+        stop_instant("soon", now)
 
 
 def test_the_first_signal_asks_a_run_to_drain_the_second_stops_it() -> None:

@@ -108,6 +108,7 @@ def test_eval_then_plot_and_resume(tmp_path: Path, data_dir: Path, scripted: Scr
         (["--dataset", "gsm9k"], "unknown 'gsm9k'"),
         (["--strategy", "best_of_n:weighted:none"], "needs a verifier"),
         (["--dataset", "jsonl", "--path", "nowhere.jsonl", "--question-field", "q", "--answer-field", "a"], "exist"),
+        (["--stop-by", "25:99"], "stop-by: '25:99' is neither HH:MM nor an ISO date and time"),
     ],
 )
 def test_eval_bad_input_fails_before_any_call(
@@ -119,6 +120,20 @@ def test_eval_bad_input_fails_before_any_call(
     assert result.exit_code == 2
     assert message in text(result)
     assert scripted.calls == []
+
+
+def test_eval_stop_by_starts_no_unit_that_would_end_past_it(
+    tmp_path: Path, data_dir: Path, scripted: ScriptedEndpoint
+) -> None:
+    args = ["eval", "--run", "d", "--limit", "2", "--db", str(tmp_path / "e.sqlite"), "--budgets", "1,2"]
+    past = runner.invoke(cli.app, [*args, "--stop-by", "00:00"], obj=StaticRuntime(scripted))  # today's: gone
+    assert past.exit_code == 0, past.output
+    assert "stopped early: 2 unit(s) not started (none would finish by 00:00)" in text(past)
+    assert scripted.calls == []
+    ahead = runner.invoke(cli.app, [*args, "--stop-by", "2999-01-01T00:00"], obj=StaticRuntime(scripted))
+    assert ahead.exit_code == 0, ahead.output
+    assert "0 unit(s) already finished, 2 to run" in text(ahead) and "stopped early" not in text(ahead)
+    assert sum(c.n for c in scripted.calls) == 4  # two questions' pools of 2
 
 
 def test_eval_reports_skipped_rows(tmp_path: Path, scripted: ScriptedEndpoint) -> None:

@@ -497,6 +497,12 @@ async def test_status_counts_what_is_done_and_prices_the_rest(tmp_path: Path) ->
     mean = {(s, b): sum(t for s2, b2, t in live if (s2, b2) == (s, b)) / 2 for s, b, _ in live}
     assert status.remaining_tokens == pytest.approx(sum(mean.values()))  # question 2's four live units
     assert status.tokens == sum(t for *_, t in timeline)
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert study_status(cfg, store, PROBLEMS, until=2).until_tokens == 0  # questions 0 and 1 are complete
+        upto_all = study_status(cfg, store, PROBLEMS, until=3)
+        assert upto_all.until_tokens == pytest.approx(status.remaining_tokens)
+        with pytest.raises(ConfigurationError, match="until: 4 questions"):
+            study_status(cfg, store, PROBLEMS, until=4)
 
 
 def test_the_rate_leaves_out_a_pause_between_sessions() -> None:
@@ -516,6 +522,9 @@ def test_the_status_command_prints_progress(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["study", "status", str(path)])
     assert result.exit_code == 0, result.output
     assert "3 of 3 questions complete; 15 of 15 units" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["study", "status", str(path), "--until", "2"])
+    assert result.exit_code == 0, result.output
+    assert "left before the first 2 questions are complete: about 0 tokens" in " ".join(result.output.split())
 
 
 def test_the_status_command_names_a_missing_database(tmp_path: Path) -> None:

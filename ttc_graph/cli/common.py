@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import threading
@@ -37,6 +38,7 @@ __all__ = [
     "print_output",
     "print_result",
     "sigterm_as_interrupt",
+    "stop_instant",
 ]
 
 # One default per concept, shared by every command that has the option.
@@ -102,6 +104,23 @@ def check_ray(ray: str | None, replicas: int | None) -> None:
         from ttc_graph.cli.runtime import check_ray_options
 
         check_ray_options(ray, replicas)
+
+
+def stop_instant(text: str | None, now: datetime.datetime | None = None) -> float | None:
+    """``--stop-by``'s TIME as a :func:`time.time` instant: ``HH:MM`` today (local time; one already past starts
+    nothing) or an ISO date and time; None when not given."""
+    if text is None:
+        return None
+    now = now or datetime.datetime.now().astimezone()
+    try:
+        clock = datetime.datetime.strptime(text, "%H:%M").time()
+    except ValueError:
+        try:
+            when = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigurationError(f"stop-by: {text!r} is neither HH:MM nor an ISO date and time") from None
+        return (when if when.tzinfo else when.astimezone()).timestamp()
+    return datetime.datetime.combine(now.date(), clock, tzinfo=now.tzinfo).timestamp()
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from ttc_graph.cli.common import (
     drain_on_signal,
     fail,
     print_curves,
+    stop_instant,
 )
 from ttc_graph.cli.options import (
     BaseUrlOption,
@@ -32,6 +33,7 @@ from ttc_graph.cli.options import (
     ParallelOption,
     RayOption,
     ReplicasOption,
+    StopByOption,
     ThreadsOption,
 )
 from ttc_graph.cli.progress import ProgressBar
@@ -44,8 +46,10 @@ __all__ = ["eval_command", "plot_command", "replay_command"]
 _VERIFIERS = ", ".join(VERIFIER_NAMES)
 
 
-def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint: Any) -> Any:
-    """Run the pending units under a progress bar; None when nothing was pending."""
+def _run_eval_sweep(
+    config: Any, problems: Any, store: Any, todo: int, endpoint: Any, stop_by: str | None = None
+) -> Any:
+    """Run the pending units under a progress bar (starting none past ``stop_by``); None when nothing was pending."""
     from ttc_graph.eval import run_sweep
 
     if not todo:
@@ -58,10 +62,14 @@ def _run_eval_sweep(config: Any, problems: Any, store: Any, todo: int, endpoint:
         ):
             runner, policy = split_runner(source)
             report = asyncio.run(
-                run_sweep(policy, problems, config, store, progress=bar.unit, runner=runner, stop=stop)
-            )
+                run_sweep(
+                    policy, problems, config, store, progress=bar.unit, runner=runner, stop=stop,
+                    deadline=stop_instant(stop_by),
+                )
+            )  # fmt: skip
         if report.not_started:
-            console.print(f"stopped early: {report.not_started} unit(s) not started; rerun to resume")
+            why = "" if stop_by is None or stop.is_set() else f" (none would finish by {stop_by})"
+            console.print(f"stopped early: {report.not_started} unit(s) not started{why}; rerun to resume")
         return report
     except TTCError as exc:
         raise fail(exc) from exc
@@ -100,6 +108,7 @@ def eval_command(
     parallel: ParallelOption = 4,
     threads: ThreadsOption = None,
     plot: Annotated[Path | None, typer.Option(help="Also write the curves to this PNG (and SVG).")] = None,
+    stop_by: StopByOption = None,
     ray: RayOption = None,
     replicas: ReplicasOption = None,
 ) -> None:
@@ -111,6 +120,7 @@ def eval_command(
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         check_ray(ray, replicas)
+        stop_instant(stop_by)  # a bad TIME fails before any model starts
         name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
         config = SweepConfig.make(
             run, dataset, strategy or [f"best_of_n:{DEFAULT_SELECTION}"], budgets, default_verifier=verifier,
@@ -140,7 +150,7 @@ def eval_command(
     if ray is not None:
         options = {"base_url": base_url, "model": model, "gguf": gguf, "parallel": parallel, "threads": threads}
         source = runtime.ray(ray, replicas, concurrency, **options)
-    report = _run_eval_sweep(config, problems, store, todo, source)
+    report = _run_eval_sweep(config, problems, store, todo, source, stop_by)
     ids = {p.id for p in problems}
     names = {s.name for s in config.strategies}
     rows = [r for r in store.rows(config.run) if r.question_id in ids and r.strategy in names]

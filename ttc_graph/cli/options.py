@@ -16,6 +16,7 @@ __all__ = [
     "ParallelOption",
     "RayOption",
     "ReplicasOption",
+    "StopByOption",
     "ThreadsOption",
 ]
 
@@ -28,3 +29,11 @@ ParallelOption = Annotated[int, typer.Option(min=1, help="Parallel slots of the 
 ThreadsOption = Annotated[int | None, typer.Option(min=1, help="llama.cpp threads with --gguf (default: all cores).")]
 RayOption = Annotated[str | None, typer.Option(metavar="ADDRESS", help=RAY_HELP)]
 ReplicasOption = Annotated[int | None, typer.Option(help=REPLICAS_HELP)]
+StopByOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="TIME",
+        help="Start only units expected to finish by TIME (HH:MM today, local time, or an ISO date and time), by"
+        " their recent mean times in the database; the rest are left for a rerun.",
+    ),
+]

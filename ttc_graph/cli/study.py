@@ -16,6 +16,7 @@ from ttc_graph.cli.common import (
     exit_on_failures,
     fail,
     sigterm_as_interrupt,
+    stop_instant,
 )
 from ttc_graph.cli.options import (
     BaseUrlOption,
@@ -24,6 +25,7 @@ from ttc_graph.cli.options import (
     ParallelOption,
     RayOption,
     ReplicasOption,
+    StopByOption,
     ThreadsOption,
 )
 from ttc_graph.cli.progress import ProgressBar
@@ -65,6 +67,7 @@ def run_command(
     ] = 4096,
     questions: Annotated[int | None, typer.Option(help="Only the first N questions of the config's set.")] = None,
     max_units: Annotated[int | None, typer.Option(help="Stop after this many units (a chunk).")] = None,
+    stop_by: StopByOption = None,
     ray: RayOption = None,
     replicas: ReplicasOption = None,
 ) -> None:
@@ -76,6 +79,7 @@ def run_command(
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         check_ray(ray, replicas)
+        deadline = stop_instant(stop_by)
         config = load_study(config_path)
         problems = study_problems(config)[:questions]
         store = ResultStore(_db_of(config_path, db))
@@ -104,7 +108,7 @@ def run_command(
             report = asyncio.run(
                 run_study(
                     policy, config, store, problems=problems, progress=bar.unit, limit=max_units, runner=runner,
-                    stop=stop,
+                    stop=stop, deadline=deadline,
                 )
             )  # fmt: skip
     except TTCError as exc:
@@ -117,7 +121,8 @@ def run_command(
         f"{report.generations} generations, {report.tokens} tokens in {report.seconds:.0f}s"
     )
     if report.not_started:
-        console.print(f"stopped early: {report.not_started} unit(s) not started; rerun to resume")
+        why = "" if stop_by is None or stop.is_set() else f" (none would finish by {stop_by})"
+        console.print(f"stopped early: {report.not_started} unit(s) not started{why}; rerun to resume")
     store.close()
     exit_on_failures(report.failures, report.failed)
 
@@ -199,6 +204,9 @@ def rescore_command(
 def status_command(
     config_path: _ConfigArgument,
     db: _DbOption = None,
+    until: Annotated[
+        int | None, typer.Option(min=1, help="Also price what is left before the first UNTIL questions are complete.")
+    ] = None,
 ) -> None:
     """Questions and units done, tokens spent, and the rest's cost at the recent rate (no model call)."""
     from ttc_graph.eval.store import ResultStore
@@ -209,7 +217,7 @@ def status_command(
     try:
         config = load_study(config_path)
         with ResultStore(_stored_db(config_path, db)) as store:
-            status = study_status(config, store, study_problems(config))
+            status = study_status(config, store, study_problems(config), until=until)
     except TTCError as exc:
         raise fail(exc) from exc
     s = status
@@ -222,3 +230,8 @@ def status_command(
     eta = s.eta_seconds
     when = "" if eta is None else f", about {eta / 3600:.1f} h at that rate"
     console.print(f"left: {rest}; recent rate {rate}{when}")
+    if s.until is not None:
+        part = "unknown" if s.until_tokens is None else f"about {s.until_tokens:,.0f} tokens"
+        eta = s.until_eta_seconds
+        when = "" if eta is None else f", about {eta / 3600:.1f} h at that rate"
+        console.print(f"left before the first {s.until} questions are complete: {part}{when}")

@@ -8,14 +8,19 @@ runner's ``slots`` elsewhere), writing each outcome in one transaction as it com
 counts, and a :class:`UnitEvent` per unit. A unit that fails with a :class:`TTCError` is reported and left for a
 rerun; any other exception (or cancellation) stops the run, keeping what finished. A ``stop`` event set while it
 runs drains it: no unit starts after it, the units in flight finish and are stored, the rest are left for a rerun.
+A ``deadline`` drains it by the clock: a unit starts only if it is expected to finish by then (its strategy and
+budget's recent mean wall time in the store; a unit never timed, such as a pool draw, starts while the deadline is
+ahead), the next one in plan order that fits when the first does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,8 +40,12 @@ __all__ = [
     "drive",
     "graded_row",
     "keys_of",
+    "measured_seconds",
     "outcome_of",
 ]
+
+RECENT_UNITS = 10
+"""Live rows of a (strategy, budget) whose mean wall time is a unit's expected time (:func:`measured_seconds`)."""
 
 Key = tuple[str, int, str]
 """A finished ``(strategy, budget, question_id)`` of a run."""
@@ -104,7 +113,8 @@ class UnitEvent:
 class DatasetReport:
     """What one call did. ``generations``/``tokens`` are what the units drew, failed units included; ``requests``,
     ``policy_generations`` and ``verifier_requests`` what reached the endpoints (counted by jobs that count them).
-    ``not_started``: units left unstarted because the run was asked to stop (``drive``'s ``stop``)."""
+    ``not_started``: units left unstarted because the run was asked to stop (``drive``'s ``stop``) or none of them
+    would have finished by its ``deadline``."""
 
     units: int = 0
     skipped: int = 0
@@ -120,6 +130,16 @@ class DatasetReport:
     seconds: float = 0.0
     not_started: int = 0
     failures: list[str] = field(default_factory=list)
+
+
+def measured_seconds(rows: Iterable[ResultRow], recent: int = RECENT_UNITS) -> dict[tuple[str, int], float]:
+    """Each (strategy, budget)'s mean wall seconds over its latest ``recent`` live rows (not reused, timed), in the
+    store's order: how long such a unit takes now, beside the others in flight."""
+    seen: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        if not r.reused and r.seconds > 0:
+            seen[(r.strategy, r.budget)].append(r.seconds)
+    return {key: statistics.fmean(times[-recent:]) for key, times in seen.items()}
 
 
 async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
@@ -139,9 +159,12 @@ class _Driver:
         progress: Callable[[UnitEvent], None],
         report: DatasetReport,
         stop: threading.Event | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.job, self.store, self.runner, self.progress, self.report = job, store, runner, progress, report
         self.stop = stop or threading.Event()
+        self.deadline = deadline
+        self.expected: dict[tuple[str, int], float] = {}
 
     async def run(self) -> DatasetReport:
         t0 = time.monotonic()
@@ -153,13 +176,12 @@ class _Driver:
         units, report.skipped = job.plan(self.store, done)
         report.units = len(units)
         self.progress(UnitEvent("plan", total=len(units), skipped=report.skipped))
-        queue = iter(units)
+        if self.deadline is not None:
+            self.expected = measured_seconds(self.store.rows(job.run))
+        pending = list(units)
 
         async def worker() -> None:
-            for unit in queue:
-                if self.stop.is_set():  # drained: this unit and the rest are left for a rerun
-                    report.not_started += 1
-                    continue
+            while (unit := self.take(pending)) is not None:
                 await self.run_unit(unit, done)
 
         slots = job.concurrency if self.runner is None else self.runner.slots
@@ -173,7 +195,22 @@ class _Driver:
             raise
         finally:
             report.seconds = time.monotonic() - t0
+        report.not_started = len(pending)  # drained: left for a rerun
         return report
+
+    def take(self, pending: list[DatasetUnit]) -> DatasetUnit | None:
+        """The next unit to start (None: none may start now, nor later): the first in plan order, or with a
+        deadline the first expected to finish by it."""
+        if self.stop.is_set() or not pending:
+            return None
+        if self.deadline is None:
+            return pending.pop(0)
+        now = time.time()
+        for i, unit in enumerate(pending):
+            need = 0.0 if unit.strategy is None else self.expected.get((unit.strategy, unit.budget), 0.0)
+            if now + need <= self.deadline:
+                return pending.pop(i)
+        return None
 
     async def run_unit(self, unit: DatasetUnit, done: set[Key]) -> None:
         request = None if self.runner is None else self.job.request(unit, self.store, done)
@@ -207,6 +244,7 @@ async def drive(
     progress: Callable[[UnitEvent], None] | None = None,
     report: DatasetReport | None = None,
     stop: threading.Event | None = None,
+    deadline: float | None = None,
 ) -> DatasetReport:
     """Run every unit ``job`` plans that is not finished in ``store``, writing each outcome as it comes back; the
     counts go to ``report`` (a job's own subclass, say), which comes back.
@@ -214,9 +252,10 @@ async def drive(
     ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, ``runner.slots`` at a time, with
     its own endpoints; this call stays the single writer of ``store``. Once ``stop`` is set (from a signal handler,
     another thread, or a task), no further unit starts: the ones in flight finish and are stored, and the report
-    counts the rest as ``not_started``.
+    counts the rest as ``not_started``. ``deadline`` (a :func:`time.time` instant) starts only units expected to
+    finish by then (see the module docstring); the rest are counted the same way.
     """
-    driver = _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport(), stop)
+    driver = _Driver(job, store, runner, progress or (lambda event: None), report or DatasetReport(), stop, deadline)
     return await driver.run()
 
 

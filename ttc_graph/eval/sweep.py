@@ -482,6 +482,7 @@ async def run_sweep(
     judge_policy: Endpoint | None = None,
     runner: UnitRunner | None = None,
     stop: threading.Event | None = None,
+    deadline: float | None = None,
 ) -> SweepReport:
     """Run every (strategy, budget, question) of ``config`` not yet in ``store`` with
     :func:`~ttc_graph.eval.dataset_driver.drive`; each result commits at once.
@@ -492,7 +493,8 @@ async def run_sweep(
 
     ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere, with its own endpoints (``policy`` is
     then never called): this call stays the single writer of ``store``, ``runner.slots`` units at a time.
-    ``stop``, once set, drains the sweep: the units in flight finish and are stored, no other starts.
+    ``stop``, once set, drains the sweep: the units in flight finish and are stored, no other starts; with
+    ``deadline`` (a :func:`time.time` instant) only units expected to finish by then start (:func:`drive`).
     """
     if not problems:
         raise ConfigurationError("problems: the data set slice is empty")
@@ -503,7 +505,7 @@ async def run_sweep(
         raise ConfigurationError("judge_policy: units run by a runner judge with the runner's endpoints")
     job = _SweepJob(policy, problems, config, judge_policy)
     report = SweepReport(questions=len(problems))
-    await drive(job, store, runner=runner, progress=progress, report=report, stop=stop)
+    await drive(job, store, runner=runner, progress=progress, report=report, stop=stop, deadline=deadline)
     return report
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -31,6 +30,7 @@ from ttc_graph.eval.dataset_driver import (
     drive,
     graded_row,
     keys_of,
+    measured_seconds,
     outcome_of,
 )
 from ttc_graph.eval.datasets import Problem, data_dir, load_dataset
@@ -123,19 +123,16 @@ def pool_sizes(store: ResultStore, run: str) -> dict[str, int]:
 
 
 def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequence[ResultRow]) -> list[StudyUnit]:
-    """``units`` with the longest expected first (mean measured wall seconds of the unit's template and budget;
-    one never measured counts as longest, a pool draw or a replayed run as shortest), so that a chunk does not end
-    waiting on one long unit while the server's other slots idle. Ties keep plan order."""
-    seconds: dict[tuple[str, int], list[float]] = {}
-    for r in rows:
-        if not r.reused:
-            seconds.setdefault((r.strategy, r.budget), []).append(r.seconds)
+    """``units`` with the longest expected first (the recent mean wall seconds of the unit's template and budget,
+    :func:`~ttc_graph.eval.dataset_driver.measured_seconds`; one never measured counts as longest, a pool draw or a
+    replayed run as shortest), so that a chunk does not end waiting on one long unit while the server's other slots
+    idle. Ties keep plan order."""
+    seconds = measured_seconds(rows)
 
     def expected(unit: StudyUnit) -> float:
         if unit.template is None or config.source_of(unit.template, unit.budget) is not None:
             return 0.0
-        measured = seconds.get((unit.template, unit.budget))
-        return statistics.fmean(measured) if measured else math.inf
+        return seconds.get((unit.template, unit.budget), math.inf)
 
     return sorted(units, key=lambda u: -expected(u))
 
@@ -395,13 +392,16 @@ async def run_study(
     limit: int | None = None,
     runner: UnitRunner | None = None,
     stop: threading.Event | None = None,
+    deadline: float | None = None,
 ) -> StudyReport:
     """Run every unit of ``config`` not yet in ``store`` (at most ``limit``, in plan order); a unit that fails is
     reported and left for a rerun. ``runner`` (e.g. :class:`ttc_graph.scale.RayUnits`) runs the units elsewhere with
     its own endpoints (``policy`` is then never called) while this call stays the single writer of ``store``.
-    ``stop``, once set, drains the run: the units in flight finish and are stored, no other starts."""
+    ``stop``, once set, drains the run: the units in flight finish and are stored, no other starts; with
+    ``deadline`` (a :func:`time.time` instant) only units expected to finish by then start (:func:`drive`)."""
     items = list(problems) if problems is not None else study_problems(config)
-    return await drive(_StudyJob(policy, config, items, limit), store, runner=runner, progress=progress, stop=stop)
+    job = _StudyJob(policy, config, items, limit)
+    return await drive(job, store, runner=runner, progress=progress, stop=stop, deadline=deadline)
 
 
 register_executor("study", execute_unit)  # scale runs study units without importing this package
