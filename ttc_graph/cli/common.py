@@ -35,6 +35,7 @@ __all__ = [
     "fail",
     "failure",
     "print_curves",
+    "print_not_started",
     "print_output",
     "print_result",
     "sigterm_as_interrupt",
@@ -121,6 +122,13 @@ def stop_instant(text: str | None, now: datetime.datetime | None = None) -> floa
             raise ConfigurationError(f"stop-by: {text!r} is neither HH:MM nor an ISO date and time") from None
         return (when if when.tzinfo else when.astimezone()).timestamp()
     return datetime.datetime.combine(now.date(), clock, tzinfo=now.tzinfo).timestamp()
+
+
+def print_not_started(not_started: int, stop_by: str | None, signalled: bool) -> None:
+    """The line of a run that left units unstarted: drained by a signal, or by ``--stop-by``."""
+    if not_started:
+        why = "" if stop_by is None or signalled else f" (none would finish by {stop_by})"
+        console.print(f"stopped early: {not_started} unit(s) not started{why}; rerun to resume")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from ttc_graph.cli.common import (
     drain_on_signal,
     fail,
     print_curves,
+    print_not_started,
     stop_instant,
 )
 from ttc_graph.cli.options import (
@@ -47,7 +48,13 @@ _VERIFIERS = ", ".join(VERIFIER_NAMES)
 
 
 def _run_eval_sweep(
-    config: Any, problems: Any, store: Any, todo: int, endpoint: Any, stop_by: str | None = None
+    config: Any,
+    problems: Any,
+    store: Any,
+    todo: int,
+    endpoint: Any,
+    stop_by: str | None = None,
+    deadline: float | None = None,
 ) -> Any:
     """Run the pending units under a progress bar (starting none past ``stop_by``); None when nothing was pending."""
     from ttc_graph.eval import run_sweep
@@ -64,12 +71,10 @@ def _run_eval_sweep(
             report = asyncio.run(
                 run_sweep(
                     policy, problems, config, store, progress=bar.unit, runner=runner, stop=stop,
-                    deadline=stop_instant(stop_by),
+                    deadline=deadline,
                 )
             )  # fmt: skip
-        if report.not_started:
-            why = "" if stop_by is None or stop.is_set() else f" (none would finish by {stop_by})"
-            console.print(f"stopped early: {report.not_started} unit(s) not started{why}; rerun to resume")
+        print_not_started(report.not_started, stop_by, stop.is_set())
         return report
     except TTCError as exc:
         raise fail(exc) from exc
@@ -120,7 +125,7 @@ def eval_command(
     try:
         gguf = check_gguf(gguf, base_url)  # hf:REPO/FILE fetched from the hub
         check_ray(ray, replicas)
-        stop_instant(stop_by)  # a bad TIME fails before any model starts
+        deadline = stop_instant(stop_by)  # a bad TIME fails before any model starts
         name = gguf.name if gguf else (model or os.environ.get("TTC_MODEL") or (None if base_url else "default"))
         config = SweepConfig.make(
             run, dataset, strategy or [f"best_of_n:{DEFAULT_SELECTION}"], budgets, default_verifier=verifier,
@@ -150,7 +155,7 @@ def eval_command(
     if ray is not None:
         options = {"base_url": base_url, "model": model, "gguf": gguf, "parallel": parallel, "threads": threads}
         source = runtime.ray(ray, replicas, concurrency, **options)
-    report = _run_eval_sweep(config, problems, store, todo, source, stop_by)
+    report = _run_eval_sweep(config, problems, store, todo, source, stop_by, deadline)
     ids = {p.id for p in problems}
     names = {s.name for s in config.strategies}
     rows = [r for r in store.rows(config.run) if r.question_id in ids and r.strategy in names]

@@ -15,6 +15,7 @@ from ttc_graph.cli.common import (
     drain_on_signal,
     exit_on_failures,
     fail,
+    print_not_started,
     sigterm_as_interrupt,
     stop_instant,
 )
@@ -120,9 +121,7 @@ def run_command(
         f"this call: {report.finished} unit(s) finished, {report.failed} failed, {report.skipped} already done; "
         f"{report.generations} generations, {report.tokens} tokens in {report.seconds:.0f}s"
     )
-    if report.not_started:
-        why = "" if stop_by is None or stop.is_set() else f" (none would finish by {stop_by})"
-        console.print(f"stopped early: {report.not_started} unit(s) not started{why}; rerun to resume")
+    print_not_started(report.not_started, stop_by, stop.is_set())
     store.close()
     exit_on_failures(report.failures, report.failed)
 
