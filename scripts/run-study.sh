@@ -6,7 +6,8 @@
 #                                    to skip commits, DB=the database when not study.sqlite beside CONFIG,
 #                                    BASE_URL and MODEL=an OpenAI-compatible server already running instead of GGUF,
 #                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier,
-#                                    STOP_BY=HH:MM or an ISO time: start no unit that would end past it, then end)
+#                                    STOP_BY=HH:MM or an ISO time: start no unit that would end past it, then end,
+#                                    CHUNK_MINUTES=a chunk's length in time instead of CHUNK units)
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
@@ -14,6 +15,9 @@
 # since a log opened with > is written at this script's own offset, over what tee appended)
 # To stop at a time without losing work, STOP_BY: each chunk starts only the units its recent mean times say finish
 # by then (`ttc study run --stop-by`), and the run ends at the first chunk that leaves some unstarted.
+# CHUNK_MINUTES=60 makes each chunk a time box: it starts units, in plan order, while they are expected to end
+# within the hour (the same measure as STOP_BY, which caps the last box), so its tail fills with short units instead
+# of leaving slots idle behind its longest one; then it commits and the next box begins.
 # To stop now without losing work: Ctrl-C once, or SIGTERM to the `study run` process (pkill -TERM -f "study run"):
 # its units in flight finish and are stored, this chunk is committed, and the loop ends. A second signal stops at once.
 set -uo pipefail
@@ -30,16 +34,31 @@ else
   GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
   MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS" --parallel "${PARALLEL:-8}")
 fi
-STOP_ARGS=()
-[ -n "${STOP_BY:-}" ] && STOP_ARGS=(--stop-by "$STOP_BY")
+STOP_AT=""  # STOP_BY as epoch seconds (date reads HH:MM as today, local time, as the CLI does)
+if [ -n "${STOP_BY:-}" ]; then
+  STOP_AT=$(date -d "$STOP_BY" +%s) || { echo "STOP_BY: cannot read $STOP_BY as a time" >&2; exit 1; }
+fi
 rescores=0
 if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi
 while :; do
-  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" "${STOP_ARGS[@]}" --max-units "$CHUNK" 2>&1 | tee -a /dev/stderr)
+  last=1  # this chunk's stop is the run's own (STOP_BY), not a time box's
+  if [ -n "${CHUNK_MINUTES:-}" ]; then
+    end=$(($(date +%s) + CHUNK_MINUTES * 60))
+    if [ -n "$STOP_AT" ] && [ "$STOP_AT" -le "$end" ]; then end=$STOP_AT; else last=0; fi
+    CHUNK_ARGS=(--stop-by "$(date -d "@$end" -Iseconds)")
+  else
+    CHUNK_ARGS=(--max-units "$CHUNK")
+    [ -n "$STOP_AT" ] && CHUNK_ARGS+=(--stop-by "$(date -d "@$STOP_AT" -Iseconds)")
+  fi
+  out=$(nice -n 10 $TTC study run "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" "${CHUNK_ARGS[@]}" 2>&1 | tee -a /dev/stderr)
   failed_run=0
   grep -q "^error:" <<<"$out" && failed_run=1
-  stopped=0
-  grep -q "^stopped early" <<<"$out" && stopped=1  # asked to stop, or STOP_BY: commit what finished, then end
+  stopped=0  # asked to stop (a signal), or STOP_BY reached: commit what finished, then end
+  if grep -q "^stopped early" <<<"$out"; then
+    { [ "$last" = 1 ] || grep -q "^stopping:" <<<"$out"; } && stopped=1
+    # a time box that started nothing: no unit left is expected to end within CHUNK_MINUTES
+    grep -q "this call: 0 unit(s) finished, 0 failed" <<<"$out" && stopped=1
+  fi
   more=0
   if [ "$rescores" = 1 ] && [ "$failed_run" = 0 ] && [ "$stopped" = 0 ]; then
     rescored=$(nice -n 10 $TTC study rescore "$CONFIG" --db "$DB" "${MODEL_ARGS[@]}" --max-questions "$CHUNK" 2>&1 | tee -a /dev/stderr)
