@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ttc_graph.budget import policy_generations, policy_tokens
 from ttc_graph.errors import TTCError
@@ -71,7 +71,10 @@ class DatasetUnit:
         return f"q{self.problem.id} {what}"
 
 
-class DatasetJob(Protocol):
+UnitT = TypeVar("UnitT", bound=DatasetUnit)
+
+
+class DatasetJob(Protocol[UnitT]):
     """What a sweep, a study or a spec run supplies to :func:`drive`.
 
     ``run`` names the run in the store, ``settings`` what a resumed run must keep (None: not checked), and
@@ -86,11 +89,11 @@ class DatasetJob(Protocol):
     @property
     def settings(self) -> Mapping[str, Any] | None: ...
 
-    def plan(self, store: ResultStore, done: set[Key]) -> tuple[Sequence[DatasetUnit], int]: ...
+    def plan(self, store: ResultStore, done: set[Key]) -> tuple[Sequence[UnitT], int]: ...
 
-    async def run_here(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitOutcome: ...
+    async def run_here(self, unit: UnitT, store: ResultStore, done: set[Key]) -> UnitOutcome: ...
 
-    def request(self, unit: DatasetUnit, store: ResultStore, done: set[Key]) -> UnitRequest | None: ...
+    def request(self, unit: UnitT, store: ResultStore, done: set[Key]) -> UnitRequest | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +158,10 @@ async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
         return UnitOutcome(error=str(exc))
 
 
-class _Driver:
+class _Driver(Generic[UnitT]):
     def __init__(
         self,
-        job: DatasetJob,
+        job: DatasetJob[UnitT],
         store: ResultStore,
         runner: UnitRunner | None,
         progress: Callable[[UnitEvent], None],
@@ -205,7 +208,7 @@ class _Driver:
         report.not_started = len(pending)  # drained: left for a rerun
         return report
 
-    def take(self, pending: list[DatasetUnit]) -> DatasetUnit | None:
+    def take(self, pending: list[UnitT]) -> UnitT | None:
         """The next unit to start (None: none may start now, nor later): the first in plan order, or with a
         deadline the first expected to finish by it."""
         if self.stop.is_set() or not pending:
@@ -219,7 +222,7 @@ class _Driver:
                 return pending.pop(i)
         return None
 
-    async def run_unit(self, unit: DatasetUnit, done: set[Key]) -> None:
+    async def run_unit(self, unit: UnitT, done: set[Key]) -> None:
         request = None if self.runner is None else self.job.request(unit, self.store, done)
         if request is not None and self.runner is not None:
             outcome = await self.runner.run(request)
@@ -233,18 +236,18 @@ class _Driver:
         report.requests += outcome.requests
         report.policy_generations += outcome.policy_generations
         report.verifier_requests += outcome.verifier_requests
-        drawn = {"generations": outcome.generations, "tokens": outcome.tokens}
+        drawn, tokens = outcome.generations, outcome.tokens
         if outcome.error is not None:
             report.failed += 1
             report.failures.append(f"{unit.label}: {outcome.error}")
-            self.progress(UnitEvent("failed", unit.label, message=outcome.error, **drawn))
+            self.progress(UnitEvent("failed", unit.label, generations=drawn, tokens=tokens, message=outcome.error))
             return
         report.finished += 1
-        self.progress(UnitEvent("done", unit.label, rows=tuple(outcome.rows), **drawn))
+        self.progress(UnitEvent("done", unit.label, generations=drawn, tokens=tokens, rows=tuple(outcome.rows)))
 
 
 async def drive(
-    job: DatasetJob,
+    job: DatasetJob[UnitT],
     store: ResultStore,
     *,
     runner: UnitRunner | None = None,
