@@ -8,10 +8,15 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/ttc solve "$(QUESTION)" --n 4
 
-test: bootstrap
-	.venv/bin/ruff check ttc_graph tests examples benchmarks
+test: bootstrap lint
 	$(MAKE) docs
 	.venv/bin/python -m pytest -q
+
+# ruff (lint and format) over everything, mypy over the package
+lint:
+	.venv/bin/ruff check ttc_graph tests examples benchmarks
+	.venv/bin/ruff format --check ttc_graph tests examples benchmarks
+	.venv/bin/mypy ttc_graph
 
 unit:
 	.venv/bin/python -m pytest -q -m "not integration"

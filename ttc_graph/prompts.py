@@ -32,10 +32,11 @@ def solve_messages(
     The conversation's own system messages and ``system_prompt`` are joined into one system message at the start
     (the conversation's first), since many chat templates take a single leading system message.
     """
-    turns = [dict(m) for m in (*history, {"role": "user", "content": question}, *followup)]
+    asked: ChatMessage = {"role": "user", "content": question}
+    turns = [m.copy() for m in (*history, asked, *followup)]
     systems = [m["content"] for m in turns if m["role"] == "system" and m["content"].strip()]
     if system_prompt:
         systems.append(system_prompt)
     messages: list[ChatMessage] = [{"role": "system", "content": "\n\n".join(systems)}] if systems else []
-    messages.extend(m for m in turns if m["role"] != "system")  # type: ignore[misc]
+    messages.extend(m for m in turns if m["role"] != "system")
     return messages

@@ -220,6 +220,7 @@ class ToolSpec:
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(params, Mapping):
             raise ConfigurationError(f"tools: {name!r}: parameters must be a JSON schema object")
+        params = dict(params)
         try:
             jsonschema.validators.validator_for(params, default=Draft202012Validator).check_schema(params)
         except SchemaError as exc:

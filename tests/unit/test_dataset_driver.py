@@ -138,6 +138,7 @@ def test_measured_seconds_are_the_mean_of_each_kinds_latest_live_units() -> None
     rows += [timed("short", "0", 2.0), timed("short", "1", 4.0), timed("short", "2", 0.0),  # untimed
              timed("short", "3", 500.0, reused=True)]  # fmt: skip
     assert measured_seconds(rows) == {("long", 1): 100.0, ("short", 1): 3.0}  # the latest 10 of "long"
+    assert measured_seconds(rows, statistic=max) == {("long", 1): 100.0, ("short", 1): 4.0}
 
 
 @dataclass
@@ -167,6 +168,17 @@ async def test_a_deadline_starts_only_units_expected_to_finish_by_it(tmp_path: P
         assert past.started == [] and (report.finished, report.not_started) == (0, 4)
         unbounded = Timed()
         assert (await drive(unbounded, store)).finished == 4 and unbounded.started[0] == "q0 long b=1"
+
+
+async def test_a_deadline_bounds_a_unit_by_its_kinds_longest_recent_time(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "toy.sqlite") as store:
+        # "short" units took 1 s, but one of its latest 10 took 400 s: its mean (40.9 s) fits in 300 s, its longest not
+        store.save([timed("short", str(i), 1.0) for i in range(9)] + [timed("short", "9", 400.0)])
+        store.save([timed("long", "9", 10.0)])
+        bounded = Timed()
+        report = await drive(bounded, store, deadline=time.time() + 300)
+        assert sorted(bounded.started) == ["q0 long b=1", "q2 best-of-N pool", "q3 new b=1"]
+        assert report.not_started == 1
 
 
 def test_stop_by_reads_a_clock_time_today_or_an_iso_date_and_time() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -249,7 +249,7 @@ class TestTimeChatModel(BaseChatModel):
         final: dict[str, Any] = {}
         for mode, data in self.compiled().stream(inputs, config, context=context, stream_mode=["custom", "values"]):
             if mode == "values":
-                final = data
+                final = cast(dict[str, Any], data)
             elif (chunk := _progress_chunk(data)) is not None:
                 if run_manager:
                     run_manager.on_llm_new_token("", chunk=chunk)
@@ -269,7 +269,7 @@ class TestTimeChatModel(BaseChatModel):
         graph = self.compiled()
         async for mode, data in graph.astream(inputs, config, context=context, stream_mode=["custom", "values"]):
             if mode == "values":
-                final = data
+                final = cast(dict[str, Any], data)
             elif (chunk := _progress_chunk(data)) is not None:
                 if run_manager:
                     await run_manager.on_llm_new_token("", chunk=chunk)

@@ -153,8 +153,9 @@ def eval_command(
     runtime = runtime_of(ctx)
     source: Any = runtime.endpoint(base_url, model, gguf, parallel, threads)
     if ray is not None:
-        options = {"base_url": base_url, "model": model, "gguf": gguf, "parallel": parallel, "threads": threads}
-        source = runtime.ray(ray, replicas, concurrency, **options)
+        source = runtime.ray(
+            ray, replicas, concurrency, base_url=base_url, model=model, gguf=gguf, parallel=parallel, threads=threads
+        )
     report = _run_eval_sweep(config, problems, store, todo, source, stop_by, deadline)
     ids = {p.id for p in problems}
     names = {s.name for s in config.strategies}

@@ -34,6 +34,6 @@ StopByOption = Annotated[
     typer.Option(
         metavar="TIME",
         help="Start only units expected to finish by TIME (HH:MM today, local time, or an ISO date and time), by"
-        " their recent mean times in the database; the rest are left for a rerun.",
+        " the longest time of their kind's latest 10 in the database; the rest are left for a rerun.",
     ),
 ]

@@ -69,7 +69,10 @@ class ProgressBar:
 
     def advance(self, info: str | None = None) -> None:
         """One more unit done."""
-        self.progress.update(self.task, advance=1, **({} if info is None else {"info": info}))
+        if info is None:
+            self.progress.update(self.task, advance=1)
+        else:
+            self.progress.update(self.task, advance=1, info=info)
 
     def log(self, line: str) -> None:
         """A line above the bar (e.g. a failure)."""

@@ -97,8 +97,10 @@ def run_command(
     runtime = runtime_of(ctx)
     source: Any = runtime.endpoint(base_url, model, gguf, parallel, threads, slot_context * parallel)
     if ray is not None:
-        options = {"base_url": base_url, "model": model, "gguf": gguf, "parallel": parallel, "threads": threads}
-        source = runtime.ray(ray, replicas, config.concurrency, ctx_size=slot_context * parallel, **options)
+        source = runtime.ray(
+            ray, replicas, config.concurrency, base_url=base_url, model=model, gguf=gguf, parallel=parallel,
+            threads=threads, ctx_size=slot_context * parallel,
+        )  # fmt: skip
     try:
         with (
             drain_on_signal() as stop,

@@ -134,7 +134,7 @@ def calibrate(
     if cv_repeats < 1:
         raise ConfigurationError(f"cv_repeats: must be >= 1, got {cv_repeats}")
     names = list(strategies)
-    if baseline in strategies:
+    if baseline is not None and baseline in strategies:
         names = [baseline, *(n for n in names if n != baseline)]  # ties go to the baseline
     unknown = {r.strategy for r in records} - set(names)
     if unknown:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
 from ttc_graph._limit import SharedLimit
 from ttc_graph._loop import serving_sync_call
@@ -109,10 +109,10 @@ class LangChainEndpoint(BaseEndpoint):
             msgs.append({"role": "user", "content": NEXT_STEP_PROMPT.format(prefix=prefix)})
         lc_messages = to_langchain(msgs)
         kwargs = self._kwargs(params)
-        model = self.chat_model
+        tools_model: Runnable[Any, Any] | None = None  # the model with the tools bound: one message per call
         if params is not None and params.tools:
-            bound = {} if params.tool_choice is None else {"tool_choice": params.tool_choice}
-            model = self.chat_model.bind_tools(list(params.tools), **bound)  # type: ignore[assignment]
+            bound: dict[str, Any] = {} if params.tool_choice is None else {"tool_choice": params.tool_choice}
+            tools_model = self.chat_model.bind_tools(list(params.tools), **bound)
         stop = kwargs.pop("stop", None)
         config = ensure_config()  # the run this call belongs to (LangChain's context variable), if any
         run: dict[str, Any] = {key: config.get(key) for key in ("callbacks", "tags", "metadata", "run_name")}
@@ -131,12 +131,13 @@ class LangChainEndpoint(BaseEndpoint):
                 nonlocal lost
                 try:
                     async with asyncio.timeout(timeout):
-                        if model is not self.chat_model:  # tools bound: a Runnable, one message per call
-                            invoke = model.invoke if sync else model.ainvoke
-                            cfg = {k: v for k, v in run.items() if v is not None}
-                            call = (asyncio.to_thread(invoke, lc_messages, cfg, stop=stop, **kwargs) if sync
-                                    else invoke(lc_messages, cfg, stop=stop, **kwargs))  # fmt: skip
-                            return await call
+                        if tools_model is not None:
+                            cfg = cast(RunnableConfig, {k: v for k, v in run.items() if v is not None})
+                            if sync:
+                                return await asyncio.to_thread(
+                                    tools_model.invoke, lc_messages, cfg, stop=stop, **kwargs
+                                )
+                            return await tools_model.ainvoke(lc_messages, cfg, stop=stop, **kwargs)
                         if sync:
                             return await asyncio.to_thread(
                                 self.chat_model.generate, [lc_messages], stop=stop, **run, **kwargs

@@ -201,7 +201,7 @@ def subset_correct(q: PoolQuestion, subset: Sequence[int], how: Method) -> bool:
     if how == "oracle":
         return any(q.samples[i].correct for i in subset)
     pick = choose(q, subset, how)
-    return pick is not None and q.samples[pick].correct
+    return pick is not None and bool(q.samples[pick].correct)
 
 
 def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0) -> float:
@@ -210,7 +210,7 @@ def exact_question(q: PoolQuestion, budget: int, how: Method, *, given: int = 0)
     if not 0 <= given <= budget <= q.n:
         raise ConfigurationError(f"given: need 0 <= given ({given}) <= budget ({budget}) <= pool size ({q.n})")
     if how == "oracle" and not given:
-        c = sum(s.correct for s in q.samples)
+        c = sum(1 for s in q.samples if s.correct)
         return 1.0 - math.comb(q.n - c, budget) / math.comb(q.n, budget)
     rest = np.array(list(itertools.combinations(range(given, q.n), budget - given)), dtype=np.int64)
     subsets = np.hstack([np.tile(np.arange(given), (len(rest), 1)), rest.reshape(len(rest), budget - given)])
@@ -303,7 +303,7 @@ def replay(
             if progress:
                 progress(done, total)
         can_enumerate = all(math.comb(q.n, b) <= exact_limit for q in pool)
-        token_means = [statistics.fmean(s.tokens for s in q.samples) for q in pool if _has_tokens(q)]
+        token_means = [statistics.fmean(s.tokens or 0 for s in q.samples) for q in pool if _has_tokens(q)]
         tokens = b * statistics.fmean(token_means) if len(token_means) == len(pool) else None
         for m in methods:
             low, high = _interval(per_q[m], ci, seed + 1 + b, resamples)

@@ -67,9 +67,10 @@ class SpecRun:
         out = await self.graph.ainvoke({"question": problem.question})
         seconds = time.perf_counter() - t0
         candidates = [{k: c.get(k) for k in ("id", "answer", "score", "tokens")} for c in out.get("candidates", [])]
-        where = {"run": self.run, "strategy": self.strategy, "budget": self.budget, "dataset": self.dataset}
-        details = {"usage": out.get("usage", {})}
-        row = graded_row(out, problem, seconds=seconds, candidates=candidates, details=details, strict=False, **where)
+        row = graded_row(
+            out, problem, run=self.run, strategy=self.strategy, budget=self.budget, dataset=self.dataset,
+            seconds=seconds, candidates=candidates, details={"usage": out.get("usage", {})}, strict=False,
+        )  # fmt: skip
         return UnitOutcome([row], generations=row.generations, tokens=row.tokens)
 
 

@@ -363,8 +363,10 @@ class _SweepJob:
         except TTCError as exc:
             outcome = UnitOutcome(error=str(exc))
         drawn = ends.policy.generations
-        counts = {"requests": ends.policy.calls, "generations": drawn, "policy_generations": drawn}
-        return replace(outcome, verifier_requests=ends.judge.calls, **counts)
+        return replace(
+            outcome, verifier_requests=ends.judge.calls, requests=ends.policy.calls, generations=drawn,
+            policy_generations=drawn,
+        )  # fmt: skip
 
     # -- one graph per budget -------------------------------------------------------------------------------
 
@@ -375,8 +377,10 @@ class _SweepJob:
         out = await graph.ainvoke({"question": p.question})
         seconds = float((out.get("usage") or {}).get("seconds", 0.0))
         candidates = _candidates_json(out.get("candidates") or [])
-        where = {"run": cfg.run, "strategy": unit.strategy, "budget": unit.budget, "dataset": cfg.dataset}
-        row = graded_row(out, p, seconds=seconds, candidates=candidates, **where)
+        row = graded_row(
+            out, p, run=cfg.run, strategy=unit.strategy, budget=unit.budget, dataset=cfg.dataset, seconds=seconds,
+            candidates=candidates,
+        )  # fmt: skip
         return UnitOutcome([row], tokens=row.tokens)
 
     # -- best-of-N from one pool ----------------------------------------------------------------------------

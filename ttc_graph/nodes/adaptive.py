@@ -143,9 +143,10 @@ class SampleTask(TypedDict):
     tool_choice: NotRequired[str | dict[str, Any] | None]
 
 
-@task(name="ttc_sample_log")
-def _record(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A durable append to the sample log: the checkpointer saves the entries as this task completes."""
+@task
+def ttc_sample_log(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A durable append to the sample log: the checkpointer saves the entries as this task completes (the task's
+    name is this function's)."""
     return entries
 
 
@@ -155,7 +156,7 @@ def _durable() -> bool:
 
 
 async def _log(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    fut: Any = _record(entries)
+    fut: Any = ttc_sample_log(entries)
     out: list[dict[str, Any]] = await (fut if isinstance(fut, asyncio.Future) else asyncio.wrap_future(fut))
     return out
 

@@ -67,7 +67,7 @@ async def verify_candidates(
     updated: list[Candidate] = []
     errors: list[str] = []
     for cand, score in zip(candidates, result.scores, strict=True):
-        new = dict(cand)
+        new: dict[str, Any] = dict(cand)
         new["score"] = score.value
         new["step_scores"] = list(score.step_scores) if score.step_scores else None
         new["scored"] = score.value is not None

@@ -204,7 +204,7 @@ class _Server:
         finally:
             await self.release()
         if outcome is None:
-            self.log(rid, model, _CLIENT_GONE, started, **labels)
+            self.log(rid, model, _CLIENT_GONE, started, None, **labels)
             return Response(status_code=_CLIENT_GONE)
         self.log(rid, model, 200, started, outcome.usage, **labels)
         usage = openai_usage(outcome.usage, outcome.chosen_tokens)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttc_graph.messages import from_wire_tool_calls
+from ttc_graph.messages import WireToolCall, from_wire_tool_calls
 from ttc_graph.server.errors import APIError
 
 __all__ = [
@@ -214,7 +214,7 @@ def completion(
     finish_reason: str,
     usage: dict[str, Any],
     ttc: dict[str, Any],
-    tool_calls: list[dict[str, Any]] | None = None,
+    tool_calls: list[WireToolCall] | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion`` body: one choice (with its ``tool_calls`` in the wire format when it is an action),
     the run's usage, and the ``ttc`` extension field."""

@@ -15,7 +15,7 @@ from langgraph.types import Overwrite
 
 from ttc_graph.budget import policy_generations
 from ttc_graph.errors import ConfigurationError, EndpointError
-from ttc_graph.messages import to_wire_tool_calls
+from ttc_graph.messages import WireToolCall, to_wire_tool_calls
 from ttc_graph.nodes.select import NO_ANSWER
 from ttc_graph.selection import answer_groups
 from ttc_graph.server.allowance import open_allowance
@@ -46,7 +46,7 @@ class Outcome:
     content: str
     finish_reason: str
     answer: str | None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the chosen action (OpenAI's wire format)
+    tool_calls: list[WireToolCall] = field(default_factory=list)  # the chosen action (OpenAI's wire format)
     usage: dict[str, Any] = field(default_factory=dict)
     stop_reason: str | None = None
     errors: list[str] = field(default_factory=list)

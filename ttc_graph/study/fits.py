@@ -83,7 +83,7 @@ def _cv_chunk(
     for j, order in enumerate(orders):
         bins = _bins(w_rec, order, n_bins)  # (rows, records)
         stratum = bins.reshape(rows, d, g).min(axis=1)
-        key = np.random.default_rng(seed + j).random(g)
+        key = np.random.default_rng(seed + j).random((g,))
         dealt = np.argsort(stratum + key[None, :], axis=1, kind="stable")
         turn = (np.cumsum(np.take_along_axis(present, dealt, axis=1), axis=1) - 1) % 2
         fold = np.empty_like(turn)

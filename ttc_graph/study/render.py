@@ -209,9 +209,9 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
             "| template | budget | " + " | ".join(f"bin {b}" for b in range(1, N_BINS + 1)) + " |",
             "|---|---|" + "---|" * N_BINS,
         ]
-        for t, per_bin in a.bin_difference[metric].items():
+        for t, differences in a.bin_difference[metric].items():
             for b in config.budgets_of(t):
-                cells = [_compared(per_bin[bn][b], a.bin_sizes[metric][bn]) for bn in range(1, N_BINS + 1)]
+                cells = [_compared(differences[bn][b], a.bin_sizes[metric][bn]) for bn in range(1, N_BINS + 1)]
                 out.append(f"| {t} | {b} | " + " | ".join(cells) + " |")
         out.append("")
     u = a.unsolved
@@ -274,7 +274,7 @@ def render_markdown(analysis: StudyAnalysis, config: StudyConfig) -> str:
                 continue
             if c["seconds"] is None:
                 seconds = "not measured (reused)"
-            elif c["measured"] < c["runs"]:
+            elif (c["measured"] or 0) < (c["runs"] or 0):
                 seconds = f"{c['seconds']:.1f} (of {c['measured']:.0f} measured runs)"
             else:
                 seconds = f"{c['seconds']:.1f}"

@@ -661,9 +661,9 @@ def analyze(data: StudyData, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 
         if len(qs) < 2 * N_BINS or not comparable:
             continue
         keyed = {(t, b, _draw_key(q, d, draws[m])): v for d, u in enumerate(per_view) for (t, b, q), v in u.items()}
-        level = {_draw_key(q, d, draws[m]): v for d, lv in enumerate(level_draws[m]) for q, v in lv.items()}
+        level_of = {_draw_key(q, d, draws[m]): v for d, lv in enumerate(level_draws[m]) for q, v in lv.items()}
         keys = {q: [_draw_key(q, d, draws[m]) for d in range(draws[m])] for q in qs}
-        table = _fit(data, qs, kb, seed, keyed, level, grid, N_BINS, keys, comparable)
+        table = _fit(data, qs, kb, seed, keyed, level_of, grid, N_BINS, keys, comparable)
         done = fits[m]
         table.report["compute_optimal_cv"] = {str(b): o.optimal[0] for b, o in done.items() if o is not None}
         table.report["cv_splits"] = CV_SPLITS

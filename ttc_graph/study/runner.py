@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ttc_graph._files import existing_file
 from ttc_graph.endpoints.base import Endpoint
@@ -41,6 +41,7 @@ from ttc_graph.nodes.verify import verify_candidates
 from ttc_graph.scale.units import UnitOutcome, UnitRequest, UnitRunner, register_executor
 from ttc_graph.selection import select_answer, select_revisions
 from ttc_graph.specs.build import build_graph, build_verifier
+from ttc_graph.specs.models import RevisionsSpec
 from ttc_graph.state import Candidate
 from ttc_graph.strategies import create_best_of_n
 from ttc_graph.strategies.revisions import split_budget
@@ -148,7 +149,9 @@ def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> Result
     """The row of ``source``'s template at a smaller ``budget``, replayed from ``source``'s chains: its first
     chains, each cut to the smaller budget's length, selected as a run at that budget selects (no model call)."""
     spec = config.spec_for(source.strategy, budget)
-    chains, length = split_budget(spec.n, spec.chain_length)  # type: ignore[union-attr]
+    if not isinstance(spec, RevisionsSpec):
+        raise TTCError(f"{source.strategy}: only revisions replay from a larger budget's chains, not {spec.kind}")
+    chains, length = split_budget(spec.n, spec.chain_length)
     kept: list[dict[str, Any]] = []
     cands: list[Candidate] = []
     for c in source.candidates:
@@ -158,11 +161,11 @@ def derive_nested(config: StudyConfig, source: ResultRow, budget: int) -> Result
         if cand["meta"]["chain"] < chains and cand["meta"]["position"] < length:
             kept.append(c)
             cands.append(cand)
-    chosen = select_revisions(cands, spec.selection)  # type: ignore[union-attr]
+    chosen = select_revisions(cands, spec.selection)
     return ResultRow(
         source.run, source.strategy, budget, source.question_id, source.dataset, chosen.answer, source.reference,
-        grade(config.dataset, chosen.answer, source.reference), len(kept), sum(c.get("tokens") or 0 for c in kept),
-        0.0, "complete", kept, reused=True,
+        grade(config.dataset, chosen.answer, source.reference or ""), len(kept),
+        sum(c.get("tokens") or 0 for c in kept), 0.0, "complete", kept, reused=True,
         details={"derived_from": source.budget, "sources": ["replay"], "seconds_measured": False,
                  "seed": source.details.get("seed")},
     )  # fmt: skip
@@ -178,8 +181,9 @@ def stored_candidate(stored: Mapping[str, Any]) -> Candidate:
     revision attempt's, so that the selections replay on it."""
     match = _ATTEMPT_ID.fullmatch(str(stored["id"]))
     meta = {"chain": int(match[1]), "position": int(match[2])} if match else {}
-    return {**stored, "text": "", "parsable": stored["answer"] is not None, "scored": stored["score"] is not None,
-            "meta": meta}  # type: ignore[typeddict-item]  # fmt: skip
+    restored = {**stored, "text": "", "parsable": stored["answer"] is not None, "scored": stored["score"] is not None,
+                "meta": meta}  # fmt: skip
+    return cast(Candidate, restored)
 
 
 def _stored_pool(config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
@@ -287,8 +291,10 @@ class _StudyJob:
             "wall_seconds": round(seconds, 3),
         }
         candidates = _candidates_json(out.get("candidates") or [])
-        where = {"run": cfg.name, "strategy": unit.template, "budget": unit.budget, "dataset": cfg.dataset}
-        row = graded_row(out, p, seconds=round(seconds, 3), candidates=candidates, details=details, **where)
+        row = graded_row(
+            out, p, run=cfg.name, strategy=unit.template, budget=unit.budget, dataset=cfg.dataset,
+            seconds=round(seconds, 3), candidates=candidates, details=details,
+        )  # fmt: skip
         nested = [
             derive_nested(cfg, row, b)
             for b in cfg.budgets_of(unit.template)

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ttc_graph.endpoints.base import ChatMessage, Endpoint, RequestUsage
 from ttc_graph.messages import render_transcript, to_langchain_messages
@@ -85,7 +85,7 @@ class ActionJudgeVerifier(LLMJudgeVerifier):
         conversation = item.conversation or ({"role": "user", "content": item.question},)
         content = self.prompt_template.format(
             tools=_tools_text(item.tools),
-            conversation=render_transcript(to_langchain_messages(conversation)),
+            conversation=render_transcript(to_langchain_messages(cast(Sequence[ChatMessage], conversation))),
             action=_action_text(item),
         )
         messages: list[ChatMessage] = []

@@ -7,7 +7,7 @@ import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from ttc_graph.endpoints.base import RequestUsage
 from ttc_graph.errors import VerifierError
@@ -84,7 +84,7 @@ class Verifier(ABC):
     Set it on any verifier (``verifier.timeout = 30``) or with a verifier spec's ``timeout``.
     """
 
-    granularity: ClassVar[Literal["process", "outcome"]] = "outcome"
+    granularity: Literal["process", "outcome"] = "outcome"
     aggregation: Aggregation = DEFAULT_AGGREGATION
     timeout: float | None = None
 

@@ -109,7 +109,7 @@ class CombinedVerifier(Verifier):
         self.parts: tuple[Verifier, ...] = tuple(resolved)
         self.how: Combination = how
         self.aggregation = aggregation
-        self.granularity = "process" if granularity != "outcome" and all_process else "outcome"  # type: ignore[misc]
+        self.granularity = "process" if granularity != "outcome" and all_process else "outcome"
 
     @property
     def needs_logprobs(self) -> bool:

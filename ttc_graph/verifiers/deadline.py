@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ttc_graph.budget import Budget
 from ttc_graph.errors import ConfigurationError
@@ -47,7 +47,7 @@ def unscored(items: Sequence[VerifyItem], reason: str) -> VerificationResult:
     return VerificationResult([Score(None, error=reason) for _ in items])
 
 
-def _ignore_outcome(task: asyncio.Future[object]) -> None:
+def _ignore_outcome(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved, so an abandoned call's failure is not reported as never retrieved
 

@@ -46,7 +46,7 @@ class FunctionVerifier(Verifier):
         self.fn = fn
         self.threaded = threaded
         self.timeout = check_timeout(timeout, "verifier: timeout")
-        self._name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             type(fn).__call__ if not inspect.isfunction(fn) else None
         )

@@ -120,7 +120,7 @@ class LLMJudgeVerifier(Verifier):
     returned in :attr:`VerificationResult.usage`.
     """
 
-    granularity = "process"
+    granularity: JudgeMode = "process"
 
     def __init__(
         self,
@@ -155,7 +155,7 @@ class LLMJudgeVerifier(Verifier):
             raise ConfigurationError(f"max_concurrency: must be >= 1 or None, got {max_concurrency!r}")
         self.endpoint = endpoint
         self.mode: JudgeMode = mode
-        self.granularity = mode  # type: ignore[misc]
+        self.granularity = mode
         self.aggregation = aggregation
         self.samples = samples
         self.cache = resolve_cache(cache)
