@@ -13,7 +13,7 @@
 # A config with `rescore` (a program verifier) also stores the programs of up to CHUNK questions after each chunk.
 # (tee -a: a log file given as stderr is appended to, not truncated at every command; redirect to a log with >>,
 # since a log opened with > is written at this script's own offset, over what tee appended)
-# To stop at a time without losing work, STOP_BY: each chunk starts only the units its recent mean times say finish
+# To stop at a time without losing work, STOP_BY: each chunk starts only the units its kind's recent times say finish
 # by then (`ttc study run --stop-by`), and the run ends at the first chunk that leaves some unstarted.
 # CHUNK_MINUTES=60 makes each chunk a time box: it starts units, in plan order, while they are expected to end
 # within the hour (the same measure as STOP_BY, which caps the last box), so its tail fills with short units instead
