@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from ttc_graph.errors import TTCError
-from ttc_graph.eval.dataset_driver import DatasetReport, DatasetUnit, UnitEvent, drive, measured_seconds
+from ttc_graph.eval.dataset_driver import (
+    DatasetReport,
+    DatasetUnit,
+    UnitEvent,
+    drive,
+    measured_pool_seconds,
+    measured_seconds,
+)
 from ttc_graph.eval.datasets import Problem
 from ttc_graph.eval.pool_samples import PoolSample, pool_candidate, read_pool, write_pool
 from ttc_graph.eval.store import ResultRow, ResultStore
@@ -178,6 +185,33 @@ async def test_a_deadline_bounds_a_unit_by_its_kinds_longest_recent_time(tmp_pat
         bounded = Timed()
         report = await drive(bounded, store, deadline=time.time() + 300)
         assert sorted(bounded.started) == ["q0 long b=1", "q2 best-of-N pool", "q3 new b=1"]
+        assert report.not_started == 1
+
+
+def drawn(seconds: float, k: int, filed: int = 0) -> list[dict[str, object]]:
+    """A pool of ``filed`` samples read from a pool file (untimed), then ``k`` drawn live in ``seconds``."""
+    return [{"text": "4"}] * filed + [{"text": "4", "seconds": seconds / k, "source": "live"}] * k
+
+
+def test_measured_pool_seconds_add_up_each_draws_samples() -> None:
+    pools = [drawn(900.0, 32), drawn(300.0, 16, filed=16), [{"text": "4"}] * 16]  # the last: read from a file
+    assert measured_pool_seconds(pools) == pytest.approx(900.0)
+    assert measured_pool_seconds(pools, statistic=min) == pytest.approx(300.0)
+    assert measured_pool_seconds(pools[1:], recent=1) == pytest.approx(300.0)  # the latest timed draw only
+    assert measured_pool_seconds([[{"text": "4"}]]) is None
+
+
+async def test_a_deadline_bounds_a_pool_draw_by_the_longest_recent_draw(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "toy.sqlite") as store:
+        store.save([timed("long", "9", 10.0), timed("short", "9", 1.0)])
+        store.save([], pool=("r", "8", drawn(200.0, 32)))
+        fits = Timed()
+        await drive(fits, store, deadline=time.time() + 300)
+        assert "q2 best-of-N pool" in fits.started
+        store.save([], pool=("r", "9", drawn(400.0, 16, filed=16)))  # a later draw took 400 s: it would end past
+        bounded = Timed()
+        report = await drive(bounded, store, deadline=time.time() + 300)
+        assert sorted(bounded.started) == ["q0 long b=1", "q1 short b=1", "q3 new b=1"]
         assert report.not_started == 1
 
 

@@ -725,6 +725,20 @@ def test_a_chunk_starts_its_longest_units_first(tmp_path: Path) -> None:
     assert ordered == [("beam", 4), ("seq", 4), ("beam", 2), (None, 0), ("seq", 2)]
 
 
+def test_a_run_without_a_unit_limit_reorders_its_plan_window_by_window(tmp_path: Path) -> None:
+    from ttc_graph.eval.store import ResultRow
+    from ttc_graph.study.runner import StudyUnit, longest_first
+
+    cfg = config(tmp_path)
+    rows = [ResultRow("t", "beam", 4, "0", "gsm8k", "1", "1", True, 4, 10, 900.0, "complete", []),
+            ResultRow("t", "beam", 2, "0", "gsm8k", "1", "1", True, 2, 10, 100.0, "complete", [])]  # fmt: skip
+    units = [StudyUnit(PROBLEMS[i], i, "beam", b) for i in (0, 1, 2) for b in (2, 4)]
+    ordered = [(u.index, u.budget) for u in longest_first(cfg, units, rows, window=2)]
+    assert ordered == [(0, 4), (0, 2), (1, 4), (1, 2), (2, 4), (2, 2)]  # each question's long run first, in order
+    whole = [(u.index, u.budget) for u in longest_first(cfg, units, rows)]
+    assert whole == [(0, 4), (1, 4), (2, 4), (0, 2), (1, 2), (2, 2)]  # the long kind across every question first
+
+
 @pytest.mark.parametrize("pool_size", [16, 32])
 async def test_a_policy_that_always_picks_best_of_n_reads_exactly_1x_at_every_budget(
     tmp_path: Path, pool_size: int

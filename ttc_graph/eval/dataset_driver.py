@@ -9,13 +9,15 @@ counts, and a :class:`UnitEvent` per unit. A unit that fails with a :class:`TTCE
 rerun; any other exception (or cancellation) stops the run, keeping what finished. A ``stop`` event set while it
 runs drains it: no unit starts after it, the units in flight finish and are stored, the rest are left for a rerun.
 A ``deadline`` drains it by the clock: a unit starts only if it is expected to finish by then (the longest wall time
-of its strategy and budget's latest units in the store, so that few overrun it; a unit never timed, such as a pool
-draw, starts while the deadline is ahead), the next one in plan order that fits when the first does not.
+of its strategy and budget's latest units in the store, or of the latest timed pool draws for a pool, so that few
+overrun it; a kind never timed starts while the deadline is ahead), the next one in plan order that fits when the
+first does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import threading
 import time
@@ -40,6 +42,7 @@ __all__ = [
     "drive",
     "graded_row",
     "keys_of",
+    "measured_pool_seconds",
     "measured_seconds",
     "outcome_of",
 ]
@@ -150,6 +153,20 @@ def measured_seconds(
     return {key: statistic(times[-recent:]) for key, times in seen.items()}
 
 
+def measured_pool_seconds(
+    pools: Iterable[Sequence[Mapping[str, Any]]],
+    recent: int = RECENT_UNITS,
+    statistic: Callable[[Sequence[float]], float] = max,
+) -> float | None:
+    """The ``statistic`` (the longest; ``statistics.fmean`` for the mean) of the wall seconds of the latest ``recent``
+    timed pool draws, ``pools`` in the store's order (None: none timed). A draw stores its wall time shared among its
+    samples (each sample's ``seconds``), so a pool's timed samples add up to the draws that made it; samples read from
+    a pool file carry no time."""
+    walls = [math.fsum(s.get("seconds") or 0.0 for s in samples) for samples in pools]
+    timed = [w for w in walls if w > 0]
+    return statistic(timed[-recent:]) if timed else None
+
+
 async def outcome_of(unit: Awaitable[UnitOutcome]) -> UnitOutcome:
     """``unit``'s outcome, a :class:`TTCError` it raises becoming the outcome's ``error`` (as a runner returns it)."""
     try:
@@ -173,6 +190,7 @@ class _Driver(Generic[UnitT]):
         self.stop = stop or threading.Event()
         self.deadline = deadline
         self.expected: dict[tuple[str, int], float] = {}
+        self.pool_expected = 0.0
 
     async def run(self) -> DatasetReport:
         t0 = time.monotonic()
@@ -188,6 +206,7 @@ class _Driver(Generic[UnitT]):
             # the longest of each kind's latest 10: in the study's record (814 units) 34% of units ran longer than
             # their kind's latest mean, 6% longer than this
             self.expected = measured_seconds(self.store.rows(job.run), statistic=max)
+            self.pool_expected = measured_pool_seconds(self.store.pools(job.run).values()) or 0.0
         pending = list(units)
 
         async def worker() -> None:
@@ -217,7 +236,10 @@ class _Driver(Generic[UnitT]):
             return pending.pop(0)
         now = time.time()
         for i, unit in enumerate(pending):
-            need = 0.0 if unit.strategy is None else self.expected.get((unit.strategy, unit.budget), 0.0)
+            if unit.strategy is None:
+                need = self.pool_expected
+            else:
+                need = self.expected.get((unit.strategy, unit.budget), 0.0)
             if now + need <= self.deadline:
                 return pending.pop(i)
         return None

@@ -123,9 +123,17 @@ def pool_sizes(store: ResultStore, run: str) -> dict[str, int]:
     return {q: len(samples) for q, samples in store.pools(run).items()}
 
 
-def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequence[ResultRow]) -> list[StudyUnit]:
-    """``units`` with the longest expected first (the recent mean wall seconds of the unit's template and budget,
-    :func:`~ttc_graph.eval.dataset_driver.measured_seconds`; one never measured counts as longest, a pool draw or a
+PLAN_WINDOW = 4
+"""Units in flight times this: the plan's window within which :func:`longest_first` reorders a run without a unit
+limit (a time box), so that it still finishes questions in plan order."""
+
+
+def longest_first(
+    config: StudyConfig, units: Sequence[StudyUnit], rows: Sequence[ResultRow], window: int | None = None
+) -> list[StudyUnit]:
+    """``units`` with the longest expected first within each run of ``window`` of them in plan order (None: all of
+    them), by the recent mean wall seconds of the unit's template and budget
+    (:func:`~ttc_graph.eval.dataset_driver.measured_seconds`; one never measured counts as longest, a pool draw or a
     replayed run as shortest), so that a chunk does not end waiting on one long unit while the server's other slots
     idle. Ties keep plan order."""
     seconds = measured_seconds(rows)
@@ -135,7 +143,8 @@ def longest_first(config: StudyConfig, units: Sequence[StudyUnit], rows: Sequenc
             return 0.0
         return seconds.get((unit.template, unit.budget), math.inf)
 
-    return sorted(units, key=lambda u: -expected(u))
+    size = max(1, window or len(units))
+    return [u for i in range(0, len(units), size) for u in sorted(units[i : i + size], key=lambda u: -expected(u))]
 
 
 def derive_same(source: ResultRow, template: str) -> ResultRow:
@@ -228,7 +237,10 @@ class _StudyJob:
 
     def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[StudyUnit], int]:
         pending = plan_units(self.problems, self.config, done, pool_sizes(store, self.run))
-        units = longest_first(self.config, pending[: self.limit], store.rows(self.run))
+        # a chunk of ``limit`` units is reordered whole; a time box (no limit) window by window, so that it does not
+        # run one long kind across every question before it finishes any
+        window = None if self.limit else PLAN_WINDOW * self.concurrency
+        units = longest_first(self.config, pending[: self.limit], store.rows(self.run), window)
         return units, len(plan_units(self.problems, self.config, set())) - len(pending)
 
     def derived(self, unit: StudyUnit) -> bool:
