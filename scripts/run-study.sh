@@ -6,7 +6,8 @@
 #                                    to skip commits, DB=the database when not study.sqlite beside CONFIG,
 #                                    BASE_URL and MODEL=an OpenAI-compatible server already running instead of GGUF,
 #                                    TTC=the ttc command, RESCORE=0 to skip the config's rescore verifier,
-#                                    STOP_BY=HH:MM or an ISO time: start no unit that would end past it, then end,
+#                                    STOP_BY=HH:MM (the next) or an ISO time: start no unit that would end
+#                                    past it, then end,
 #                                    CHUNK_MINUTES=a chunk's length in time instead of CHUNK units)
 # One llama.cpp thread by default: on a machine whose cores are shared, a server with as many threads as cores
 # stalls at every barrier whenever another process runs (measured here: under 1 token/s beside a test run).
@@ -34,9 +35,12 @@ else
   GGUF=${GGUF:-$(../shared/models/fetch-bench-model.sh "${TTC_CACHE_DIR:-$HOME/.cache/ttc_graph}/models")}
   MODEL_ARGS=(--gguf "$GGUF" --threads "$THREADS" --parallel "${PARALLEL:-8}")
 fi
-STOP_AT=""  # STOP_BY as epoch seconds (date reads HH:MM as today, local time, as the CLI does)
+STOP_AT=""  # STOP_BY as epoch seconds (HH:MM is the next such local time, today's or tomorrow's, as in the CLI)
 if [ -n "${STOP_BY:-}" ]; then
   STOP_AT=$(date -d "$STOP_BY" +%s) || { echo "STOP_BY: cannot read $STOP_BY as a time" >&2; exit 1; }
+  if [[ "$STOP_BY" =~ ^[0-9]{1,2}:[0-9]{2}$ ]] && [ "$STOP_AT" -le "$(date +%s)" ]; then
+    STOP_AT=$(date -d "tomorrow $STOP_BY" +%s)
+  fi
 fi
 rescores=0
 if [ "${RESCORE:-1}" = 1 ] && grep -q "^rescore:" "$CONFIG"; then rescores=1; fi

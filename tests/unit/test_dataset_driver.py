@@ -224,7 +224,7 @@ def test_stop_by_reads_a_clock_time_today_or_an_iso_date_and_time() -> None:
     utc = datetime.UTC
     now = datetime.datetime(2026, 12, 7, 18, 0, tzinfo=utc)
     assert stop_instant("19:30", now) == datetime.datetime(2026, 12, 7, 19, 30, tzinfo=utc).timestamp()
-    assert stop_instant("09:00", now) < now.timestamp()  # today's, already past: nothing starts
+    assert stop_instant("09:00", now) == datetime.datetime(2026, 12, 8, 9, 0, tzinfo=utc).timestamp()  # today's passed
     assert stop_instant("2026-12-08T01:15+00:00", now) == datetime.datetime(2026, 12, 8, 1, 15, tzinfo=utc).timestamp()
     assert stop_instant(None, now) is None
     with pytest.raises(ConfigurationError, match="stop-by: 'soon' is neither"):

@@ -126,9 +126,9 @@ def test_eval_stop_by_starts_no_unit_that_would_end_past_it(
     tmp_path: Path, data_dir: Path, scripted: ScriptedEndpoint
 ) -> None:
     args = ["eval", "--run", "d", "--limit", "2", "--db", str(tmp_path / "e.sqlite"), "--budgets", "1,2"]
-    past = runner.invoke(cli.app, [*args, "--stop-by", "00:00"], obj=StaticRuntime(scripted))  # today's: gone
+    past = runner.invoke(cli.app, [*args, "--stop-by", "2000-01-01T00:00"], obj=StaticRuntime(scripted))
     assert past.exit_code == 0, past.output
-    assert "stopped early: 2 unit(s) not started (none would finish by 00:00)" in text(past)
+    assert "stopped early: 2 unit(s) not started (none would finish by 2000-01-01T00:00)" in text(past)
     assert scripted.calls == []
     ahead = runner.invoke(cli.app, [*args, "--stop-by", "2999-01-01T00:00"], obj=StaticRuntime(scripted))
     assert ahead.exit_code == 0, ahead.output

@@ -74,6 +74,18 @@ def test_stop_by_caps_the_last_box_and_ends_the_run(tmp_path: Path) -> None:
     assert "stopped as asked" in out
 
 
+def test_a_stop_by_clock_time_already_past_today_is_tomorrows(tmp_path: Path) -> None:
+    utc = datetime.datetime.now(datetime.UTC)
+    zone = f"TST{utc.hour - 12:+d}"  # a POSIX zone whose local time is now about noon: 06:00 has passed today
+    noon = utc.astimezone(datetime.timezone(datetime.timedelta(hours=12 - utc.hour)))
+    runs, out = run_script(tmp_path, [BOX_ENDED, ALL_DONE], STOP_BY="06:00", TZ=zone)
+    assert len(runs) == 1, out  # the run went on to its chunk, not ended before it
+    ends = stop_by(runs[0])
+    assert ends.astimezone(noon.tzinfo).replace(tzinfo=None) == datetime.datetime.combine(
+        noon.date() + datetime.timedelta(days=1), datetime.time(6, 0)
+    )
+
+
 def test_a_signal_ends_the_run_inside_a_box(tmp_path: Path) -> None:
     signalled = "stopping: the units in flight finish and are kept; signal again to stop now\n" + BOX_ENDED
     runs, out = run_script(tmp_path, [signalled, ALL_DONE], CHUNK_MINUTES="60")

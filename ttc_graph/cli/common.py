@@ -108,8 +108,8 @@ def check_ray(ray: str | None, replicas: int | None) -> None:
 
 
 def stop_instant(text: str | None, now: datetime.datetime | None = None) -> float | None:
-    """``--stop-by``'s TIME as a :func:`time.time` instant: ``HH:MM`` today (local time; one already past starts
-    nothing) or an ISO date and time; None when not given."""
+    """``--stop-by``'s TIME as a :func:`time.time` instant: ``HH:MM`` next (local time: today's, or tomorrow's once
+    today's has passed, as in "stop by 01:30" said at 23:00) or an ISO date and time; None when not given."""
     if text is None:
         return None
     now = now or datetime.datetime.now().astimezone()
@@ -121,7 +121,8 @@ def stop_instant(text: str | None, now: datetime.datetime | None = None) -> floa
         except ValueError:
             raise ConfigurationError(f"stop-by: {text!r} is neither HH:MM nor an ISO date and time") from None
         return (when if when.tzinfo else when.astimezone()).timestamp()
-    return datetime.datetime.combine(now.date(), clock, tzinfo=now.tzinfo).timestamp()
+    when = datetime.datetime.combine(now.date(), clock, tzinfo=now.tzinfo)
+    return (when if when > now else when + datetime.timedelta(days=1)).timestamp()
 
 
 def print_not_started(not_started: int, stop_by: str | None, signalled: bool) -> None:

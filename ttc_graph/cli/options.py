@@ -33,7 +33,7 @@ StopByOption = Annotated[
     str | None,
     typer.Option(
         metavar="TIME",
-        help="Start only units expected to finish by TIME (HH:MM today, local time, or an ISO date and time), by"
-        " the longest time of their kind's latest 10 in the database; the rest are left for a rerun.",
+        help="Start only units expected to finish by TIME (HH:MM, the next such local time, or an ISO date and"
+        " time), by the longest time of their kind's latest 10 in the database; the rest are left for a rerun.",
     ),
 ]
