@@ -189,8 +189,7 @@ class _Driver(Generic[UnitT]):
         self.job, self.store, self.runner, self.progress, self.report = job, store, runner, progress, report
         self.stop = stop or threading.Event()
         self.deadline = deadline
-        self.expected: dict[tuple[str, int], float] = {}
-        self.pool_expected = 0.0
+        self.expected: dict[tuple[str | None, int], float] = {}  # a pool's key: (None, 0), as its unit's
 
     async def run(self) -> DatasetReport:
         t0 = time.monotonic()
@@ -205,8 +204,9 @@ class _Driver(Generic[UnitT]):
         if self.deadline is not None:
             # the longest of each kind's latest 10: in the study's record (814 units) 34% of units ran longer than
             # their kind's latest mean, 6% longer than this
-            self.expected = measured_seconds(self.store.rows(job.run), statistic=max)
-            self.pool_expected = measured_pool_seconds(self.store.pools(job.run).values()) or 0.0
+            self.expected = {k: s for k, s in measured_seconds(self.store.rows(job.run), statistic=max).items()}
+            if (pool := measured_pool_seconds(self.store.pools(job.run).values())) is not None:
+                self.expected[(None, 0)] = pool
         pending = list(units)
 
         async def worker() -> None:
@@ -236,10 +236,7 @@ class _Driver(Generic[UnitT]):
             return pending.pop(0)
         now = time.time()
         for i, unit in enumerate(pending):
-            if unit.strategy is None:
-                need = self.pool_expected
-            else:
-                need = self.expected.get((unit.strategy, unit.budget), 0.0)
+            need = self.expected.get((unit.strategy, unit.budget), 0.0)
             if now + need <= self.deadline:
                 return pending.pop(i)
         return None

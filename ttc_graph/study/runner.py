@@ -237,8 +237,6 @@ class _StudyJob:
 
     def plan(self, store: ResultStore, done: set[Key]) -> tuple[list[StudyUnit], int]:
         pending = plan_units(self.problems, self.config, done, pool_sizes(store, self.run))
-        # a chunk of ``limit`` units is reordered whole; a time box (no limit) window by window, so that it does not
-        # run one long kind across every question before it finishes any
         window = None if self.limit else PLAN_WINDOW * self.concurrency
         units = longest_first(self.config, pending[: self.limit], store.rows(self.run), window)
         return units, len(plan_units(self.problems, self.config, set())) - len(pending)
